@@ -1,0 +1,28 @@
+# The README's two commands: `make demo` (main job) and `make test` (lint + tests).
+# Both create .venv/ on first use and install the package into it.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := dev,tflite,onnx
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test lint install
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/climbq data syndigits --gamma 50 --seed 0 --out $(DEMO_OUT)/syndigits-lt-g50 --preview
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest

@@ -1,0 +1,219 @@
+"""The ``climbq`` command line: a thin layer over the library functions.
+
+Every user error surfaces as one ``climbq: error: ...`` line on stderr and a non-zero exit
+(2 for bad input, 1 for an unexpected internal error, 130 on Ctrl-C); ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from climbq_deploy import __version__
+from climbq_deploy.errors import ClimbQError, ConfigError
+
+
+def _gamma(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"gamma must be a number, got {text!r}") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"gamma must be a finite number >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _add_common_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--size", type=_positive_int, default=32, help="image side in pixels")
+    parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="climbq",
+        description="ClimbQ deployment toolkit: long-tailed data, low-bit models, integer targets.",
+    )
+    parser.add_argument("--version", action="version", version=f"climbq_deploy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="build or inspect long-tailed datasets")
+    kinds = data.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    syn = kinds.add_parser(
+        "syndigits", help="render SynDigits-LT (the embedded default, no download)"
+    )
+    syn.add_argument("--gamma", type=_gamma, required=True, help="imbalance ratio (>= 1)")
+    syn.add_argument("--test-per-class", type=_positive_int, default=200)
+    _add_common_output(syn)
+    syn.set_defaults(handler=_cmd_syndigits)
+
+    for name, help_text in (
+        ("cifar10", "CIFAR-10-LT from a folder, zip or python-batches folder"),
+        ("folder", "a long-tailed set from any train/<class>/*, test/<class>/* folder or zip"),
+    ):
+        sub = kinds.add_parser(name, help=help_text)
+        sub.add_argument("--source", required=True, type=Path, help="folder or .zip of images")
+        sub.add_argument("--gamma", type=_gamma, help="imbalance ratio for the §6 formula")
+        sub.add_argument("--split-csv", type=Path, help="exact training list (image,label)")
+        sub.add_argument("--test-csv", type=Path, help="exact test list (default: all of test/)")
+        sub.add_argument("--n-max", type=_positive_int, help="head-class images (default: all)")
+        sub.add_argument("--cap", action="store_true", help="cap counts at what is available")
+        sub.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
+        sub.add_argument("--augment", choices=("crop_flip", "none"), default="crop_flip")
+        if name == "folder":
+            sub.add_argument("--name", default=None, help="dataset name (default: SOURCE-lt)")
+        _add_common_output(sub)
+        sub.set_defaults(handler=_cmd_imagefolder)
+
+    dig = kinds.add_parser("digits", help="digits-LT from scikit-learn's bundled 8x8 digits")
+    dig.add_argument("--gamma", type=_gamma, required=True, help="imbalance ratio (>= 1)")
+    dig.add_argument("--test-per-class", type=_positive_int, default=50)
+    dig.add_argument("--cap", action="store_true", help="cap counts at what is available")
+    _add_common_output(dig)
+    dig.set_defaults(handler=_cmd_digits)
+
+    show = kinds.add_parser("show", help="verify a dataset folder and print its summary")
+    show.add_argument("folder", type=Path)
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show.add_argument("--preview", action="store_true", help="(re)write FOLDER/preview.png")
+    show.set_defaults(handler=_cmd_show)
+    return parser
+
+
+def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bool = True) -> None:
+    from climbq_deploy.calibration.dataset import META_FILE, save_dataset
+    from climbq_deploy.calibration.preview import write_contact_sheet
+
+    if write:
+        save_dataset(dataset, out)
+    meta = json.loads((out / META_FILE).read_text())
+    preview = write_contact_sheet(dataset, out / "preview.png") if args.preview else None
+    if args.json:
+        summary = {
+            "folder": str(out),
+            "name": meta["name"],
+            "class_names": meta["class_names"],
+            "counts": meta["counts"],
+            "sizes": meta["sizes"],
+            "sha256": {k: v["sha256"] for k, v in meta["arrays"].items()},
+            "preview": str(preview) if preview else None,
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    print(dataset.summary())
+    print(f"saved: {out / 'data.npz'} + {out / META_FILE}")
+    print(f"sha256 train_images: {meta['arrays']['train_images']['sha256']}")
+    if preview:
+        print(f"preview: {preview}")
+
+
+def _cmd_syndigits(args: argparse.Namespace) -> None:
+    from climbq_deploy.calibration.syndigits import build_syndigits
+
+    dataset = build_syndigits(
+        args.gamma, seed=args.seed, size=args.size, test_per_class=args.test_per_class
+    )
+    _finish_dataset(dataset, args.out, args)
+
+
+def _cmd_imagefolder(args: argparse.Namespace) -> None:
+    from climbq_deploy.calibration.imagefolder import build_image_dataset
+
+    default_name = f"{args.source.stem.lower()}-lt"
+    name = "cifar10-lt" if args.kind == "cifar10" else (args.name or default_name)
+    if args.gamma is None and args.split_csv is None:
+        raise ConfigError("give --gamma (long-tail formula) or --split-csv (an exact image list)")
+    dataset = build_image_dataset(
+        args.source,
+        args.gamma,
+        split_csv=args.split_csv,
+        test_csv=args.test_csv,
+        seed=args.seed,
+        n_max=args.n_max,
+        size=args.size,
+        skip_bad=args.skip_bad,
+        cap=args.cap,
+        name=name,
+        augment=args.augment,
+    )
+    skipped = dataset.info.get("skipped", {}).get("count", 0)
+    if skipped:
+        print(f"skipped {skipped} unreadable image(s); see meta.json info.skipped", file=sys.stderr)
+    _finish_dataset(dataset, args.out, args)
+
+
+def _cmd_digits(args: argparse.Namespace) -> None:
+    from climbq_deploy.calibration.digits import build_digits
+
+    dataset = build_digits(
+        args.gamma, seed=args.seed, size=args.size, test_per_class=args.test_per_class, cap=args.cap
+    )
+    _finish_dataset(dataset, args.out, args)
+
+
+def _cmd_show(args: argparse.Namespace) -> None:
+    from climbq_deploy.calibration.dataset import load_dataset
+
+    dataset = load_dataset(args.folder)
+    _finish_dataset(dataset, args.folder, args, write=False)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
+    print(f"climbq: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        args.handler(args)
+    except ClimbQError as exc:
+        if args.debug:
+            raise
+        print(f"climbq: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("climbq: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: say so briefly, the traceback is one flag away
+        if args.debug:
+            raise
+        print(
+            f"climbq: internal error: {type(exc).__name__}: {exc} "
+            "(re-run with --debug for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The toolkit's own exception types.
+
+Every error a user can cause (a bad path, a corrupt file, an unsupported option) is raised as a
+:class:`ClimbQError` subclass whose message names the offending file, layer, shape or value. The
+CLI prints the message and exits non-zero; library users can catch :class:`ClimbQError`.
+"""
+
+
+class ClimbQError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+    exit_code = 2
+
+
+class DataError(ClimbQError):
+    """A dataset, image file, split list or archive is missing, malformed or inconsistent."""
+
+
+class ConfigError(ClimbQError):
+    """An option or combination of options is not supported (bits, gamma, arch, ...)."""
+
+
+class ArtifactError(ClimbQError):
+    """A saved file (artifact, checkpoint, dataset cache) is corrupt, truncated or too new."""
