@@ -1,0 +1,178 @@
+"""The CLI end to end, as a user runs it (real processes, real files)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from climbq_deploy import __version__
+from tests.conftest import SHARED, make_tree_files
+
+
+def climbq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_version_and_entry_point() -> None:
+    result = climbq("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"climbq_deploy {__version__}"
+    assert (Path(sys.executable).parent / "climbq").exists()
+
+
+@pytest.mark.slow
+def test_syndigits_twice_gives_identical_hashes_and_a_preview(tmp_path) -> None:
+    first = climbq(
+        "data", "syndigits", "--gamma", "50", "--out", tmp_path / "a", "--seed", "0", "--preview"
+    )
+    second = climbq("data", "syndigits", "--gamma", "50", "--out", tmp_path / "b", "--seed", "0")
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    meta_a = json.loads((tmp_path / "a/meta.json").read_text())
+    meta_b = json.loads((tmp_path / "b/meta.json").read_text())
+    assert meta_a["arrays"] == meta_b["arrays"]
+    assert (tmp_path / "a/data.npz").read_bytes() == (tmp_path / "b/data.npz").read_bytes()
+    assert meta_a["counts"]["train"] == [1000, 647, 418, 270, 174, 112, 72, 46, 29, 18]
+    assert meta_a["sizes"] == {"train": 2786, "test": 2000}
+    assert meta_a["counts"]["test"] == [200] * 10
+    assert len(meta_a["info"]["fonts"]) >= 20 and meta_a["info"]["seed"] == 0
+    preview = Image.open(tmp_path / "a/preview.png")
+    assert preview.format == "PNG" and preview.height >= 10 * 64
+    assert "sha256 train_images: " + meta_a["arrays"]["train_images"]["sha256"] in first.stdout
+    other = climbq("data", "syndigits", "--gamma", "50", "--out", tmp_path / "c", "--seed", "1")
+    meta_c = json.loads((tmp_path / "c/meta.json").read_text())
+    assert other.returncode == 0
+    assert meta_c["arrays"]["train_images"]["sha256"] != meta_a["arrays"]["train_images"]["sha256"]
+
+
+CIFAR_ZIP = SHARED / "data/cifar10-jpg.zip"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR_ZIP.is_file(), reason="../shared/data/cifar10-jpg.zip not present")
+def test_cifar10_lt_from_the_authors_list(tmp_path) -> None:
+    split = SHARED / "data/climbq-splits/cifar10_train50.csv"
+    result = climbq(
+        "data", "cifar10", "--source", CIFAR_ZIP, "--split-csv", split, "--out", tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["sizes"] == {"train": 13_988, "test": 10_000}
+    assert meta["counts"]["train"] == [5000, 3237, 2095, 1356, 877, 567, 367, 237, 153, 99]
+    assert meta["counts"]["test"] == [1000] * 10
+    shown = climbq("data", "show", tmp_path, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["sizes"]["train"] == 13_988
+
+
+def test_digits_and_show(tmp_path) -> None:
+    result = climbq("data", "digits", "--gamma", "10", "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["test"] == [50] * 10
+    shown = climbq("data", "show", tmp_path)
+    assert shown.returncode == 0 and "digits-lt" in shown.stdout
+
+
+def _tree(root: Path, spec: dict) -> Path:
+    for rel, data in make_tree_files(spec).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_skip_bad_reports_the_count(tmp_path) -> None:
+    root = _tree(tmp_path / "src", {"train": {"a": 4, "b": 4}, "test": {"a": 1, "b": 1}})
+    (root / "train/a/0001.png").write_bytes(b"garbage")
+    args = (
+        "data",
+        "folder",
+        "--source",
+        root,
+        "--gamma",
+        "1",
+        "--n-max",
+        "3",
+        "--out",
+        tmp_path / "o",
+    )
+    failed = climbq(*args)
+    assert failed.returncode == 2 and "train/a/0001.png" in failed.stderr
+    result = climbq(*args, "--skip-bad")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable image" in result.stderr
+    meta = json.loads((tmp_path / "o/meta.json").read_text())
+    assert meta["name"] == "src-lt" and meta["info"]["skipped"]["count"] == 1
+
+
+def _bad_cases(tmp: Path) -> list[tuple[list, str]]:
+    good = _tree(tmp / "good", {"train": {"a": 3, "b": 3}, "test": {"a": 1, "b": 1}})
+    unknown = _tree(tmp / "unknown", {"train": {"a": 2}, "test": {"a": 1, "zz": 1}})
+    empty = tmp / "empty"
+    empty.mkdir()
+    (tmp / "notzip.zip").write_text("plain text")
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "evil.zip", "w") as archive:
+        archive.writestr("train/a/../../../etc/x.png", b"x")
+    nan = tmp / "nan"
+    return [
+        (
+            ["data", "cifar10", "--source", tmp / "missing", "--gamma", "50", "--out", nan],
+            "does not exist",
+        ),
+        (["data", "cifar10", "--source", empty, "--gamma", "50", "--out", nan], "no train/ folder"),
+        (
+            ["data", "cifar10", "--source", tmp / "notzip.zip", "--gamma", "5", "--out", nan],
+            "neither",
+        ),
+        (
+            ["data", "cifar10", "--source", tmp / "evil.zip", "--gamma", "5", "--out", nan],
+            "refusing zip",
+        ),
+        (["data", "cifar10", "--source", unknown, "--gamma", "1", "--out", nan], "zz"),
+        (
+            ["data", "folder", "--source", good, "--gamma", "1", "--n-max", "9", "--out", nan],
+            "not enough",
+        ),
+        (["data", "folder", "--source", good, "--out", nan], "--split-csv"),
+        (
+            ["data", "folder", "--source", good, "--split-csv", tmp / "no.csv", "--out", nan],
+            "no.csv",
+        ),
+        (["data", "syndigits", "--gamma", "0.5", "--out", nan], "gamma must be"),
+        (["data", "syndigits", "--gamma", "nan", "--out", nan], "gamma must be"),
+        (["data", "syndigits", "--gamma", "50", "--size", "4", "--out", nan], "size"),
+        (["data", "show", empty], "meta.json is missing"),
+        (["data", "show", tmp / "missing"], "does not exist"),
+    ]
+
+
+def test_bad_inputs_give_one_clear_line_and_exit_2(tmp_path) -> None:
+    for args, needle in _bad_cases(tmp_path):
+        result = climbq(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    result = climbq("--debug", "data", "show", tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "DataError" in result.stderr
+
+
+def test_show_detects_a_tampered_dataset(tmp_path) -> None:
+    assert climbq("data", "digits", "--gamma", "5", "--out", tmp_path).returncode == 0
+    data = dict(np.load(tmp_path / "data.npz"))
+    data["test_images"][0, 0, 0, 0] ^= 1
+    np.savez(tmp_path / "data.npz", **data)
+    result = climbq("data", "show", tmp_path)
+    assert result.returncode == 2 and "fails its sha256 check" in result.stderr
