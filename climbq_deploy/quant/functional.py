@@ -1,0 +1,106 @@
+"""The quantizers' math as plain functions (method §2, §3).
+
+Notation: ``b`` bits, ``n = 2**b - 1``, ``Phi`` the standard normal CDF, ``round`` half-to-even
+(``torch.round``). Codes ``j`` are integers in ``0..n``; their integer form is the odd grid
+``2j - n`` in ``[-n, n]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from climbq_deploy.errors import ConfigError
+
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+FULL_PRECISION = 32
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+def check_bits(bits: int, what: str = "bits") -> int:
+    """Return ``bits`` if it is 2..8 or 32 (= no quantization); else raise ConfigError."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or bits not in SUPPORTED_BITS:
+        raise ConfigError(f"{what} must be one of 2..8 or 32 (off), got {bits!r}")
+    return bits
+
+
+def levels(bits: int) -> int:
+    """``n = 2**bits - 1``: the largest code."""
+    return 2 ** check_bits(bits) - 1
+
+
+def normal_cdf(x: Tensor) -> Tensor:
+    """``Phi(x) = (1 + erf(x / sqrt 2)) / 2``, differentiable, in x's dtype."""
+    return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF))
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` (half-to-even) forward, identity gradient backward (straight-through)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def weight_codes(w: Tensor, bits: int) -> Tensor:
+    """ClimbQ weight codes (§2): ``j = round(n * Phi((w - mean) / std))``, int64 in ``0..n``.
+
+    ``std`` is unbiased (``torch.std``). Computed in float64 whatever w's dtype, so training
+    (which calls :func:`climbq_weight_unit`) and export see the same codes.
+    """
+    n = levels(bits)
+    if bits == FULL_PRECISION:
+        raise ConfigError("weight_codes: 32 bits means no quantization; there are no codes")
+    return torch.round(n * _weight_cdf(w.detach().double())).to(torch.int64)
+
+
+def _weight_cdf(w: Tensor) -> Tensor:
+    std = w.std()
+    if not torch.isfinite(std) or std <= 0:
+        raise ConfigError(
+            f"ClimbQ weight quantizer needs a tensor with positive finite std, got {float(std)} "
+            f"(shape {tuple(w.shape)})"
+        )
+    return normal_cdf((w - w.mean()) / std)
+
+
+def climbq_weight_unit(w: Tensor, bits: int) -> Tensor:
+    """Quantized weights on the grid ``2j/n - 1`` in ``[-1, 1]`` (§2), straight-through on round.
+
+    The CDF keeps its true derivative (mean and std inside autograd); float64 inside, result in
+    w's dtype.
+    """
+    n = levels(bits)
+    j = round_ste(n * _weight_cdf(w.double()))
+    return (2.0 * j / n - 1.0).to(w.dtype)
+
+
+def activation_codes(x: Tensor, bits: int, sigma: float | Tensor = 2.0) -> Tensor:
+    """ClimbQ activation codes (§3): ``j = round(n * Phi(x / sigma))``, int64 in ``0..n``.
+
+    ``sigma`` is a float or a tensor broadcastable to x (per-sample class scaling). Computed in
+    x's floating dtype (float64 input gives scipy-exact codes).
+    """
+    n = levels(bits)
+    if bits == FULL_PRECISION:
+        raise ConfigError("activation_codes: 32 bits means no quantization; there are no codes")
+    x = x.detach() if x.is_floating_point() else x.double()
+    return torch.round(n * normal_cdf(x / sigma)).to(torch.int64)
+
+
+def climbq_activation(x: Tensor, bits: int, sigma: float | Tensor = 2.0, r: float = 2.0) -> Tensor:
+    """``x_hat = (2j/n - 1) * R`` with ``j = round(n * Phi(x / sigma))`` (§3), STE on round."""
+    n = levels(bits)
+    j = round_ste(n * normal_cdf(x / sigma))
+    return (2.0 * j / n - 1.0) * r
+
+
+def class_scaled_sigma(labels: Tensor, num_classes: int, base: float = 2.0) -> Tensor:
+    """Per-sample ``sigma_i = base - p_i`` of the authors' class scaling (§3), shape ``B``.
+
+    ``p_i = c(y_i) / sum_m c(y_m)`` with ``c(k)`` the fraction of the batch labelled ``k``;
+    equivalently ``p_i = count(y_i) / sum_k count(k)**2``. Used in training only; inference
+    uses ``sigma = base``.
+    """
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float32)
+    p = counts[labels] / counts.square().sum()
+    return base - p

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from climbq_deploy.errors import ConfigError
+from climbq_deploy.quant import (
+    activation_codes,
+    class_scaled_sigma,
+    make_activation_quantizer,
+    make_weight_quantizer,
+    weight_codes,
+)
+from climbq_deploy.quant.functional import climbq_weight_unit, normal_cdf
+
+
+def scipy_codes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """round-half-even(n * u) from scipy's CDF, and a mask of entries not near a .5 tie."""
+    scaled = n * values
+    away_from_tie = np.abs(scaled - np.floor(scaled) - 0.5) > 1e-9
+    return np.round(scaled).astype(np.int64), away_from_tie
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weight_codes_equal_scipy(bits: int, seed: int) -> None:
+    w = np.random.default_rng(seed).normal(0.01, 0.2, size=(16, 8, 3, 3))
+    n = 2**bits - 1
+    u = norm.cdf((w - w.mean()) / w.std(ddof=1))
+    expected, ok = scipy_codes(u, n)
+    got = weight_codes(torch.from_numpy(w).float(), bits).numpy()
+    got64 = weight_codes(torch.from_numpy(w), bits).numpy()
+    assert got.dtype == np.int64 and got.min() >= 0 and got.max() <= n
+    np.testing.assert_array_equal(got64[ok], expected[ok])
+    # float32 input: the same float64 math on the float32 values
+    w32 = w.astype(np.float32).astype(np.float64)
+    e32, ok32 = scipy_codes(norm.cdf((w32 - w32.mean()) / w32.std(ddof=1)), n)
+    np.testing.assert_array_equal(got[ok32], e32[ok32])
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_activation_codes_equal_scipy(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    x = rng.normal(0, 1.5, size=(4, 8, 5, 5))
+    sigma = rng.uniform(1.98, 2.0, size=(4, 1, 1, 1))
+    n = 2**bits - 1
+    for s in (2.0, sigma):
+        expected, ok = scipy_codes(norm.cdf(x / s), n)
+        s_arg = s if isinstance(s, float) else torch.from_numpy(s)
+        got = activation_codes(torch.from_numpy(x), bits, s_arg).numpy()
+        np.testing.assert_array_equal(got[ok], expected[ok])
+        assert ok.mean() > 0.99
+
+
+def test_codes_cover_the_grid_ends() -> None:
+    w = torch.linspace(-10, 10, 1001, dtype=torch.float64)
+    codes = weight_codes(w, 2)
+    assert codes.min() == 0 and codes.max() == 3
+    assert set(codes.tolist()) == {0, 1, 2, 3}
+
+
+def test_straight_through_on_round_only() -> None:
+    w = torch.randn(32, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn_like(w)
+    (climbq_weight_unit(w, 4) * upstream).sum().backward()
+    ste_grad = w.grad.clone()
+    w.grad = None
+    smooth = 2.0 * normal_cdf((w - w.mean()) / w.std()) - 1.0  # same map without the round
+    (smooth * upstream).sum().backward()
+    torch.testing.assert_close(ste_grad, w.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["climbq", "uniform", "lsq"])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_integer_weights_reproduce_the_forward(method: str, bits: int) -> None:
+    quantizer = make_weight_quantizer(method, bits)
+    w = torch.randn(8, 4, 3, 3) * 0.1
+    w_hat = quantizer(w)  # LSQ initialises its step here
+    w_int, scale = quantizer.integer_weights(w)
+    torch.testing.assert_close(w_int.float() * scale, w_hat, rtol=0, atol=1e-6)
+    if method != "lsq":
+        n = 2**bits - 1
+        assert set(torch.unique(w_int).tolist()) <= set(range(-n, n + 1, 2))  # odd grid
+
+
+@pytest.mark.parametrize("method", ["climbq", "uniform", "lsq"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_activation_grid_counts_thresholds_to_the_forward(method: str, bits: int) -> None:
+    quantizer = make_activation_quantizer(method, bits).eval()
+    x = torch.randn(4000, dtype=torch.float64) * 1.7
+    if method == "lsq":
+        quantizer.train()(x.float())  # initialise the learned step
+        quantizer.eval()
+    x_hat = quantizer(x).detach().numpy()
+    grid = quantizer.grid()
+    assert np.all(np.diff(grid.thresholds) > 0)
+    j = (x.numpy()[:, None] >= grid.thresholds[None, :]).sum(axis=1)
+    x_int = grid.mult * j + grid.offset
+    np.testing.assert_allclose(x_int * grid.step, x_hat, rtol=0, atol=1e-5)
+
+
+def test_class_scaled_sigma_by_hand() -> None:
+    # counts (2, 1): sum of squares 5, so p = (2/5, 2/5, 1/5)
+    sigma = class_scaled_sigma(torch.tensor([0, 0, 1]), num_classes=3)
+    torch.testing.assert_close(sigma, torch.tensor([1.6, 1.6, 1.8]))
+
+
+def test_fp32_and_32_bits_mean_no_quantizer() -> None:
+    assert make_weight_quantizer("fp32", 4) is None
+    assert make_activation_quantizer("climbq", 32) is None
+
+
+@pytest.mark.parametrize("bits", [1, 9, 16, 0, True])
+def test_bad_bits(bits) -> None:
+    with pytest.raises(ConfigError, match="bits"):
+        make_weight_quantizer("climbq", bits)
+
+
+def test_bad_method_and_degenerate_weights() -> None:
+    with pytest.raises(ConfigError, match="unknown method"):
+        make_weight_quantizer("binary", 4)
+    with pytest.raises(ConfigError, match="positive finite std"):
+        weight_codes(torch.zeros(3, 3), 4)
