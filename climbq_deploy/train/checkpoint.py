@@ -1,0 +1,46 @@
+"""Crash-safe checkpoints that load without unpickling code.
+
+A checkpoint is written with :func:`torch.save` into a temporary file that replaces the old one
+atomically (:func:`climbq_deploy.fileio.atomic_write`), and read back with
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from climbq_deploy.errors import ArtifactError
+from climbq_deploy.fileio import atomic_write
+
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically write ``state`` (tensors, numbers, strings, lists, dicts) with a version tag."""
+    with atomic_write(path, "wb") as handle:
+        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, handle)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"checkpoint {path} is corrupt, truncated or unsafe: {first}") from None
+    if not isinstance(state, dict) or "checkpoint_version" not in state:
+        raise ArtifactError(f"{path} is not a climbq checkpoint")
+    if state["checkpoint_version"] > CHECKPOINT_VERSION:
+        raise ArtifactError(
+            f"{path} has checkpoint_version {state['checkpoint_version']}; this climbq reads up to "
+            f"{CHECKPOINT_VERSION}"
+        )
+    return state
