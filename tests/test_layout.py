@@ -44,6 +44,14 @@ def test_wheel_holds_only_the_climbq_deploy_namespace(tmp_path) -> None:
     assert tops == {"climbq_deploy", wheel.name.split("-py3")[0] + ".dist-info"}
     for sub in ("calibration/syndigits.py", "kernels/__init__.py", "targets/__init__.py"):
         assert f"climbq_deploy/{sub}" in names
+    # every source module of the repository is in the wheel (a package missing from
+    # pyproject's explicit list would silently be left out)
+    folders = {"climbq_deploy": "", "calibration": "calibration/", "kernels": "kernels/"}
+    folders["targets"] = "targets/"
+    for folder, inside in folders.items():
+        for path in (REPO / folder).rglob("*.py"):
+            rel = path.relative_to(REPO / folder).as_posix()
+            assert f"climbq_deploy/{inside}{rel}" in names, f"{folder}/{rel} missing from the wheel"
 
 
 def readme_commands() -> list[str]:
