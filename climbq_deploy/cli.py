@@ -104,7 +104,45 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
     show.add_argument("--preview", action="store_true", help="(re)write FOLDER/preview.png")
     show.set_defaults(handler=_cmd_show)
+
+    tr = commands.add_parser("train", help="train a full-precision or quantized model")
+    tr.add_argument("--data", required=True, help="dataset folder made by `climbq data`")
+    tr.add_argument("--arch", default="resnet20")
+    tr.add_argument("--method", default="fp32", help="fp32, climbq, climbq+, uniform, lsq")
+    tr.add_argument("--wbits", type=_positive_int, default=32)
+    tr.add_argument("--abits", type=_positive_int, default=32)
+    tr.add_argument("--loss", default=None, help="ce, cb, la, homovar (default by method)")
+    tr.add_argument("--act-scaling", choices=("faithful", "off"), default="faithful")
+    tr.add_argument("--faithful-mbv2", action="store_true")
+    tr.add_argument("--epochs", type=_positive_int, default=50)
+    tr.add_argument("--batch-size", type=_positive_int, default=128)
+    tr.add_argument("--lr", type=float, default=0.04)
+    tr.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    tr.add_argument("--warmup-epochs", type=_non_negative_int, default=0)
+    tr.add_argument("--seed", type=_non_negative_int, default=0)
+    tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
+    tr.add_argument("--out", required=True, type=Path, help="RUN folder")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.set_defaults(handler=_cmd_train)
     return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from climbq_deploy.train.config import TrainConfig
+    from climbq_deploy.train.loop import train
+
+    config = TrainConfig(
+        data=args.data, arch=args.arch, method=args.method, wbits=args.wbits, abits=args.abits,
+        loss=args.loss, act_scaling=args.act_scaling, faithful_mbv2=args.faithful_mbv2,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
+    )  # fmt: skip
+    metrics = train(config, args.out, resume=args.resume)
+    groups = ", ".join(
+        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
+    )
+    print(f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
+          f"{metrics['seconds']:.1f} s; wrote {args.out / 'metrics.json'}")  # fmt: skip
 
 
 def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bool = True) -> None:

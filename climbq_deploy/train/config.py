@@ -1,0 +1,65 @@
+"""Typed, validated training configuration with the paper's recipe (§7) as the default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from climbq_deploy.errors import ConfigError
+from climbq_deploy.losses import LOSS_NAMES
+from climbq_deploy.models import ARCHS
+from climbq_deploy.models.common import QuantSpec
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's QAT recipe: SGD momentum 0.9, lr 0.04,
+    weight decay 1e-4, batch 128, eval batch 100, 50 epochs (§7)."""
+
+    data: str
+    arch: str = "resnet20"
+    method: str = "fp32"
+    wbits: int = 32
+    abits: int = 32
+    loss: str | None = None  # None: homovar for climbq+, ce otherwise
+    act_scaling: str = "faithful"
+    faithful_mbv2: bool = False
+    epochs: int = 50
+    batch_size: int = 128
+    eval_batch_size: int = 100
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    seed: int = 0
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+        QuantSpec(self.method, self.wbits, self.abits, self.act_scaling)
+        if self.loss is not None and self.loss not in LOSS_NAMES:
+            raise ConfigError(f"unknown loss {self.loss!r}; expected one of {LOSS_NAMES}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("lr must be > 0, weight_decay >= 0, momentum in [0, 1)")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"warmup_epochs must be in 0..epochs-1, got {self.warmup_epochs}")
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or ("homovar" if self.method == "climbq+" else "ce")
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        return QuantSpec(self.method, self.wbits, self.abits, self.act_scaling)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

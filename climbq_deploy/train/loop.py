@@ -1,0 +1,132 @@
+"""The training loop: epochs over the in-memory pipeline, per-epoch history, atomic
+checkpoints every epoch, exact resume, final-epoch long-tail metrics on the balanced test set."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
+from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
+from climbq_deploy.errors import ConfigError
+from climbq_deploy.fileio import atomic_write, write_json
+from climbq_deploy.losses import make_loss
+from climbq_deploy.models import build_model
+from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
+from climbq_deploy.train.config import TrainConfig
+from climbq_deploy.train.metrics import long_tail_metrics
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def learning_rate(config: TrainConfig, epoch: int, step: int, steps: int) -> float:
+    """Linear warm-up over ``warmup_epochs``, then constant or cosine to 0 (per step)."""
+    t = epoch + step / steps
+    if t < config.warmup_epochs:
+        return config.lr * t / config.warmup_epochs
+    if config.schedule == "cosine":
+        span = config.epochs - config.warmup_epochs
+        return 0.5 * config.lr * (1 + math.cos(math.pi * (t - config.warmup_epochs) / span))
+    return config.lr
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset: ImageDataset, batch_size: int) -> np.ndarray:
+    norm = dataset.info.get("normalization", {})
+    loader = BatchLoader(
+        dataset.test_images,
+        dataset.test_labels,
+        batch_size,
+        mean=norm.get("mean", (0.5, 0.5, 0.5)),
+        std=norm.get("std", (0.5, 0.5, 0.5)),
+    )
+    model.eval()
+    return torch.cat([model(x).argmax(1) for x, _ in loader.epoch(0)]).numpy()
+
+
+def train(
+    config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train as configured into folder ``out``; return the metrics written to metrics.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    dataset = load_dataset(config.data)
+    counts = dataset.counts("train")
+    model = build_model(config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2)
+    model = model.to(memory_format=torch.channels_last)
+    criterion = make_loss(config.loss_name, counts) if config.loss_name != "ce" else make_loss("ce")
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    start_epoch, history, seconds = 0, [], 0.0
+    if resume and (out / CHECKPOINT).is_file():
+        state = load_checkpoint(out / CHECKPOINT)
+        same = {k: v for k, v in config.as_dict().items() if k != "epochs"}
+        if {k: v for k, v in state["config"].items() if k != "epochs"} != same:
+            raise ConfigError(f"{out / CHECKPOINT} was made with another configuration")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
+    elif config.init:
+        init = load_checkpoint(Path(config.init) / CHECKPOINT)
+        missing, _ = model.load_state_dict(init["model"], strict=False)
+        if any(not k.endswith(("step", "initialized")) for k in missing):
+            raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
+    norm = dataset.info.get("normalization", {})
+    loader = BatchLoader(
+        dataset.train_images,
+        dataset.train_labels,
+        config.batch_size,
+        mean=norm.get("mean", (0.5, 0.5, 0.5)),
+        std=norm.get("std", (0.5, 0.5, 0.5)),
+        augment=Augment.from_name(dataset.info.get("augment", "none")),
+        sampler=ShuffleSampler(len(dataset.train_labels), config.seed),
+        seed=config.seed,
+    )
+    steps = len(loader)
+    for epoch in range(start_epoch, config.epochs):
+        began = time.perf_counter()
+        model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(loader.epoch(epoch), total=steps, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress or None, leave=False)  # fmt: skip
+        for step, (x, y) in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch, step, steps)
+            logits, feats = model(x, y, return_features=True)
+            loss = criterion(logits, y, feats)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            total += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        seconds += time.perf_counter() - began
+        test = long_tail_metrics(predict(model, dataset, config.eval_batch_size),
+                                 dataset.test_labels, counts)  # fmt: skip
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / total, "seconds": seconds,
+                  "train_acc": 100 * correct / total, "test_top1": test.top1}  # fmt: skip
+        history.append(record)
+        save_checkpoint(out / CHECKPOINT, {"config": config.as_dict(), "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "history": history, "seconds": seconds})  # fmt: skip
+        with atomic_write(out / "history.jsonl", "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in history)
+    final = long_tail_metrics(
+        predict(model, dataset, config.eval_batch_size), dataset.test_labels, counts
+    )
+    metrics = {**final.as_dict(), "method": config.method, "arch": config.arch,
+               "wbits": config.wbits, "abits": config.abits, "loss": config.loss_name,
+               "epochs": config.epochs, "seconds": seconds, "dataset": dataset.name,
+               "train_counts": counts, "config": config.as_dict()}  # fmt: skip
+    write_json(out / "metrics.json", metrics)
+    return metrics
