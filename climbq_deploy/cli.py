@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from climbq_deploy import __version__
-from climbq_deploy.errors import ClimbQError, ConfigError
+from climbq_deploy.errors import ClimbQError
 
 
 def _gamma(text: str) -> float:
@@ -186,8 +186,6 @@ def _cmd_imagefolder(args: argparse.Namespace) -> None:
 
     default_name = f"{args.source.stem.lower()}-lt"
     name = "cifar10-lt" if args.kind == "cifar10" else (args.name or default_name)
-    if args.gamma is None and args.split_csv is None:
-        raise ConfigError("give --gamma (long-tail formula) or --split-csv (an exact image list)")
     dataset = build_image_dataset(
         args.source,
         args.gamma,

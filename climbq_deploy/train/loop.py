@@ -37,16 +37,19 @@ def learning_rate(config: TrainConfig, epoch: int, step: int, steps: int) -> flo
     return config.lr
 
 
+def dataset_loader(
+    dataset: ImageDataset, split: str, batch_size: int, **options: Any
+) -> BatchLoader:
+    """Batches of one split, normalised with the dataset's own mean/std (meta.json)."""
+    images, labels = dataset.split(split)
+    norm = dataset.info.get("normalization", {})
+    mean, std = norm.get("mean", (0.5, 0.5, 0.5)), norm.get("std", (0.5, 0.5, 0.5))
+    return BatchLoader(images, labels, batch_size, mean=mean, std=std, **options)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: ImageDataset, batch_size: int) -> np.ndarray:
-    norm = dataset.info.get("normalization", {})
-    loader = BatchLoader(
-        dataset.test_images,
-        dataset.test_labels,
-        batch_size,
-        mean=norm.get("mean", (0.5, 0.5, 0.5)),
-        std=norm.get("std", (0.5, 0.5, 0.5)),
-    )
+    loader = dataset_loader(dataset, "test", batch_size)
     model.eval()
     return torch.cat([model(x).argmax(1) for x, _ in loader.epoch(0)]).numpy()
 
@@ -62,7 +65,7 @@ def train(
     counts = dataset.counts("train")
     model = build_model(config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2)
     model = model.to(memory_format=torch.channels_last)
-    criterion = make_loss(config.loss_name, counts) if config.loss_name != "ce" else make_loss("ce")
+    criterion = make_loss(config.loss_name, counts)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -80,13 +83,10 @@ def train(
         missing, _ = model.load_state_dict(init["model"], strict=False)
         if any(not k.endswith(("step", "initialized")) for k in missing):
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
-    norm = dataset.info.get("normalization", {})
-    loader = BatchLoader(
-        dataset.train_images,
-        dataset.train_labels,
+    loader = dataset_loader(
+        dataset,
+        "train",
         config.batch_size,
-        mean=norm.get("mean", (0.5, 0.5, 0.5)),
-        std=norm.get("std", (0.5, 0.5, 0.5)),
         augment=Augment.from_name(dataset.info.get("augment", "none")),
         sampler=ShuffleSampler(len(dataset.train_labels), config.seed),
         seed=config.seed,
