@@ -46,6 +46,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _key_value(text: str) -> tuple[str, float | str]:
+    """``KEY=VALUE`` with VALUE a number when it parses as one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
+
+
 def _add_common_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
@@ -112,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--wbits", type=_positive_int, default=32)
     tr.add_argument("--abits", type=_positive_int, default=32)
     tr.add_argument("--loss", default=None, help="ce, cb, la, homovar (default by method)")
+    tr.add_argument(
+        "--loss-option",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="loss keyword, repeatable: homovar alpha/beta/variant/form, cb beta/form, la tau",
+    )
     tr.add_argument("--act-scaling", choices=("faithful", "off"), default="faithful")
     tr.add_argument("--faithful-mbv2", action="store_true")
     tr.add_argument("--epochs", type=_positive_int, default=50)
@@ -120,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     tr.add_argument("--warmup-epochs", type=_non_negative_int, default=0)
     tr.add_argument("--seed", type=_non_negative_int, default=0)
+    tr.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast convs"
+    )
+    tr.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of each training class; report the best epoch on it",
+    )
     tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -136,6 +164,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         loss=args.loss, act_scaling=args.act_scaling, faithful_mbv2=args.faithful_mbv2,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
+        loss_options=dict(args.loss_option), precision=args.precision,
+        val_fraction=args.val_fraction,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     groups = ", ".join(
@@ -143,6 +173,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     print(f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
           f"{metrics['seconds']:.1f} s; wrote {args.out / 'metrics.json'}")  # fmt: skip
+    if metrics["best_val"] is not None:
+        best = metrics["best_val"]
+        print(f"best on validation: epoch {best['epoch']} (balanced val top-1 "
+              f"{best['val_balanced_top1']:.2f}%, test top-1 {best['test']['top1']:.2f}%); "
+              f"weights in {args.out / 'best.pt'}")  # fmt: skip
 
 
 def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bool = True) -> None:

@@ -17,6 +17,7 @@ from climbq_deploy.errors import ConfigError
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 FULL_PRECISION = 32
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def check_bits(bits: int, what: str = "bits") -> int:
@@ -88,10 +89,36 @@ def activation_codes(x: Tensor, bits: int, sigma: float | Tensor = 2.0) -> Tenso
 
 
 def climbq_activation(x: Tensor, bits: int, sigma: float | Tensor = 2.0, r: float = 2.0) -> Tensor:
-    """``x_hat = (2j/n - 1) * R`` with ``j = round(n * Phi(x / sigma))`` (§3), STE on round."""
+    """``x_hat = (2j/n - 1) * R`` with ``j = round(n * Phi(x / sigma))`` (§3), STE on round.
+
+    Forward and backward are fused (:class:`_ClimbQActivation`): the gradient is that of the
+    unrounded map, ``d x_hat / dx = 2R * phi(x / sigma) / sigma`` with ``phi`` the normal pdf;
+    ``sigma`` (class scaling, computed from labels) gets no gradient. Values equal
+    ``(2 * round_ste(n * normal_cdf(x / sigma)) / n - 1) * r`` exactly.
+    """
     n = levels(bits)
-    j = round_ste(n * normal_cdf(x / sigma))
-    return (2.0 * j / n - 1.0) * r
+    return _ClimbQActivation.apply(x, n, sigma, r)
+
+
+class _ClimbQActivation(torch.autograd.Function):
+    """One pass over x forward, one backward, no saved intermediates besides x."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, n: int, sigma: float | Tensor, r: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, sigma if isinstance(sigma, Tensor) else None)
+        ctx.n, ctx.sigma, ctx.r = n, sigma, r
+        u = x / sigma
+        j = torch.erf_(u.mul_(_SQRT_HALF)).add_(1.0).mul_(0.5).mul_(n).round_()
+        return j.mul_(2.0).div_(n).sub_(1.0).mul_(r)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+        x, sigma_tensor = ctx.saved_tensors
+        sigma = ctx.sigma if sigma_tensor is None else sigma_tensor
+        u = x / sigma
+        # 2R * phi(u) / sigma = 2R / (sigma sqrt(2 pi)) * exp(-u^2 / 2)
+        slope = torch.exp_(u.square_().mul_(-0.5)).mul_(2.0 * ctx.r * _INV_SQRT_2PI).div_(sigma)
+        return grad * slope, None, None, None
 
 
 def class_scaled_sigma(labels: Tensor, num_classes: int, base: float = 2.0) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
@@ -62,6 +63,10 @@ class ActQuant(nn.Module):
         if self.quantizer is None:
             return x
         sigma = self.context.sigma if self.training else INFERENCE_SIGMA
+        # Quantizers always run in float32 or wider: under bf16 autocast the conv/BN output is
+        # bf16, whose 8-bit mantissa would move codes near thresholds.
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
         return self.quantizer(x, sigma)
 
 

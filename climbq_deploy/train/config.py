@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from climbq_deploy.errors import ConfigError
-from climbq_deploy.losses import LOSS_NAMES
+from climbq_deploy.losses import LOSS_NAMES, make_loss
 from climbq_deploy.models import ARCHS
 from climbq_deploy.models.common import QuantSpec
 
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TrainConfig:
     wbits: int = 32
     abits: int = 32
     loss: str | None = None  # None: homovar for climbq+, ce otherwise
+    loss_options: dict[str, Any] = field(default_factory=dict)  # make_loss keyword arguments
     act_scaling: str = "faithful"
     faithful_mbv2: bool = False
     epochs: int = 50
@@ -36,6 +38,8 @@ class TrainConfig:
     warmup_epochs: int = 0
     seed: int = 0
     init: str | None = None
+    precision: str = "fp32"  # bf16: autocast convs/linear to bfloat16; quantizers stay fp32
+    val_fraction: float = 0.0  # per-class share of train held out for best-epoch selection
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -43,6 +47,11 @@ class TrainConfig:
         QuantSpec(self.method, self.wbits, self.abits, self.act_scaling)
         if self.loss is not None and self.loss not in LOSS_NAMES:
             raise ConfigError(f"unknown loss {self.loss!r}; expected one of {LOSS_NAMES}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        make_loss(self.loss_name, [2, 1], **self.loss_options)  # unknown/invalid options
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

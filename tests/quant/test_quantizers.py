@@ -11,7 +11,7 @@ from climbq_deploy.quant import (
     make_weight_quantizer,
     weight_codes,
 )
-from climbq_deploy.quant.functional import climbq_weight_unit, normal_cdf
+from climbq_deploy.quant.functional import climbq_activation, climbq_weight_unit, normal_cdf
 
 
 def scipy_codes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +68,31 @@ def test_straight_through_on_round_only() -> None:
     smooth = 2.0 * normal_cdf((w - w.mean()) / w.std()) - 1.0  # same map without the round
     (smooth * upstream).sum().backward()
     torch.testing.assert_close(ste_grad, w.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_fused_activation_equals_the_unfused_formula(bits: int) -> None:
+    """Values equal (2 round(n Phi(x/sigma))/n - 1) R exactly; the gradient is the pdf slope."""
+    n = 2**bits - 1
+    x = (3 * torch.randn(6, 4, 5, 5, dtype=torch.float64)).requires_grad_()
+    sigma = 2 - torch.rand(6, 1, 1, 1, dtype=torch.float64) / 50
+    upstream = torch.randn(6, 4, 5, 5, dtype=torch.float64)
+    for s in (2.0, sigma):
+        x.grad = None
+        out = climbq_activation(x, bits, s, 2.0)
+        (out * upstream).sum().backward()
+        u = x.detach() / s
+        expected = (2 * torch.round(n * normal_cdf(u)) / n - 1) * 2.0
+        assert torch.equal(out.detach(), expected)
+        slope = 2 * 2.0 * torch.exp(-u.square() / 2) / np.sqrt(2 * np.pi) / s
+        torch.testing.assert_close(x.grad, upstream * slope, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_activation_leaves_its_input_unchanged() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    before = x.clone()
+    climbq_activation(x, 4, 2.0)
+    assert torch.equal(x, before)
 
 
 @pytest.mark.parametrize("method", ["climbq", "uniform", "lsq"])
