@@ -43,6 +43,7 @@ from _common import (
     markdown_table,
     provenance_markdown,
     run_header,
+    summarize,
     warn_if_busy,
     write_results,
 )
@@ -134,8 +135,10 @@ def compile_probe(data: Path, method: str, bits: int, steps: int) -> dict[str, A
     try:
         compiled = statistics.median(step_times(data, method, bits, True, steps))
     except Exception as exc:  # torch.compile failures are data here, not a crash
-        last = traceback.format_exception_only(exc)[-1].strip().splitlines()[-1]
-        return {"eager_step_ms": 1000 * eager, "compiled_step_ms": None, "error": last[:300]}
+        lines = "".join(traceback.format_exception_only(exc)).splitlines()
+        named = [line.strip() for line in lines if "Error" in line] or lines or ["?"]
+        return {"eager_step_ms": 1000 * eager, "compiled_step_ms": None,
+                "error": f"{type(exc).__name__}: {named[0][:200]}"}  # fmt: skip
     finally:
         torch._dynamo.reset()
     return {"eager_step_ms": 1000 * eager, "compiled_step_ms": 1000 * compiled,
@@ -147,22 +150,32 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--compile-steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="epochs per variant (median)")
     args = parser.parse_args()
     data = ensure_dataset(args.data)
     load = warn_if_busy()
+    runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(VARIANTS))}
+    for repeat in range(args.repeats):  # round-robin: machine noise hits every variant alike
+        for i, (label, method, bits, precision) in enumerate(VARIANTS):
+            print(f"[{repeat + 1}/{args.repeats}] {label} ({precision}) ...", flush=True)
+            runs[i].append(one_epoch(data, method, bits, precision))
+            print(runs[i][-1], flush=True)
     rows, results = [], []
-    for label, method, bits, precision in VARIANTS:
-        print(f"{label} ({precision}) ...", flush=True)
-        result = {"variant": label, "method": method, "bits": bits, "precision": precision,
-                  **one_epoch(data, method, bits, precision)}  # fmt: skip
+    for i, (label, method, bits, precision) in enumerate(VARIANTS):
+        result: dict[str, Any] = {"variant": label, "method": method, "bits": bits,
+                                  "precision": precision, "runs": runs[i]}  # fmt: skip
+        for key in ("train_seconds", "test_seconds", "epoch_seconds"):
+            result[key] = summarize([r[key] for r in runs[i]])
+        result["test_top1_after_1_epoch"] = [r["test_top1_after_1_epoch"] for r in runs[i]]
+        epoch = result["epoch_seconds"]["median"]
         result["authors_epoch_seconds"] = AUTHORS_EPOCH_SECONDS[label]
-        result["ratio_to_authors"] = result["epoch_seconds"] / AUTHORS_EPOCH_SECONDS[label]
+        result["ratio_to_authors"] = epoch / AUTHORS_EPOCH_SECONDS[label]
         results.append(result)
-        rows.append((label, precision, f"{result['train_seconds']:.1f}",
-                     f"{result['test_seconds']:.1f}", f"{result['epoch_seconds']:.1f}",
+        rows.append((label, precision, f"{result['train_seconds']['median']:.1f}",
+                     f"{result['test_seconds']['median']:.1f}", f"{epoch:.1f}",
+                     f"{result['epoch_seconds']['min']:.1f}-{result['epoch_seconds']['max']:.1f}",
                      f"{AUTHORS_EPOCH_SECONDS[label]:.0f}", f"{result['ratio_to_authors']:.2f}x",
-                     f"{result['test_top1_after_1_epoch']:.2f}"))  # fmt: skip
-        print(rows[-1], flush=True)
+                     f"{runs[i][0]['test_top1_after_1_epoch']:.2f}"))  # fmt: skip
     compiles = {}
     for label, method, bits in (("fp32", "fp32", 32), ("climbq+ w4a4", "climbq+", 4)):
         print(f"torch.compile probe: {label} ...", flush=True)
@@ -181,9 +194,10 @@ def main() -> None:
     ]  # fmt: skip
     markdown = (
         "# Training speed: one ResNet-20 epoch on CIFAR-10-LT gamma 50 (13,988 images, "
-        "batch 128) + the 10,000-image test pass\n\n"
+        f"batch 128) + the 10,000-image test pass; medians of {args.repeats} runs\n\n"
         + markdown_table(("variant", "precision", "train s", "test pass s", "epoch s",
-                          "authors s", "ours / authors", "test top-1 after 1 epoch %"), rows)
+                          "epoch s min-max", "authors s", "ours / authors",
+                          "test top-1 after 1 epoch %"), rows)
         + "\n\nAuthors' figures: their PyTorch code on this machine type's CPU (torch 2.13, "
         "2 threads), from the training-side issue. Every variant starts from the same seed; "
         "the 1-epoch top-1 shows bf16 autocast does not cost accuracy at this point (one "

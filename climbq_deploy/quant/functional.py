@@ -93,8 +93,13 @@ def climbq_activation(x: Tensor, bits: int, sigma: float | Tensor = 2.0, r: floa
 
     Forward and backward are fused (:class:`_ClimbQActivation`): the gradient is that of the
     unrounded map, ``d x_hat / dx = 2R * phi(x / sigma) / sigma`` with ``phi`` the normal pdf;
-    ``sigma`` (class scaling, computed from labels) gets no gradient. Values equal
-    ``(2 * round_ste(n * normal_cdf(x / sigma)) / n - 1) * r`` exactly.
+    ``sigma`` (class scaling, computed from labels) gets no gradient.
+
+    The value is computed as ``X_int * (R / n)`` with the integer ``X_int = 2j - n``, the
+    integer program's own form: codes of opposite sign give exactly opposite floats, so an
+    integer sum that is 0 (a residual add of ``X`` and ``-X``) is exactly 0.0 in float too,
+    and the next quantizer sees the same exact tie ``n Phi(0) = n / 2`` as the integer
+    program (half-to-even rounds it up, as the thresholds do: ``(n + 1) / 2`` is even).
     """
     n = levels(bits)
     return _ClimbQActivation.apply(x, n, sigma, r)
@@ -109,7 +114,7 @@ class _ClimbQActivation(torch.autograd.Function):
         ctx.n, ctx.sigma, ctx.r = n, sigma, r
         u = x / sigma
         j = torch.erf_(u.mul_(_SQRT_HALF)).add_(1.0).mul_(0.5).mul_(n).round_()
-        return j.mul_(2.0).div_(n).sub_(1.0).mul_(r)
+        return j.mul_(2.0).sub_(n).mul_(r / n)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]

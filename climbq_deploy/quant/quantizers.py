@@ -64,6 +64,12 @@ class WeightQuantizer(nn.Module):
         """``(W_int int64, scale)`` with ``forward(w) == W_int * scale`` (up to float rounding)."""
         raise NotImplementedError
 
+    def integer_grid(self) -> tuple[int, int]:
+        """``(mult, offset)`` with ``W_int = mult * code + offset``, ``code`` in ``0..2**bits-1``.
+
+        ClimbQ and DoReFa weights: ``(2, -n)`` (odd integers in ``[-n, n]``)."""
+        return 2, -levels(self.bits)
+
 
 class ActivationQuantizer(nn.Module):
     bits: int
@@ -127,7 +133,8 @@ class UniformWeight(WeightQuantizer):
 
 
 class UniformActivation(ActivationQuantizer):
-    """Clipped uniform: ``j = round(n (clip(x, -R, R) + R) / 2R)``, ``x_hat = (2j/n - 1) R``."""
+    """Clipped uniform: ``j = round(n (clip(x, -R, R) + R) / 2R)``, ``x_hat = (2j - n) R / n``
+    (integer times step, as for ClimbQ)."""
 
     def __init__(self, bits: int) -> None:
         super().__init__()
@@ -136,7 +143,7 @@ class UniformActivation(ActivationQuantizer):
     def forward(self, x: Tensor, sigma: float | Tensor = INFERENCE_SIGMA) -> Tensor:
         n, r = levels(self.bits), ACTIVATION_RANGE
         j = round_ste(n * (x.clamp(-r, r) + r) / (2 * r))
-        return (2.0 * j / n - 1.0) * r
+        return (2.0 * j - n) * (r / n)
 
     def grid(self) -> ActivationGrid:
         n, r = levels(self.bits), ACTIVATION_RANGE
@@ -171,6 +178,10 @@ class _LSQ(nn.Module):
 class LSQWeight(_LSQ, WeightQuantizer):
     def forward(self, w: Tensor) -> Tensor:
         return self._quantize(w)
+
+    def integer_grid(self) -> tuple[int, int]:
+        """LSQ weights are ``q`` in ``[-Q_N, Q_P]``: ``(1, -Q_N)``."""
+        return 1, -self.q_n
 
     def integer_weights(self, w: Tensor) -> tuple[Tensor, float]:
         s = float(self.step.detach())

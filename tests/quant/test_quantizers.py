@@ -72,7 +72,7 @@ def test_straight_through_on_round_only() -> None:
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_fused_activation_equals_the_unfused_formula(bits: int) -> None:
-    """Values equal (2 round(n Phi(x/sigma))/n - 1) R exactly; the gradient is the pdf slope."""
+    """Values equal (2 round(n Phi(x/sigma)) - n) R/n exactly; the gradient is the pdf slope."""
     n = 2**bits - 1
     x = (3 * torch.randn(6, 4, 5, 5, dtype=torch.float64)).requires_grad_()
     sigma = 2 - torch.rand(6, 1, 1, 1, dtype=torch.float64) / 50
@@ -82,7 +82,7 @@ def test_fused_activation_equals_the_unfused_formula(bits: int) -> None:
         out = climbq_activation(x, bits, s, 2.0)
         (out * upstream).sum().backward()
         u = x.detach() / s
-        expected = (2 * torch.round(n * normal_cdf(u)) / n - 1) * 2.0
+        expected = (2 * torch.round(n * normal_cdf(u)) - n) * (2.0 / n)
         assert torch.equal(out.detach(), expected)
         slope = 2 * 2.0 * torch.exp(-u.square() / 2) / np.sqrt(2 * np.pi) / s
         torch.testing.assert_close(x.grad, upstream * slope, rtol=1e-12, atol=1e-12)
