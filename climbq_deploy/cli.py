@@ -152,7 +152,65 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
+
+    ex = commands.add_parser("export", help="lower a trained run to a target's integer artifact")
+    ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
+    ex.add_argument("--target", default="numpy", help="numpy (reference artifact model.climbq)")
+    ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
+    ex.add_argument("--head", choices=("float", "int8"), default="float", help="classifier head")
+    ex.add_argument("--no-pack", action="store_true", help="store weights as int8, not packed")
+    ex.add_argument("--json", action="store_true", help="print a JSON summary")
+    ex.set_defaults(handler=_cmd_export)
+
+    ck = commands.add_parser("check", help="compare a target's artifact with the torch model")
+    ck.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
+    ck.add_argument("--target", default="numpy")
+    ck.add_argument("--artifact", type=Path, default=None, help="default: export afresh")
+    ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
+    ck.add_argument("--head", choices=("float", "int8"), default="float")
+    ck.add_argument("--batch-size", type=_positive_int, default=100)
+    ck.add_argument("--limit", type=_positive_int, default=None, help="first N test images")
+    ck.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ck.set_defaults(handler=_cmd_check)
     return parser
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from climbq_deploy.export import load_run, lower_run
+    from climbq_deploy.ir.artifact import artifact_size_report
+    from climbq_deploy.ir.serialize import save_program
+    from climbq_deploy.targets import get_target
+
+    target = get_target(args.target)
+    graph = lower_run(load_run(args.run), head=args.head)
+    out = args.out or args.run / f"model{target.suffix}"
+    if args.target == "numpy":
+        path = save_program(graph, out, pack=not args.no_pack)
+    else:  # pragma: no cover - other targets arrive with their issues
+        path = target.export(graph, out)
+    size = artifact_size_report(path)["file_bytes"] if args.target == "numpy" else None
+    summary = {"artifact": str(path), "target": args.target, "bytes": size,
+               "nodes": len(graph.nodes), "head": args.head}  # fmt: skip
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {path} ({size} bytes, {len(graph.nodes)} integer ops)")
+
+
+def _cmd_check(args: argparse.Namespace) -> None:
+    from climbq_deploy.check import check_run
+
+    record = check_run(args.run, target=args.target, artifact=args.artifact, data=args.data,
+                       batch_size=args.batch_size, limit=args.limit, head=args.head,
+                       progress=True)  # fmt: skip
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return
+    keys = ("n_images", "top1_agreement", "code_agreement", "max_abs_logit_diff", "ref_top1",
+            "torch_top1", "first_divergent_layer", "torch_fp32_top1",
+            "torch_fp32_top1_agreement")  # fmt: skip
+    for key in keys:
+        print(f"{key:>26}: {record[key]}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

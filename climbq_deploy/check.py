@@ -1,0 +1,190 @@
+"""``check``: run a target's artifact and the trained torch model on a whole test set and
+compare them as a record (the same shape for every target).
+
+What is compared, and why:
+
+- The integer program reads the image quantized to its input step (``InputQuant``); the torch
+  model is run on *that same* input, dequantized, in float64. Both then compute the same
+  function: float64 rounding (~1e-16 relative) can only move a code at a tie, so
+  ``code_agreement`` and ``top1_agreement`` measure the lowering itself.
+- float32 is not used for the comparison because a low-bit network amplifies rounding: one
+  code moved by a float32 rounding near a threshold changes its value by a whole step, which
+  moves codes in the next layer, and so on (measured: on 4-bit ResNet-20 float32 vs float64
+  evaluation of the *same* torch model already disagree on ~0.4% of top-1 predictions). The
+  as-trained float32 evaluation on the raw input is reported beside it (``torch_fp32_top1``,
+  ``torch_fp32_top1_agreement``), so the end-to-end effect is visible, not assumed away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from climbq_deploy.calibration.dataset import load_dataset
+from climbq_deploy.errors import ConfigError, DataError
+from climbq_deploy.export import TrainedRun, load_run
+from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
+from climbq_deploy.kernels import ops
+from climbq_deploy.quant.layers import ActQuant
+from climbq_deploy.targets import get_target
+
+
+@dataclass
+class _Tally:
+    layers: list[str]
+    total: dict[str, int] = field(default_factory=dict)
+    equal: dict[str, int] = field(default_factory=dict)
+    n: int = 0
+    top1_equal: int = 0
+    ref_correct: int = 0
+    torch_correct: int = 0
+    fp32_correct: int = 0
+    fp32_equal: int = 0
+    max_logit_diff: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        total = sum(self.total.values())
+        divergent = [name for name in self.layers if self.equal[name] != self.total[name]]
+        return {
+            "n_images": self.n,
+            "top1_agreement": self.top1_equal / self.n,
+            "code_agreement": sum(self.equal.values()) / total if total else 1.0,
+            "max_abs_logit_diff": self.max_logit_diff,
+            "ref_top1": 100.0 * self.ref_correct / self.n,
+            "torch_top1": 100.0 * self.torch_correct / self.n,
+            "first_divergent_layer": divergent[0] if divergent else None,
+            "torch_fp32_top1": 100.0 * self.fp32_correct / self.n,
+            "torch_fp32_top1_agreement": self.fp32_equal / self.n,
+            "layers": [
+                {"layer": name, "codes": self.total[name],
+                 "mismatches": self.total[name] - self.equal[name]}
+                for name in self.layers
+            ],
+        }  # fmt: skip
+
+
+class _TorchCodes:
+    """Forward hooks collecting every activation quantizer's ``X_int = round(x_hat / step)``
+    (NHWC, int64) by module name."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        self.codes: dict[str, np.ndarray] = {}
+        modules = dict(model.named_modules())
+        missing = [n for n in names if not isinstance(modules.get(n), ActQuant)]
+        if missing:
+            raise ConfigError(f"the artifact's layers {missing[:3]} are not quantizers of the run")
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str) -> Any:
+        def hook(module: ActQuant, _: Any, out: torch.Tensor) -> None:
+            step = module.quantizer.grid().step
+            self.codes[name] = torch.round(out / step).permute(0, 2, 3, 1).numpy()
+
+        return hook
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _batches(images: np.ndarray, labels: np.ndarray, size: int) -> Iterator[tuple[Any, Any]]:
+    for i in range(0, len(images), size):
+        yield images[i : i + size], labels[i : i + size]
+
+
+def _normalised(images: np.ndarray, run: TrainedRun) -> torch.Tensor:
+    """The training pipeline's float32 input: ``(p / 255 - mean) / std``, NCHW."""
+    x = images.astype(np.float32) / 255.0
+    x = (x - np.asarray(run.mean, np.float32)) / np.asarray(run.std, np.float32)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def check_run(
+    run_dir: str | Path,
+    target: str = "numpy",
+    artifact: str | Path | None = None,
+    data: str | Path | None = None,
+    batch_size: int = 100,
+    limit: int | None = None,
+    head: str = "float",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compare ``target``'s artifact of run ``run_dir`` with the torch model on the test set.
+
+    ``artifact`` defaults to a fresh export into ``RUN/model<suffix>`` (kept, written
+    atomically). ``limit`` checks only the first images (the record says how many).
+    """
+    client = get_target(target)
+    reason = client.unavailable()
+    if reason:
+        raise ConfigError(f"target {target!r} cannot run here: {reason}")
+    run = load_run(run_dir, data)
+    began = time.perf_counter()
+    if artifact is None:
+        from climbq_deploy.export import lower_run
+
+        suffix = "" if head == "float" else f".{head}-head"
+        artifact = Path(run_dir) / f"model{suffix}{client.suffix}"
+        client.export(lower_run(run, head=head), Path(artifact))
+    runner = client.load(Path(artifact))
+    graph: Graph = getattr(getattr(runner, "model", None), "graph", None) or _graph_of(artifact)
+    step = next(n for n in graph.nodes if isinstance(n, InputQuant))
+    layers = [n.source for n in graph.nodes if isinstance(n, ThresholdAct)]
+    dataset = load_dataset(data if data is not None else run.config.data)
+    images, labels = dataset.test_images, dataset.test_labels
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be >= 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    exact = _float64_copy(run)
+    hooks = _TorchCodes(exact, layers)
+    tally = _Tally(layers, dict.fromkeys(layers, 0), dict.fromkeys(layers, 0))
+    bar = tqdm(total=len(images), desc=f"check {target}", unit="img", disable=not progress or None)
+    try:
+        for batch, y in _batches(images, labels, batch_size):
+            out = runner.run(batch, with_codes=True)
+            quantized = ops.input_quant(batch, step.mean, step.std, step.step)
+            x64 = torch.from_numpy(quantized.astype(np.float64) * step.step).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                torch_logits = exact(x64.contiguous()).numpy()
+                fp32_logits = run.model(_normalised(batch, run)).numpy()
+            for name in layers:
+                ref, ours = out.codes[name], hooks.codes[name]
+                tally.total[name] += ref.size
+                tally.equal[name] += int(np.count_nonzero(ref == ours))
+            ref_pred, torch_pred = out.logits.argmax(1), torch_logits.argmax(1)
+            tally.n += len(y)
+            tally.top1_equal += int(np.count_nonzero(ref_pred == torch_pred))
+            tally.ref_correct += int(np.count_nonzero(ref_pred == y))
+            tally.torch_correct += int(np.count_nonzero(torch_pred == y))
+            tally.fp32_correct += int(np.count_nonzero(fp32_logits.argmax(1) == y))
+            tally.fp32_equal += int(np.count_nonzero(fp32_logits.argmax(1) == ref_pred))
+            diff = float(np.abs(out.logits - torch_logits).max())
+            tally.max_logit_diff = max(tally.max_logit_diff, diff)
+            bar.update(len(y))
+    finally:
+        hooks.close()
+        bar.close()
+    record = tally.record()
+    record.update(target=target, artifact=str(artifact), run=str(run_dir), head=head,
+                  input_step=step.step, seconds=time.perf_counter() - began)  # fmt: skip
+    return record
+
+
+def _graph_of(artifact: str | Path) -> Graph:
+    from climbq_deploy.ir.serialize import load_program
+
+    return load_program(artifact)[0]
+
+
+def _float64_copy(run: TrainedRun) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(run.model).double().eval()

@@ -1,0 +1,1 @@
+"""The integer IR between training and every target, and its on-disk container ``.climbq``."""

@@ -1,0 +1,122 @@
+"""Pass: prove an integer range for every tensor, pick its storage, refuse int32 overflow.
+
+Interval arithmetic, per tensor ``[lo, hi]``:
+
+- input: the exact ``I`` of pixel values 0 and 255 per channel;
+- int conv, output channel o: ``sum_k max(W_k lo', W_k hi')`` (``lo' = min(lo, 0)``,
+  ``hi' = max(hi, 0)`` when zero padding can enter, which bounds every partial sum too);
+- threshold act: ``[offset, mult * n + offset]``; relu: ``[max(lo, 0), max(hi, 0)]``;
+- add: ``[lo1 + lo2, hi1 + hi2]``; global sum pool: ``[H W lo, H W hi]``.
+
+An accumulator whose bound leaves int32 is refused (``LoweringError`` naming the layer and the
+bound). Storage is the narrowest of int8/int16/int32 holding the range. Thresholds are clamped
+to ``[L, H + 1]`` of ``d * x`` (same counts for every possible input) and stored in the
+narrowest integer type holding them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    Node,
+    Relu,
+    TensorSpec,
+    ThresholdAct,
+)
+
+INT32 = (-(2**31), 2**31 - 1)
+STORAGE = (("int8", 2**7), ("int16", 2**15), ("int32", 2**31))
+
+
+def storage_dtype(lo: int, hi: int) -> str:
+    for name, half in STORAGE:
+        if -half <= lo and hi < half:
+            return name
+    raise LoweringError(f"range [{lo}, {hi}] does not fit int32")
+
+
+def input_bounds(node: InputQuant) -> tuple[int, int]:
+    values = [
+        np.rint((p / 255.0 - m) / s / node.step)
+        for m, s in zip(node.mean, node.std, strict=True)
+        for p in (0.0, 255.0)
+    ]
+    return int(min(values)), int(max(values))
+
+
+def conv_channel_bounds(weight: np.ndarray, lo: int, hi: int, padding: int) -> np.ndarray:
+    """``(O, 2)`` int64 bounds of each output channel's accumulator (and of its partial sums,
+    which add only terms of one sign more or less: each is within the channel's own bound)."""
+    if padding:
+        lo, hi = min(lo, 0), max(hi, 0)
+    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    upper = np.maximum(w * lo, w * hi).sum(axis=1)
+    lower = np.minimum(w * lo, w * hi).sum(axis=1)
+    return np.stack([lower, upper], axis=1)
+
+
+def partial_sum_bound(weight: np.ndarray, lo: int, hi: int) -> int:
+    """Largest ``|partial sum|`` any accumulation order can reach: ``max_o sum |W| max|x|``."""
+    w = np.abs(weight.reshape(weight.shape[0], -1).astype(np.int64))
+    return int(w.sum(axis=1).max() * max(abs(lo), abs(hi), 0)) if w.size else 0
+
+
+def bound_tensors(graph: Graph) -> Graph:
+    bounds: dict[str, tuple[int, int]] = {}
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        ins = [bounds.get(name) for name in node.inputs]
+        if isinstance(node, InputQuant):
+            out = input_bounds(node)
+        elif isinstance(node, IntConv):
+            lo, hi = ins[0]
+            per_channel = conv_channel_bounds(node.weight, lo, hi, node.padding)
+            out = (int(per_channel[:, 0].min()), int(per_channel[:, 1].max()))
+            worst = max(abs(out[0]), abs(out[1]), partial_sum_bound(node.weight, lo, hi))
+            if worst > INT32[1]:
+                raise LoweringError(
+                    f"conv {node.source!r}: accumulator bound {worst} exceeds int32 "
+                    f"({INT32[1]}); inputs lie in [{lo}, {hi}], {node.weight_bits}-bit weights"
+                )
+        elif isinstance(node, ThresholdAct):
+            lo, hi = ins[0]
+            n = node.thresholds.shape[1]
+            out = (node.offset, node.mult * n + node.offset)
+            d = node.direction.astype(np.int64)[:, None]
+            low = np.where(d < 0, -hi, lo).astype(np.int64)
+            high = np.where(d < 0, -lo, hi).astype(np.int64)
+            theta = node.thresholds.astype(np.int64)
+            clamped = np.where(d == 0, theta, np.clip(theta, low, high + 1))
+            storage = storage_dtype(int(clamped.min(initial=0)), int(clamped.max(initial=0)))
+            node = replace(node, thresholds=clamped.astype(storage))
+        elif isinstance(node, Relu):
+            lo, hi = ins[0]
+            out = (max(lo, 0), max(hi, 0))
+        elif isinstance(node, Add):
+            out = (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
+        elif isinstance(node, GlobalSumPool):
+            h, w, _ = graph.tensors[node.inputs[0]].shape
+            out = (ins[0][0] * h * w, ins[0][1] * h * w)
+        else:
+            nodes.append(node)
+            continue
+        if out[0] < INT32[0] or out[1] > INT32[1]:
+            raise LoweringError(f"{node.op} {node.source!r}: range {out} exceeds int32")
+        bounds[node.output] = out
+        nodes.append(node)
+    tensors: dict[str, TensorSpec] = {}
+    for name, spec in graph.tensors.items():
+        if name in bounds:
+            lo, hi = bounds[name]
+            spec = replace(spec, bounds=(lo, hi), dtype=storage_dtype(lo, hi))
+        tensors[name] = spec
+    return graph.replace_nodes(nodes, tensors)

@@ -1,0 +1,136 @@
+"""The NumPy reference runner: executes a lowered program node by node with :mod:`.ops`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from climbq_deploy.errors import DataError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    IntLinear,
+    Linear,
+    Node,
+    Relu,
+    TensorSpec,
+    ThresholdAct,
+)
+from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
+from climbq_deploy.ir.serialize import load_program
+from climbq_deploy.kernels import ops
+
+
+def _stored(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``value`` in its tensor's storage dtype, after checking the proven bounds hold."""
+    if spec.bounds is None or not spec.dtype.startswith("int"):
+        return value
+    lo, hi = spec.bounds
+    if value.size and (value.min() < lo or value.max() > hi):
+        raise DataError(
+            f"tensor {spec.name!r}: values [{value.min()}, {value.max()}] outside the proven "
+            f"bounds [{lo}, {hi}] (a lowering bug; please report)"
+        )
+    return value.astype(spec.dtype, copy=False)
+
+
+class ReferenceModel:
+    """Run a lowered :class:`Graph` on uint8 NHWC images.
+
+    ``predict(images)`` returns float64 logits; ``run(images, keep=True)`` returns every
+    tensor (NHWC integers, then the logits) by name, for debugging and layer-wise checks.
+    """
+
+    def __init__(self, graph: Graph, manifest: dict[str, Any] | None = None) -> None:
+        self.graph = graph.validate()
+        self.manifest = manifest or {}
+        self._partial: dict[str, int] = {}
+        for node in graph.nodes:
+            if isinstance(node, IntConv):
+                bounds = graph.tensors[node.inputs[0]].bounds
+                if bounds is None:
+                    raise DataError(f"conv {node.source!r}: input has no proven bounds; lower "
+                                    "the graph (bounds pass) before running it")  # fmt: skip
+                self._partial[node.name] = partial_sum_bound(node.weight, *bounds)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceModel:
+        graph, manifest = load_program(path)
+        return cls(graph, manifest)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.tensors[self.graph.input].shape
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.input_shape:
+            expected = ", ".join(map(str, self.input_shape))
+            raise DataError(
+                f"images must be uint8 of shape (N, {expected}), got {images.dtype} {images.shape}"
+            )
+        return images
+
+    def run(
+        self, images: np.ndarray, keep: bool | Collection[str] = False
+    ) -> dict[str, np.ndarray]:
+        """Execute the program. Returns the output tensor and the tensors named in ``keep``
+        (every tensor when ``keep is True``), each in its proven storage dtype."""
+        values: dict[str, np.ndarray] = {self.graph.input: self._check(images)}
+        wanted = set(self.graph.tensors) if keep is True else set(keep or ())
+        wanted.add(self.graph.output)
+        uses: dict[str, int] = {}
+        for node in self.graph.nodes:
+            for name in node.inputs:
+                uses[name] = uses.get(name, 0) + 1
+        kept: dict[str, np.ndarray] = {}
+        for node in self.graph.nodes:
+            out = self._execute(node, [values[n] for n in node.inputs])
+            values[node.output] = out
+            if node.output in wanted:
+                kept[node.output] = _stored(out, self.graph.tensors[node.output])
+            for name in node.inputs:
+                uses[name] -= 1
+                if uses[name] == 0:
+                    del values[name]
+        if keep is True:
+            kept[self.graph.input] = images
+        return kept
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """float64 logits ``(N, classes)``, in batches."""
+        images = self._check(images)
+        parts = [self.run(images[i : i + batch_size])[self.graph.output]
+                 for i in range(0, len(images), batch_size)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros((0, self.graph.tensors[
+            self.graph.output].shape[0]))  # fmt: skip
+
+    def _execute(self, node: Node, inputs: list[np.ndarray]) -> np.ndarray:
+        tensors = self.graph.tensors
+        if isinstance(node, InputQuant):
+            return ops.input_quant(inputs[0], node.mean, node.std, node.step)
+        if isinstance(node, IntConv):
+            return ops.int_conv(inputs[0], node.weight, node.stride, node.padding, node.groups,
+                                self._partial[node.name])  # fmt: skip
+        if isinstance(node, ThresholdAct):
+            return ops.threshold_act(inputs[0], node.thresholds, node.direction, node.mult,
+                                     node.offset)  # fmt: skip
+        if isinstance(node, Relu):
+            return ops.relu(inputs[0])
+        if isinstance(node, Add):
+            return ops.add(inputs[0], inputs[1])
+        if isinstance(node, GlobalSumPool):
+            return ops.global_sum_pool(inputs[0])
+        scale = tensors[node.inputs[0]].scale
+        if isinstance(node, Linear):
+            return ops.linear(inputs[0], node.weight, node.bias, scale)
+        if isinstance(node, IntLinear):
+            return ops.int_linear(inputs[0], node.weight, node.weight_scale, node.bias, scale)
+        raise DataError(f"node {node.name!r}: op {node.op!r} has no reference kernel "
+                        "(lower the graph first)")  # fmt: skip

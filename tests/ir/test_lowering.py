@@ -1,0 +1,169 @@
+"""Whole models: capture + lower + the NumPy reference against the torch model in float64 on
+the same (quantized) input. Every activation code must match exactly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from climbq_deploy.errors import ArtifactError, ConfigError
+from climbq_deploy.ir.artifact import artifact_size_report
+from climbq_deploy.ir.capture import capture
+from climbq_deploy.ir.graph import InputQuant, ThresholdAct
+from climbq_deploy.ir.passes import lower
+from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.kernels import ReferenceModel
+from climbq_deploy.models import build_model
+from climbq_deploy.models.common import QuantSpec
+from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
+from climbq_deploy.models.resnet import CifarResNet
+from climbq_deploy.quant.layers import ActQuant
+
+MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int) -> None:
+    """Trained-looking BN statistics, with some extreme channels (negative, zero, huge gamma;
+    tiny variance)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 2)
+            m.running_var.copy_(torch.rand(c, generator=g) * 20 + 0.5)
+            m.weight.data.copy_(torch.randn(c, generator=g))
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.5)
+            m.weight.data[0] = 0.0
+            if c > 2:
+                m.running_var[1] = 1e-12
+                m.weight.data[2] = -50.0
+    model.eval()
+
+
+def codes_and_logits(model, graph, images):
+    """Torch float64 on the program's own input: X_int per quantizer and logits."""
+    step = next(n for n in graph.nodes if isinstance(n, InputQuant))
+    x = (images.astype(np.float64) / 255 - np.array(step.mean)) / np.array(step.std)
+    x = np.rint(x / step.step) * step.step
+    exact = model.double()
+    codes = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, _, out, name=name: codes.__setitem__(
+                name, torch.round(out / mod.quantizer.grid().step).permute(0, 2, 3, 1).numpy()
+            )
+        )
+        for name, m in exact.named_modules()
+        if isinstance(m, ActQuant)
+    ]
+    with torch.no_grad():
+        logits = exact(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    for h in hooks:
+        h.remove()
+    return codes, logits
+
+
+def assert_reference_matches_torch(model, size: int, seed: int = 0) -> None:
+    randomize_batchnorm(model, seed)
+    graph = lower(capture(model, MEAN, STD, (size, size, 3)))
+    images = np.random.default_rng(seed).integers(0, 256, (6, size, size, 3), dtype=np.uint8)
+    values = ReferenceModel(graph).run(images, keep=True)
+    codes, logits = codes_and_logits(model, graph, images)
+    acts = [n for n in graph.nodes if isinstance(n, ThresholdAct)]
+    assert len(acts) == len(codes)
+    for node in acts:
+        np.testing.assert_array_equal(values[node.output], codes[node.source], err_msg=node.source)
+    np.testing.assert_allclose(values[graph.output], logits, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("method", "bits"), [("climbq", 2), ("climbq+", 4), ("climbq", 8), ("uniform", 3)]
+)
+def test_resnet_codes_match_exactly(method: str, bits: int) -> None:
+    torch.manual_seed(bits)
+    assert_reference_matches_torch(CifarResNet(8, 10, QuantSpec(method, bits, bits)), 16, bits)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_mobilenetv2_codes_match_exactly(bits: int) -> None:
+    torch.manual_seed(bits)
+    assert_reference_matches_torch(CifarMobileNetV2(10, QuantSpec("climbq", bits, bits)), 8, bits)
+
+
+def test_int8_head_stays_close_to_the_float_head() -> None:
+    model = CifarResNet(8, 10, QuantSpec("climbq", 4, 4))
+    randomize_batchnorm(model, 1)
+    graph = capture(model, MEAN, STD, (16, 16, 3))
+    images = np.random.default_rng(1).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    float_logits = ReferenceModel(lower(graph)).predict(images)
+    int8 = lower(graph, head="int8")
+    assert int8.ops()[-1] == "int_linear"
+    int8_logits = ReferenceModel(int8).predict(images)
+    spread = np.abs(float_logits).max()
+    assert np.abs(int8_logits - float_logits).max() <= 0.02 * spread
+
+
+def test_unlowerable_models_are_refused_clearly() -> None:
+    lsq = CifarResNet(8, 10, QuantSpec("lsq", 4, 4)).eval()
+    for i, m in enumerate(m for m in lsq.modules() if isinstance(m, ActQuant)):
+        m.quantizer.step.data.fill_(0.1 + 0.01 * i)  # trained LSQ steps differ per quantizer
+    with pytest.raises(ConfigError, match=r"residual add.*scales"):
+        capture(lsq, MEAN, STD, (16, 16, 3))
+    with pytest.raises(ConfigError, match="faithful-mbv2"):
+        model = CifarMobileNetV2(10, QuantSpec("climbq", 4, 4), faithful=True)
+        capture(model, MEAN, STD, (8, 8, 3))
+    with pytest.raises(ConfigError, match="full-precision"):
+        capture(CifarResNet(8, 10, QuantSpec("fp32", 32, 32)), MEAN, STD, (16, 16, 3))
+
+
+@pytest.fixture(scope="module")
+def resnet20_graphs():
+    graphs = {}
+    for bits in (2, 4):
+        torch.manual_seed(bits)
+        model = build_model("resnet20", 10, QuantSpec("climbq+", bits, bits))
+        randomize_batchnorm(model, bits)
+        graphs[bits] = lower(capture(model, MEAN, STD))
+    return graphs
+
+
+def test_artifact_round_trip_runs_identically(resnet20_graphs, tmp_path: Path) -> None:
+    graph = resnet20_graphs[4]
+    path = save_program(graph, tmp_path / "model.climbq", {"method": "climbq+"})
+    loaded = ReferenceModel.load(path)
+    assert loaded.manifest["provenance"] == {"method": "climbq+"}
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.predict(images), ReferenceModel(graph).predict(images))
+    again, _ = load_program(path)
+    for a, b in zip(graph.nodes, again.nodes, strict=True):
+        assert a.attributes() == b.attributes()
+        for key, value in a.arrays().items():
+            np.testing.assert_array_equal(value, b.arrays()[key])
+    assert again.tensors == graph.tensors
+
+
+def test_corrupt_artifacts_are_refused(resnet20_graphs, tmp_path: Path) -> None:
+    path = save_program(resnet20_graphs[2], tmp_path / "model.climbq")
+    data = path.read_bytes()
+    (tmp_path / "cut.climbq").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=r"cut\.climbq"):
+        ReferenceModel.load(tmp_path / "cut.climbq")
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0x10
+    (tmp_path / "flip.climbq").write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError):
+        ReferenceModel.load(tmp_path / "flip.climbq")
+
+
+@pytest.mark.parametrize(("bits", "limit"), [(4, 0.55), (2, 0.35)])
+def test_packed_artifact_size(resnet20_graphs, tmp_path: Path, bits: int, limit: float) -> None:
+    graph = resnet20_graphs[bits]
+    packed = save_program(graph, tmp_path / "packed.climbq")
+    plain = save_program(graph, tmp_path / "int8.climbq", pack=False)
+    ratio = artifact_size_report(packed)["file_bytes"] / artifact_size_report(plain)["file_bytes"]
+    assert ratio <= limit, ratio
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        ReferenceModel.load(packed).predict(images), ReferenceModel.load(plain).predict(images)
+    )

@@ -1,0 +1,101 @@
+"""Each kernel against an independent computation: torch float64 convolution, a plain
+broadcast count, Python integers."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from climbq_deploy.kernels import ops
+
+
+@st.composite
+def conv_case(draw):
+    groups_kind = draw(st.sampled_from(["dense", "depthwise", "grouped"]))
+    kernel = draw(st.sampled_from([1, 3]))
+    stride = draw(st.sampled_from([1, 2]))
+    padding = draw(st.sampled_from([0, kernel // 2]))
+    size = draw(st.integers(kernel, 7))
+    if groups_kind == "depthwise":
+        cin = draw(st.integers(1, 6))
+        cout, groups = cin, cin
+    elif groups_kind == "grouped":
+        groups = draw(st.integers(2, 3))
+        cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    else:
+        cin, cout, groups = draw(st.integers(1, 6)), draw(st.integers(1, 6)), 1
+    bits = draw(st.integers(2, 8))
+    wide = draw(st.booleans())  # inputs needing the float64 path
+    seed = draw(st.integers(0, 2**31 - 1))
+    return cin, cout, groups, kernel, stride, padding, size, bits, wide, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_case())
+def test_int_conv_equals_torch_float64(case) -> None:
+    cin, cout, groups, kernel, stride, padding, size, bits, wide, seed = case
+    rng = np.random.default_rng(seed)
+    n = 2**bits - 1
+    w = 2 * rng.integers(0, n + 1, size=(cout, kernel, kernel, cin // groups)) - n
+    w = w.clip(-127, 127).astype(np.int8)
+    weight_sum = int(np.abs(w.astype(np.int64)).reshape(cout, -1).sum(1).max())
+    limit = max(1, (2**31 - 1) // max(weight_sum, 1)) if wide else 2**7  # int32 contract
+    x = rng.integers(-limit, limit + 1, size=(2, size, size, cin)).astype(np.int32)
+    bound = weight_sum * limit
+    got = ops.int_conv(x, w, stride, padding, groups, bound)
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2),
+        torch.from_numpy(w.astype(np.float64)).permute(0, 3, 1, 2),
+        stride=stride, padding=padding, groups=groups,
+    ).permute(0, 2, 3, 1).numpy()  # fmt: skip
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected.astype(np.int64))
+
+
+def test_int_conv_refuses_sums_beyond_int32() -> None:
+    with pytest.raises(ValueError, match="int32"):
+        ops.int_conv(np.zeros((1, 3, 3, 1), np.int32), np.ones((1, 1, 1, 1), np.int8), 1, 0, 1,
+                     2**31)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 15), st.integers(0, 2**31 - 1))
+def test_threshold_act_equals_a_plain_count(channels: int, levels: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    theta = np.sort(rng.integers(-50, 50, size=(channels, levels)), axis=1)
+    direction = rng.integers(-1, 2, size=channels).astype(np.int8)
+    # every value at, just below and just above each threshold, plus random ones
+    at = np.concatenate([theta.ravel() - 1, theta.ravel(), theta.ravel() + 1,
+                         rng.integers(-80, 80, size=20)])  # fmt: skip
+    x = np.stack([at * (d if d else 1) for d in direction], axis=-1)[None, :, None, :]
+    got = ops.threshold_act(x, theta, direction, 2, -levels)
+    value = x.astype(np.int64) * direction
+    count = (value[..., None] >= theta).sum(-1)
+    np.testing.assert_array_equal(got, 2 * count - levels)
+
+
+def test_threshold_act_by_hand() -> None:
+    theta = np.array([[-1, 0, 2], [0, 1, 1]])
+    x = np.array([[[[-1, 5], [0, -1], [2, 1]]]])  # (1, 1, 3, 2)
+    got = ops.threshold_act(x, theta, np.array([1, -1], np.int8), 1, 0)
+    # channel 0 (d=+1): -1 -> 1, 0 -> 2, 2 -> 3; channel 1 (d=-1, so -5, 1, -1): 0, 3, 0
+    np.testing.assert_array_equal(got[0, 0], [[1, 0], [2, 3], [3, 0]])
+
+
+def test_small_ops() -> None:
+    x = np.array([[[[3, -2]], [[-1, 4]]]], np.int32)  # (1, 2, 1, 2)
+    np.testing.assert_array_equal(ops.relu(x), np.maximum(x, 0))
+    np.testing.assert_array_equal(ops.add(x, x), 2 * x)
+    np.testing.assert_array_equal(ops.global_sum_pool(x), [[2, 2]])
+    w, b = np.array([[1.0, 2.0]]), np.array([0.5])
+    np.testing.assert_allclose(ops.linear(np.array([[2, 2]]), w, b, 0.25), [[2.0]])
+    got = ops.int_linear(np.array([[2, 2]]), np.array([[3, -1]], np.int8), np.array([0.5]), b, 1.0)
+    np.testing.assert_allclose(got, [[2.5]])
+
+
+def test_input_quant_rounds_half_to_even() -> None:
+    images = np.array([[[[0, 128, 255]]]], np.uint8)
+    got = ops.input_quant(images, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 2.0**-8)
+    expected = [round(0 / 255 * 256), round(128 / 255 * 256), 256]
+    np.testing.assert_array_equal(got.ravel(), expected)
