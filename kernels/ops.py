@@ -10,7 +10,6 @@ below 2**53, which int32-bounded accumulators always are; the kernel refuses lar
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 FLOAT32_EXACT = 2**24
 INT32_MAX = 2**31 - 1
@@ -59,12 +58,12 @@ def int_conv(
                 acc += window * wf[:, i, j, 0]
         return acc.astype(np.int32)
     if kh == kw == 1:
-        cols = xf[:, ::stride, ::stride, :][:, :ho, :wo, :]
-        patches = cols.reshape(n * ho * wo, c)
-    else:
-        view = sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-        # view: (n, ho, wo, c, kh, kw) -> rows (n ho wo), columns (kh, kw, c) as OHWI
-        patches = view.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+        patches = xf[:, ::stride, ::stride, :][:, :ho, :wo, :].reshape(n * ho * wo, c)
+    else:  # im2col: kh * kw shifted views side by side, columns ordered (i, j, c) as OHWI
+        patches = np.concatenate(
+            [xf[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+             for i in range(kh) for j in range(kw)], axis=-1,
+        ).reshape(n * ho * wo, kh * kw * c)  # fmt: skip
     if groups == 1:
         acc = patches @ wf.reshape(out_ch, -1).T
     else:
@@ -82,25 +81,38 @@ def threshold_act(
 ) -> np.ndarray:
     """``X[..., c] = mult * #{t : d_c x[..., c] >= theta[c, t]} + offset`` (compare and count).
 
-    Inputs: integer ``x`` (channels last), integer ``theta`` ``(C, n)`` non-decreasing along t,
-    ``d`` int8 ``(C,)`` in {-1, 0, 1}. The count is computed as one binary search
-    (``searchsorted(..., side="right")`` = number of thresholds ``<= value``, which equals
-    the number of comparisons ``value >= theta_t`` that hold) over all channels at once, the
-    channels separated by a per-channel offset larger than the value range. Output int32.
+    Inputs: integer ``x`` (channels last) within int32 with ``|x| < 2**31 - 1``, integer
+    ``theta`` ``(C, n)`` within int32 and non-decreasing along t, ``d`` int8 ``(C,)`` in
+    {-1, 0, 1}. Up to 15 levels the comparisons are counted one level at a time (int32
+    compares); beyond, the count is found by binary search over the sorted levels (``b``
+    rounds of one compare each: ``j`` grows by ``2**k`` when level ``j + 2**k`` is reached),
+    which gives the same count because thresholds are sorted. Output int32.
     """
     channels, levels = thresholds.shape
-    value = x.astype(np.int64) * direction.astype(np.int64)
-    theta = thresholds.astype(np.int64)
-    lo = min(int(value.min(initial=0)), int(theta.min(initial=0)))
-    hi = max(int(value.max(initial=0)), int(theta.max(initial=0)))
-    span = hi - lo + 2
-    base = np.arange(channels, dtype=np.int64) * span
-    flat = (theta - lo + base[:, None]).ravel()
-    counts = (
-        np.searchsorted(flat, value - lo + base, side="right")
-        - np.arange(channels, dtype=np.int64) * levels
-    )
-    return (mult * counts + offset).astype(np.int32)
+    value = x.astype(np.int32, copy=False) * direction.astype(np.int32)
+    theta = thresholds.astype(np.int32, copy=False)
+    if levels <= 15:
+        count = np.zeros(value.shape, np.uint8)
+        reached = np.empty(value.shape, bool)
+        for t in range(levels):
+            np.greater_equal(value, theta[:, t], out=reached)
+            np.add(count, reached, out=count, casting="unsafe")
+    else:
+        rounds = int(levels).bit_length()
+        padded = np.full((channels, 2**rounds), np.iinfo(np.int32).max, np.int64)
+        padded[:, :levels] = theta
+        padded[:, levels:] = np.iinfo(np.int64).max  # levels past n are never reached
+        flat = padded.T.ravel()  # level-major: index = level * C + channel
+        channel = np.arange(channels, dtype=np.int64)
+        count = np.zeros(value.shape, np.int64)
+        for k in reversed(range(rounds)):
+            candidate = count + 2**k
+            reached = value >= flat[(candidate - 1) * channels + channel]
+            count = np.where(reached, candidate, count)
+    out = count.astype(np.int32)
+    out *= mult
+    out += offset
+    return out
 
 
 def relu(x: np.ndarray) -> np.ndarray:

@@ -79,3 +79,23 @@ def small_syndigits():
     from climbq_deploy.calibration.syndigits import build_syndigits
 
     return build_syndigits(10, seed=3, head_count=40, test_per_class=10, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_syndigits(tmp_path_factory):
+    """The default SynDigits-LT gamma 50 with a short paper-recipe training: fp32 pretraining
+    (4 epochs) and 4-bit ClimbQ+ QAT from it (2 epochs). Trained once per session (~40 s);
+    returns ``(data_dir, fp_run, q4_run, q4_metrics)``."""
+    from climbq_deploy.calibration.dataset import save_dataset
+    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.train.config import TrainConfig
+    from climbq_deploy.train.loop import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data = str(save_dataset(build_syndigits(50, seed=0, progress=False), root / "syn"))
+    fp = TrainConfig(data, epochs=4, batch_size=32, lr=0.05, schedule="cosine", loss="la")
+    train(fp, root / "fp", progress=False)
+    qat = TrainConfig(data, method="climbq+", wbits=4, abits=4, epochs=2, batch_size=32,
+                      lr=0.01, init=str(root / "fp"))  # fmt: skip
+    metrics = train(qat, root / "q4", progress=False)
+    return data, root / "fp", root / "q4", metrics

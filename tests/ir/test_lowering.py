@@ -167,3 +167,21 @@ def test_packed_artifact_size(resnet20_graphs, tmp_path: Path, bits: int, limit:
     np.testing.assert_array_equal(
         ReferenceModel.load(packed).predict(images), ReferenceModel.load(plain).predict(images)
     )
+
+
+def test_newer_program_version_is_refused(resnet20_graphs, tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    from climbq_deploy.ir.artifact import read_artifact, write_artifact
+
+    path = save_program(resnet20_graphs[2], tmp_path / "model.climbq")
+    manifest, arrays = read_artifact(path)
+    manifest = {k: v for k, v in manifest.items() if k not in ("arrays", "format",
+                                                                "schema_version")}  # fmt: skip
+    manifest["program"]["version"] += 1
+    packed = {name: 2 for name in arrays if name.startswith("weights/")}
+    newer = write_artifact(tmp_path / "newer.climbq", manifest, dict(arrays), packed)
+    with pytest.raises(ArtifactError, match="program version"):
+        ReferenceModel.load(newer)
+    assert json.loads(zipfile.ZipFile(newer).read("manifest.json"))["program"]["version"] == 2

@@ -156,3 +156,52 @@ def test_bounds_refuse_int32_overflow() -> None:
     graph = graph.replace_nodes([huge, *graph.nodes[1:]], tensors)
     with pytest.raises(LoweringError, match=r"layer\.conv.*exceeds int32"):
         bound_tensors(graph)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 8),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([(0, 15), (-15, 15), (-60, 60), (-(2**20), 2**20)]),
+    st.sampled_from([0, 1]),
+)
+def test_proven_conv_bounds_hold_on_extreme_inputs(bits, seed, input_range, padding) -> None:
+    """The accumulator bound of the bounds pass holds for the inputs that maximise and minimise
+    every output (all-lo / all-hi per sign of the weight) and for random ones."""
+    from climbq_deploy.ir.passes.bound_tensors import conv_channel_bounds
+    from climbq_deploy.kernels import ops
+
+    rng = np.random.default_rng(seed)
+    n = 2**bits - 1
+    w = (2 * rng.integers(0, n + 1, size=(4, 3, 3, 3)) - n).astype(np.int16)
+    lo, hi = input_range
+    bounds = conv_channel_bounds(w, lo, hi, padding)
+    inputs = [np.full((1, 5, 5, 3), lo), np.full((1, 5, 5, 3), hi),
+              rng.integers(lo, hi + 1, size=(8, 5, 5, 3))]  # fmt: skip
+    partial = int(np.abs(w.astype(np.int64)).reshape(4, -1).sum(1).max()) * max(abs(lo), abs(hi))
+    for x in inputs:
+        acc = ops.int_conv(x.astype(np.int32), w, 1, padding, 1, partial)
+        assert np.all(acc >= bounds[:, 0]) and np.all(acc <= bounds[:, 1])
+    # the extremes are reached (no padding: every tap sees the same value)
+    if not padding:
+        signs = np.sign(w.reshape(4, -1))
+        best = np.where(signs > 0, hi, lo).reshape(4, 3, 3, 3)
+        reach = (w.astype(np.int64) * best).reshape(4, -1).sum(1)
+        np.testing.assert_array_equal(reach, bounds[:, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([1e-12, 1e-6, 0.5, 1.0, 1e6]), min_size=3, max_size=3),
+    st.lists(st.sampled_from([-50.0, -1.0, 0.0, 0.3, 1e4]), min_size=3, max_size=3),
+)
+def test_fold_batchnorm_extreme_parameters(var, gamma) -> None:
+    graph = _conv_graph(gamma=np.array(gamma), var=np.array(var))
+    conv = fold_batchnorm(graph).node("conv")
+    bn = graph.node("bn")
+    y = np.array([-3.0, 0.0, 7.0])[:, None]
+    expected = bn.gamma * (y - bn.mean) / np.sqrt(bn.var + bn.eps) + bn.beta
+    np.testing.assert_allclose(conv.affine_scale * y + conv.affine_shift, expected, rtol=1e-9,
+                               atol=1e-9 * np.abs(expected).max())  # fmt: skip
+    lowered = lower(graph)  # and the whole chain accepts it
+    assert lowered.ops() == ["input_quant", "int_conv", "threshold_act"]

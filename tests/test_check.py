@@ -1,0 +1,105 @@
+"""``export`` / ``check`` on trained runs: the NumPy reference against the torch model on the
+whole SynDigits-LT test set (the lowering's acceptance test), and the CLI record."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.check import check_run
+from climbq_deploy.errors import ConfigError
+from climbq_deploy.export import load_run, lower_run
+from climbq_deploy.ir.artifact import artifact_size_report
+from climbq_deploy.ir.serialize import save_program
+from climbq_deploy.train.config import TrainConfig
+from climbq_deploy.train.loop import train
+
+RECORD_KEYS = {"n_images", "top1_agreement", "code_agreement", "max_abs_logit_diff", "ref_top1",
+               "torch_top1", "first_divergent_layer"}  # fmt: skip
+
+
+def assert_agrees(record: dict) -> None:
+    assert record["top1_agreement"] >= 0.999, record
+    assert record["code_agreement"] >= 0.9999, record
+    assert abs(record["ref_top1"] - record["torch_top1"]) <= 0.1, record
+
+
+@pytest.mark.slow
+def test_four_bit_climbq_plus_resnet20_whole_test_set(trained_syndigits, tmp_path) -> None:
+    _, _, q4, metrics = trained_syndigits
+    record = check_run(q4, artifact=None, progress=False)
+    assert record["n_images"] == 2000
+    assert_agrees(record)
+    # the float32 model as evaluated in training scores what metrics.json says (up to layout-
+    # dependent float32 rounding: channels_last there, contiguous here)
+    assert record["torch_fp32_top1"] == pytest.approx(metrics["top1"], abs=0.5)
+    # packed weights: the trained 4-bit artifact against the same model with int8 weights
+    graph = lower_run(load_run(q4))
+    packed = artifact_size_report(save_program(graph, tmp_path / "p.climbq"))["file_bytes"]
+    plain = save_program(graph, tmp_path / "i.climbq", pack=False)
+    assert packed / artifact_size_report(plain)["file_bytes"] <= 0.55
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "bits"), [("climbq+", 2), ("uniform", 4)])
+def test_other_resnets_agree(trained_syndigits, tmp_path, method, bits) -> None:
+    data, fp, _, _ = trained_syndigits
+    config = TrainConfig(data, method=method, wbits=bits, abits=bits, epochs=1, batch_size=64,
+                         lr=0.01, init=str(fp))  # fmt: skip
+    train(config, tmp_path / "run", progress=False)
+    record = check_run(tmp_path / "run", progress=False)
+    assert record["n_images"] == 2000
+    assert_agrees(record)
+
+
+@pytest.mark.slow
+def test_mobilenetv2_agrees(small_syndigits, tmp_path) -> None:
+    """MobileNetV2 is ~6x ResNet-20 per image here: one epoch on the small set (the trained
+    SynDigits-LT figures are in bench/results/lowering_check.md)."""
+    data = str(save_dataset(small_syndigits, tmp_path / "syn"))
+    config = TrainConfig(data, arch="mobilenetv2", method="climbq+", wbits=4, abits=4, epochs=1,
+                         batch_size=32, lr=0.01)  # fmt: skip
+    train(config, tmp_path / "run", progress=False)
+    record = check_run(tmp_path / "run", progress=False)
+    assert record["n_images"] == 100
+    assert_agrees(record)
+
+
+@pytest.mark.slow
+def test_cli_export_and_check_json(trained_syndigits, tmp_path) -> None:
+    _, _, q4, _ = trained_syndigits
+    out = tmp_path / "m.climbq"
+    exported = subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", "export", str(q4), "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["bytes"] == out.stat().st_size
+    checked = subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", "check", str(q4), "--artifact", str(out),
+         "--limit", "200", "--json"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    record = json.loads(checked.stdout)  # stdout is exactly one JSON object
+    assert set(record) >= RECORD_KEYS and record["n_images"] == 200
+    assert record["code_agreement"] == 1.0 and record["first_divergent_layer"] is None
+
+
+def test_export_refuses_full_precision_and_missing_runs(tmp_path) -> None:
+    with pytest.raises(Exception, match="not a training run"):
+        load_run(tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", "check", str(tmp_path / "nope")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a training run" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_full_precision_run_is_refused(trained_syndigits) -> None:
+    _, fp, _, _ = trained_syndigits
+    with pytest.raises(ConfigError, match="full precision"):
+        lower_run(load_run(fp))
