@@ -91,12 +91,12 @@ def provenance(run: TrainedRun) -> dict[str, Any]:
     }
 
 
-def lower_run(run: TrainedRun, head: str = "float") -> Graph:
-    """The lowered integer program of a run."""
+def lower_run(run: TrainedRun, head: str = "float", input_bits: int = 32) -> Graph:
+    """The lowered integer program of a run (``input_bits=16`` for int16-input targets)."""
     if run.config.method == "fp32" or 32 in (run.config.wbits, run.config.abits):
         spec = f"{run.config.method}, w{run.config.wbits}a{run.config.abits}"
         raise ConfigError(
             f"run {run.folder} is full precision ({spec}); export needs a quantized run"
         )
-    graph = capture(run.model, run.mean, run.std, run.image_shape, provenance(run))
+    graph = capture(run.model, run.mean, run.std, run.image_shape, provenance(run), input_bits)
     return lower(graph, head=head)

@@ -42,7 +42,11 @@ SHORT_NAMES = {"input_quant": "input", "batchnorm": "bn", "act_quant": "act",
 
 
 def input_scale(
-    mean: tuple[float, ...], std: tuple[float, ...], stem_taps: int, stem_max_weight: int
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    stem_taps: int,
+    stem_max_weight: int,
+    input_bits: int = 32,
 ) -> float:
     """The input step ``2**-k``: as fine as the stem's int32 accumulator allows.
 
@@ -50,10 +54,12 @@ def input_scale(
     ``taps * max|W_int| * max|I|``, which must stay below 2**31. ``k`` is capped at 24 (float32
     resolution, what the trained model itself sees), so the input rounding (at most
     ``step / 2`` in x) only moves codes whose value lies that close to a threshold.
+    ``input_bits=16`` also keeps ``|I|`` within int16 (targets whose first conv reads int16).
     """
     extreme = max(max(abs(0 - m), abs(1 - m)) / s for m, s in zip(mean, std, strict=True))
     room = (2**31 - 1) / (stem_taps * stem_max_weight * extreme)
-    return 2.0 ** -min(MAX_INPUT_BITS, math.floor(math.log2(room)))
+    storage = (2 ** (input_bits - 1) - 1) / extreme  # |I| must also fit input_bits
+    return 2.0 ** -min(MAX_INPUT_BITS, math.floor(math.log2(room)), math.floor(math.log2(storage)))
 
 
 class _Builder:
@@ -184,6 +190,7 @@ def capture(
     std: tuple[float, ...],
     image_shape: tuple[int, int, int] = (32, 32, 3),
     meta: dict[str, Any] | None = None,
+    input_bits: int = 32,
 ) -> Graph:
     """The float-level IR of ``model`` in eval mode, fed uint8 images normalised by mean/std."""
     model = model.eval()
@@ -195,7 +202,8 @@ def capture(
     mult, offset = stem.weight_quantizer.integer_grid()
     n = 2**stem.weight_quantizer.bits - 1
     taps = stem.in_channels // stem.groups * stem.kernel_size[0] * stem.kernel_size[1]
-    scale = input_scale(tuple(mean), tuple(std), taps, max(abs(offset), abs(mult * n + offset)))
+    peak = max(abs(offset), abs(mult * n + offset))
+    scale = input_scale(tuple(mean), tuple(std), taps, peak, input_bits)
     h, w, c = image_shape
     x = b.add(InputQuant, ("image",), (h, w, c), dtype="int32", scale=scale, source="input",
               mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),

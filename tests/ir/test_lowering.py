@@ -185,3 +185,22 @@ def test_newer_program_version_is_refused(resnet20_graphs, tmp_path: Path) -> No
     with pytest.raises(ArtifactError, match="program version"):
         ReferenceModel.load(newer)
     assert json.loads(zipfile.ZipFile(newer).read("manifest.json"))["program"]["version"] == 2
+
+
+def test_int16_input_option_keeps_the_input_in_int16() -> None:
+    model = CifarResNet(8, 10, QuantSpec("climbq", 4, 4))
+    randomize_batchnorm(model, 3)
+    wide = lower(capture(model, MEAN, STD, (16, 16, 3)))
+    narrow = lower(capture(model, MEAN, STD, (16, 16, 3), input_bits=16))
+    lo, hi = narrow.tensors[narrow.nodes[0].output].bounds
+    assert (
+        lo >= -(2**15)
+        and hi <= 2**15 - 1
+        and narrow.tensors[narrow.nodes[0].output].dtype == "int16"
+    )
+    assert narrow.nodes[0].step > wide.nodes[0].step
+    images = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    values = ReferenceModel(narrow).run(images, keep=True)
+    codes, _ = codes_and_logits(model, narrow, images)  # exact on its own (coarser) input too
+    for node in (n for n in narrow.nodes if isinstance(n, ThresholdAct)):
+        np.testing.assert_array_equal(values[node.output], codes[node.source])
