@@ -31,7 +31,7 @@ from climbq_deploy.calibration.dataset import load_dataset
 from climbq_deploy.errors import ConfigError, DataError
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
-from climbq_deploy.kernels import ops
+from climbq_deploy.kernels import ReferenceModel, ops
 from climbq_deploy.quant.layers import ActQuant
 from climbq_deploy.targets import get_target
 
@@ -48,6 +48,8 @@ class _Tally:
     fp32_correct: int = 0
     fp32_equal: int = 0
     max_logit_diff: float = 0.0
+    oracle_equal: bool = True
+    oracle_logit_diff: float = 0.0
 
     def record(self) -> dict[str, Any]:
         total = sum(self.total.values())
@@ -115,13 +117,14 @@ def check_run(
     limit: int | None = None,
     head: str = "float",
     progress: bool = True,
+    kernels: str | None = None,
 ) -> dict[str, Any]:
     """Compare ``target``'s artifact of run ``run_dir`` with the torch model on the test set.
 
     ``artifact`` defaults to a fresh export into ``RUN/model<suffix>`` (kept, written
     atomically). ``limit`` checks only the first images (the record says how many).
     """
-    client = get_target(target)
+    client = get_target(target, kernels)
     reason = client.unavailable()
     if reason:
         raise ConfigError(f"target {target!r} cannot run here: {reason}")
@@ -132,11 +135,13 @@ def check_run(
 
         suffix = "" if head == "float" else f".{head}-head"
         artifact = Path(run_dir) / f"model{suffix}{client.suffix}"
-        client.export(lower_run(run, head=head), Path(artifact))
+        client.export(lower_run(run, head=head, input_bits=client.input_bits), Path(artifact))
     runner = client.load(Path(artifact))
-    graph: Graph = getattr(getattr(runner, "model", None), "graph", None) or _graph_of(artifact)
+    graph: Graph = runner.graph
+    oracle = None if target == "numpy" else ReferenceModel(graph)
     step = next(n for n in graph.nodes if isinstance(n, InputQuant))
     layers = [n.source for n in graph.nodes if isinstance(n, ThresholdAct)]
+    acts = {n.output: n.source for n in graph.nodes if isinstance(n, ThresholdAct)}
     dataset = load_dataset(data if data is not None else run.config.data)
     images, labels = dataset.test_images, dataset.test_labels
     if limit is not None:
@@ -159,6 +164,16 @@ def check_run(
                 ref, ours = out.codes[name], hooks.codes[name]
                 tally.total[name] += ref.size
                 tally.equal[name] += int(np.count_nonzero(ref == ours))
+            if oracle is not None:  # the target against the NumPy reference of its program
+                values = oracle.run(batch, keep=set(acts))
+                tally.oracle_equal &= all(
+                    np.array_equal(values[tensor], out.codes[source])
+                    for tensor, source in acts.items()
+                )
+                tally.oracle_equal &= bool(np.array_equal(
+                    values[graph.output].argmax(1), out.logits.argmax(1)))  # fmt: skip
+                diff = float(np.abs(values[graph.output] - out.logits).max())
+                tally.oracle_logit_diff = max(tally.oracle_logit_diff, diff)
             ref_pred, torch_pred = out.logits.argmax(1), torch_logits.argmax(1)
             tally.n += len(y)
             tally.top1_equal += int(np.count_nonzero(ref_pred == torch_pred))
@@ -173,15 +188,15 @@ def check_run(
         hooks.close()
         bar.close()
     record = tally.record()
+    if oracle is not None:
+        record.update(
+            exact_match=tally.oracle_equal,
+            reference_max_abs_logit_diff=tally.oracle_logit_diff,
+            kernels=kernels or "xnnpack",
+        )
     record.update(target=target, artifact=str(artifact), run=str(run_dir), head=head,
                   input_step=step.step, seconds=time.perf_counter() - began)  # fmt: skip
     return record
-
-
-def _graph_of(artifact: str | Path) -> Graph:
-    from climbq_deploy.ir.serialize import load_program
-
-    return load_program(artifact)[0]
 
 
 def _float64_copy(run: TrainedRun) -> torch.nn.Module:

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = commands.add_parser("export", help="lower a trained run to a target's integer artifact")
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
-    ex.add_argument("--target", default="numpy", help="numpy (reference artifact model.climbq)")
+    ex.add_argument("--target", default="numpy", help="numpy (model.climbq) or tflite")
     ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
     ex.add_argument("--head", choices=("float", "int8"), default="float", help="classifier head")
     ex.add_argument("--no-pack", action="store_true", help="store weights as int8, not packed")
@@ -164,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = commands.add_parser("check", help="compare a target's artifact with the torch model")
     ck.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
-    ck.add_argument("--target", default="numpy")
+    ck.add_argument("--target", default="numpy", help="numpy or tflite")
+    ck.add_argument(
+        "--kernels",
+        choices=("xnnpack", "optimized", "ref"),
+        default=None,
+        help="tflite: LiteRT default (XNNPACK), builtin optimized, or reference",
+    )
     ck.add_argument("--artifact", type=Path, default=None, help="default: export afresh")
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
     ck.add_argument("--head", choices=("float", "int8"), default="float")
@@ -177,18 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from climbq_deploy.export import load_run, lower_run
-    from climbq_deploy.ir.artifact import artifact_size_report
     from climbq_deploy.ir.serialize import save_program
     from climbq_deploy.targets import get_target
 
     target = get_target(args.target)
-    graph = lower_run(load_run(args.run), head=args.head)
+    graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
     out = args.out or args.run / f"model{target.suffix}"
     if args.target == "numpy":
         path = save_program(graph, out, pack=not args.no_pack)
-    else:  # pragma: no cover - other targets arrive with their issues
+    else:
         path = target.export(graph, out)
-    size = artifact_size_report(path)["file_bytes"] if args.target == "numpy" else None
+    size = path.stat().st_size
     summary = {"artifact": str(path), "target": args.target, "bytes": size,
                "nodes": len(graph.nodes), "head": args.head}  # fmt: skip
     if args.json:
@@ -202,15 +207,16 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
     record = check_run(args.run, target=args.target, artifact=args.artifact, data=args.data,
                        batch_size=args.batch_size, limit=args.limit, head=args.head,
-                       progress=True)  # fmt: skip
+                       progress=True, kernels=args.kernels)  # fmt: skip
     if args.json:
         print(json.dumps(record, indent=2))
         return
     keys = ("n_images", "top1_agreement", "code_agreement", "max_abs_logit_diff", "ref_top1",
             "torch_top1", "first_divergent_layer", "torch_fp32_top1",
-            "torch_fp32_top1_agreement")  # fmt: skip
+            "torch_fp32_top1_agreement", "exact_match")  # fmt: skip
     for key in keys:
-        print(f"{key:>26}: {record[key]}")
+        if key in record:
+            print(f"{key:>26}: {record[key]}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

@@ -77,7 +77,12 @@ def int_conv(
 
 
 def threshold_act(
-    x: np.ndarray, thresholds: np.ndarray, direction: np.ndarray, mult: int, offset: int
+    x: np.ndarray,
+    thresholds: np.ndarray,
+    direction: np.ndarray,
+    mult: int,
+    offset: int,
+    shift: int = 0,
 ) -> np.ndarray:
     """``X[..., c] = mult * #{t : d_c x[..., c] >= theta[c, t]} + offset`` (compare and count).
 
@@ -86,10 +91,16 @@ def threshold_act(
     {-1, 0, 1}. Up to 15 levels the comparisons are counted one level at a time (int32
     compares); beyond, the count is found by binary search over the sorted levels (``b``
     rounds of one compare each: ``j`` grows by ``2**k`` when level ``j + 2**k`` is reached),
-    which gives the same count because thresholds are sorted. Output int32.
+    which gives the same count because thresholds are sorted. With ``shift > 0`` the counted
+    value is ``(d_c x + 2**(shift - 1)) >> shift`` (round half up: the requantization of
+    LiteRT's int16 conv output; int64 arithmetic). Output int32.
     """
     channels, levels = thresholds.shape
-    value = x.astype(np.int32, copy=False) * direction.astype(np.int32)
+    if shift:
+        wide = x.astype(np.int64) * direction.astype(np.int64)
+        value = ((wide + (1 << (shift - 1))) >> shift).astype(np.int32)
+    else:
+        value = x.astype(np.int32, copy=False) * direction.astype(np.int32)
     theta = thresholds.astype(np.int32, copy=False)
     if levels <= 15:
         count = np.zeros(value.shape, np.uint8)

@@ -120,7 +120,7 @@ class ReferenceModel:
                                 self._partial[node.name])  # fmt: skip
         if isinstance(node, ThresholdAct):
             return ops.threshold_act(inputs[0], node.thresholds, node.direction, node.mult,
-                                     node.offset)  # fmt: skip
+                                     node.offset, node.shift)  # fmt: skip
         if isinstance(node, Relu):
             return ops.relu(inputs[0])
         if isinstance(node, Add):

@@ -5,15 +5,20 @@ from __future__ import annotations
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.targets.base import Runner, RunOutput, Target
 
-TARGET_NAMES = ("numpy",)
+TARGET_NAMES = ("numpy", "tflite")
 
 
-def get_target(name: str) -> Target:
-    """The target called ``name``; ConfigError listing the known ones otherwise."""
+def get_target(name: str, kernels: str | None = None) -> Target:
+    """The target called ``name`` (``kernels``: the runtime's kernel choice where it has one);
+    ConfigError listing the known ones otherwise."""
     if name == "numpy":
         from climbq_deploy.targets.numpy import NumpyTarget
 
         return NumpyTarget()
+    if name == "tflite":
+        from climbq_deploy.targets.tflite import TfliteTarget
+
+        return TfliteTarget(kernels or "xnnpack")
     raise ConfigError(f"unknown target {name!r}; expected one of {', '.join(TARGET_NAMES)}")
 
 

@@ -25,12 +25,15 @@ class RunOutput:
 
 
 class Runner(Protocol):
+    graph: Graph  # the integer program this runner computes (the oracle runs the same)
+
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput: ...
 
 
 class Target(Protocol):
     name: str
     suffix: str
+    input_bits: int  # width of the program's integer input this target reads
 
     def unavailable(self) -> str | None:
         """None when this machine can run the target, else the reason (one line)."""

@@ -174,13 +174,18 @@ class ThresholdAct(Node):
 
     ``thresholds`` is int64 ``(C, n)``, non-decreasing along t; ``direction`` int8 ``(C,)`` in
     ``{+1, -1, 0}`` (0: constant channel, thresholds 0 for passed levels and 1 for the rest).
-    The input is any integer tensor (an accumulator, or an integer sum)."""
+    The input is any integer tensor (an accumulator, or an integer sum).
+
+    ``shift`` (0 in the pure program) is a runtime's requantization before the count: the
+    counted value is ``(d_c x + 2**(shift - 1)) >> shift`` (divide by ``2**shift``, round half
+    up), as LiteRT's int16 conv output with multiplier ``2**-shift`` computes it."""
 
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     direction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     mult: int = 2
     offset: int = -1
     bits: int = 8
+    shift: int = 0
     op = "threshold_act"
 
 

@@ -15,6 +15,7 @@ from climbq_deploy.targets.base import RunOutput
 class NumpyRunner:
     def __init__(self, model: ReferenceModel) -> None:
         self.model = model
+        self.graph = model.graph
         self._codes = {n.output: n.source for n in model.graph.nodes
                        if isinstance(n, ThresholdAct)}  # fmt: skip
 
@@ -28,6 +29,7 @@ class NumpyRunner:
 class NumpyTarget:
     name = "numpy"
     suffix = ".climbq"
+    input_bits = 32
 
     def unavailable(self) -> str | None:
         return None

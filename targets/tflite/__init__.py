@@ -1,1 +1,112 @@
-"""The TFLite target: integer CNNs written as .tflite flatbuffers and run with LiteRT."""
+"""The LiteRT (TFLite) target: the integer program as builtin int16/int32 ops, run by
+``ai_edge_litert`` (or ``tflite_runtime``'s Interpreter where a device only has that)."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from climbq_deploy.errors import ConfigError
+from climbq_deploy.fileio import atomic_write
+from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
+from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.kernels import ops
+from climbq_deploy.targets.base import RunOutput
+
+KERNELS = ("xnnpack", "optimized", "ref")
+
+
+def _interpreter_module():
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:  # a device with only tflite-runtime
+        try:
+            from tflite_runtime import interpreter  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    return interpreter
+
+
+class TfliteRunner:
+    """Runs an exported ``.tflite`` one image at a time (the model's batch is 1)."""
+
+    def __init__(self, path: Path, kernels: str = "xnnpack") -> None:
+        from climbq_deploy.targets.tflite.export import read_program_bytes
+
+        if kernels not in KERNELS:
+            raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        self.path = Path(path)
+        content = self.path.read_bytes()
+        with tempfile.TemporaryDirectory() as tmp:
+            program = Path(tmp) / "program.climbq"
+            program.write_bytes(read_program_bytes(content, self.path))
+            self.graph, self.manifest = load_program(program)
+        module = _interpreter_module()
+        resolver = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+                    "ref": "BUILTIN_REF"}[kernels]  # fmt: skip
+        self.kernels = kernels
+
+        def make(keep: bool):
+            with warnings.catch_warnings():  # keep=True (codes for check) is deliberate
+                warnings.simplefilter("ignore", UserWarning)
+                return module.Interpreter(
+                    model_content=content,
+                    experimental_op_resolver_type=getattr(module.OpResolverType, resolver),
+                    experimental_preserve_all_tensors=keep,
+                )
+
+        self._make = make
+        self._plain = self._make(False)
+        self._plain.allocate_tensors()
+        self._debug = None
+        self._step = next(n for n in self.graph.nodes if isinstance(n, InputQuant))
+        self._acts = {n.output: n.source for n in self.graph.nodes if isinstance(n, ThresholdAct)}
+
+    def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
+        if with_codes and self._debug is None:
+            self._debug = self._make(True)
+            self._debug.allocate_tensors()
+        it = self._debug if with_codes else self._plain
+        names = {d["name"]: d["index"] for d in it.get_tensor_details()} if with_codes else {}
+        quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
+        logits, codes = [], {source: [] for source in self._acts.values()}
+        for i in range(len(images)):
+            it.set_tensor(it.get_input_details()[0]["index"], quantized[i : i + 1].astype(np.int16))
+            it.invoke()
+            logits.append(it.get_tensor(it.get_output_details()[0]["index"]).astype(np.float64))
+            for name, source in self._acts.items() if with_codes else ():
+                codes[source].append(it.get_tensor(names[name]).copy())
+        joined = {k: np.concatenate(v) for k, v in codes.items()} if with_codes else {}
+        return RunOutput(np.concatenate(logits), joined)
+
+
+class TfliteTarget:
+    name = "tflite"
+    suffix = ".tflite"
+    input_bits = 16
+
+    def __init__(self, kernels: str = "xnnpack") -> None:
+        self.kernels = kernels
+
+    def unavailable(self) -> str | None:
+        if _interpreter_module() is None:
+            return "no LiteRT interpreter (pip install climbq-deploy[tflite])"
+        return None
+
+    def export(self, graph: Graph, out: Path) -> Path:
+        from climbq_deploy.targets.tflite.export import write_tflite
+        from climbq_deploy.targets.tflite.flavour import int16_flavour
+
+        flavour = int16_flavour(graph)
+        with tempfile.TemporaryDirectory() as tmp:
+            program = save_program(flavour, Path(tmp) / "program.climbq").read_bytes()
+        content = write_tflite(flavour, batch=1, program=program)
+        with atomic_write(out, "wb") as handle:
+            handle.write(content)
+        return Path(out)
+
+    def load(self, path: Path) -> TfliteRunner:
+        return TfliteRunner(path, self.kernels)

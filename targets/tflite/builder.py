@@ -242,6 +242,16 @@ _OPS: dict[str, tuple[int, int, _OptionsFactory | None]] = {
         schema.BuiltinOptions.MaximumMinimumOptions,
         _empty(schema.MaximumMinimumOptionsT),
     ),
+    "FLOOR_DIV": (
+        schema.BuiltinOperator.FLOOR_DIV,
+        schema.BuiltinOptions.FloorDivOptions,
+        _empty(schema.FloorDivOptionsT),
+    ),
+    "FLOOR_MOD": (
+        schema.BuiltinOperator.FLOOR_MOD,
+        schema.BuiltinOptions.FloorModOptions,
+        _empty(schema.FloorModOptionsT),
+    ),
     "MINIMUM": (
         schema.BuiltinOperator.MINIMUM,
         schema.BuiltinOptions.MaximumMinimumOptions,

@@ -1,0 +1,326 @@
+"""The integer program as a LiteRT (TFLite) model, exactly.
+
+Mapping of each IR op (batch fixed at export, NHWC):
+
+- input: the program's integer input ``I`` as an int16 tensor (the host quantizes uint8 images
+  with the manifest's mean/std/step; the program must have been lowered with an int16 input,
+  ``capture(..., input_bits=16)``).
+- ``IntConv`` + ``ThresholdAct``: a 16x8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` (int16 input of
+  scale 1, int8 weights ``d_c W_int`` with per-channel scale 1, int64 zero bias, int16 output of
+  scale 1). The requantization multiplier is exactly 1, so the output is ``d_c * acc``
+  saturated to int16. Saturation keeps every count exact as long as the thresholds lie in
+  ``[-32767, 32767]`` (a saturated value sits beyond every threshold, on the right side);
+  layers whose thresholds do not are refused. Then compare and count with builtin ops:
+  RESHAPE to ``(H W, C, 1)``, GREATER_EQUAL against the int16 ``(C, n)`` thresholds
+  (broadcast), CAST to int32, SUM over the levels, MUL ``mult``, ADD ``offset``: ``X_int``.
+- ``Relu``: MAXIMUM with 0; ``Add``: int32 ADD; both exact.
+- ``GlobalSumPool``: SUM over H, W in int32; float head: CAST to float32, MUL by the pool
+  unit, FULLY_CONNECTED float32.
+
+Every integer tensor is exact: the TFLite program computes the IR's integers bit for bit (the
+NumPy reference on the same program is the oracle); only the float head differs (float32
+here, float64 there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from climbq_deploy.errors import ArtifactError
+from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    Linear,
+    Relu,
+    ThresholdAct,
+)
+from climbq_deploy.targets.tflite.builder import ModelBuilder
+
+INT16_LIMIT = 32767
+METADATA_NAME = "climbq_program"
+
+
+def _conv_padding(node: IntConv) -> str:
+    """ "SAME" equals torch's symmetric padding only at stride 1 (at stride 2 TFLite pads the
+    bottom/right more); other padded convs get an explicit PAD then "VALID"."""
+    kernel = node.weight.shape[1]
+    if node.padding == 0:
+        return "VALID"
+    if node.stride == 1 and node.padding == kernel // 2 and kernel % 2 == 1:
+        return "SAME"
+    return "PAD"
+
+
+def write_tflite(graph: Graph, batch: int = 1, program: bytes | None = None) -> bytes:
+    """The ``.tflite`` bytes of a lowered program (see module docstring); ``program`` (the
+    ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``."""
+    b = ModelBuilder("climbq_deploy integer program")
+    index: dict[str, int] = {}  # IR tensor -> TFLite tensor holding it (int32 unless noted)
+    int16_of: dict[str, int] = {}
+    t = graph.tensors
+
+    def shape(name: str) -> tuple[int, ...]:
+        return (batch, *t[name].shape)
+
+    def as_int16(name: str) -> int:
+        if name not in int16_of:
+            spec = t[name]
+            lo, hi = spec.bounds or (-(2**31), 2**31 - 1)
+            if lo < -INT16_LIMIT - 1 or hi > INT16_LIMIT:
+                raise LoweringError(f"tensor {name!r} range [{lo}, {hi}] does not fit int16, "
+                                    "the TFLite conv input")  # fmt: skip
+            out = b.add_tensor(f"{name}/int16", shape(name), "int16", scale=1.0, zero_point=0)
+            b.add_operator("CAST", [index[name]], [out])
+            int16_of[name] = out
+        return int16_of[name]
+
+    producers = {n.output: n for n in graph.nodes}
+    outputs: list[int] = []
+    for node in graph.nodes:
+        if isinstance(node, InputQuant):
+            x = b.add_tensor("input", shape(node.output), "int16", scale=1.0, zero_point=0)
+            int16_of[node.output] = x
+            cast = b.add_tensor(f"{node.output}/int32", shape(node.output), "int32")
+            b.add_operator("CAST", [x], [cast])
+            index[node.output] = cast
+            inputs = [x]
+        elif isinstance(node, IntConv):
+            continue  # emitted with the ThresholdAct that consumes it
+        elif isinstance(node, ThresholdAct):
+            conv = producers[node.inputs[0]]
+            if isinstance(conv, IntConv) and isinstance(producers[conv.inputs[0]], InputQuant):
+                _stem_layer(b, graph, conv, node, int16_of[conv.inputs[0]], batch, index)
+            elif isinstance(conv, IntConv):
+                _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index)
+            else:
+                _count(b, node, index[node.inputs[0]], "int32", t[node.output].shape, batch,
+                       index, node.direction.astype(np.int32))  # fmt: skip
+        elif isinstance(node, Relu):
+            out = b.add_tensor(node.output, shape(node.output), "int32")
+            zero = b.add_tensor(f"{node.output}/zero", (), "int32", data=np.array(0, np.int32))
+            b.add_operator("MAXIMUM", [index[node.inputs[0]], zero], [out])
+            index[node.output] = out
+        elif isinstance(node, Add):
+            out = b.add_tensor(node.output, shape(node.output), "int32")
+            b.add_operator("ADD", [index[n] for n in node.inputs], [out])
+            index[node.output] = out
+        elif isinstance(node, GlobalSumPool):
+            out = b.add_tensor(node.output, shape(node.output), "int32")
+            axes = b.add_tensor(f"{node.output}/axes", (2,), "int32",
+                                data=np.array([1, 2], np.int32))  # fmt: skip
+            b.add_operator("SUM", [index[node.inputs[0]], axes], [out], keep_dims=False)
+            index[node.output] = out
+        elif isinstance(node, Linear):
+            unit = t[node.inputs[0]].scale
+            pooled = index[node.inputs[0]]
+            as_float = b.add_tensor(f"{node.output}/float", shape(node.inputs[0]), "float32")
+            b.add_operator("CAST", [pooled], [as_float])
+            scaled = b.add_tensor(f"{node.output}/scaled", shape(node.inputs[0]), "float32")
+            unit_t = b.add_tensor(f"{node.output}/unit", (), "float32",
+                                  data=np.array(unit, np.float32))  # fmt: skip
+            b.add_operator("MUL", [as_float, unit_t], [scaled])
+            w = b.add_tensor(f"{node.output}/weight", node.weight.shape, "float32",
+                             data=node.weight.astype(np.float32))  # fmt: skip
+            bias = b.add_tensor(f"{node.output}/bias", node.bias.shape, "float32",
+                                data=node.bias.astype(np.float32))  # fmt: skip
+            out = b.add_tensor("logits", shape(node.output), "float32")
+            b.add_operator("FULLY_CONNECTED", [scaled, w, bias], [out])
+            index[node.output] = out
+            outputs = [out]
+        else:
+            raise LoweringError(f"op {node.op!r} ({node.source!r}) has no TFLite form yet")
+    b.set_io(inputs, outputs)
+    if program is not None:
+        b.add_metadata(METADATA_NAME, program)
+    return b.build()
+
+
+def read_program_bytes(content: bytes, path: object = "model") -> bytes:
+    """The ``climbq_program`` metadata of a ``.tflite`` written by :func:`write_tflite`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        for i in range(model.MetadataLength()):
+            meta = model.Metadata(i)
+            if meta.Name() == METADATA_NAME.encode():
+                return model.Buffers(meta.Buffer()).DataAsNumpy().tobytes()
+    except Exception as exc:  # a corrupt flatbuffer raises anything from deep inside
+        raise ArtifactError(f"{path}: not a readable .tflite ({type(exc).__name__})") from None
+    raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
+
+
+def _stem_layer(
+    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
+    index: dict[str, int],
+) -> None:  # fmt: skip
+    """The first conv, exactly in int32 although TFLite convs return int16.
+
+    ``I`` (int16) is zero-padded, offset to ``u = I + 2**15`` in ``[0, 2**16)`` and split into
+    b-bit digits ``u = sum_k 2**(b k) u_k`` (FLOOR_DIV / FLOOR_MOD), b the largest width with
+    ``max_c sum |W_c| (2**b - 1) < 2**15`` (6 bits for a 4-bit 3x3x3 stem): each digit goes
+    through the 16x8 conv with multiplier 1, whose int16 output is then its exact
+    accumulator. ``d acc = sum_k 2**(b k) A_k - 2**15 sum W`` in int32, and the pure program's
+    thresholds are compared in int32.
+    """
+    t = graph.tensors
+    n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
+    ho, wo, c = t[conv.output].shape
+    weight = conv.weight.astype(np.int32) * act.direction.astype(np.int32)[:, None, None, None]
+    weight_sum = int(np.abs(weight).reshape(c, -1).sum(axis=1).max())
+    bits = (
+        max(b for b in range(1, 9) if weight_sum * (2**b - 1) < 2**15) if weight_sum < 2**14 else 0
+    )
+    if bits == 0 or np.abs(weight).max(initial=0) > 127:
+        raise LoweringError(f"stem {conv.source!r}: weights too large for the digit split")
+    count = -(-16 // bits)  # digits of u in [0, 2**16)
+    bases = [2 ** (bits * k) for k in range(count - 1, -1, -1)]  # most significant first
+    p = conv.padding
+    hp, wp = h_ + 2 * p, w_ + 2 * p
+    padded = b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0,
+                          zero_point=0)  # fmt: skip
+    pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
+    b.add_operator("PAD", [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)],
+                   [padded])  # fmt: skip
+    full = (n_, hp, wp, c_in)
+    wide = b.add_tensor(f"{conv.output}/u", full, "int32")
+    b.add_operator("CAST", [padded], [wide])
+    offset = b.add_tensor(f"{conv.output}/u_offset", (), "int32", data=np.array(2**15, np.int32))
+    u = b.add_tensor(f"{conv.output}/u_plus", full, "int32")
+    b.add_operator("ADD", [wide, offset], [u])
+
+    def const(name: str, value: int) -> int:
+        return b.add_tensor(f"{conv.output}/{name}", (), "int32", data=np.array(value, np.int32))
+
+    digits: list[int] = []
+    rest = u
+    for k, base in enumerate(bases[:-1]):
+        high = b.add_tensor(f"{conv.output}/digit{k}", full, "int32")
+        b.add_operator("FLOOR_DIV", [rest, const(f"base{k}", base)], [high])
+        low = b.add_tensor(f"{conv.output}/rest{k}", full, "int32")
+        b.add_operator("FLOOR_MOD", [rest, const(f"mod{k}", base)], [low])
+        digits.append(high)
+        rest = low
+    digits.append(rest)  # most significant digit first
+    w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8", data=weight.astype(np.int8),
+                     scale=[1.0] * c, zero_point=[0] * c)  # fmt: skip
+    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
+                        scale=[1.0] * c, zero_point=[0] * c)  # fmt: skip
+    total = None
+    for k, (digit, factor) in enumerate(zip(digits, bases, strict=True)):
+        d16 = b.add_tensor(f"{conv.output}/digit16_{k}", full, "int16", scale=1.0, zero_point=0)
+        b.add_operator("CAST", [digit], [d16])
+        part16 = b.add_tensor(f"{conv.output}/part16_{k}", (n_, ho, wo, c), "int16", scale=1.0,
+                              zero_point=0)  # fmt: skip
+        b.add_operator("CONV_2D", [d16, w, bias], [part16], padding="VALID",
+                       stride_h=conv.stride, stride_w=conv.stride)  # fmt: skip
+        part = b.add_tensor(f"{conv.output}/part_{k}", (n_, ho, wo, c), "int32")
+        b.add_operator("CAST", [part16], [part])
+        if factor != 1:
+            scaled = b.add_tensor(f"{conv.output}/part_scaled_{k}", (n_, ho, wo, c), "int32")
+            b.add_operator("MUL", [part, const(f"factor{k}", factor)], [scaled])
+            part = scaled
+        if total is not None:
+            summed = b.add_tensor(f"{conv.output}/sum_{k}", (n_, ho, wo, c), "int32")
+            b.add_operator("ADD", [total, part], [summed])
+            part = summed
+        total = part
+    correction = -(2**15) * weight.reshape(c, -1).sum(axis=1)
+    corr = b.add_tensor(f"{conv.output}/offset_correction", (c,), "int32",
+                        data=correction.astype(np.int32))  # fmt: skip
+    acc = b.add_tensor(f"{conv.output}/acc32", (n_, ho, wo, c), "int32")
+    b.add_operator("ADD", [total, corr], [acc])
+    _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
+
+
+def _threshold_layer(
+    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
+    index: dict[str, int],
+) -> None:  # fmt: skip
+    """Conv (16x8, output d * acc / 2**shift) then compare-and-count."""
+    t = graph.tensors
+    theta = act.thresholds.astype(np.int64)
+    if theta.size and (theta.min() < -INT16_LIMIT or theta.max() > INT16_LIMIT):
+        raise LoweringError(f"layer {act.source!r}: thresholds in [{theta.min()}, {theta.max()}] "
+                            "leave int16; the exact TFLite form needs them inside")  # fmt: skip
+    d = act.direction.astype(np.int16)
+    ho, wo, c = t[conv.output].shape
+    weight = conv.weight.astype(np.int16) * d[:, None, None, None]
+    if np.abs(weight).max(initial=0) > 127:
+        raise LoweringError(f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid) are not "
+                            "supported by the TFLite target yet")  # fmt: skip
+    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16",
+                       scale=float(2**act.shift), zero_point=0)  # fmt: skip
+    padding = _conv_padding(conv)
+    if padding == "PAD":
+        p, (n_, h_, w_, c_) = conv.padding, (batch, *t[conv.inputs[0]].shape)
+        padded = b.add_tensor(f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_), "int16",
+                              scale=1.0, zero_point=0)  # fmt: skip
+        pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
+        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
+        b.add_operator("PAD", [x16, amounts], [padded])
+        x16, padding = padded, "VALID"
+    options = {"padding": padding, "stride_h": conv.stride, "stride_w": conv.stride}
+    ones = [1.0] * c
+    zeros = [0] * c
+    if conv.groups == 1:
+        w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8",
+                         data=weight.astype(np.int8), scale=ones, zero_point=zeros)  # fmt: skip
+        op = "CONV_2D"
+    elif conv.groups == c and weight.shape[3] == 1:
+        dw = np.transpose(weight, (3, 1, 2, 0))  # (1, kh, kw, C)
+        w = b.add_tensor(f"{conv.output}/weight", dw.shape, "int8", data=dw.astype(np.int8),
+                         scale=ones, zero_point=zeros, quantized_dimension=3)  # fmt: skip
+        op = "DEPTHWISE_CONV_2D"
+        options["depth_multiplier"] = 1
+    else:
+        raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
+    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
+                        scale=ones, zero_point=zeros)  # fmt: skip
+    b.add_operator(op, [x16, w, bias], [acc], **options)
+    _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
+
+
+def _count(
+    b: ModelBuilder, act: ThresholdAct, value: int, dtype: str, hwc: tuple[int, ...], batch: int,
+    index: dict[str, int], direction: np.ndarray | None,
+) -> None:  # fmt: skip
+    """Compare and count: ``X = mult * #{t : d value >= theta_t} + offset`` (int32 out).
+
+    ``direction`` None: the value already carries the direction (conv weights times d)."""
+    ho, wo, c = hwc
+    theta = act.thresholds.astype(np.int64)
+    if direction is not None:
+        signed = b.add_tensor(f"{act.output}/signed", (batch, ho, wo, c), "int32")
+        d = b.add_tensor(f"{act.output}/direction", (c,), "int32", data=direction)
+        b.add_operator("MUL", [value, d], [signed])
+        value = signed
+    rows = batch * ho * wo
+    quant = {"scale": 1.0, "zero_point": 0} if dtype == "int16" else {}
+    levels = theta.shape[1]
+    levels = theta.shape[1]
+    flat = b.add_tensor(f"{act.output}/rows", (rows, c, 1), dtype, **quant)
+    b.add_operator("RESHAPE", [value], [flat], new_shape=[rows, c, 1])
+    th = b.add_tensor(f"{act.output}/thresholds", (c, levels), dtype,
+                      data=theta.astype(dtype), **quant)  # fmt: skip
+    passed = b.add_tensor(f"{act.output}/passed", (rows, c, levels), "bool")
+    b.add_operator("GREATER_EQUAL", [flat, th], [passed])
+    ints = b.add_tensor(f"{act.output}/passed_int", (rows, c, levels), "int32")
+    b.add_operator("CAST", [passed], [ints])
+    axis = b.add_tensor(f"{act.output}/axis", (1,), "int32", data=np.array([2], np.int32))
+    count = b.add_tensor(f"{act.output}/count", (rows, c), "int32")
+    b.add_operator("SUM", [ints, axis], [count], keep_dims=False)
+    mult = b.add_tensor(f"{act.output}/mult", (), "int32", data=np.array(act.mult, np.int32))
+    offset = b.add_tensor(f"{act.output}/offset", (), "int32",
+                          data=np.array(act.offset, np.int32))  # fmt: skip
+    scaled = b.add_tensor(f"{act.output}/scaled", (rows, c), "int32")
+    b.add_operator("MUL", [count, mult], [scaled])
+    shifted = b.add_tensor(f"{act.output}/shifted", (rows, c), "int32")
+    b.add_operator("ADD", [scaled, offset], [shifted])
+    out = b.add_tensor(act.output, (batch, ho, wo, c), "int32")
+    b.add_operator("RESHAPE", [shifted], [out], new_shape=[batch, ho, wo, c])
+    index[act.output] = out
