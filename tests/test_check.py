@@ -103,3 +103,15 @@ def test_full_precision_run_is_refused(trained_syndigits) -> None:
     _, fp, _, _ = trained_syndigits
     with pytest.raises(ConfigError, match="full precision"):
         lower_run(load_run(fp))
+
+
+@pytest.mark.slow
+def test_tflite_check_on_the_trained_model(trained_syndigits) -> None:
+    """LiteRT's reference kernels compute the trained 4-bit program exactly (300 images here;
+    the whole test set is in the issue note)."""
+    pytest.importorskip("ai_edge_litert")
+    _, _, q4, _ = trained_syndigits
+    record = check_run(q4, target="tflite", kernels="ref", limit=300, progress=False)
+    assert record["exact_match"] is True
+    assert record["code_agreement"] == 1.0 and record["first_divergent_layer"] is None
+    assert record["ref_top1"] == record["torch_top1"]

@@ -1,0 +1,83 @@
+"""TFLite target against the NumPy reference and the torch model, whole SynDigits-LT test set.
+
+Runs ``climbq check RUN --target tflite --kernels K --json`` for the trained runs of
+``bench/lowering_check.py`` (kept under ``--runs``) and collects the records; with
+``--collect`` it only gathers records already written to ``runs/tflite_checks/``.
+
+Usage::
+
+    .venv/bin/python bench/tflite_check.py [--runs runs/lowering] [--collect]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import (
+    DEFAULT_OUT,
+    REPO_ROOT,
+    markdown_table,
+    provenance_markdown,
+    run_header,
+    write_results,
+)
+
+NAME = "tflite_check"
+CHECKS = [
+    ("resnet20-climbq+-w4a4", "ref"),
+    ("resnet20-climbq+-w4a4", "xnnpack"),
+    ("resnet20-climbq+-w4a4", "optimized"),
+    ("resnet20-climbq+-w2a2", "ref"),
+    ("resnet20-climbq+-w2a2", "xnnpack"),
+    ("mobilenetv2-climbq+-w4a4", "ref"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
+    parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
+    parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    args.records.mkdir(parents=True, exist_ok=True)
+    records, rows = [], []
+    for run, kernels in CHECKS:
+        path = args.records / f"{run}-{kernels}.json"
+        if not args.collect:
+            command = [sys.executable, "-m", "climbq_deploy", "check", str(args.runs / run),
+                       "--target", "tflite", "--kernels", kernels, "--json"]  # fmt: skip
+            path.write_text(subprocess.run(command, capture_output=True, text=True,
+                                           check=True).stdout)  # fmt: skip
+        record = json.loads(path.read_text())
+        record["model"] = run
+        records.append(record)
+        rows.append((run, kernels, record["n_images"], record["exact_match"],
+                     f"{record['code_agreement']:.6f}", f"{record['top1_agreement']:.4f}",
+                     f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
+                     f"{record['torch_fp32_top1']:.2f}",
+                     f"{record['reference_max_abs_logit_diff']:.1e}",
+                     f"{record['seconds']:.0f}"))  # fmt: skip
+    header = run_header()
+    markdown = (
+        "# TFLite (LiteRT) target: whole SynDigits-LT gamma 50 test set\n\n"
+        "`exact_match`: every activation code and the top-1 of LiteRT equal the NumPy reference "
+        "of the same (int16-input) program. `torch`: the trained model in float64 on that "
+        "input; `torch fp32`: as evaluated in training (float32, raw input).\n\n"
+        + markdown_table(("model", "kernels", "images", "exact_match", "code agreement vs torch",
+                          "top-1 agreement vs torch", "tflite top-1 %", "torch top-1 %",
+                          "torch fp32 top-1 %", "max logit diff vs reference",
+                          "check seconds"), rows)
+        + "\n\nRecords produced by `climbq check runs/lowering/RUN --target tflite --kernels K "
+        "--json` (one per row); this file collects them.\n\n" + provenance_markdown(header)
+    )  # fmt: skip
+    write_results(args.out, NAME, {**header, "records": records}, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
