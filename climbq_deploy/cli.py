@@ -178,7 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--limit", type=_positive_int, default=None, help="first N test images")
     ck.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ck.set_defaults(handler=_cmd_check)
+
+    bn = commands.add_parser("bench", help="latency (p50/p90/p99) and accuracy of a model file")
+    bn.add_argument("model", type=Path, help="a .tflite written by `climbq export`")
+    bn.add_argument("--threads", type=_positive_int, default=1)
+    bn.add_argument("--kernels", choices=("xnnpack", "optimized", "ref"), default="xnnpack")
+    bn.add_argument("--warmup", type=_non_negative_int, default=10)
+    bn.add_argument("--repeats", type=_positive_int, default=100)
+    bn.add_argument("--data", type=Path, default=None, help="dataset folder: also top-1")
+    bn.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bn.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from climbq_deploy.bench import bench_tflite
+
+    record = bench_tflite(args.model, threads=args.threads, kernels=args.kernels,
+                          warmup=args.warmup, repeats=args.repeats, data=args.data)  # fmt: skip
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return
+    lat = record["latency_ms"]
+    print(f"{record['model']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 "
+          f"{lat['p99']:.2f} ms, {record['images_per_second']:.1f} img/s "
+          f"({record['kernels']}, {record['threads']} thread(s), {record['cpu']})")  # fmt: skip
+    if record["top1"] is not None:
+        print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
