@@ -36,7 +36,7 @@ def bench_tflite(
     data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Latency of one ``.tflite`` written by climbq_deploy (batch as exported)."""
-    from climbq_deploy.targets.tflite import KERNELS, TfliteRunner, _interpreter_module
+    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, _interpreter_module
 
     if kernels not in KERNELS:
         raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
@@ -49,8 +49,7 @@ def bench_tflite(
     if not path.is_file():
         raise DataError(f"no model file at {path}")
     runner = TfliteRunner(path, kernels)  # validates the file and reads its program
-    resolver = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
-                "ref": "BUILTIN_REF"}[kernels]  # fmt: skip
+    resolver = RESOLVERS[kernels]
     interpreter = module.Interpreter(
         model_content=path.read_bytes(),
         num_threads=threads,

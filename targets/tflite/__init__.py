@@ -17,6 +17,9 @@ from climbq_deploy.kernels import ops
 from climbq_deploy.targets.base import RunOutput
 
 KERNELS = ("xnnpack", "optimized", "ref")
+# our kernel names -> LiteRT's OpResolverType member
+RESOLVERS = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+             "ref": "BUILTIN_REF"}  # fmt: skip
 
 
 def _interpreter_module():
@@ -45,8 +48,7 @@ class TfliteRunner:
             program.write_bytes(read_program_bytes(content, self.path))
             self.graph, self.manifest = load_program(program)
         module = _interpreter_module()
-        resolver = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
-                    "ref": "BUILTIN_REF"}[kernels]  # fmt: skip
+        resolver = RESOLVERS[kernels]
         self.kernels = kernels
 
         def make(keep: bool):
