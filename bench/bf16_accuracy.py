@@ -28,7 +28,7 @@ from _common import (
 
 from climbq_deploy.calibration.dataset import save_dataset
 from climbq_deploy.calibration.syndigits import build_syndigits
-from climbq_deploy.train.config import TrainConfig
+from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
 from climbq_deploy.train.loop import train
 
 NAME = "bf16_accuracy"
@@ -47,12 +47,12 @@ def main() -> None:
         for seed in args.seeds:
             for precision in ("fp32", "bf16"):
                 fp_dir = root / f"fp-{precision}-{seed}"
-                fp = train(TrainConfig(data, epochs=args.epochs, batch_size=32, lr=0.05,
-                                       schedule="cosine", loss="la", seed=seed,
-                                       precision=precision), fp_dir, progress=False)  # fmt: skip
-                q4 = train(TrainConfig(data, method="climbq+", wbits=4, abits=4, epochs=2,
-                                       batch_size=32, lr=0.01, seed=seed, precision=precision,
-                                       init=str(root / f"fp-fp32-{seed}")),
+                fp_recipe = {**SHORT_FP32_PRETRAINING, "epochs": args.epochs}
+                fp = train(TrainConfig(data, seed=seed, precision=precision, **fp_recipe),
+                           fp_dir, progress=False)  # fmt: skip
+                q4 = train(TrainConfig(data, method="climbq+", wbits=4, abits=4, seed=seed,
+                                       precision=precision, init=str(root / f"fp-fp32-{seed}"),
+                                       **SHORT_QAT),
                            root / f"q4-{precision}-{seed}", progress=False)  # fmt: skip
                 for recipe, metrics in (("fp32 pretraining", fp), ("4-bit ClimbQ+ QAT", q4)):
                     entry = results.setdefault(f"{recipe} | {precision}", {"top1": [], "few": []})

@@ -34,7 +34,7 @@ from _common import (
 from climbq_deploy.calibration.dataset import save_dataset
 from climbq_deploy.calibration.syndigits import build_syndigits
 from climbq_deploy.check import check_run
-from climbq_deploy.train.config import TrainConfig
+from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
 from climbq_deploy.train.loop import train
 
 NAME = "lowering_check"
@@ -68,12 +68,12 @@ def main() -> None:
     for name, arch, method, bits, head in MODELS:
         fp = args.runs / f"{arch}-fp32"
         fp_epochs, qat_epochs = (4, 2) if arch == "resnet20" else (2, 1)  # MobileNetV2: ~6x
-        ensure_run(TrainConfig(str(data), arch=arch, epochs=fp_epochs, batch_size=32, lr=0.05,
-                               schedule="cosine", loss="la"), fp)  # fmt: skip
+        ensure_run(TrainConfig(str(data), arch=arch,
+                               **{**SHORT_FP32_PRETRAINING, "epochs": fp_epochs}), fp)  # fmt: skip
         run = args.runs / name
         metrics = ensure_run(TrainConfig(str(data), arch=arch, method=method, wbits=bits,
-                                         abits=bits, epochs=qat_epochs, batch_size=32, lr=0.01,
-                                         init=str(fp)), run)  # fmt: skip
+                                         abits=bits, init=str(fp),
+                                         **{**SHORT_QAT, "epochs": qat_epochs}), run)  # fmt: skip
         began = time.perf_counter()
         record = check_run(run, head=head, progress=False)
         record["check_seconds"] = time.perf_counter() - began

@@ -36,13 +36,13 @@ def bench_tflite(
     data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Latency of one ``.tflite`` written by climbq_deploy (batch as exported)."""
-    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, _interpreter_module
+    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, interpreter_module
 
     if kernels not in KERNELS:
         raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
     if threads < 1 or warmup < 0 or repeats < 1:
         raise ConfigError("threads and repeats must be >= 1, warmup >= 0")
-    module = _interpreter_module()
+    module = interpreter_module()
     if module is None:
         raise ConfigError("no LiteRT interpreter here (pip install climbq-deploy[tflite])")
     path = Path(model)

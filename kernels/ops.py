@@ -110,9 +110,8 @@ def threshold_act(
             np.add(count, reached, out=count, casting="unsafe")
     else:
         rounds = int(levels).bit_length()
-        padded = np.full((channels, 2**rounds), np.iinfo(np.int32).max, np.int64)
+        padded = np.full((channels, 2**rounds), np.iinfo(np.int64).max)  # never reached
         padded[:, :levels] = theta
-        padded[:, levels:] = np.iinfo(np.int64).max  # levels past n are never reached
         flat = padded.T.ravel()  # level-major: index = level * C + channel
         channel = np.arange(channels, dtype=np.int64)
         count = np.zeros(value.shape, np.int64)

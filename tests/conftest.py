@@ -9,7 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from climbq_deploy.ir.graph import InputQuant
+from climbq_deploy.quant.layers import ActQuant
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -88,14 +92,59 @@ def trained_syndigits(tmp_path_factory):
     returns ``(data_dir, fp_run, q4_run, q4_metrics)``."""
     from climbq_deploy.calibration.dataset import save_dataset
     from climbq_deploy.calibration.syndigits import build_syndigits
-    from climbq_deploy.train.config import TrainConfig
+    from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
     from climbq_deploy.train.loop import train
 
     root = tmp_path_factory.mktemp("trained")
     data = str(save_dataset(build_syndigits(50, seed=0, progress=False), root / "syn"))
-    fp = TrainConfig(data, epochs=4, batch_size=32, lr=0.05, schedule="cosine", loss="la")
+    fp = TrainConfig(data, **SHORT_FP32_PRETRAINING)
     train(fp, root / "fp", progress=False)
-    qat = TrainConfig(data, method="climbq+", wbits=4, abits=4, epochs=2, batch_size=32,
-                      lr=0.01, init=str(root / "fp"))  # fmt: skip
+    qat = TrainConfig(data, method="climbq+", wbits=4, abits=4, init=str(root / "fp"), **SHORT_QAT)
     metrics = train(qat, root / "q4", progress=False)
     return data, root / "fp", root / "q4", metrics
+
+
+# Helpers for lowering tests: a model with trained-looking BatchNorm, and the torch model's own
+# codes computed independently of climbq_deploy.check (the golden side of exactness tests).
+MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int) -> None:
+    """Trained-looking BN statistics, with some extreme channels (negative, zero, huge gamma;
+    tiny variance)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 2)
+            m.running_var.copy_(torch.rand(c, generator=g) * 20 + 0.5)
+            m.weight.data.copy_(torch.randn(c, generator=g))
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.5)
+            m.weight.data[0] = 0.0
+            if c > 2:
+                m.running_var[1] = 1e-12
+                m.weight.data[2] = -50.0
+    model.eval()
+
+
+def codes_and_logits(model, graph, images):
+    """Torch float64 on the program's own input: X_int per quantizer and logits."""
+    step = next(n for n in graph.nodes if isinstance(n, InputQuant))
+    x = (images.astype(np.float64) / 255 - np.array(step.mean)) / np.array(step.std)
+    x = np.rint(x / step.step) * step.step
+    exact = model.double()
+    codes = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, _, out, name=name: codes.__setitem__(
+                name, torch.round(out / mod.quantizer.grid().step).permute(0, 2, 3, 1).numpy()
+            )
+        )
+        for name, m in exact.named_modules()
+        if isinstance(m, ActQuant)
+    ]
+    with torch.no_grad():
+        logits = exact(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    for h in hooks:
+        h.remove()
+    return codes, logits

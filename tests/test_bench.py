@@ -18,7 +18,7 @@ from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.targets.tflite import TfliteTarget
 from climbq_deploy.targets.tflite.flavour import int16_flavour
-from tests.ir.test_lowering import MEAN, STD, randomize_batchnorm
+from tests.conftest import MEAN, STD, randomize_batchnorm
 
 pytest.importorskip("ai_edge_litert")
 

@@ -152,9 +152,9 @@ class IntConv(Node):
 
     ``weight`` is ``W_int = weight_grid[0] * code + weight_grid[1]`` (int8; int16 for the 8-bit
     odd grid) with ``code`` in ``0..2**weight_bits - 1``; ``groups`` as in torch (depthwise:
-    groups == channels). Until
-    :func:`derive_thresholds` consumes it, ``affine_scale/shift`` map the accumulator to the
-    BatchNorm output ``y_c = affine_scale_c * acc_c + affine_shift_c`` (float64)."""
+    groups == channels). Until :func:`derive_thresholds` consumes it, ``affine_scale/shift`` map
+    the accumulator to the BatchNorm output ``y_c = affine_scale_c * acc_c + affine_shift_c``
+    (float64)."""
 
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     weight_bits: int = 8
@@ -252,9 +252,6 @@ class Graph:
     input: str
     output: str
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def producer(self, tensor: str) -> Node | None:
-        return next((n for n in self.nodes if n.output == tensor), None)
 
     def consumers(self, tensor: str) -> list[Node]:
         return [n for n in self.nodes if tensor in n.inputs]

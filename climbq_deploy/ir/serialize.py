@@ -174,7 +174,4 @@ def _node(entry: dict[str, Any], arrays: dict[str, np.ndarray], path: str | Path
             encoded = _from_byte_planes(array, spec["dtype"], tuple(spec["shape"]))
             array, values["direction"] = _delta_decode(encoded)
         values[field] = array
-    unknown = set(values) - names
-    if unknown:  # pragma: no cover - keys are filtered above
-        raise ArtifactError(f"{path}: node {entry['name']!r} has unknown fields {unknown}")
     return cls(**values)

@@ -11,6 +11,11 @@ from climbq_deploy.models import ARCHS
 from climbq_deploy.models.common import QuantSpec
 
 SCHEDULES = ("constant", "cosine")
+# The short recipe used by tests and benches on SynDigits-LT (the paper's, compressed to a few
+# minutes of CPU): full-precision pretraining, then quantization-aware training from it.
+SHORT_FP32_PRETRAINING: dict[str, Any] = {"epochs": 4, "batch_size": 32, "lr": 0.05,
+                                          "schedule": "cosine", "loss": "la"}  # fmt: skip
+SHORT_QAT: dict[str, Any] = {"epochs": 2, "batch_size": 32, "lr": 0.01}
 PRECISIONS = ("fp32", "bf16")
 
 

@@ -22,7 +22,8 @@ RESOLVERS = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
              "ref": "BUILTIN_REF"}  # fmt: skip
 
 
-def _interpreter_module():
+def interpreter_module():
+    """The LiteRT interpreter module, or tflite-runtime's where only that is installed."""
     try:
         from ai_edge_litert import interpreter
     except ImportError:  # a device with only tflite-runtime
@@ -47,7 +48,7 @@ class TfliteRunner:
             program = Path(tmp) / "program.climbq"
             program.write_bytes(read_program_bytes(content, self.path))
             self.graph, self.manifest = load_program(program)
-        module = _interpreter_module()
+        module = interpreter_module()
         resolver = RESOLVERS[kernels]
         self.kernels = kernels
 
@@ -94,7 +95,7 @@ class TfliteTarget:
         self.kernels = kernels
 
     def unavailable(self) -> str | None:
-        if _interpreter_module() is None:
+        if interpreter_module() is None:
             return "no LiteRT interpreter (pip install climbq-deploy[tflite])"
         return None
 

@@ -39,14 +39,14 @@ from climbq_deploy.ir.graph import (
     ThresholdAct,
 )
 from climbq_deploy.targets.tflite.builder import ModelBuilder
+from climbq_deploy.targets.tflite.flavour import INT16_LIMIT
 
-INT16_LIMIT = 32767
 METADATA_NAME = "climbq_program"
 
 
 def _conv_padding(node: IntConv) -> str:
-    """ "SAME" equals torch's symmetric padding only at stride 1 (at stride 2 TFLite pads the
-    bottom/right more); other padded convs get an explicit PAD then "VALID"."""
+    """TFLite's "SAME" equals torch's symmetric padding only at stride 1 (at stride 2 TFLite
+    pads the bottom/right more); other padded convs get an explicit PAD, then "VALID"."""
     kernel = node.weight.shape[1]
     if node.padding == 0:
         return "VALID"

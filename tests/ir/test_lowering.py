@@ -10,7 +10,7 @@ import torch
 from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.ir.artifact import artifact_size_report
 from climbq_deploy.ir.capture import capture
-from climbq_deploy.ir.graph import InputQuant, ThresholdAct
+from climbq_deploy.ir.graph import ThresholdAct
 from climbq_deploy.ir.passes import lower
 from climbq_deploy.ir.serialize import load_program, save_program
 from climbq_deploy.kernels import ReferenceModel
@@ -19,49 +19,7 @@ from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.quant.layers import ActQuant
-
-MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
-
-
-def randomize_batchnorm(model: torch.nn.Module, seed: int) -> None:
-    """Trained-looking BN statistics, with some extreme channels (negative, zero, huge gamma;
-    tiny variance)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 2)
-            m.running_var.copy_(torch.rand(c, generator=g) * 20 + 0.5)
-            m.weight.data.copy_(torch.randn(c, generator=g))
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.5)
-            m.weight.data[0] = 0.0
-            if c > 2:
-                m.running_var[1] = 1e-12
-                m.weight.data[2] = -50.0
-    model.eval()
-
-
-def codes_and_logits(model, graph, images):
-    """Torch float64 on the program's own input: X_int per quantizer and logits."""
-    step = next(n for n in graph.nodes if isinstance(n, InputQuant))
-    x = (images.astype(np.float64) / 255 - np.array(step.mean)) / np.array(step.std)
-    x = np.rint(x / step.step) * step.step
-    exact = model.double()
-    codes = {}
-    hooks = [
-        m.register_forward_hook(
-            lambda mod, _, out, name=name: codes.__setitem__(
-                name, torch.round(out / mod.quantizer.grid().step).permute(0, 2, 3, 1).numpy()
-            )
-        )
-        for name, m in exact.named_modules()
-        if isinstance(m, ActQuant)
-    ]
-    with torch.no_grad():
-        logits = exact(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    for h in hooks:
-        h.remove()
-    return codes, logits
+from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 
 
 def assert_reference_matches_torch(model, size: int, seed: int = 0) -> None:

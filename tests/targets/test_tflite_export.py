@@ -13,7 +13,7 @@ from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.targets.tflite import TfliteTarget
 from climbq_deploy.targets.tflite.flavour import int16_flavour
-from tests.ir.test_lowering import MEAN, STD, codes_and_logits, randomize_batchnorm
+from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 
 pytest.importorskip("ai_edge_litert")
 
