@@ -91,8 +91,13 @@ class TfliteTarget:
     suffix = ".tflite"
     input_bits = 16
 
-    def __init__(self, kernels: str = "xnnpack") -> None:
+    def __init__(self, kernels: str = "xnnpack", weights: str = "int8") -> None:
+        from climbq_deploy.targets.tflite.export import WEIGHT_FORMS
+
+        if weights not in WEIGHT_FORMS:
+            raise ConfigError(f"tflite weights must be one of {WEIGHT_FORMS}, got {weights!r}")
         self.kernels = kernels
+        self.weights = weights
 
     def unavailable(self) -> str | None:
         if interpreter_module() is None:
@@ -106,7 +111,7 @@ class TfliteTarget:
         flavour = int16_flavour(graph)
         with tempfile.TemporaryDirectory() as tmp:
             program = save_program(flavour, Path(tmp) / "program.climbq").read_bytes()
-        content = write_tflite(flavour, batch=1, program=program)
+        content = write_tflite(flavour, batch=1, program=program, weights=self.weights)
         with atomic_write(out, "wb") as handle:
             handle.write(content)
         return Path(out)

@@ -55,9 +55,18 @@ def _conv_padding(node: IntConv) -> str:
     return "PAD"
 
 
-def write_tflite(graph: Graph, batch: int = 1, program: bytes | None = None) -> bytes:
+WEIGHT_FORMS = ("int8", "int4")
+
+
+def write_tflite(
+    graph: Graph, batch: int = 1, program: bytes | None = None, weights: str = "int8"
+) -> bytes:
     """The ``.tflite`` bytes of a lowered program (see module docstring); ``program`` (the
-    ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``."""
+    ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``.
+    ``weights="int4"`` stores conv filters as packed INT4 wherever that is exact
+    (:func:`int4_split`); the outputs are the same as with int8 filters."""
+    if weights not in WEIGHT_FORMS:
+        raise ArtifactError(f"weights must be one of {WEIGHT_FORMS}, got {weights!r}")
     b = ModelBuilder("climbq_deploy integer program")
     index: dict[str, int] = {}  # IR tensor -> TFLite tensor holding it (int32 unless noted)
     int16_of: dict[str, int] = {}
@@ -95,7 +104,8 @@ def write_tflite(graph: Graph, batch: int = 1, program: bytes | None = None) -> 
             if isinstance(conv, IntConv) and isinstance(producers[conv.inputs[0]], InputQuant):
                 _stem_layer(b, graph, conv, node, int16_of[conv.inputs[0]], batch, index)
             elif isinstance(conv, IntConv):
-                _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index)
+                _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index,
+                                 weights)  # fmt: skip
             else:
                 _count(b, node, index[node.inputs[0]], "int32", t[node.output].shape, batch,
                        index, node.direction.astype(np.int32))  # fmt: skip
@@ -237,11 +247,65 @@ def _stem_layer(
     _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
 
 
+INT4_MIN, INT4_MAX = -8, 7
+
+
+def int4_split(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """An exact INT4 encoding of one layer's (direction-folded) integer filter, or None.
+
+    - every value in ``[-8, 7]`` (2- and 3-bit grids): ``(weight, None)``, stored as is;
+    - every output channel either all odd in ``[-15, 15]`` (the 4-bit ClimbQ grid
+      ``W = 2q + 1``) or all zero (a constant channel): ``(q, e)`` with
+      ``W[o] = 2 q[o] + e[o]``, ``q`` in ``[-8, 7]`` and ``e[o]`` 1 (odd) or 0 (zero), so
+      ``acc_o = 2 conv(q)_o + e_o S`` with ``S`` the window sum of the input (a separate
+      sum term, the same for every output channel);
+    - anything else (5-8-bit grids): None (the layer keeps int8 filters).
+    """
+    w = weight.astype(np.int64)
+    if w.size == 0 or (w.min() >= INT4_MIN and w.max() <= INT4_MAX):
+        return w, None
+    rows = w.reshape(len(w), -1)
+    odd = np.all(rows % 2 == 1, axis=1)
+    zero = np.all(rows == 0, axis=1)
+    if not np.all(odd | zero) or np.abs(w).max() > 2 * INT4_MAX + 1:
+        return None
+    e = odd.astype(np.int64)
+    q = (w - e[:, None, None, None]) // 2
+    return q, e
+
+
+def _int4_sum_term_groups(
+    graph: Graph, conv: IntConv, act: ThresholdAct
+) -> list[np.ndarray] | None:
+    """Input-channel groups whose window sums fit int16, or None when the split layer could
+    miscount.
+
+    ``A = conv(q)`` is an int16 conv output (saturating). Exactness: while ``A`` is not
+    saturated, ``2 A + e S`` is the accumulator. When ``A`` saturates high, ``2 A' + e S >=
+    65534 + min(0, S_lo)`` must still pass every threshold (and the true value is larger);
+    when it saturates low, ``-65536 + max(0, S_hi)`` must stay below every threshold. ``S``
+    itself is summed from int16 group sums (each at most 32767 in magnitude), exactly.
+    """
+    lo, hi = graph.tensors[conv.inputs[0]].bounds or (-(2**31), 2**31 - 1)
+    taps = conv.weight.shape[1] * conv.weight.shape[2]
+    c_in = conv.weight.shape[3]
+    peak = max(abs(lo), abs(hi))
+    s_lo, s_hi = taps * c_in * min(lo, 0), taps * c_in * max(hi, 0)
+    theta = act.thresholds.astype(np.int64)
+    if act.shift or (theta.size and (65534 + s_lo < theta.max() or -65536 + s_hi >= theta.min())):
+        return None
+    per_group = max(1, INT16_LIMIT // max(1, taps * peak))
+    if taps * peak > INT16_LIMIT:
+        return None
+    return [np.arange(i, min(i + per_group, c_in)) for i in range(0, c_in, per_group)]
+
+
 def _threshold_layer(
     b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
-    index: dict[str, int],
+    index: dict[str, int], weights: str = "int8",
 ) -> None:  # fmt: skip
-    """Conv (16x8, output d * acc / 2**shift) then compare-and-count."""
+    """Conv (16x8, output d * acc / 2**shift) then compare-and-count; with ``weights="int4"``
+    the filter is INT4 where :func:`int4_split` and the saturation bounds allow."""
     t = graph.tensors
     theta = act.thresholds.astype(np.int64)
     if theta.size and (theta.min() < -INT16_LIMIT or theta.max() > INT16_LIMIT):
@@ -253,8 +317,6 @@ def _threshold_layer(
     if np.abs(weight).max(initial=0) > 127:
         raise LoweringError(f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid) are not "
                             "supported by the TFLite target yet")  # fmt: skip
-    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16",
-                       scale=float(2**act.shift), zero_point=0)  # fmt: skip
     padding = _conv_padding(conv)
     if padding == "PAD":
         p, (n_, h_, w_, c_) = conv.padding, (batch, *t[conv.inputs[0]].shape)
@@ -267,6 +329,11 @@ def _threshold_layer(
     options = {"padding": padding, "stride_h": conv.stride, "stride_w": conv.stride}
     ones = [1.0] * c
     zeros = [0] * c
+    split = int4_split(weight) if weights == "int4" and conv.groups == 1 else None
+    groups = _int4_sum_term_groups(graph, conv, act) if split and split[1] is not None else []
+    if split is not None and groups is not None:
+        _int4_conv(b, conv, act, x16, split, groups, (batch, ho, wo, c), options, index)
+        return
     if conv.groups == 1:
         w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8",
                          data=weight.astype(np.int8), scale=ones, zero_point=zeros)  # fmt: skip
@@ -281,8 +348,66 @@ def _threshold_layer(
         raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
     bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
                         scale=ones, zero_point=zeros)  # fmt: skip
+    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16",
+                       scale=float(2**act.shift), zero_point=0)  # fmt: skip
     b.add_operator(op, [x16, w, bias], [acc], **options)
     _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
+
+
+def _int4_conv(
+    b: ModelBuilder, conv: IntConv, act: ThresholdAct, x16: int,
+    split: tuple[np.ndarray, np.ndarray | None], groups: list[np.ndarray],
+    nhwc: tuple[int, int, int, int], options: dict, index: dict[str, int],
+) -> None:  # fmt: skip
+    """The layer with INT4 filters: ``acc = conv(W)`` directly, or ``2 conv(q) + e S``."""
+    q, e = split
+    c = nhwc[3]
+    ones, zeros = [1.0] * c, [0] * c
+    w = b.add_tensor(f"{conv.output}/weight_int4", q.shape, "int4", data=q, scale=ones,
+                     zero_point=zeros)  # fmt: skip
+    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
+                        scale=ones, zero_point=zeros)  # fmt: skip
+    if e is None:  # the values fit int4 as they are
+        acc = b.add_tensor(f"{conv.output}/acc16", nhwc, "int16", scale=1.0, zero_point=0)
+        b.add_operator("CONV_2D", [x16, w, bias], [acc], **options)
+        _count(b, act, acc, "int16", nhwc[1:], nhwc[0], index, None)
+        return
+    half = b.add_tensor(f"{conv.output}/half16", nhwc, "int16", scale=1.0, zero_point=0)
+    b.add_operator("CONV_2D", [x16, w, bias], [half], **options)
+    half32 = b.add_tensor(f"{conv.output}/half32", nhwc, "int32")
+    b.add_operator("CAST", [half], [half32])
+    doubled = b.add_tensor(f"{conv.output}/doubled", nhwc, "int32")
+    b.add_operator("ADD", [half32, half32], [doubled])
+    # S: the window sum of the input, one int16 output channel per input-channel group
+    mask = np.zeros((len(groups), *q.shape[1:]), np.int64)
+    for g, members in enumerate(groups):
+        mask[g, :, :, members] = 1
+    gs = [1.0] * len(groups)
+    ones_w = b.add_tensor(f"{conv.output}/window_ones", mask.shape, "int4", data=mask, scale=gs,
+                          zero_point=[0] * len(groups))  # fmt: skip
+    zero_b = b.add_tensor(f"{conv.output}/window_bias", (len(groups),), "int64",
+                          data=np.zeros(len(groups), np.int64), scale=gs,
+                          zero_point=[0] * len(groups))  # fmt: skip
+    part_shape = (*nhwc[:3], len(groups))
+    parts16 = b.add_tensor(f"{conv.output}/window_sums16", part_shape, "int16", scale=1.0,
+                           zero_point=0)  # fmt: skip
+    b.add_operator("CONV_2D", [x16, ones_w, zero_b], [parts16], **options)
+    parts = b.add_tensor(f"{conv.output}/window_sums", part_shape, "int32")
+    b.add_operator("CAST", [parts16], [parts])
+    if len(groups) > 1:
+        axis = b.add_tensor(f"{conv.output}/window_axis", (1,), "int32",
+                            data=np.array([3], np.int32))  # fmt: skip
+        total = b.add_tensor(f"{conv.output}/window_sum", (*nhwc[:3], 1), "int32")
+        b.add_operator("SUM", [parts, axis], [total], keep_dims=True)
+        parts = total
+    if not np.all(e == 1):
+        odd = b.add_tensor(f"{conv.output}/odd_rows", (c,), "int32", data=e.astype(np.int32))
+        masked = b.add_tensor(f"{conv.output}/window_term", nhwc, "int32")
+        b.add_operator("MUL", [parts, odd], [masked])
+        parts = masked
+    acc = b.add_tensor(f"{conv.output}/acc32", nhwc, "int32")
+    b.add_operator("ADD", [doubled, parts], [acc])
+    _count(b, act, acc, "int32", nhwc[1:], nhwc[0], index, None)
 
 
 def _count(
@@ -301,7 +426,6 @@ def _count(
         value = signed
     rows = batch * ho * wo
     quant = {"scale": 1.0, "zero_point": 0} if dtype == "int16" else {}
-    levels = theta.shape[1]
     levels = theta.shape[1]
     flat = b.add_tensor(f"{act.output}/rows", (rows, c, 1), dtype, **quant)
     b.add_operator("RESHAPE", [value], [flat], new_shape=[rows, c, 1])

@@ -83,3 +83,65 @@ def test_not_a_climbq_tflite_is_refused(tmp_path) -> None:
     (tmp_path / "x.tflite").write_bytes(b"garbage" * 10)
     with pytest.raises(ArtifactError, match=r"x\.tflite"):
         TfliteTarget().load(tmp_path / "x.tflite")
+
+
+def test_int4_split_exact_values() -> None:
+    from climbq_deploy.targets.tflite.export import int4_split
+
+    small = np.array([-8, -3, 0, 7]).reshape(4, 1, 1, 1)
+    q, e = int4_split(small)
+    assert e is None and np.array_equal(q, small)
+    odd = np.array([[-15, 15, 1], [0, 0, 0], [3, -1, 13]]).reshape(3, 1, 1, 3)
+    q, e = int4_split(odd)
+    assert e.tolist() == [1, 0, 1]
+    assert q.reshape(3, 3).tolist() == [[-8, 7, 0], [0, 0, 0], [1, -1, 6]]
+    assert np.array_equal(2 * q + e[:, None, None, None], odd)
+    assert int4_split(np.array([2, 9]).reshape(2, 1, 1, 1)) is None  # even beyond int4
+    assert int4_split(np.array([[1, 10]]).reshape(1, 1, 1, 2)) is None  # mixed parity row
+    assert int4_split(np.array([17]).reshape(1, 1, 1, 1)) is None  # odd beyond the 4-bit grid
+
+
+def _tensors(path) -> dict[str, int]:
+    """name -> TensorType of every tensor in a .tflite."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    return {graph.Tensors(i).Name().decode(): graph.Tensors(i).Type()
+            for i in range(graph.TensorsLength())}  # fmt: skip
+
+
+@pytest.mark.parametrize("kernels", ["ref", "xnnpack"])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_int4_weights_give_the_int8_model_outputs(tmp_path, kernels: str, bits: int) -> None:
+    """--weights int4 changes the storage, not one output: every code and logit equal."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    torch.manual_seed(10 + bits)
+    model = CifarResNet(8, 10, QuantSpec("climbq+", bits, bits))
+    randomize_batchnorm(model, bits)
+    graph = lower(capture(model, MEAN, STD, (16, 16, 3), input_bits=16))
+    images = np.random.default_rng(2).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    outs = {}
+    for weights in ("int8", "int4"):
+        target = TfliteTarget(kernels, weights)
+        path = target.export(graph, tmp_path / f"{weights}.tflite")
+        outs[weights] = target.load(path).run(images, with_codes=True)
+        tensors = _tensors(path)
+        assert (schema.TensorType.INT4 in tensors.values()) == (weights == "int4")
+        # 4-bit odd weights go through the 2q + e split with its window-sum term
+        split = any(name.endswith("/window_ones") for name in tensors)
+        assert split == (weights == "int4" and bits == 4)
+    assert np.array_equal(outs["int8"].logits, outs["int4"].logits)
+    assert outs["int8"].codes.keys() == outs["int4"].codes.keys()
+    for name, codes in outs["int8"].codes.items():
+        np.testing.assert_array_equal(outs["int4"].codes[name], codes, err_msg=name)
+    reference = ReferenceModel(int16_flavour(graph)).run(images, keep=True)
+    assert np.array_equal(outs["int4"].logits.argmax(1), reference[graph.output].argmax(1))
+
+
+def test_unknown_weight_storage_is_refused() -> None:
+    from climbq_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="int2"):
+        TfliteTarget("ref", "int2")

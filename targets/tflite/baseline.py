@@ -1,0 +1,179 @@
+"""A plain int8 TFLite model with the shape of a lowered program: the latency yardstick.
+
+What an ordinary int8 deployment of the same network looks like (uniform activation
+quantization, the form the LiteRT converter's int8 PTQ emits), written by the same
+:class:`~.builder.ModelBuilder`:
+
+- input int8 (scale 1/32, zero point 0);
+- each ``IntConv`` (+ its activation) is one int8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D``:
+  the program's integer filter with per-channel scale, int32 bias 0, and a per-tensor output
+  scale; a ReLU that is the activation's only consumer is fused (``RELU``), as the converter
+  does; its requantization ``y = round(M_c acc) + z`` *is* the uniform activation quantizer
+  (``M_c`` spreads the channel's threshold range over the int8 range);
+- ``Add`` an int8 ``ADD`` (ReLU fused when it is the only consumer; an activation after it
+  is the ADD's own requantization), any other ``Relu`` a ``MAXIMUM`` with 0;
+  ``GlobalSumPool`` an int8 ``MEAN``; the head an int8 ``FULLY_CONNECTED`` with per-channel
+  weights.
+
+The numbers are realistic in range but the model is not trained for uniform activations, so
+its accuracy is meaningless: it exists to time the ClimbQ models against (``bench/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    Linear,
+    Relu,
+    ThresholdAct,
+)
+from climbq_deploy.targets.tflite.builder import ModelBuilder
+
+INPUT_SCALE = 1.0 / 32
+ACT_SCALE = 1.0  # every int8 activation tensor: scale 1, zero point 0
+
+
+def _conv_output_multipliers(act: ThresholdAct) -> np.ndarray:
+    """Per-channel ``M_c``: the channel's threshold range maps onto the int8 range."""
+    theta = act.thresholds.astype(np.float64)
+    spread = theta.max(axis=1) - theta.min(axis=1) if theta.shape[1] > 1 else np.abs(theta[:, 0])
+    return 254.0 / np.maximum(spread, 1.0)
+
+
+def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None = None) -> bytes:
+    """The ``.tflite`` bytes of the plain int8 model with ``graph``'s shape (module docstring).
+
+    ``conv_writer`` (same signature as :func:`write_conv`) replaces how each conv + activation
+    is written; benchmarks use it for timing probes."""
+    write = conv_writer or write_conv
+    b = ModelBuilder("climbq_deploy plain int8 yardstick")
+    t = graph.tensors
+    producers = {n.output: n for n in graph.nodes}
+    consumers: dict[str, list] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            consumers.setdefault(name, []).append(node)
+    index: dict[str, int] = {}
+    act_q = {"scale": ACT_SCALE, "zero_point": 0}
+
+    def shape(name: str) -> tuple[int, ...]:
+        return (batch, *t[name].shape)
+
+    def relu_only(name: str) -> bool:
+        users = consumers.get(name, [])
+        return bool(users) and all(isinstance(u, Relu) for u in users)
+
+    def alias_relus(name: str, tensor: int) -> None:
+        for user in consumers.get(name, []):
+            index[user.output] = tensor
+
+    inputs: list[int] = []
+    outputs: list[int] = []
+    for node in graph.nodes:
+        if isinstance(node, InputQuant):
+            x = b.add_tensor("input", shape(node.output), "int8", scale=INPUT_SCALE, zero_point=0)
+            index[node.output] = x
+            inputs = [x]
+        elif isinstance(node, IntConv):
+            continue  # written with its activation
+        elif isinstance(node, ThresholdAct):
+            conv = producers[node.inputs[0]]
+            if not isinstance(conv, IntConv):  # e.g. after an Add: the ADD requantizes itself
+                index[node.output] = index[node.inputs[0]]
+                continue
+            fused = relu_only(node.output)
+            out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
+            stem = isinstance(producers.get(conv.inputs[0]), InputQuant)
+            write(b, conv, index[conv.inputs[0]], t[conv.inputs[0]].shape, batch, out,
+                  INPUT_SCALE if stem else ACT_SCALE, _conv_output_multipliers(node),
+                  "RELU" if fused else "NONE")  # fmt: skip
+            index[node.output] = out
+            if fused:
+                alias_relus(node.output, out)
+        elif isinstance(node, Relu):
+            if node.output in index:
+                continue  # fused into its producer
+            out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
+            zero = b.add_tensor(f"{node.output}/zero", (), "int8", data=np.array(0, np.int8),
+                                **act_q)  # fmt: skip
+            b.add_operator("MAXIMUM", [index[node.inputs[0]], zero], [out])
+            index[node.output] = out
+        elif isinstance(node, Add):
+            fused = relu_only(node.output)
+            out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
+            b.add_operator("ADD", [index[n] for n in node.inputs], [out],
+                           fused_activation="RELU" if fused else "NONE")  # fmt: skip
+            index[node.output] = out
+            if fused:
+                alias_relus(node.output, out)
+        elif isinstance(node, GlobalSumPool):
+            out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
+            axes = b.add_tensor(f"{node.output}/axes", (2,), "int32",
+                                data=np.array([1, 2], np.int32))  # fmt: skip
+            b.add_operator("MEAN", [index[node.inputs[0]], axes], [out], keep_dims=False)
+            index[node.output] = out
+        elif isinstance(node, Linear):
+            w = node.weight.astype(np.float64)
+            w_scale = np.maximum(np.abs(w).max(axis=1), 1e-8) / 127.0
+            w_int = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int8)
+            k = len(w_scale)
+            weight = b.add_tensor("fc/weight", w.shape, "int8", data=w_int,
+                                  scale=list(w_scale), zero_point=[0] * k)  # fmt: skip
+            bias_scale = list(w_scale * ACT_SCALE)
+            bias = b.add_tensor("fc/bias", (k,), "int32", data=np.zeros(k, np.int32),
+                                scale=bias_scale, zero_point=[0] * k)  # fmt: skip
+            out = b.add_tensor("logits", shape(node.output), "int8", scale=0.1, zero_point=0)
+            b.add_operator("FULLY_CONNECTED", [index[node.inputs[0]], weight, bias], [out])
+            outputs = [out]
+        else:
+            raise LoweringError(f"op {node.op!r} ({node.source!r}) has no plain int8 form")
+    b.set_io(inputs, outputs)
+    return b.build()
+
+
+def write_conv(
+    b: ModelBuilder, conv: IntConv, x: int, in_shape: tuple[int, ...], batch: int, out: int,
+    in_scale: float, multipliers: np.ndarray, activation: str,
+) -> None:  # fmt: skip
+    """One int8 conv with per-channel output multiplier ``M_c = s_in s_w[c] / s_out``."""
+    c = conv.weight.shape[0]
+    w_scale = list(multipliers * ACT_SCALE / in_scale)
+    zeros = [0] * c
+    options = {"stride_h": conv.stride, "stride_w": conv.stride, "fused_activation": activation}
+    kernel = conv.weight.shape[1]
+    if conv.padding and not (conv.stride == 1 and conv.padding == kernel // 2):
+        p = conv.padding
+        h, w, cin = in_shape
+        padded = b.add_tensor(f"{conv.output}/padded", (batch, h + 2 * p, w + 2 * p, cin), "int8",
+                              scale=in_scale, zero_point=0)  # fmt: skip
+        pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
+        b.add_operator("PAD", [x, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)],
+                       [padded])  # fmt: skip
+        x, options["padding"] = padded, "VALID"
+    else:
+        options["padding"] = "SAME" if conv.padding else "VALID"
+    bias_scale = [s * in_scale for s in w_scale]
+    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int32", data=np.zeros(c, np.int32),
+                        scale=bias_scale, zero_point=zeros)  # fmt: skip
+    if conv.groups == 1:
+        weight = b.add_tensor(f"{conv.output}/weight", conv.weight.shape, "int8",
+                              data=conv.weight.astype(np.int8), scale=w_scale,
+                              zero_point=zeros)  # fmt: skip
+        b.add_operator("CONV_2D", [x, weight, bias], [out], **options)
+    elif conv.groups == c and conv.weight.shape[3] == 1:
+        dw = np.transpose(conv.weight, (3, 1, 2, 0)).astype(np.int8)
+        weight = b.add_tensor(f"{conv.output}/weight", dw.shape, "int8", data=dw, scale=w_scale,
+                              zero_point=zeros, quantized_dimension=3)  # fmt: skip
+        b.add_operator("DEPTHWISE_CONV_2D", [x, weight, bias], [out], depth_multiplier=1,
+                       **options)  # fmt: skip
+    else:
+        raise LoweringError(f"conv {conv.source!r}: grouped convs have no plain int8 form here")
