@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from climbq_deploy.calibration.dataset import load_dataset
-from climbq_deploy.errors import ConfigError, DataError
+from climbq_deploy.errors import ConfigError, DataError, TargetUnavailableError
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.kernels import ReferenceModel, ops
@@ -127,7 +127,7 @@ def check_run(
     client = get_target(target, kernels)
     reason = client.unavailable()
     if reason:
-        raise ConfigError(f"target {target!r} cannot run here: {reason}")
+        raise TargetUnavailableError(f"target {target!r} cannot run here: {reason}")
     run = load_run(run_dir, data)
     began = time.perf_counter()
     if artifact is None:
@@ -192,10 +192,15 @@ def check_run(
         record.update(
             exact_match=tally.oracle_equal,
             reference_max_abs_logit_diff=tally.oracle_logit_diff,
-            kernels=kernels or "xnnpack",
+            kernels=kernels or getattr(client, "kernels", "xnnpack"),
         )
     record.update(target=target, artifact=str(artifact), run=str(run_dir), head=head,
                   input_step=step.step, seconds=time.perf_counter() - began)  # fmt: skip
+    if getattr(client, "exact", False) and not tally.oracle_equal:
+        raise DataError(f"target {target!r} ({record['kernels']}) differs from the NumPy reference "
+                        f"of its program on {artifact} (codes or top-1) although it should be "
+                        f"exact; top-1 agreement with torch {record['top1_agreement']}, max logit "
+                        f"diff to the reference {tally.oracle_logit_diff:.3g}")  # fmt: skip
     return record
 
 

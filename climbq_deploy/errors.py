@@ -22,3 +22,10 @@ class ConfigError(ClimbQError):
 
 class ArtifactError(ClimbQError):
     """A saved file (artifact, checkpoint, dataset cache) is corrupt, truncated or too new."""
+
+
+class TargetUnavailableError(ConfigError):
+    """A target's runtime or hardware is missing on this machine (e.g. TensorRT, a GPU); a
+    distinct exit code (3) so that scripts can tell "cannot run here" from bad input."""
+
+    exit_code = 3

@@ -1,0 +1,207 @@
+"""The TensorRT target: the integer program as ONNX in TensorRT's explicit-quantization form.
+
+One exported file (``model.onnx``; ``model.int4.onnx`` with INT4 head weights) serves both
+runtimes:
+
+- ``onnxruntime`` (CPU, here): a deterministic ``InferenceSession``; the model's integer
+  tensors are exact under it (see :mod:`.export`), so ``climbq check`` expects
+  ``exact_match`` (every activation code and the top-1 equal the NumPy reference of the same
+  program) and fails loudly otherwise. ONNX Runtime would fuse the INT4 ``DequantizeLinear +
+  MatMul`` into ``MatMulNBits`` and quantize its activations; the session keeps the float
+  path (``session.qdq_matmulnbits_accuracy_level=0``).
+- ``tensorrt`` (Jetson / x86 NVIDIA GPU): :mod:`.engine` builds an engine with the TensorRT
+  Python API and runs it; where ``tensorrt`` or a GPU is missing it says so in one line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
+from climbq_deploy.fileio import atomic_write
+from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
+from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.kernels import ops
+from climbq_deploy.targets.base import RunOutput
+
+RUNTIMES = ("onnxruntime", "tensorrt")
+
+
+def onnxruntime_module():
+    """``onnxruntime``, or None where it is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+def read_model(path: Path):
+    """``(onnx model, program graph, manifest)`` of an ONNX file written by this target."""
+    import onnx
+
+    from climbq_deploy.targets.tensorrt.export import read_program_bytes
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"no ONNX model at {path}")
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except Exception as exc:  # protobuf raises DecodeError and friends from deep inside
+        raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        program = Path(tmp) / "program.climbq"
+        program.write_bytes(read_program_bytes(model, path))
+        graph, manifest = load_program(program)
+    return model, graph, manifest
+
+
+def host_input(images: np.ndarray, graph: Graph) -> np.ndarray:
+    """uint8 NHWC images to the model input: ``I`` (``InputQuant``, exact integers) as float32
+    NCHW."""
+    step = next(n for n in graph.nodes if isinstance(n, InputQuant))
+    quantized = ops.input_quant(images, step.mean, step.std, step.step)
+    return np.ascontiguousarray(quantized.transpose(0, 3, 1, 2), np.float32)
+
+
+def with_code_outputs(model, graph: Graph):
+    """A copy of ``model`` that also outputs every ``ThresholdAct`` result (NCHW float32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    debug = onnx.ModelProto()
+    debug.CopyFrom(model)
+    for node in graph.nodes:
+        if isinstance(node, ThresholdAct):
+            h, w, c = graph.tensors[node.output].shape
+            debug.graph.output.append(
+                helper.make_tensor_value_info(node.output, TensorProto.FLOAT, ["N", c, h, w])
+            )  # fmt: skip
+    return debug
+
+
+def codes_from(values: dict[str, np.ndarray], graph: Graph) -> dict[str, np.ndarray]:
+    """NCHW float code outputs to NHWC int32 by training-side layer name; each value must be
+    an integer (a non-integer is a runtime fault, not something to round away)."""
+    codes = {}
+    for node in graph.nodes:
+        if isinstance(node, ThresholdAct):
+            value = values[node.output]
+            if not np.array_equal(value, np.rint(value)):
+                raise ArtifactError(f"layer {node.source!r}: the runtime returned non-integer "
+                                    "codes")  # fmt: skip
+            codes[node.source] = value.transpose(0, 2, 3, 1).astype(np.int32)
+    return codes
+
+
+class OnnxRuntimeRunner:
+    """Runs an exported ONNX model under ONNX Runtime (CPU), deterministically."""
+
+    runtime = "onnxruntime"
+    chunk = 16
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        ort = onnxruntime_module()
+        if ort is None:
+            raise TargetUnavailableError("onnxruntime is not installed (pip install "
+                                    "climbq-deploy[onnx])")  # fmt: skip
+        self.path = Path(path)
+        self.model, self.graph, self.manifest = read_model(self.path)
+        self._ort = ort
+        self.threads = threads
+        self.session = self._session(self.model)
+        self._debug = None
+        self.input_name = next(n.output for n in self.graph.nodes if isinstance(n, InputQuant))
+
+    def _session(self, model):
+        options = self._ort.SessionOptions()
+        options.use_deterministic_compute = True
+        options.enable_cpu_mem_arena = False  # give the large count tensors back after a run
+        options.intra_op_num_threads = self.threads
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        return self._ort.InferenceSession(model.SerializeToString(), options,
+                                          providers=["CPUExecutionProvider"])  # fmt: skip
+
+    def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
+        """Logits (and codes) in chunks of :attr:`chunk` images: the compare-and-count tensors
+        are ``levels`` times the activations (MobileNetV2 4-bit, 100 images: tens of GB)."""
+        parts = [self._run(images[i : i + self.chunk], with_codes)
+                 for i in range(0, len(images), self.chunk)]  # fmt: skip
+        if not parts:
+            return RunOutput(np.zeros((0, 0)))
+        codes = {k: np.concatenate([p.codes[k] for p in parts]) for k in parts[0].codes}
+        return RunOutput(np.concatenate([p.logits for p in parts]), codes)
+
+    def _run(self, images: np.ndarray, with_codes: bool) -> RunOutput:
+        x = host_input(images, self.graph)
+        if not with_codes:
+            (logits,) = self.session.run(["logits"], {self.input_name: x})
+            return RunOutput(logits.astype(np.float64))
+        if self._debug is None:
+            self._debug = self._session(with_code_outputs(self.model, self.graph))
+        names = [o.name for o in self._debug.get_outputs()]
+        values = dict(zip(names, self._debug.run(names, {self.input_name: x}), strict=True))
+        return RunOutput(values["logits"].astype(np.float64), codes_from(values, self.graph))
+
+
+class TensorrtTarget:
+    """``weights``: ``int8`` (every weight INT8, head as the program has it) or ``int4`` (the
+    head's weights INT4, block-quantized; convs stay INT8). ``runtime``: what ``load`` runs
+    the model with."""
+
+    name = "tensorrt"
+    input_bits = 16
+    exact = True  # every code equals the reference's (check fails loudly otherwise)
+
+    def __init__(self, runtime: str = "onnxruntime", weights: str = "int8") -> None:
+        from climbq_deploy.targets.tensorrt.export import WEIGHTS
+
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if weights not in WEIGHTS:
+            raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        self.runtime, self.weights = runtime, weights
+        self.kernels = runtime  # what check records
+
+    @property
+    def suffix(self) -> str:
+        return ".onnx" if self.weights == "int8" else ".int4.onnx"
+
+    def unavailable(self) -> str | None:
+        if self.runtime == "tensorrt":
+            from climbq_deploy.targets.tensorrt.engine import tensorrt_unavailable
+
+            return tensorrt_unavailable()
+        if onnxruntime_module() is None:
+            return "onnxruntime is not installed (pip install climbq-deploy[onnx])"
+        return None
+
+    def export(self, graph: Graph, out: Path) -> Path:
+        import onnx
+
+        from climbq_deploy.targets.tensorrt.export import int4_head, write_onnx
+        from climbq_deploy.targets.tensorrt.rules import check_tensorrt_rules
+
+        if self.weights == "int4":
+            graph = int4_head(graph)
+        with tempfile.TemporaryDirectory() as tmp:
+            program = save_program(graph, Path(tmp) / "program.climbq").read_bytes()
+        model = write_onnx(graph, self.weights, program)
+        onnx.checker.check_model(model, full_check=True)
+        check_tensorrt_rules(model, out)
+        with atomic_write(out, "wb") as handle:
+            handle.write(model.SerializeToString())
+        return Path(out)
+
+    def load(self, path: Path):
+        if self.runtime == "tensorrt":
+            from climbq_deploy.targets.tensorrt.engine import TensorrtRunner
+
+            return TensorrtRunner(path)
+        return OnnxRuntimeRunner(path)
+
+
+__all__ = ["RUNTIMES", "OnnxRuntimeRunner", "TensorrtTarget", "host_input", "read_model"]

@@ -1,0 +1,310 @@
+"""The integer program as an ONNX model in TensorRT's explicit-quantization (Q/DQ) form.
+
+Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
+
+- input: the program's integer input ``I`` (int16 range, ``capture(..., input_bits=16)``) as a
+  float32 tensor ``input`` ``(N, C, H, W)``; the host quantizes uint8 images with the
+  manifest's mean/std/step (as for TFLite). Every value is an integer below 2**24, so float32
+  holds it exactly.
+- stem ``IntConv`` (reads ``I``): a float32 ``Conv`` with weights ``d_c W_int`` (no Q/DQ: ``I``
+  does not fit int8; TensorRT runs it in FP32, TF32 off). Exact because every partial sum is an
+  integer below 2**24 (checked at export, refused otherwise).
+- other ``IntConv``: ``QuantizeLinear(x, 1, 0) -> DequantizeLinear`` on the input (int8,
+  per tensor, scale 1: the codes are integers in [-128, 127], so quantization is the identity)
+  and ``DequantizeLinear(d_c W_int, ones, 0, axis=0)`` on the weight (int8, per output channel,
+  axis stored explicitly), then ``Conv`` with a float output. TensorRT runs an INT8 conv with
+  int32 accumulation; the output ``acc * 1 * 1`` is exact in float32 below 2**24. The 2-bit and
+  4-bit ClimbQ grids (odd integers up to 15) sit exactly on the int8 grid.
+- ``ThresholdAct``: compare and count, ``X = mult * sum_t [d_c acc >= theta_ct] + offset``:
+  ``Unsqueeze`` the value to ``(N, C, 1, H, W)``, ``GreaterOrEqual`` against float32 thresholds
+  ``(C, n, 1, 1)`` (integers below 2**24, exact), ``Cast`` to float32, ``ReduceSum`` over the
+  levels, ``Mul mult``, ``Add offset``. The direction ``d_c`` is folded into conv weights (a
+  ``Mul`` by ``d`` where the value is not a conv output).
+- ``Relu``: ``Relu``. ``Add``: ``Add`` with each int8-bounded input behind a Q/DQ pair (scale 1;
+  TensorRT runs the residual add on int8 inputs). All values stay integers below 2**24.
+- ``GlobalSumPool``: ``ReduceSum`` over H, W (float32, exact below 2**24).
+- head, ``logits = (P @ W^T) * u + b`` with ``P`` the pool sums and ``u`` their unit:
+  ``Linear``: float32 ``MatMul``; ``IntLinear`` (int8 head): ``DequantizeLinear`` of the int8
+  ``W_q^T`` per output channel (``axis=1``) into ``MatMul`` (weight-only); the int4 head
+  (:func:`int4_head`): ``DequantizeLinear`` of INT4 ``W_q^T`` with block quantization along K
+  (opset 21, every block of a column carries that column's scale) into ``MatMul``.
+
+So every integer tensor of the program is exact in this model (float32 holds integers below
+2**24 exactly and each op maps integers to integers); only the head differs from the reference
+(float32 here, float64 there). The codes are compared exactly by ``climbq check``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from climbq_deploy.errors import ArtifactError, ConfigError
+from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    IntLinear,
+    Linear,
+    Node,
+    Relu,
+    ThresholdAct,
+)
+from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
+
+METADATA_NAME = "climbq_program"
+WEIGHTS = ("int8", "int4")
+OPSET = {"int8": 17, "int4": 21}  # INT4 DequantizeLinear needs opset 21
+FLOAT32_EXACT = 2**24
+INT8 = (-128, 127)
+INT4_MAX = 7  # symmetric INT4: [-7, 7] (TensorRT's zero point is 0; -8 left unused)
+
+
+def int4_head(graph: Graph) -> Graph:
+    """The float ``Linear`` head as an INT4 weight-only head (an :class:`IntLinear`).
+
+    ``weight_scale[o] = max_c |W[o, c]| / 7`` (1 for an all-zero row),
+    ``W_q = round_half_even(W / weight_scale[o])`` in ``[-7, 7]``. The reference then computes
+    ``logits = (sum_c W_q[o, c] P[c]) * weight_scale[o] * u + b`` (exact integer sum, float64
+    scaling), the program this ONNX model runs with INT4 weights. An int8 head (``--head int8``)
+    is re-quantized from its dequantized weights the same way.
+    """
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        if isinstance(node, Linear | IntLinear):
+            weight = (
+                node.weight.astype(np.float64) * node.weight_scale[:, None]
+                if isinstance(node, IntLinear)
+                else node.weight.astype(np.float64)
+            )
+            peak = np.abs(weight).max(axis=1)
+            scale = np.where(peak > 0, peak / INT4_MAX, 1.0)
+            w_q = np.clip(np.rint(weight / scale[:, None]), -INT4_MAX, INT4_MAX).astype(np.int8)
+            node = IntLinear(name=node.name, inputs=node.inputs, output=node.output,
+                             source=node.source, weight=w_q, weight_scale=scale,
+                             bias=node.bias)  # fmt: skip
+        nodes.append(node)
+    return replace(graph.replace_nodes(nodes), meta={**graph.meta, "head_weights": "int4"})
+
+
+def _block_size(k: int) -> int:
+    """The INT4 block length along K: the largest power of two <= 128 dividing ``k`` (at least
+    16, TensorRT's and ORT's smallest); ``k`` itself when none divides it."""
+    for size in (128, 64, 32, 16):
+        if k % size == 0:
+            return size
+    return k
+
+
+class _Builder:
+    """Accumulates ONNX nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.names: set[str] = set()
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        if name in self.names:
+            raise ArtifactError(f"duplicate ONNX initializer {name!r}")
+        self.names.add(name)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def int4_const(self, name: str, value: np.ndarray) -> str:
+        self.names.add(name)
+        flat = value.astype(np.int8).ravel().tolist()
+        self.initializers.append(
+            helper.make_tensor(name, TensorProto.INT4, value.shape, flat)
+        )  # fmt: skip
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs: object) -> str:
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        return output
+
+
+def write_onnx(
+    graph: Graph, weights: str = "int8", program: bytes | None = None
+) -> onnx.ModelProto:
+    """The ONNX model of a lowered program (see module docstring); ``program`` (the
+    ``model.climbq`` bytes of the same program) travels base64-encoded in the metadata
+    ``climbq_program``. ``weights="int4"`` expects the head from :func:`int4_head`."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    t = graph.tensors
+    b = _Builder()
+    producers = {n.output: n for n in graph.nodes}
+    qdq_of: dict[str, str] = {}
+    one = b.const("scale_one", np.array(1.0, np.float32))
+    zero8 = b.const("zero_int8", np.array(0, np.int8))
+
+    def qdq(name: str) -> str:
+        """``DQ(Q(x, 1, 0), 1, 0)`` of an int8-bounded integer tensor (identity on it)."""
+        if name not in qdq_of:
+            lo, hi = t[name].bounds or (-(2**31), 2**31)
+            if lo < INT8[0] or hi > INT8[1]:
+                raise LoweringError(f"tensor {name!r} range [{lo}, {hi}] does not fit int8, the "
+                                    "TensorRT conv input")  # fmt: skip
+            q = b.op("QuantizeLinear", [name, one, zero8], f"{name}/q")
+            qdq_of[name] = b.op("DequantizeLinear", [q, one, zero8], f"{name}/dq")
+        return qdq_of[name]
+
+    program_input = None
+    outputs: list[onnx.ValueInfoProto] = []
+    for node in graph.nodes:
+        if isinstance(node, InputQuant):
+            program_input = node.output
+            c_h_w = t[node.output].shape
+            inp = helper.make_tensor_value_info(
+                node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
+            )  # fmt: skip
+        elif isinstance(node, IntConv):
+            consumer = graph.consumers(node.output)
+            if len(consumer) != 1 or not isinstance(consumer[0], ThresholdAct):
+                raise LoweringError(f"conv {node.source!r} must feed exactly one ThresholdAct")
+            _conv(b, graph, node, consumer[0], node.inputs[0] == program_input, qdq)
+        elif isinstance(node, ThresholdAct):
+            if node.shift:
+                raise LoweringError(f"layer {node.source!r}: shift {node.shift} (a runtime's "
+                                    "requantization) has no TensorRT form; export the pure "
+                                    "program")  # fmt: skip
+            value = node.inputs[0]
+            if isinstance(producers.get(value), IntConv):
+                value = f"{value}/signed"  # the conv already carries the direction
+            else:
+                d = b.const(f"{node.output}/direction",
+                            node.direction.astype(np.float32)[None, :, None, None])  # fmt: skip
+                value = b.op("Mul", [value, d], f"{node.output}/signed")
+            _count(b, node, value)
+        elif isinstance(node, Relu):
+            b.op("Relu", [node.inputs[0]], node.output)
+        elif isinstance(node, Add):
+            ins = []
+            for name in node.inputs:
+                lo, hi = t[name].bounds or (-(2**31), 2**31)
+                ins.append(qdq(name) if INT8[0] <= lo and hi <= INT8[1] else name)
+            b.op("Add", ins, node.output)
+        elif isinstance(node, GlobalSumPool):
+            axes = b.const(f"{node.output}/axes", np.array([2, 3], np.int64))
+            b.op("ReduceSum", [node.inputs[0], axes], node.output, keepdims=0)
+        elif isinstance(node, Linear | IntLinear):
+            _head(b, graph, node, weights)
+            outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                     ["N", node.weight.shape[0]])]  # fmt: skip
+        else:
+            raise LoweringError(f"op {node.op!r} ({node.source!r}) has no TensorRT form")
+    if program_input is None or not outputs:
+        raise LoweringError("the program needs an InputQuant and a Linear head")
+    onnx_graph = helper.make_graph(b.nodes, "climbq_program", [inp], outputs, b.initializers)
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET[weights])],
+        producer_name="climbq_deploy",
+        doc_string="ClimbQ integer program, TensorRT explicit quantization (Q/DQ)",
+    )
+    model.ir_version = 10 if weights == "int4" else 8
+    props = {"weights": weights, "input_layout": "NCHW float32 integer input I (host quantized)"}
+    if program is not None:
+        props[METADATA_NAME] = base64.b64encode(program).decode("ascii")
+    helper.set_model_props(model, props)
+    return model
+
+
+def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: bool, qdq) -> None:
+    """``Conv`` writing ``d_c acc`` (as ``<acc>/signed``); see module docstring."""
+    t = graph.tensors
+    lo, hi = t[conv.inputs[0]].bounds or (-(2**31), 2**31)
+    bound = partial_sum_bound(conv.weight, lo, hi)
+    if bound >= FLOAT32_EXACT:
+        raise LoweringError(f"conv {conv.source!r}: partial sums up to {bound} reach 2**24, "
+                            "beyond float32's exact integers")  # fmt: skip
+    theta = act.thresholds.astype(np.int64)
+    if theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
+        raise LoweringError(f"layer {act.source!r}: thresholds beyond 2**24")
+    d = act.direction.astype(np.int32)
+    weight = np.transpose(conv.weight.astype(np.int32), (0, 3, 1, 2)) * d[:, None, None, None]
+    p = conv.padding
+    attrs = {"strides": [conv.stride] * 2, "pads": [p, p, p, p], "group": conv.groups,
+             "kernel_shape": list(weight.shape[2:])}  # fmt: skip
+    name = conv.output
+    if stem:
+        w = b.const(f"{name}/weight", weight.astype(np.float32))
+        b.op("Conv", [conv.inputs[0], w], f"{name}/signed", **attrs)
+        return
+    if np.abs(weight).max(initial=0) > INT8[1]:
+        raise LoweringError(f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid)")
+    c = weight.shape[0]
+    w8 = b.const(f"{name}/weight_int8", weight.astype(np.int8))
+    ws = b.const(f"{name}/weight_scale", np.ones(c, np.float32))
+    wz = b.const(f"{name}/weight_zero", np.zeros(c, np.int8))
+    w = b.op("DequantizeLinear", [w8, ws, wz], f"{name}/weight", axis=0)
+    b.op("Conv", [qdq(conv.inputs[0]), w], f"{name}/signed", **attrs)
+
+
+def _count(b: _Builder, act: ThresholdAct, value: str) -> None:
+    """``X = mult * sum_t [value >= theta_t] + offset`` over the levels axis (float32, exact)."""
+    name = act.output
+    c, levels = act.thresholds.shape
+    axis = b.const(f"{name}/level_axis", np.array([2], np.int64))
+    wide = b.op("Unsqueeze", [value, axis], f"{name}/wide")
+    theta = b.const(f"{name}/thresholds",
+                    act.thresholds.astype(np.float32).reshape(c, levels, 1, 1))  # fmt: skip
+    passed = b.op("GreaterOrEqual", [wide, theta], f"{name}/passed")
+    as_float = b.op("Cast", [passed], f"{name}/passed_float", to=TensorProto.FLOAT)
+    count = b.op("ReduceSum", [as_float, axis], f"{name}/count", keepdims=0)
+    mult = b.const(f"{name}/mult", np.array(act.mult, np.float32))
+    scaled = b.op("Mul", [count, mult], f"{name}/scaled")
+    offset = b.const(f"{name}/offset", np.array(act.offset, np.float32))
+    b.op("Add", [scaled, offset], name)
+
+
+def _head(b: _Builder, graph: Graph, node: Linear | IntLinear, weights: str) -> None:
+    """``logits = (P @ W^T) * u + b``: float, int8 weight-only or INT4 weight-only MatMul."""
+    unit = graph.tensors[node.inputs[0]].scale
+    name = node.output
+    if weights == "int4":
+        if not isinstance(node, IntLinear) or np.abs(node.weight).max(initial=0) > INT4_MAX:
+            raise LoweringError(f"head {node.source!r}: --weights int4 needs the INT4 head "
+                                "(int4_head) of the program")  # fmt: skip
+        w_t = node.weight.T  # (K, classes)
+        k = w_t.shape[0]
+        block = _block_size(k)
+        scale = np.tile(node.weight_scale.astype(np.float32)[None, :], (k // block, 1))
+        w4 = b.int4_const(f"{name}/weight_int4", w_t)
+        ws = b.const(f"{name}/weight_scale", scale)
+        zero = helper.make_tensor(f"{name}/weight_zero", TensorProto.INT4, scale.shape,
+                                  [0] * scale.size)  # fmt: skip
+        b.initializers.append(zero)
+        w = b.op("DequantizeLinear", [w4, ws, f"{name}/weight_zero"], f"{name}/weight",
+                 axis=0, block_size=block)  # fmt: skip
+    elif isinstance(node, IntLinear):
+        w8 = b.const(f"{name}/weight_int8", node.weight.T.astype(np.int8))
+        ws = b.const(f"{name}/weight_scale", node.weight_scale.astype(np.float32))
+        wz = b.const(f"{name}/weight_zero", np.zeros(node.weight.shape[0], np.int8))
+        w = b.op("DequantizeLinear", [w8, ws, wz], f"{name}/weight", axis=1)
+    else:
+        w = b.const(f"{name}/weight", node.weight.T.astype(np.float32))
+    product = b.op("MatMul", [node.inputs[0], w], f"{name}/matmul")
+    u = b.const(f"{name}/unit", np.array(unit, np.float32))
+    scaled = b.op("Mul", [product, u], f"{name}/scaled")
+    bias = b.const(f"{name}/bias", node.bias.astype(np.float32))
+    b.op("Add", [scaled, bias], "logits")
+
+
+def read_program_bytes(model: onnx.ModelProto, path: object = "model") -> bytes:
+    """The ``climbq_program`` metadata of a model written by :func:`write_onnx`."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_NAME:
+            try:
+                return base64.b64decode(prop.value, validate=True)
+            except ValueError:
+                raise ArtifactError(f"{path}: corrupt {METADATA_NAME} metadata") from None
+    raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")

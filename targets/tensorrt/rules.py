@@ -1,0 +1,115 @@
+"""``tensorrt_rules``: lint an ONNX model against TensorRT's explicit-quantization rules.
+
+Run by the exporter on every model it writes (a violation is an :class:`ArtifactError`), and
+usable on any ONNX file. Rules (TensorRT 10 ONNX parser, explicit quantization):
+
+- opset: the default domain's opset in ``[13, 21]`` (per-axis Q/DQ needs 13, INT4 needs 21);
+  no other domains (custom ops are not parsed).
+- ops: only :data:`SUPPORTED_OPS` (what this exporter emits and TensorRT parses; e.g.
+  ``ConvInteger``, ``MatMulInteger``, ``QLinearConv`` are ONNX Runtime forms, not TensorRT's).
+- Q/DQ symmetry: every ``QuantizeLinear`` / ``DequantizeLinear`` has a zero point that is a
+  constant initializer of all zeros (TensorRT's quantization is symmetric) and a constant,
+  finite, positive float scale.
+- axis: a per-channel scale (rank 1, more than one value) needs an explicit ``axis``
+  attribute; activations (a Q/DQ input that is not an initializer) are per tensor.
+- types: ``DequantizeLinear`` reads INT8 or INT4 (no int32 biases); INT4 only for weights
+  (an initializer) feeding ``MatMul`` / ``Gemm``, block-quantized (``block_size``), scale of
+  rank <= 2, opset >= 21.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from climbq_deploy.errors import ArtifactError
+
+MIN_OPSET, MAX_OPSET = 13, 21
+SUPPORTED_OPS = frozenset({
+    "Add", "Cast", "Conv", "DequantizeLinear", "Gemm", "GreaterOrEqual", "MatMul", "Mul",
+    "QuantizeLinear", "ReduceSum", "Relu", "Reshape", "Transpose", "Unsqueeze",
+})  # fmt: skip
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+WEIGHT_TYPES = (TensorProto.INT8, TensorProto.INT4)
+
+
+def tensorrt_rules(model: onnx.ModelProto) -> list[str]:
+    """Every rule the model breaks, one line each naming the node (empty: it passes)."""
+    problems: list[str] = []
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    opset = opsets.get("ai.onnx", 0)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        problems.append(f"opset {opset} outside [{MIN_OPSET}, {MAX_OPSET}]")
+    problems += [f"custom domain {d!r} (TensorRT parses only the default domain)"
+                 for d in opsets if d != "ai.onnx"]  # fmt: skip
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        where = f"{node.op_type} {node.name or node.output[0]!r}"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: custom domain {node.domain!r}")
+        elif node.op_type not in SUPPORTED_OPS:
+            problems.append(f"{where}: op not supported by the TensorRT target")
+        if node.op_type in QDQ:
+            problems += [f"{where}: {p}" for p in _qdq(node, inits, consumers, opset)]
+    return problems
+
+
+def check_tensorrt_rules(model: onnx.ModelProto, path: object = "model") -> None:
+    """Raise :class:`ArtifactError` listing the broken rules (first five)."""
+    problems = tensorrt_rules(model)
+    if problems:
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ArtifactError(f"{path}: breaks TensorRT rules: {'; '.join(problems[:5])}{more}")
+
+
+def _attribute(node: onnx.NodeProto, name: str) -> int | None:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(attr.i)
+    return None
+
+
+def _qdq(
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
+    consumers: dict[str, list[onnx.NodeProto]], opset: int,
+) -> Iterable[str]:  # fmt: skip
+    if len(node.input) < 3 or not node.input[2]:
+        yield "no zero point (TensorRT needs an explicit all-zero one)"
+    elif node.input[2] not in inits:
+        yield f"zero point {node.input[2]!r} is not a constant"
+    elif np.any(numpy_helper.to_array(inits[node.input[2]]).astype(np.int64) != 0):
+        yield "non-zero zero point (TensorRT quantization is symmetric)"
+    scale_name = node.input[1] if len(node.input) > 1 else ""
+    if scale_name not in inits:
+        yield f"scale {scale_name!r} is not a constant"
+        return
+    scale = numpy_helper.to_array(inits[scale_name]).astype(np.float64)
+    if scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        yield "scale must be finite and positive"
+    block = _attribute(node, "block_size")
+    weight = node.input[0] in inits
+    if scale.ndim == 1 and scale.size > 1 and _attribute(node, "axis") is None:
+        yield "per-channel scale without an explicit axis"
+    if not weight and scale.size > 1:
+        yield "activation quantization must be per tensor"
+    if block is not None and scale.ndim > 2:
+        yield f"block-quantized scale of rank {scale.ndim} (TensorRT allows <= 2)"
+    if node.op_type == "DequantizeLinear" and weight:
+        dtype = inits[node.input[0]].data_type
+        if dtype not in WEIGHT_TYPES:
+            yield f"dequantizes {TensorProto.DataType.Name(dtype)} (INT8 or INT4 only)"
+        if dtype == TensorProto.INT4:
+            if opset < 21:
+                yield "INT4 weights need opset >= 21"
+            if block is None:
+                yield "INT4 weights need block quantization (block_size)"
+            users = {c.op_type for c in consumers.get(node.output[0], [])}
+            if not users or not users <= {"MatMul", "Gemm"}:
+                yield "INT4 weights only feed MatMul/Gemm in TensorRT (no INT4 convolution)"
