@@ -5,6 +5,11 @@ No PIL, no per-sample Python work per epoch: the whole split lives in one uint8 
 is one gather of ``B`` random ``H x W`` windows (random crop), one masked flip (horizontal flip),
 and one fused normalisation to float32 ``(x / 255 - mean) / std`` in channels_last layout.
 
+On an accelerator (``device="cuda"``) the uint8 tensor lives on the device and the crop, flip and
+normalisation run there; the random draws (crop offsets, flips) still come from the same CPU
+generator in the same order, are drawn for the whole epoch up front and cross to the device in
+one transfer, so a device batch holds the same pixels as the CPU batch of the same epoch.
+
 Which images form an epoch is a sampler's job (:class:`ShuffleSampler`, the class-aware
 :class:`ClassBalancedSampler`, :class:`SequentialSampler`, or any object with
 ``epoch_indices(epoch) -> int64 array``). All randomness of epoch ``e`` comes from generators
@@ -107,6 +112,9 @@ class BatchLoader:
         augment: crop/flip settings (none for evaluation).
         sampler: which indices form epoch ``e``; default :class:`SequentialSampler`.
         seed: seeds the crop offsets and flips of each epoch.
+        device: where the images live and batches are made (``cpu`` or ``cuda[:i]``).
+        bulk_random: draw a whole epoch's offsets and flips before its first batch and move
+            them in one transfer (default: on for non-CPU devices); the draws are identical.
     """
 
     def __init__(
@@ -122,6 +130,8 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         channels_last: bool = True,
+        device: str | torch.device = "cpu",
+        bulk_random: bool | None = None,
     ) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise DataError(
@@ -136,18 +146,23 @@ class BatchLoader:
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ConfigError(f"mean/std must have 3 entries with std > 0, got {mean}, {std}")
         self.augment = augment or Augment()
+        self.device = torch.device(device)
+        self.bulk_random = self.device.type != "cpu" if bulk_random is None else bulk_random
         pad = self.augment.crop_pad
         chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         self.height, self.width = int(images.shape[1]), int(images.shape[2])
-        self.images = torch.nn.functional.pad(chw, (pad, pad, pad, pad)) if pad else chw
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        padded = torch.nn.functional.pad(chw, (pad, pad, pad, pad)) if pad else chw
+        self.images = padded.to(self.device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.sampler = sampler or SequentialSampler(len(images))
         self.channels_last = channels_last
         # (x / 255 - mean) / std  ==  x * scale + shift
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
+        self.scale = (1.0 / (255.0 * std_t)).to(self.device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t).to(
+            self.device
+        )
 
     def batches_per_epoch(self, epoch: int = 0) -> int:
         n = len(self.sampler.epoch_indices(epoch))
@@ -161,25 +176,53 @@ class BatchLoader:
         order = torch.from_numpy(self.sampler.epoch_indices(epoch))
         gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, 2))
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
-        for start in range(0, stop, self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield self._make_batch(index, gen), self.labels[index]
+        starts = range(0, stop, self.batch_size)
+        if not self.bulk_random:
+            for start in starts:
+                index = order[start : start + self.batch_size]
+                draws = self._draw(len(index), gen)
+                index = index.to(self.device)
+                yield self._make_batch(index, draws.to(self.device)), self.labels[index]
+            return
+        # Same draws in the same order as above, made up front: one transfer per epoch.
+        sizes = [len(order[start : start + self.batch_size]) for start in starts]
+        draws_all = torch.cat([self._draw(n, gen) for n in sizes]) if sizes else None
+        order = order.to(self.device, non_blocking=True)
+        if draws_all is not None:
+            draws_all = draws_all.to(self.device, non_blocking=True)
+        for start, n in zip(starts, sizes, strict=True):
+            index = order[start : start + n]
+            yield self._make_batch(index, draws_all[start : start + n]), self.labels[index]
 
-    def _make_batch(self, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        pad, h, w = self.augment.crop_pad, self.height, self.width
+    def _draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """The random choices of one batch of ``n`` images, int64 ``n x 3``: crop offsets
+        ``dy, dx`` in ``0..2 pad`` and flip (0/1, probability 1/2); zeros where unused.
+
+        Drawn in the order dy, dx, flip, each only when its augmentation is on."""
+        draws = torch.zeros(n, 3, dtype=torch.int64)
+        pad = self.augment.crop_pad
+        if pad:
+            draws[:, 0:1] = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
+            draws[:, 1:2] = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
+        if self.augment.hflip:
+            draws[:, 2] = (torch.rand(n, generator=gen) < 0.5).to(torch.int64)
+        return draws
+
+    def _make_batch(self, index: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Crop, flip and normalise images ``index`` with ``draws`` (see :meth:`_draw`); runs
+        on the loader's device as a few whole-batch tensor ops."""
+        pad, h, w, dev = self.augment.crop_pad, self.height, self.width, self.device
         if pad:
             n = len(index)
-            dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
-            dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
-            rows = (dy + torch.arange(h)).view(n, 1, h, 1)
-            cols = (dx + torch.arange(w)).view(n, 1, 1, w)
+            rows = (draws[:, 0:1] + torch.arange(h, device=dev)).view(n, 1, h, 1)
+            cols = (draws[:, 1:2] + torch.arange(w, device=dev)).view(n, 1, 1, w)
             batch = self.images[
-                index.view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1), rows, cols
+                index.view(n, 1, 1, 1), torch.arange(3, device=dev).view(1, 3, 1, 1), rows, cols
             ]
         else:
             batch = self.images[index]
         if self.augment.hflip:
-            flip = torch.rand(len(index), generator=gen) < 0.5
+            flip = draws[:, 2].bool()
             batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(3), batch)
         out = torch.addcmul(self.shift, batch.float(), self.scale)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out

@@ -17,6 +17,7 @@ SHORT_FP32_PRETRAINING: dict[str, Any] = {"epochs": 4, "batch_size": 32, "lr": 0
                                           "schedule": "cosine", "loss": "la"}  # fmt: skip
 SHORT_QAT: dict[str, Any] = {"epochs": 2, "batch_size": 32, "lr": 0.01}
 PRECISIONS = ("fp32", "bf16")
+DEVICES = ("cpu", "cuda", "auto")  # auto: cuda when torch sees one, else cpu
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TrainConfig:
     init: str | None = None
     precision: str = "fp32"  # bf16: autocast convs/linear to bfloat16; quantizers stay fp32
     val_fraction: float = 0.0  # per-class share of train held out for best-epoch selection
+    device: str = "cpu"  # where to train; not part of a run's identity (resume may switch)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -54,6 +56,8 @@ class TrainConfig:
             raise ConfigError(f"unknown loss {self.loss!r}; expected one of {LOSS_NAMES}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         make_loss(self.loss_name, [2, 1], **self.loss_options)  # unknown/invalid options

@@ -1,6 +1,11 @@
 """The training loop: epochs over the in-memory pipeline, per-epoch history, atomic
 checkpoints every epoch, exact resume, final-epoch long-tail metrics on the balanced test set,
-and best-epoch selection on an optional validation split held out of train."""
+and best-epoch selection on an optional validation split held out of train.
+
+On CUDA (``device="cuda"`` or ``"auto"``) the uint8 dataset sits on the GPU and batches are
+made there (:class:`BatchLoader`), running sums stay on the device (no per-step host sync), and
+checkpoints hold CPU tensors, so a run started on a GPU resumes or exports on a CPU-only machine.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,48 @@ from climbq_deploy.train.validation import balanced_accuracy, split_validation
 
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"
+# Config fields that may differ between a checkpoint and the run that resumes it.
+_RESUMABLE_CHANGES = ("epochs", "device")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda if torch sees one, else cpu) as a torch device.
+
+    Raises:
+        ConfigError: ``cuda`` asked for but this torch has no usable CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = torch.version.cuda or "none (a CPU-only build)"
+        raise ConfigError(
+            f"device 'cuda' asked for, but torch {torch.__version__} sees no CUDA device "
+            f"(CUDA build: {build}); use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside (dicts, lists, tuples) moved to the CPU, so that a
+    checkpoint written on a GPU loads anywhere; CPU tensors are returned as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def _same_run(saved: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a checkpoint's config describes ``config``'s run: equal in every field except
+    :data:`_RESUMABLE_CHANGES`; fields the checkpoint predates count as their defaults."""
+    defaults = TrainConfig(data=config.data).as_dict()
+    ours = {k: v for k, v in config.as_dict().items() if k not in _RESUMABLE_CHANGES}
+    theirs = {**defaults, **saved}
+    return all(theirs[k] == v for k, v in ours.items())
 
 
 def learning_rate(config: TrainConfig, epoch: int, step: int, steps: int) -> float:
@@ -58,12 +105,21 @@ def dataset_loader(
     return BatchLoader(images, labels, batch_size, mean=mean, std=std, **options)
 
 
-def autocast(precision: str) -> torch.autocast:
-    """bf16 autocast of convs and linears on CPU for ``precision == "bf16"``, else a no-op."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
+    """bf16 autocast of convs and linears for ``precision == "bf16"``, else a no-op."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.no_grad()
+def predict_loader(
+    model: torch.nn.Module, loader: BatchLoader, precision: str = "fp32"
+) -> np.ndarray:
+    """Predicted class ids of every batch of ``loader`` (on the loader's device), in order."""
+    model.eval()
+    with autocast(precision, loader.device.type):
+        return torch.cat([model(x).argmax(1) for x, _ in loader.epoch(0)]).cpu().numpy()
+
+
 def predict(
     model: torch.nn.Module,
     dataset: ImageDataset,
@@ -71,12 +127,13 @@ def predict(
     split: str = "test",
     indices: np.ndarray | None = None,
     precision: str = "fp32",
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Predicted class ids of a split (eval mode: sigma = 2, BatchNorm running statistics)."""
-    loader = dataset_loader(dataset, split, batch_size, indices)
-    model.eval()
-    with autocast(precision):
-        return torch.cat([model(x).argmax(1) for x, _ in loader.epoch(0)]).numpy()
+    """Predicted class ids of a split (eval mode: sigma = 2, BatchNorm running statistics).
+
+    ``model`` must already be on ``device``."""
+    loader = dataset_loader(dataset, split, batch_size, indices, device=device)
+    return predict_loader(model, loader, precision)
 
 
 def train(
@@ -90,6 +147,12 @@ def train(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels
+        if config.precision == "fp32":  # fp32 means fp32: no TF32 convs or matmuls
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(config.seed)
     dataset = load_dataset(config.data)
     counts = dataset.counts("train")  # shot groups: the dataset's training counts
@@ -98,14 +161,14 @@ def train(
     model = build_model(config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2)
     model = model.to(memory_format=torch.channels_last)
     criterion = make_loss(config.loss_name, fit_counts.tolist(), **config.loss_options)
+    model, criterion = model.to(device), criterion.to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     start_epoch, history, seconds, best = 0, [], 0.0, None
     if resume and (out / CHECKPOINT).is_file():
         state = load_checkpoint(out / CHECKPOINT)
-        same = {k: v for k, v in config.as_dict().items() if k != "epochs"}
-        if {k: v for k, v in state["config"].items() if k != "epochs"} != same:
+        if not _same_run(state["config"], config):
             raise ConfigError(f"{out / CHECKPOINT} was made with another configuration")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -124,34 +187,46 @@ def train(
         augment=Augment.from_name(dataset.info.get("augment", "none")),
         sampler=ShuffleSampler(len(train_idx), config.seed),
         seed=config.seed,
+        device=device,
     )
     steps = len(loader)
     test: LongTailMetrics | None = None
-    evaluate = partial(predict, batch_size=config.eval_batch_size, precision=config.precision)
+    test_loader = dataset_loader(dataset, "test", config.eval_batch_size, device=device)
+    evaluate = partial(predict, batch_size=config.eval_batch_size, precision=config.precision,
+                       device=device)  # fmt: skip
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        # Running sums on the device (float64 / int64: the same figures as Python floats and
+        # ints on the CPU), read once per epoch, so a GPU step never waits for the host.
+        total = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         bar = tqdm(loader.epoch(epoch), total=steps, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress or None, leave=False)  # fmt: skip
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch, step, steps)
-            with autocast(config.precision):
+            with autocast(config.precision, device.type):
                 logits, feats = model(x, y, return_features=True)
             loss = criterion(logits.float(), y, feats.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += loss.detach().double() * len(y)
             total += len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+            correct += (logits.argmax(1) == y).sum()
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(loss_sum) / total:.3f}",
+                                acc=f"{100 * int(correct) / total:.1f}")  # fmt: skip
+        loss_mean, accuracy = float(loss_sum) / total, 100 * int(correct) / total
         seconds += time.perf_counter() - began
         began = time.perf_counter()
-        test = long_tail_metrics(evaluate(model, dataset), dataset.test_labels, counts)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / total, "seconds": seconds,
-                  "train_acc": 100 * correct / total, "test_top1": test.top1,
+        test = long_tail_metrics(
+            predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
+        )
+        record = {"epoch": epoch + 1, "train_loss": loss_mean, "seconds": seconds,
+                  "train_acc": accuracy, "test_top1": test.top1,
                   "test_seconds": time.perf_counter() - began}  # fmt: skip
         if len(val_idx):
             val_pred = evaluate(model, dataset, split="train", indices=val_idx)
@@ -160,15 +235,18 @@ def train(
                 best = {"epoch": epoch + 1, "val_balanced_top1": record["val_balanced_top1"],
                         "test": test.as_dict()}  # fmt: skip
                 save_checkpoint(out / BEST_CHECKPOINT, {"config": config.as_dict(),
-                                "model": model.state_dict(), "best": best})  # fmt: skip
+                                "model": to_cpu(model.state_dict()), "best": best})  # fmt: skip
         history.append(record)
-        save_checkpoint(out / CHECKPOINT, {"config": config.as_dict(), "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+        save_checkpoint(out / CHECKPOINT, {"config": config.as_dict(),
+                        "model": to_cpu(model.state_dict()),
+                        "optimizer": to_cpu(optimizer.state_dict()), "epoch": epoch + 1,
                         "history": history, "seconds": seconds, "best": best})  # fmt: skip
         with atomic_write(out / "history.jsonl", "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in history)
     if test is None:  # resumed a finished run: nothing trained, evaluate the loaded weights
-        test = long_tail_metrics(evaluate(model, dataset), dataset.test_labels, counts)
+        test = long_tail_metrics(
+            predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
+        )
     final = test
     metrics = {**final.as_dict(), "method": config.method, "arch": config.arch,
                "wbits": config.wbits, "abits": config.abits, "loss": config.loss_name,

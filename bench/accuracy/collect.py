@@ -1,0 +1,214 @@
+"""Collect the accuracy grid into ``bench/results/accuracy.{json,md}``.
+
+    python bench/accuracy/collect.py [--from-tar OUT_DIR_OR_TARS ...] [--deploy]
+
+``--from-tar`` first merges tarballs written by ``runner.py pack`` (e.g. the files a device
+run brought back) into ``runs/accuracy/``: a run folder is taken from the tarball unless the
+local one is at least as far (finished, or as many epochs in history.jsonl). ``--deploy`` runs
+``check_run(target="tflite")`` for every finished ClimbQ+ run that lacks ``deploy.json`` and
+stores the deployed (LiteRT) top-1 there. The markdown puts the paper's §8 figures beside ours
+and lists every configuration of the grid that has no result yet, with its state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import grid  # noqa: E402
+from _common import markdown_table, provenance_markdown, run_header, write_results  # noqa: E402
+
+RESULT, DEPLOY = "result.json", "deploy.json"
+
+
+def _progress(folder: Path) -> tuple[bool, int]:
+    history = folder / "history.jsonl"
+    epochs = len(history.read_text().splitlines()) if history.is_file() else 0
+    return (folder / RESULT).is_file(), epochs
+
+
+def merge_tarballs(paths: list[Path]) -> None:
+    """Unpack ``runner.py pack`` tarballs into the repository, run folder by run folder."""
+    tars = [t for p in paths for t in (sorted(p.glob("*.tar.gz")) if p.is_dir() else [p])]
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp)
+        for tar in tars:
+            with tarfile.open(tar) as archive:
+                archive.extractall(stage, filter="data")
+        incoming = stage / "accuracy"  # runner.ARC
+        for folder in sorted(incoming.glob("*")):
+            local = grid.RUNS / folder.name
+            if folder.name in ("logs", "device-meta", "device-logs"):
+                local.mkdir(parents=True, exist_ok=True)
+                for file in folder.iterdir():
+                    shutil.copy2(file, local / file.name)
+                continue
+            if local.is_dir() and _progress(local) >= _progress(folder):
+                print(f"keep local {local} (as far as the tarball's)")
+                continue
+            shutil.rmtree(local, ignore_errors=True)
+            shutil.copytree(folder, local)
+            print(f"took {local} from the tarball {_progress(folder)}")
+    _compare_dataset_hashes()
+
+
+def _compare_dataset_hashes() -> None:
+    """Warn when a dataset built on the device differs from the local build (fonts, say)."""
+    for meta in sorted((grid.RUNS / "device-meta").glob("*.json")):
+        local = grid.DATA / meta.stem / "meta.json"
+        if not local.is_file():
+            continue
+        theirs = json.loads(meta.read_text())["arrays"]
+        ours = json.loads(local.read_text())["arrays"]
+        same = all(theirs[k]["sha256"] == ours[k]["sha256"] for k in ours if k in theirs)
+        print(f"dataset {meta.stem}: device build {'equals' if same else 'DIFFERS FROM'} local")
+
+
+def deploy(runs: list[grid.Run]) -> None:
+    """TFLite check of every finished ClimbQ+ run without deploy.json."""
+    from climbq_deploy.check import check_run
+    from climbq_deploy.fileio import write_json
+
+    for run in runs:
+        if run.method != "climbq+" or not (run.path / RESULT).is_file():
+            continue
+        if (run.path / DEPLOY).is_file():
+            continue
+        print(f"deploy check (tflite): {run.name}", flush=True)
+        record = check_run(run.path, target="tflite", progress=False)
+        write_json(run.path / DEPLOY, {"deployed_top1": record["ref_top1"], "check": record})
+
+
+def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(finished records, missing configs with their state)."""
+    done, missing = [], []
+    for run in runs:
+        if (run.path / RESULT).is_file():
+            record = json.loads((run.path / RESULT).read_text())
+            if (run.path / DEPLOY).is_file():
+                deployed = json.loads((run.path / DEPLOY).read_text())
+                record["deployed_top1"] = deployed["deployed_top1"]
+                record["torch_top1_at_check"] = deployed["check"].get("torch_top1")
+            done.append(record)
+            continue
+        _, epochs = _progress(run.path)
+        state = f"partial: {epochs} epochs checkpointed" if epochs else "not run"
+        missing.append({"name": run.name, "state": state, "priority": run.priority})
+    return done, missing
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"], r["recipe"],
+            r.get("variant"))  # fmt: skip
+
+
+def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: dict) -> str:
+    by = {_row_key(r): r for r in done}
+    lines = ["# Accuracy: ClimbQ / ClimbQ+ against the paper (final epoch, balanced test set)", ""]
+    lines.append(
+        "Top-1 % of the final epoch (never selected on test). `paper` recipe: QAT 50 epochs, "
+        "constant lr 0.04 (§7); `ours`: the same with 2 warm-up epochs and a cosine decay. Both "
+        "start from one shared fp32 pretraining per dataset/gamma/arch (cosine, lr 0.1, wd 5e-4, "
+        "logit-adjusted loss; its epochs are in the fp32 row). many/medium/few: classes with "
+        ">100 / 20-100 / <20 training images. deployed: the same test set through the TFLite "
+        "artifact. paper: method §8 (best over epochs on test)."
+    )
+    sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
+                ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
+                ("digits-LT", "digits-lt", (50,), ("resnet20",))]  # fmt: skip
+    methods = [("fp32", 32, "ours")] + [
+        (m, b, r) for m in ("climbq+", "climbq", "lsq", "uniform") for b in (4, 2)
+        for r in ("ours", "paper")
+    ]  # fmt: skip
+    for title, dataset, gammas, archs in sections:
+        for arch in archs:
+            rows = []
+            for method, bits, recipe in methods:
+                cells, any_result = [], False
+                for gamma in gammas:
+                    r = by.get((dataset, gamma, arch, method, bits, recipe, None))
+                    paper = grid.PAPER.get((dataset, gamma, arch, method, bits))
+                    any_result |= r is not None
+                    if r is None:
+                        cells += ["missing", "–", "–", _f(paper)]
+                        continue
+                    groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
+                    cells += [f"**{_f(r['top1'])}** ({r['epochs']} ep)", groups,
+                              _f(r.get("deployed_top1")), _f(paper)]  # fmt: skip
+                if any_result or grid.PAPER.get((dataset, gammas[0], arch, method, bits)):
+                    bits_text = "fp32" if bits == 32 else f"W{bits}A{bits}"
+                    rows.append([method, bits_text, recipe, *cells])
+            if not rows:
+                continue
+            headers = ["method", "bits", "recipe"]
+            for g in gammas:
+                headers += [f"γ={g} top-1", f"γ={g} many/med/few", f"γ={g} deployed",
+                            f"γ={g} paper"]  # fmt: skip
+            name = title if dataset != "syndigits-lt" else f"{title}, {arch}"
+            lines += ["", f"## {name}", "", markdown_table(headers, rows)]
+    rows = []
+    for variant in (None, *grid.ABLATIONS):
+        r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
+        paper = grid.PAPER_ABLATION.get(variant)
+        label = variant or "faithful (scaling on, HomoVar faithful)"
+        if r is None:
+            rows.append([label, "missing", "–", _f(paper)])
+        else:
+            groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
+            rows.append([label, f"**{_f(r['top1'])}** ({r['loss']})", groups, _f(paper)])
+    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (`ours` recipe)", "",
+              markdown_table(["variant", "top-1 (loss)", "many/med/few", "paper"], rows),
+              "", "Total weight quantization error with/without scaling (paper Table 6: "
+              "21,856 -> 11,306) is not computed yet."]  # fmt: skip
+    devices = sorted({r["device"] for r in done})
+    lines += ["", f"Devices of the finished runs: {', '.join(devices) or 'none'}."]
+    lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
+    if missing:
+        lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
+        lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
+                  "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
+                  "from their checkpoints."]  # fmt: skip
+    else:
+        lines += ["none"]
+    return "\n".join(lines) + "\n\n" + provenance_markdown(header)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from-tar", nargs="+", type=Path, default=[],
+                        help="tarballs, or folders holding them, from runner.py pack")  # fmt: skip
+    parser.add_argument("--deploy", action="store_true", help="TFLite check of ClimbQ+ runs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.from_tar = [p.resolve() for p in args.from_tar]
+    os.chdir(REPO)
+    if args.from_tar:
+        merge_tarballs(args.from_tar)
+    runs = grid.grid()
+    if args.deploy:
+        deploy(runs)
+    done, missing = records(runs)
+    header = run_header()
+    payload = {**header, "records": done, "missing": missing}
+    write_results(args.out, "accuracy", payload, render(done, missing, header))
+    print(f"{len(done)} results, {len(missing)} missing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The accuracy benchmark's grid: datasets, runs, recipes and their priority order.
+
+Every run is named ``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}[-{variant}]]`` and
+lives in ``runs/accuracy/<name>/`` (relative to the repository root, so a run made on another
+machine resumes here). Full-precision pretraining is one run per dataset/gamma/arch
+(``...-fp32``), shared by every QAT run of that dataset/gamma/arch.
+
+Recipes (method §7 and ours; the test set is never used for any choice):
+
+- shared fp32 pretraining: SGD momentum 0.9, lr 0.1 with 5 warm-up epochs then cosine to 0,
+  weight decay 5e-4, batch 128, logit-adjusted loss (tau 1), ``fp_epochs`` epochs (200 by
+  default; the device script may lower it to fit its time budget, see ``runner.py``).
+- ``paper``: QAT 50 epochs from the fp32 run, SGD momentum 0.9, constant lr 0.04, wd 1e-4,
+  batch 128 (§7), the method's own loss (HomoVar for ClimbQ+, cross-entropy otherwise).
+- ``ours``: the same, but lr 0.04 warms up over 2 epochs and then decays to 0 on a cosine, so
+  the final epoch is a converged low-noise model instead of one snapshot of a constant-lr walk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from climbq_deploy.train.config import TrainConfig
+
+RUNS = Path(os.environ.get("CLIMBQ_ACC_RUNS", "runs/accuracy"))  # smoke tests use another
+DATA = RUNS / "data"
+RECIPES = ("paper", "ours")
+FP_RECIPE: dict[str, Any] = {"lr": 0.1, "weight_decay": 5e-4, "batch_size": 128,
+                             "schedule": "cosine", "warmup_epochs": 5, "loss": "la"}  # fmt: skip
+QAT_RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 0.04, "weight_decay": 1e-4, "batch_size": 128, "schedule": "constant"},
+    "ours": {"lr": 0.04, "weight_decay": 1e-4, "batch_size": 128, "schedule": "cosine",
+             "warmup_epochs": 2},
+}  # fmt: skip
+EVAL_BATCH = 500  # evaluation is batch-independent (eval mode); larger batches are faster
+ABLATIONS: dict[str, dict[str, Any]] = {  # CIFAR-10-LT gamma 50, 2-bit ClimbQ+ (issue §3)
+    "scaling-off": {"act_scaling": "off"},
+    "loss-corrected": {"loss": "homovar", "loss_options": {"variant": "corrected"}},
+    "loss-ce": {"loss": "ce"},
+    "loss-cb": {"loss": "cb"},
+    "loss-la": {"loss": "la"},
+}
+# The paper's figures (method §8), top-1 %: (dataset, gamma, arch, method, bits) -> value.
+PAPER: dict[tuple[str, int, str, str, int], float] = {
+    ("cifar10-lt", 50, "resnet20", "climbq+", 4): 72.28,
+    ("cifar10-lt", 200, "resnet20", "climbq+", 4): 61.69,
+    ("cifar10-lt", 50, "resnet20", "climbq+", 2): 71.73,
+    ("cifar10-lt", 200, "resnet20", "climbq+", 2): 61.06,
+    **{("syndigits-lt", g, "resnet20", "climbq+", 4): v
+       for g, v in ((10, 96.45), (50, 89.55), (200, 80.70))},
+    **{("syndigits-lt", g, "resnet20", "climbq+", 2): v
+       for g, v in ((10, 95.75), (50, 88.90), (200, 80.55))},
+    **{("syndigits-lt", g, "mobilenetv2", "climbq+", 4): v
+       for g, v in ((10, 95.45), (50, 83.50), (200, 66.90))},
+    **{("syndigits-lt", g, "mobilenetv2", "climbq+", 2): v
+       for g, v in ((10, 93.50), (50, 83.20), (200, 67.20))},
+    **{("syndigits-lt", g, "resnet20", "climbq", 4): v
+       for g, v in ((10, 95.90), (50, 88.07), (200, 77.25))},
+}  # fmt: skip
+PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One dataset folder to build: ``kind`` cifar10 | syndigits | digits."""
+
+    dataset: str
+    gamma: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-g{self.gamma}"
+
+    @property
+    def path(self) -> Path:
+        return DATA / self.name
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid; ``priority`` orders the work (lower first)."""
+
+    data: DataSpec
+    arch: str
+    method: str
+    wbits: int = 32
+    abits: int = 32
+    recipe: str = "ours"
+    variant: str | None = None
+    priority: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def is_fp(self) -> bool:
+        return self.method == "fp32"
+
+    @property
+    def name(self) -> str:
+        base = f"{self.data.name}-{self.arch}-{self.method}"
+        if self.is_fp:
+            return base
+        tail = f"-{self.variant}" if self.variant else ""
+        return f"{base}-w{self.wbits}a{self.abits}-{self.recipe}{tail}"
+
+    @property
+    def path(self) -> Path:
+        return RUNS / self.name
+
+    @property
+    def fp_name(self) -> str:
+        return f"{self.data.name}-{self.arch}-fp32"
+
+    def config(self, epochs: int, device: str = "cpu") -> TrainConfig:
+        """The TrainConfig of this run with ``epochs`` epochs on ``device``."""
+        common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
+                  "wbits": self.wbits, "abits": self.abits, "epochs": epochs,
+                  "eval_batch_size": EVAL_BATCH, "device": device, "seed": 0}  # fmt: skip
+        if self.is_fp:
+            warmup = min(FP_RECIPE["warmup_epochs"], epochs - 1)
+            return TrainConfig(**common, **{**FP_RECIPE, "warmup_epochs": warmup})
+        recipe = dict(QAT_RECIPES[self.recipe])
+        if "warmup_epochs" in recipe:
+            recipe["warmup_epochs"] = min(recipe["warmup_epochs"], epochs - 1)
+        return TrainConfig(**common, **recipe, **self.options, init=str(RUNS / self.fp_name))
+
+
+def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
+         variant: str | None = None) -> Run:  # fmt: skip
+    options = ABLATIONS[variant] if variant else {}
+    return Run(data, arch, method, bits, bits, recipe, variant, priority, options)
+
+
+def grid() -> list[Run]:
+    """Every run of issue 8, in priority order: (a) CIFAR-10-LT gamma 50 then 200, ClimbQ+
+    first, then the baselines and the gamma-50 ablations; (b) SynDigits-LT; (c) digits-LT."""
+    runs: list[Run] = []
+    cifar = [DataSpec("cifar10-lt", 50), DataSpec("cifar10-lt", 200)]
+    for i, data in enumerate(cifar):
+        runs.append(Run(data, "resnet20", "fp32", priority=i))
+        for j, (bits, recipe) in enumerate(((4, "ours"), (2, "ours"), (4, "paper"), (2, "paper"))):
+            runs.append(_qat(data, "resnet20", "climbq+", bits, recipe, 10 + i + j / 10))
+    for i, data in enumerate(cifar):
+        for j, (method, bits) in enumerate(
+            (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
+        ):
+            runs.append(_qat(data, "resnet20", method, bits, "ours", 20 + i + j / 10))
+    for j, variant in enumerate(ABLATIONS):
+        runs.append(_qat(cifar[0], "resnet20", "climbq+", 2, "ours", 22 + j / 10, variant))
+    for i, data in enumerate(cifar):
+        for j, (method, bits) in enumerate(
+            (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
+        ):
+            runs.append(_qat(data, "resnet20", method, bits, "paper", 25 + i + j / 10))
+    syn = [DataSpec("syndigits-lt", g) for g in (10, 50, 200)]
+    for a, arch in enumerate(("resnet20", "mobilenetv2")):
+        for i, data in enumerate(syn):
+            runs.append(Run(data, arch, "fp32", priority=3 + a + i / 10))
+            for j, (method, bits) in enumerate((m, b) for m in ("climbq+", "lsq") for b in (4, 2)):
+                runs.append(_qat(data, arch, method, bits, "ours", 30 + a + i / 10 + j / 100))
+                runs.append(_qat(data, arch, method, bits, "paper", 40 + a + i / 10 + j / 100))
+    for i, data in enumerate(syn):
+        runs.append(_qat(data, "resnet20", "climbq", 4, "ours", 45 + i / 10))
+    digits = DataSpec("digits-lt", 50)
+    runs.append(Run(digits, "resnet20", "fp32", priority=5))
+    for j, (method, recipe) in enumerate(
+        (m, r) for r in ("ours", "paper") for m in ("climbq+", "lsq")
+    ):
+        runs.append(_qat(digits, "resnet20", method, 4, recipe, 50 + j / 10))
+    return sorted(runs, key=lambda r: r.priority)
+
+
+def datasets(runs: list[Run]) -> list[DataSpec]:
+    """The distinct datasets of ``runs``, in order of first use."""
+    return list(dict.fromkeys(r.data for r in runs))
+
+
+def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
+    """Runs whose name matches every pattern; all if none. A pattern matches a name that
+    contains it, ``a|b`` one that contains a or b, ``!x`` one that does not contain x."""
+    if not patterns:
+        return runs
+
+    def match(pattern: str, name: str) -> bool:
+        if pattern.startswith("!"):
+            return pattern[1:] not in name
+        return any(part in name for part in pattern.split("|"))
+
+    def keep(name: str) -> bool:
+        return all(match(p, name) for p in patterns)
+
+    return [r for r in runs if keep(r.name)]
