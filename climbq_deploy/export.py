@@ -74,7 +74,9 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
 
 def provenance(run: TrainedRun) -> dict[str, Any]:
     """What the artifact records about where it came from."""
-    keep = ("top1", "many", "medium", "few", "per_class", "epochs", "dataset", "train_counts")
+    # "calibration": the record of runs made by `climbq calibrate` (post-training quantization)
+    keep = ("top1", "many", "medium", "few", "per_class", "epochs", "dataset", "train_counts",
+            "calibration")  # fmt: skip
     return {
         "climbq_deploy": __version__,
         "run": run.folder.name,

@@ -5,6 +5,11 @@ node knows the torch module it came from. Weights enter the graph as the quantiz
 integer weights times their scale (float64): the codes the exporter sees are the codes
 training used. Activation quantizers enter as their :class:`ActivationGrid` at inference
 (sigma = 2, no labels).
+
+Per-output-channel weight scales ``s_o`` (post-training quantization) enter through the
+BatchNorm that follows the conv: the conv carries ``W_int`` (scale 1) and
+``BN(s_o z) = (gamma s_o) (z - mean / s_o) / sqrt(var + eps) + beta``, so the BatchNorm node
+gets ``gamma' = gamma s_o`` and ``mean' = mean / s_o`` (float64); the folding pass is unchanged.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class _Builder:
         h, w, c = image_shape
         self.tensors["image"] = TensorSpec("image", "uint8", (h, w, c), channel_axis=2)
         self.count = 0
+        # per-output-channel weight scales of a conv output, consumed by the BatchNorm after it
+        self.channel_scales: dict[str, np.ndarray] = {}
 
     def add(self, cls: type[Node], inputs: tuple[str, ...], shape: tuple[int, ...],
             dtype: str = "float64", scale: float | None = None, source: str = "",
@@ -91,25 +98,35 @@ def _conv(b: _Builder, x: str, conv: nn.Module, source: str) -> str:
             "(climbq, climbq+, uniform, lsq with 2-8 bit weights) lower to integers"
         )
     w_int, scale = conv.weight_quantizer.integer_weights(conv.weight)
+    channel_scale = None
+    if isinstance(scale, torch.Tensor):  # per output channel: the next BatchNorm takes it
+        channel_scale, scale = scale.detach().double().numpy().copy(), 1.0
     h, w, c = b.shape(x)
     if c != conv.in_channels:  # pragma: no cover - model invariant
         raise ConfigError(f"layer {source!r} expects {conv.in_channels} channels, gets {c}")
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
     ohwi = w_int.permute(0, 2, 3, 1).numpy().astype(np.float64)  # torch OIHW -> OHWI
-    return b.add(Conv, (x,), (*out_hw, conv.out_channels), source=source,
-                 weight=ohwi * scale, weight_scale=scale,
-                 weight_bits=conv.weight_quantizer.bits,
-                 weight_grid=conv.weight_quantizer.integer_grid(), stride=s, padding=p,
-                 groups=conv.groups)  # fmt: skip
+    out = b.add(Conv, (x,), (*out_hw, conv.out_channels), source=source,
+                weight=ohwi * scale, weight_scale=scale,
+                weight_bits=conv.weight_quantizer.bits,
+                weight_grid=conv.weight_quantizer.integer_grid(), stride=s, padding=p,
+                groups=conv.groups)  # fmt: skip
+    if channel_scale is not None:
+        b.channel_scales[out] = channel_scale
+    return out
 
 
 def _bn(b: _Builder, x: str, bn: nn.BatchNorm2d, source: str) -> str:
     def arr(t: torch.Tensor) -> np.ndarray:
         return t.detach().double().numpy().copy()
 
-    return b.add(BatchNorm, (x,), b.shape(x), source=source, gamma=arr(bn.weight),
-                 beta=arr(bn.bias), mean=arr(bn.running_mean), var=arr(bn.running_var),
+    gamma, mean = arr(bn.weight), arr(bn.running_mean)
+    channel_scale = b.channel_scales.pop(x, None)
+    if channel_scale is not None:  # BN(s z) = (gamma s) (z - mean / s) / sqrt(var + eps) + beta
+        gamma, mean = gamma * channel_scale, mean / channel_scale
+    return b.add(BatchNorm, (x,), b.shape(x), source=source, gamma=gamma,
+                 beta=arr(bn.bias), mean=mean, var=arr(bn.running_var),
                  eps=float(bn.eps))  # fmt: skip
 
 
@@ -215,6 +232,9 @@ def capture(
             feats = _mobilenet(b, model, x)
         else:
             raise ConfigError(f"no integer lowering for {type(model).__name__}")
+        if b.channel_scales:
+            raise ConfigError(f"convs {sorted(b.channel_scales)} have per-channel weight scales "
+                              "but no BatchNorm after them to absorb the scales")  # fmt: skip
         h_out, w_out, c_out = b.shape(feats)
         pool_scale = b.tensors[feats].scale / (h_out * w_out)
         pooled = b.add(GlobalSumPool, (feats,), (c_out,), "int32", pool_scale, source="pool")

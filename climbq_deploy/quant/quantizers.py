@@ -14,6 +14,11 @@ Every quantizer lands on a uniform integer grid, so the exporter lowers them all
 - lsq: ``q = round(clip(v / s, -Q_N, Q_P))`` for weights and activations, each with its own
   learned step ``s``.
 
+- ptq (post-training, :mod:`climbq_deploy.ptq`): per-output-channel symmetric weights
+  ``W_int = clip(round(w / s_o), -Q, Q)``, ``s_o = max|w_o| / Q``; per-tensor symmetric
+  activations ``X_int = clip(round(x / s), -Q, Q)``, ``s = r / Q`` with the range ``r``
+  calibrated on data; ``Q = 2**(b-1) - 1``.
+
 LSQ (Esser et al. 2020): ``Q_N = 2**(b-1)``, ``Q_P = 2**(b-1) - 1``, step initialised to
 ``2 mean|v| / sqrt(Q_P)`` on the first training batch, gradient scaled by ``1/sqrt(numel Q_P)``.
 """
@@ -60,8 +65,12 @@ class ActivationGrid:
 class WeightQuantizer(nn.Module):
     bits: int
 
-    def integer_weights(self, w: Tensor) -> tuple[Tensor, float]:
-        """``(W_int int64, scale)`` with ``forward(w) == W_int * scale`` (up to float rounding)."""
+    def integer_weights(self, w: Tensor) -> tuple[Tensor, float | Tensor]:
+        """``(W_int int64, scale)`` with ``forward(w) == W_int * scale`` (up to float rounding).
+
+        ``scale`` is a float (one per tensor) or a float64 tensor of shape ``(O,)``, one per
+        output channel (``W_int[o] * scale[o]``); capture folds per-channel scales into the
+        BatchNorm that follows the conv."""
         raise NotImplementedError
 
     def integer_grid(self) -> tuple[int, int]:
@@ -199,18 +208,100 @@ class LSQActivation(_LSQ, ActivationQuantizer):
         return ActivationGrid(s * (k + 0.5), 1, -self.q_n, s)
 
 
-METHODS = ("fp32", "climbq", "climbq+", "uniform", "lsq")
+def symmetric_limit(bits: int) -> int:
+    """``Q = 2**(b-1) - 1``: the largest magnitude of a symmetric signed b-bit grid."""
+    return 2 ** (check_bits(bits) - 1) - 1
+
+
+class PTQWeight(WeightQuantizer):
+    """Per-output-channel symmetric weights of post-training quantization.
+
+    ``s_o = max|w_o| / Q`` (``s_o = 1`` for an all-zero channel), ``Q = 2**(b-1) - 1``,
+    ``W_int = clip(round(w / s_o), -Q, Q)`` (half-to-even), ``w_hat = W_int * s_o``. The
+    scales come from the weights themselves: no state, nothing to calibrate. Computed in
+    float64 (as ClimbQ's codes), so training-free models and their export agree.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.limit = symmetric_limit(bits)
+
+    def _scales(self, w: Tensor) -> Tensor:
+        peak = w.detach().double().abs().flatten(1).amax(dim=1)
+        return torch.where(peak > 0, peak / self.limit, torch.ones_like(peak))
+
+    def forward(self, w: Tensor) -> Tensor:
+        w_int, scale = self.integer_weights(w)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        return (w_int.double() * scale.view(shape)).to(w.dtype)
+
+    def integer_grid(self) -> tuple[int, int]:
+        """``W_int = code - Q``, codes ``0..2Q`` (within ``0..2**b - 1``): ``(1, -Q)``."""
+        return 1, -self.limit
+
+    def integer_weights(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self._scales(w)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        q = torch.round(w.detach().double() / scale.view(shape))
+        return q.clamp(-self.limit, self.limit).to(torch.int64), scale
+
+
+class PTQActivation(ActivationQuantizer):
+    """Per-tensor symmetric activations with a calibrated range ``r`` (buffer ``range``).
+
+    ``s = r / Q``, ``X_int = clip(round(x / s), -Q, Q)`` (half-to-even), ``x_hat = X_int * s``;
+    as thresholds: ``j = #{k : x >= s (k + 1/2)}``, ``k = -Q .. Q - 1``, ``X_int = j - Q``
+    (ties round up there, half-to-even here: only exact ties can differ). ``range`` is NaN
+    until :mod:`climbq_deploy.ptq` calibrates it; an uncalibrated quantizer refuses to run.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.limit = symmetric_limit(bits)
+        self.register_buffer("range", torch.tensor(float("nan"), dtype=torch.float64))
+
+    def set_range(self, value: float) -> None:
+        """Set ``r`` (> 0, finite, in the units of x)."""
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"activation range must be finite and > 0, got {value}")
+        self.range.fill_(value)
+
+    def step(self) -> float:
+        """``s = r / Q`` (float64)."""
+        r = float(self.range)
+        if not math.isfinite(r) or r <= 0:
+            raise ConfigError(
+                f"ptq activation quantizer ({self.bits} bits) has no calibrated range (r = {r}); "
+                "PTQ models are made by `climbq calibrate`, not trained"
+            )
+        return r / self.limit
+
+    def forward(self, x: Tensor, sigma: float | Tensor = INFERENCE_SIGMA) -> Tensor:
+        s = self.step()
+        return round_ste(x / s).clamp(-self.limit, self.limit) * s
+
+    def grid(self) -> ActivationGrid:
+        s = self.step()
+        k = np.arange(-self.limit, self.limit, dtype=np.float64)
+        return ActivationGrid(s * (k + 0.5), 1, -self.limit, s)
+
+
+METHODS = ("fp32", "climbq", "climbq+", "uniform", "lsq", "ptq")
 _WEIGHT = {
     "climbq": ClimbQWeight,
     "climbq+": ClimbQWeight,
     "uniform": UniformWeight,
     "lsq": LSQWeight,
+    "ptq": PTQWeight,
 }
 _ACTIVATION = {
     "climbq": ClimbQActivation,
     "climbq+": ClimbQActivation,
     "uniform": UniformActivation,
     "lsq": LSQActivation,
+    "ptq": PTQActivation,
 }
 
 
