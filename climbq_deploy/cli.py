@@ -148,10 +148,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="hold out this share of each training class; report the best epoch on it",
     )
+    tr.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu",
+        help="where to train (auto: cuda if available); checkpoints always load on a CPU",
+    )  # fmt: skip
     tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
+
+    cal = commands.add_parser(
+        "calibrate", help="post-training quantization of a full-precision run (no training)"
+    )
+    cal.add_argument("fp_run", type=Path, help="full-precision RUN folder (climbq train)")
+    cal.add_argument(
+        "--method",
+        required=True,
+        choices=("ptq-int8", "ptq-w4a4", "climbq-ptq"),
+        help="PTQ int8 / 4-bit, or ClimbQ 4-bit with BatchNorm re-estimation",
+    )
+    cal.add_argument(
+        "--calib",
+        choices=("natural", "balanced"),
+        default="natural",
+        help="calibration set: a draw that follows the long tail, or equal per class",
+    )
+    cal.add_argument("--calib-size", type=_positive_int, default=500, help="images (default 500)")
+    cal.add_argument(
+        "--range",
+        choices=("minmax", "percentile"),
+        default=None,
+        help="ptq activation ranges (default minmax)",
+    )
+    cal.add_argument("--percentile", type=float, default=99.99, help="percentile rule's p (%%)")
+    cal.add_argument("--seed", type=_non_negative_int, default=0, help="calibration set seed")
+    cal.add_argument("--batch-size", type=_positive_int, default=250)
+    cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
+    cal.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    cal.add_argument("--json", action="store_true", help="print metrics.json")
+    cal.set_defaults(handler=_cmd_calibrate)  # fmt: skip
 
     ex = commands.add_parser("export", help="lower a trained run to a target's integer artifact")
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
@@ -159,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
     ex.add_argument("--head", choices=("float", "int8"), default="float", help="classifier head")
     ex.add_argument("--no-pack", action="store_true", help="store weights as int8, not packed")
+    ex.add_argument("--weights", choices=("int8", "int4"), default=None,
+                    help="int8 (default) or int4 (tensorrt: INT4 weight-only head)")  # fmt: skip
     ex.add_argument("--json", action="store_true", help="print a JSON summary")
     ex.set_defaults(handler=_cmd_export)
 
@@ -171,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tflite: LiteRT default (XNNPACK), builtin optimized, or reference",
     )
+    ck.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default=None,
+                    help="tensorrt: ONNX Runtime (CPU) or a TensorRT engine (GPU)")  # fmt: skip
     ck.add_argument("--artifact", type=Path, default=None, help="default: export afresh")
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
     ck.add_argument("--head", choices=("float", "int8"), default="float")
@@ -180,22 +219,52 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(handler=_cmd_check)
 
     bn = commands.add_parser("bench", help="latency (p50/p90/p99) and accuracy of a model file")
-    bn.add_argument("model", type=Path, help="a .tflite written by `climbq export`")
+    bn.add_argument("model", type=Path, help="a .tflite, .onnx or .climbq from `climbq export`")
     bn.add_argument("--threads", type=_positive_int, default=1)
     bn.add_argument("--kernels", choices=("xnnpack", "optimized", "ref"), default="xnnpack")
     bn.add_argument("--warmup", type=_non_negative_int, default=10)
     bn.add_argument("--repeats", type=_positive_int, default=100)
     bn.add_argument("--data", type=Path, default=None, help="dataset folder: also top-1")
+    bn.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                    help=".onnx: ONNX Runtime (CPU) or a TensorRT engine (GPU)")  # fmt: skip
+    bn.add_argument("--batch", type=_positive_int, default=1,
+                    help=".onnx/.climbq: images per invoke (.tflite: 1)")  # fmt: skip
     bn.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bn.set_defaults(handler=_cmd_bench)
+
+    rp = commands.add_parser("report", help="report.md/.html with plots from training runs")
+    rp.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="RUN folders (climbq train)")
+    rp.add_argument("--out", type=Path, default=Path("report"), help="folder (default ./report)")
+    rp.add_argument("--data", type=Path, default=None, help="dataset folder (default: the runs')")
+    rp.set_defaults(handler=_cmd_report)
+
+    dm = commands.add_parser("demo", help="the main job: data, train, export, check, bench, report")
+    dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    dm.add_argument("--quick", action="store_true",
+                    help="every stage, fewer epochs, 200-image checks")  # fmt: skip
+    dm.set_defaults(handler=_cmd_demo)
     return parser
 
 
-def _cmd_bench(args: argparse.Namespace) -> None:
-    from climbq_deploy.bench import bench_tflite
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from climbq_deploy.demo import run_demo
 
-    record = bench_tflite(args.model, threads=args.threads, kernels=args.kernels,
-                          warmup=args.warmup, repeats=args.repeats, data=args.data)  # fmt: skip
+    run_demo(args.out, quick=args.quick)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from climbq_deploy.report import make_report
+
+    files = make_report(args.runs, args.out, data=args.data, progress=True)
+    print(f"wrote {files.markdown}, {files.html}, {files.json} and {len(files.plots)} plots")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from climbq_deploy.bench import bench_artifact
+
+    kernels = {".onnx": args.runtime, ".tflite": args.kernels}.get(args.model.suffix)
+    record = bench_artifact(args.model, threads=args.threads, kernels=kernels, batch=args.batch,
+                            warmup=args.warmup, repeats=args.repeats, data=args.data)  # fmt: skip
     if args.json:
         print(json.dumps(record, indent=2))
         return
@@ -207,12 +276,30 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from climbq_deploy.ptq import CalibrateConfig, calibrate
+
+    config = CalibrateConfig(str(args.fp_run), args.method, args.calib, args.calib_size,
+                             args.range, args.percentile, args.seed, args.batch_size,
+                             args.data)  # fmt: skip
+    metrics = calibrate(config, args.out)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    groups = ", ".join(
+        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
+    )
+    counts = metrics["calibration"]["set"]["counts"]
+    print(f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
+          f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}")  # fmt: skip
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     from climbq_deploy.export import load_run, lower_run
     from climbq_deploy.ir.serialize import save_program
     from climbq_deploy.targets import get_target
 
-    target = get_target(args.target)
+    target = get_target(args.target, weights=args.weights)
     graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
     out = args.out or args.run / f"model{target.suffix}"
     if args.target == "numpy":
@@ -233,7 +320,7 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
     record = check_run(args.run, target=args.target, artifact=args.artifact, data=args.data,
                        batch_size=args.batch_size, limit=args.limit, head=args.head,
-                       progress=True, kernels=args.kernels)  # fmt: skip
+                       progress=True, kernels=args.kernels or args.runtime)  # fmt: skip
     if args.json:
         print(json.dumps(record, indent=2))
         return
@@ -255,7 +342,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
         loss_options=dict(args.loss_option), precision=args.precision,
-        val_fraction=args.val_fraction,
+        val_fraction=args.val_fraction, device=args.device,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     groups = ", ".join(

@@ -54,3 +54,37 @@ def test_bench_cli_json_and_bad_options(exported) -> None:
     assert set(json.loads(result.stdout)["latency_ms"]) == {"p50", "p90", "p99"}
     with pytest.raises(ConfigError, match="kernels"):
         bench_tflite(path, kernels="gpu")
+
+
+SHAPE_KEYS = {"model", "target", "kernels", "threads", "batch", "latency_ms", "images_per_second",
+              "cpu", "cores", "top1", "reference_agreement"}  # fmt: skip
+
+
+def test_bench_artifact_numpy_and_tflite_share_one_record_shape(exported, tmp_path) -> None:
+    from climbq_deploy.bench import bench_artifact
+    from climbq_deploy.ir.serialize import save_program
+
+    path, graph, data, dataset = exported
+    program = save_program(graph, tmp_path / "m.climbq")
+    numpy_record = bench_artifact(program, batch=4, warmup=1, repeats=3, data=data)
+    tflite_record = bench_artifact(path, kernels="ref", warmup=1, repeats=3, data=data)
+    for record in (numpy_record, tflite_record):
+        assert set(record) >= SHAPE_KEYS
+        assert record["n_images"] == len(dataset.test_labels)
+    assert numpy_record["target"] == "numpy" and numpy_record["batch"] == 4
+    assert numpy_record["reference_agreement"] is None  # it is the reference
+    expected = ReferenceModel(graph).predict(dataset.test_images).argmax(1)
+    assert numpy_record["top1"] == pytest.approx(100 * np.mean(expected == dataset.test_labels))
+    # LiteRT against the reference of its own (int16-flavour) program: exact, so agreement 1
+    assert tflite_record["target"] == "tflite" and tflite_record["reference_agreement"] == 1.0
+
+
+def test_bench_artifact_refuses_unknown_files(tmp_path) -> None:
+    from climbq_deploy.bench import bench_artifact
+    from climbq_deploy.errors import DataError
+
+    (tmp_path / "m.bin").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"m\.bin.*unknown artifact kind"):
+        bench_artifact(tmp_path / "m.bin")
+    with pytest.raises(DataError, match="no artifact"):
+        bench_artifact(tmp_path / "missing.tflite")
