@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/climbq data syndigits --gamma 50 --seed 0 --out $(DEMO_OUT)/syndigits-lt-g50 --preview
+	$(BIN)/climbq demo --out $(DEMO_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -122,7 +122,9 @@ def check_run(
     """Compare ``target``'s artifact of run ``run_dir`` with the torch model on the test set.
 
     ``artifact`` defaults to a fresh export into ``RUN/model<suffix>`` (kept, written
-    atomically). ``limit`` checks only the first images (the record says how many).
+    atomically). ``limit`` checks ``limit`` evenly spaced test images (indices
+    ``round(linspace(0, N - 1, limit))``; test splits are stored class by class, so the first
+    images would all be one class); the record says how many.
     """
     client = get_target(target, kernels)
     reason = client.unavailable()
@@ -147,7 +149,8 @@ def check_run(
     if limit is not None:
         if limit < 1:
             raise DataError(f"limit must be >= 1, got {limit}")
-        images, labels = images[:limit], labels[:limit]
+        chosen = np.unique(np.round(np.linspace(0, len(images) - 1, limit)).astype(np.int64))
+        images, labels = images[chosen], labels[chosen]
     exact = _float64_copy(run)
     hooks = _TorchCodes(exact, layers)
     tally = _Tally(layers, dict.fromkeys(layers, 0), dict.fromkeys(layers, 0))

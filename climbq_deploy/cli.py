@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
     ck.add_argument("--head", choices=("float", "int8"), default="float")
     ck.add_argument("--batch-size", type=_positive_int, default=100)
-    ck.add_argument("--limit", type=_positive_int, default=None, help="first N test images")
+    ck.add_argument("--limit", type=_positive_int, default=None, help="N evenly spaced test images")
     ck.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ck.set_defaults(handler=_cmd_check)
 
