@@ -1,4 +1,5 @@
-# x86-64 CPU image of climbq_deploy; the demo issue extends it to run every CPU target.
+# x86-64 CPU image of climbq_deploy: trains and runs every CPU target (NumPy reference, LiteRT,
+# ONNX Runtime for the TensorRT-bound ONNX); the default command is the main job, `climbq demo`.
 # Build: docker build -t climbq .    Run: docker run --rm -v "$PWD/out:/work" climbq
 # A CPU-only torch wheel index can be given with --build-arg PIP_EXTRA_INDEX_URL=<index>.
 FROM python:3.11-slim-bookworm
@@ -16,8 +17,8 @@ COPY kernels ./kernels
 COPY targets ./targets
 # Versions are pinned in pyproject.toml (torch==2.13.0); "." is this package.
 # hadolint ignore=DL3013
-RUN pip install ".[tflite,onnx]"
+RUN pip install ".[tflite,onnx]" && climbq demo --help > /dev/null
 
 WORKDIR /work
 ENTRYPOINT ["climbq"]
-CMD ["data", "syndigits", "--gamma", "50", "--out", "/work/syndigits-lt-g50", "--preview"]
+CMD ["demo", "--out", "/work/demo"]

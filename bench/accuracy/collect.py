@@ -75,6 +75,23 @@ def _compare_dataset_hashes() -> None:
         print(f"dataset {meta.stem}: device build {'equals' if same else 'DIFFERS FROM'} local")
 
 
+def _local_data_differs(run: grid.Run) -> str | None:
+    """Why the run's test set cannot be checked here (None when the local build is the one
+    the run was trained and tested on): missing, or built differently (SynDigits fonts)."""
+    config = json.loads((run.path / "metrics.json").read_text()).get("config", {})
+    name = Path(str(config.get("data", ""))).name
+    local = grid.DATA / name / "meta.json"
+    device = grid.RUNS / "device-meta" / f"{name}.json"
+    if not local.is_file():
+        return f"dataset {name} is not built here"
+    if device.is_file():
+        theirs = json.loads(device.read_text())["arrays"]
+        ours = json.loads(local.read_text())["arrays"]
+        if any(theirs[k]["sha256"] != ours[k]["sha256"] for k in ours if k in theirs):
+            return f"the local {name} differs from the device build the run was tested on"
+    return None
+
+
 def deploy(runs: list[grid.Run]) -> None:
     """TFLite check of every finished ClimbQ+ run without deploy.json."""
     from climbq_deploy.check import check_run
@@ -84,6 +101,10 @@ def deploy(runs: list[grid.Run]) -> None:
         if run.method != "climbq+" or not (run.path / RESULT).is_file():
             continue
         if (run.path / DEPLOY).is_file():
+            continue
+        reason = _local_data_differs(run)
+        if reason:
+            print(f"deploy check (tflite) skipped for {run.name}: {reason}", flush=True)
             continue
         print(f"deploy check (tflite): {run.name}", flush=True)
         record = check_run(run.path, target="tflite", progress=False)
