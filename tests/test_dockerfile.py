@@ -39,6 +39,7 @@ def test_install_step_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     modules = ["ai_edge_litert.interpreter", "onnxruntime", "onnx", "torch", "climbq_deploy.demo",
                "climbq_deploy.report", "climbq_deploy.targets.tensorrt"]  # fmt: skip
     imports = "import " + ", ".join(modules)
+    # outside the checkout, so the installed package is imported, not the source folder
     check = subprocess.run([str(bin_dir / "python"), "-c", imports], capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+                           text=True, timeout=600, cwd=tmp_path)  # fmt: skip
     assert check.returncode == 0, check.stderr
