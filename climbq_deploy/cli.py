@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     ex.add_argument("--target", default="numpy", help="numpy (model.climbq) or tflite")
     ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
-    ex.add_argument("--head", choices=("float", "int8"), default="float", help="classifier head")
+    ex.add_argument("--head", choices=("float", "int8", "int4"), default="float",
+                    help="classifier head (int4: a 4-bit head in the program itself)")  # fmt: skip
     ex.add_argument("--no-pack", action="store_true", help="store weights as int8, not packed")
     ex.add_argument("--weights", choices=("int8", "int4"), default=None,
                     help="int8 (default) or int4 (tensorrt: INT4 weight-only head)")  # fmt: skip
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tensorrt: ONNX Runtime (CPU) or a TensorRT engine (GPU)")  # fmt: skip
     ck.add_argument("--artifact", type=Path, default=None, help="default: export afresh")
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
-    ck.add_argument("--head", choices=("float", "int8"), default="float")
+    ck.add_argument("--head", choices=("float", "int8", "int4"), default="float")
     ck.add_argument("--batch-size", type=_positive_int, default=100)
     ck.add_argument("--limit", type=_positive_int, default=None, help="N evenly spaced test images")
     ck.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -147,6 +147,14 @@ class OnnxRuntimeRunner:
         return RunOutput(values["logits"].astype(np.float64), codes_from(values, self.graph))
 
 
+def _has_int4_head(graph: Graph) -> bool:
+    """True when the program's head already lies on a 4-bit grid (``--head int4``)."""
+    from climbq_deploy.ir.graph import IntLinear
+
+    heads = [n for n in graph.nodes if isinstance(n, IntLinear)]
+    return bool(heads) and all(int(np.abs(n.weight).max(initial=0)) <= 7 for n in heads)
+
+
 class TensorrtTarget:
     """``weights``: ``int8`` (every weight INT8, head as the program has it) or ``int4`` (the
     head's weights INT4, block-quantized; convs stay INT8). ``runtime``: what ``load`` runs
@@ -185,7 +193,9 @@ class TensorrtTarget:
         from climbq_deploy.targets.tensorrt.export import int4_head, write_onnx
         from climbq_deploy.targets.tensorrt.rules import check_tensorrt_rules
 
-        if self.weights == "int4":
+        if self.weights == "int4" and not _has_int4_head(graph):
+            # a float or int8 head is re-quantized to 4 bits: a different program from the
+            # int8-weight file's; lower with --head int4 for a pair with identical outputs
             graph = int4_head(graph)
         with tempfile.TemporaryDirectory() as tmp:
             program = save_program(graph, Path(tmp) / "program.climbq").read_bytes()

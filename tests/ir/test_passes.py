@@ -209,3 +209,25 @@ def test_fold_batchnorm_extreme_parameters(var, gamma) -> None:
                                atol=1e-9 * np.abs(expected).max())  # fmt: skip
     lowered = lower(graph)  # and the whole chain accepts it
     assert lowered.ops() == ["input_quant", "int_conv", "threshold_act"]
+
+
+@pytest.mark.parametrize(("bits", "expected"), [(8, [[127, -64, 1], [0, 0, 0]]),
+                                                 (4, [[7, -4, 0], [0, 0, 0]])])  # fmt: skip
+def test_quantize_head_per_output_channel_grid(bits: int, expected: list) -> None:
+    """``W_q = round_half_even(W / (max|W[o]| / Q))``, Q = 2**(bits-1) - 1; zero rows scale 1."""
+    from climbq_deploy.ir.graph import IntLinear, Linear, TensorSpec
+    from climbq_deploy.ir.passes import quantize_head
+
+    weight = np.array([[2.0, -1.0, 0.01], [0.0, 0.0, 0.0]])
+    head = Linear(name="fc", inputs=("pool",), output="fc", source="fc", weight=weight,
+                  bias=np.zeros(2))  # fmt: skip
+    tensors = {"pool": TensorSpec("pool", "int32", (3,), 0, 1.0),
+               "fc": TensorSpec("fc", "float64", (2,), 0)}  # fmt: skip
+    graph = Graph(nodes=[head], tensors=tensors, input="pool", output="fc")
+    out = quantize_head(graph, bits=bits).nodes[0]
+    assert isinstance(out, IntLinear)
+    assert out.weight.tolist() == expected
+    q = 2 ** (bits - 1) - 1
+    assert out.weight_scale.tolist() == [2.0 / q, 1.0]
+    with pytest.raises(LoweringError, match="head bits"):
+        quantize_head(graph, bits=3)

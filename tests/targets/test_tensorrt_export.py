@@ -156,3 +156,24 @@ def test_count_is_exact_at_floor_t_and_ceil_of_each_threshold() -> None:
         for c in range(2):
             assert y[0, c, 0, i] == 2 * sum(1 for t in theta[c] if v >= t) - 3, (c, v)
         assert y[0, 2, 0, i] == 2 * 1 - 3  # constant channel: one level passed
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_int4_and_int8_storage_of_an_int4_head_program_give_identical_outputs(
+    tmp_path, bits: int
+) -> None:
+    """``--head int4`` puts the 4-bit head in the program; storing it as INT8 or INT4 then
+    changes the file, not one output (a float head re-quantized to INT4 is another program)."""
+    _, graph = resnet(bits, 20 + bits, head="int4")
+    head = next(n for n in graph.nodes if n.op == "int_linear")
+    assert np.abs(head.weight).max() <= 7
+    x = images(16, n=8, seed=3)
+    outs = {}
+    for weights in ("int8", "int4"):
+        target = TensorrtTarget("onnxruntime", weights)
+        runner = target.load(target.export(graph, tmp_path / f"m-{weights}.onnx"))
+        outs[weights] = runner.run(x, with_codes=True)
+        assert_exact(runner, x)
+    np.testing.assert_array_equal(outs["int4"].logits, outs["int8"].logits)
+    for name, codes in outs["int8"].codes.items():
+        np.testing.assert_array_equal(outs["int4"].codes[name], codes)

@@ -18,17 +18,18 @@ from climbq_deploy.ir.passes.quantize_head import quantize_head
 
 Pass = Callable[[Graph], Graph]
 PASSES: tuple[Pass, ...] = (fold_batchnorm, integerize_weights, derive_thresholds, bound_tensors)
-HEADS = ("float", "int8")
+HEADS = ("float", "int8", "int4")
 
 
 def lower(graph: Graph, head: str = "float") -> Graph:
-    """The integer program of a captured graph; ``head="int8"`` also quantizes the Linear."""
+    """The integer program of a captured graph; ``head="int8"`` / ``"int4"`` also quantizes the
+    Linear head to that grid (per output channel)."""
     if head not in HEADS:
         raise LoweringError(f"head must be one of {HEADS}, got {head!r}")
     for step in PASSES:
         graph = step(graph)
-    if head == "int8":
-        graph = quantize_head(graph)
+    if head in ("int8", "int4"):
+        graph = quantize_head(graph, bits=int(head[3:]))
     leftover = [n.op for n in graph.nodes if n.op not in INTEGER_OPS + HEAD_OPS]
     if leftover:
         raise LoweringError(f"lowering left non-integer ops {sorted(set(leftover))}")
