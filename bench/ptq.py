@@ -6,7 +6,7 @@ For each ``--fp-run`` / ``--qat-run`` pair (a full-precision ResNet-20 and a 4-b
 run on the same dataset; ``--qat-run -`` when there is none) every recipe is calibrated with
 ``climbq_deploy.ptq.calibrate`` (the library behind ``climbq calibrate``) into
 ``--work/<dataset>/<row>/``, evaluated on the whole balanced test set (top-1, many/medium/few),
-and checked with ``check_run(target="tflite")`` on the first ``--limit`` test images. Finished
+and checked with ``check_run(target="tflite")`` on ``--limit`` evenly spaced test images. Finished
 rows (``metrics.json``, ``check-tflite.json``) are reused, so the script resumes; ``--rows``
 runs only rows whose id contains one of the given strings (to keep each invocation short).
 
@@ -241,8 +241,8 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         if pure:
             text += (f" The pure integer program (NumPy target) of the same models is exact: "
                      f"code agreement {min(p['code_agreement'] for p in pure):.4f}, top-1 "
-                     f"agreement {min(p['top1_agreement'] for p in pure):.3f} on the first "
-                     f"{pure[0]['n_images']} images.")  # fmt: skip
+                     f"agreement {min(p['top1_agreement'] for p in pure):.3f} on "
+                     f"{pure[0]['n_images']} evenly spaced images.")  # fmt: skip
         out.append(text)
     return out
 
@@ -258,7 +258,9 @@ def main() -> None:
     )
     parser.add_argument("--calib-size", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--limit", type=int, default=500, help="TFLite check: first N test images")
+    parser.add_argument(
+        "--limit", type=int, default=500, help="TFLite check: N evenly spaced test images"
+    )
     parser.add_argument(
         "--numpy-limit",
         type=int,
@@ -304,13 +306,11 @@ def main() -> None:
              "quantizers on the trained weights, BatchNorm statistics re-estimated on the "
              "calibration set; no training. Accuracy: whole balanced test set (mean over "
              "seeds). TFLite: LiteRT "
-             f"({args.kernels}) on the first {args.limit} test images only (CPU budget), seed "
+             f"({args.kernels}) on {args.limit} evenly spaced test images only (CPU budget), seed "
              f"{args.seeds[0]}'s model; `exact vs flavour` is the bit-exactness against the "
              "NumPy reference of the int16 TFLite program, the agreements are against the "
-             "torch model in float64. The test set is stored class by class, so the first "
-             f"{args.limit} images cover only the first classes (head): the TFLite/torch top-1 "
-             "columns are not comparable with the whole-set top-1; agreement is what they "
-             "measure. Few-shot = the classes with < 20 training images (one class on "
+             "torch model in float64 (the TFLite/torch top-1 columns are on that subset). "
+             "Few-shot = the classes with < 20 training images (one class on "
              "SynDigits-LT gamma 50, 200 test images: one seed's few-shot figure moves by "
              "several points between calibration draws).\n"]  # fmt: skip
     for s in sections:
