@@ -28,6 +28,16 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def latency_fields(ms: np.ndarray, batch: int) -> dict[str, Any]:
+    """``latency_ms`` (p50/p90/p99 of per-invoke milliseconds) and ``images_per_second``
+    (``batch`` / median), the part of the record every target shares."""
+    ms = np.asarray(ms, dtype=np.float64)
+    return {
+        "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
+        "images_per_second": batch / (float(np.median(ms)) / 1000),
+    }
+
+
 def bench_tflite(
     model: str | Path,
     threads: int = 1,
@@ -69,7 +79,7 @@ def bench_tflite(
         interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
         times.append(time.perf_counter() - began)
-    ms = np.sort(np.array(times)) * 1000
+    ms = np.array(times) * 1000
     record: dict[str, Any] = {
         "model": str(path),
         "target": "tflite",
@@ -78,8 +88,7 @@ def bench_tflite(
         "batch": batch,
         "warmup": warmup,
         "repeats": repeats,
-        "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
-        "images_per_second": batch / (float(np.median(ms)) / 1000),
+        **latency_fields(ms, batch),
         "runtime": getattr(module, "__name__", "interpreter"),
         "cpu": _cpu(),
         "machine": platform.machine(),
@@ -180,7 +189,7 @@ def _bench_runner(target: Any, path: Path, batch: int, warmup: int, repeats: int
         began = time.perf_counter()
         runner.run(images)
         times.append(time.perf_counter() - began)
-    ms = np.sort(np.array(times)) * 1000
+    ms = np.array(times) * 1000
     return {
         "model": str(path),
         "target": target.name,
@@ -188,8 +197,7 @@ def _bench_runner(target: Any, path: Path, batch: int, warmup: int, repeats: int
         "batch": batch,
         "warmup": warmup,
         "repeats": repeats,
-        "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
-        "images_per_second": batch / (float(np.median(ms)) / 1000),
+        **latency_fields(ms, batch),
         "runtime": f"numpy {np.__version__}",
         "cpu": _cpu(),
         "machine": platform.machine(),

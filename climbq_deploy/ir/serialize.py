@@ -175,3 +175,21 @@ def _node(entry: dict[str, Any], arrays: dict[str, np.ndarray], path: str | Path
             array, values["direction"] = _delta_decode(encoded)
         values[field] = array
     return cls(**values)
+
+
+def program_bytes(graph: Graph) -> bytes:
+    """The ``.climbq`` artifact of ``graph`` as bytes (what targets embed in their models)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_program(graph, Path(tmp) / "program.climbq").read_bytes()
+
+
+def load_program_bytes(data: bytes) -> tuple[Graph, dict[str, Any]]:
+    """:func:`load_program` of an artifact held in memory (embedded in a target's model)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "program.climbq"
+        path.write_bytes(data)
+        return load_program(path)

@@ -15,7 +15,6 @@ runtimes:
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
 from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
-from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
 from climbq_deploy.kernels import ops
 from climbq_deploy.targets.base import RunOutput
 
@@ -52,10 +51,7 @@ def read_model(path: Path):
         model = onnx.load_model_from_string(path.read_bytes())
     except Exception as exc:  # protobuf raises DecodeError and friends from deep inside
         raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        program = Path(tmp) / "program.climbq"
-        program.write_bytes(read_program_bytes(model, path))
-        graph, manifest = load_program(program)
+    graph, manifest = load_program_bytes(read_program_bytes(model, path))
     return model, graph, manifest
 
 
@@ -197,9 +193,7 @@ class TensorrtTarget:
             # a float or int8 head is re-quantized to 4 bits: a different program from the
             # int8-weight file's; lower with --head int4 for a pair with identical outputs
             graph = int4_head(graph)
-        with tempfile.TemporaryDirectory() as tmp:
-            program = save_program(graph, Path(tmp) / "program.climbq").read_bytes()
-        model = write_onnx(graph, self.weights, program)
+        model = write_onnx(graph, self.weights, program_bytes(graph))
         onnx.checker.check_model(model, full_check=True)
         check_tensorrt_rules(model, out)
         with atomic_write(out, "wb") as handle:

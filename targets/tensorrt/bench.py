@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from climbq_deploy.bench import _cpu
+from climbq_deploy.bench import _cpu, latency_fields
 from climbq_deploy.errors import ConfigError, DataError
 
 
@@ -58,7 +58,7 @@ def bench_onnx(
             samples.append(time.perf_counter() - began)
         times = np.array(samples) * 1000
         version = runner._ort.__version__
-    ms = np.sort(times)
+    ms = np.asarray(times)
     record: dict[str, Any] = {
         "model": str(path),
         "target": "tensorrt",
@@ -68,8 +68,7 @@ def bench_onnx(
         "batch": batch,
         "warmup": warmup,
         "repeats": repeats,
-        "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
-        "images_per_second": batch / (float(np.median(ms)) / 1000),
+        **latency_fields(ms, batch),
         "runtime": runtime,
         "cpu": _cpu(),
         "machine": platform.machine(),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
-from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
 from climbq_deploy.kernels import ops
 from climbq_deploy.targets.base import RunOutput
 
@@ -44,10 +43,7 @@ class TfliteRunner:
             raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         self.path = Path(path)
         content = self.path.read_bytes()
-        with tempfile.TemporaryDirectory() as tmp:
-            program = Path(tmp) / "program.climbq"
-            program.write_bytes(read_program_bytes(content, self.path))
-            self.graph, self.manifest = load_program(program)
+        self.graph, self.manifest = load_program_bytes(read_program_bytes(content, self.path))
         module = interpreter_module()
         resolver = RESOLVERS[kernels]
         self.kernels = kernels
@@ -109,9 +105,9 @@ class TfliteTarget:
         from climbq_deploy.targets.tflite.flavour import int16_flavour
 
         flavour = int16_flavour(graph)
-        with tempfile.TemporaryDirectory() as tmp:
-            program = save_program(flavour, Path(tmp) / "program.climbq").read_bytes()
-        content = write_tflite(flavour, batch=1, program=program, weights=self.weights)
+        content = write_tflite(
+            flavour, batch=1, program=program_bytes(flavour), weights=self.weights
+        )
         with atomic_write(out, "wb") as handle:
             handle.write(content)
         return Path(out)
