@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from climbq_deploy.distributed import shard_bounds
 from climbq_deploy.errors import ConfigError, DataError
 
 
@@ -115,6 +116,10 @@ class BatchLoader:
         device: where the images live and batches are made (``cpu`` or ``cuda[:i]``).
         bulk_random: draw a whole epoch's offsets and flips before its first batch and move
             them in one transfer (default: on for non-CPU devices); the draws are identical.
+        shard: ``(rank, world)``: yield only process ``rank``'s slice of every batch
+            (:func:`climbq_deploy.distributed.shard_bounds`), for data-parallel training. The
+            random draws are made for the whole batch as one process would make them, so the
+            slices of all processes put together are exactly the single-process batch.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class BatchLoader:
         channels_last: bool = True,
         device: str | torch.device = "cpu",
         bulk_random: bool | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise DataError(
@@ -143,6 +149,8 @@ class BatchLoader:
             raise DataError("cannot make batches from an empty image set")
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ConfigError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ConfigError(f"mean/std must have 3 entries with std > 0, got {mean}, {std}")
         self.augment = augment or Augment()
@@ -157,6 +165,7 @@ class BatchLoader:
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.sampler = sampler or SequentialSampler(len(images))
         self.channels_last = channels_last
+        self.shard = shard
         # (x / 255 - mean) / std  ==  x * scale + shift
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.scale = (1.0 / (255.0 * std_t)).to(self.device)
@@ -181,7 +190,8 @@ class BatchLoader:
             for start in starts:
                 index = order[start : start + self.batch_size]
                 draws = self._draw(len(index), gen)
-                index = index.to(self.device)
+                a, b = shard_bounds(len(index), *self.shard)
+                index, draws = index[a:b].to(self.device), draws[a:b]
                 yield self._make_batch(index, draws.to(self.device)), self.labels[index]
             return
         # Same draws in the same order as above, made up front: one transfer per epoch.
@@ -191,8 +201,9 @@ class BatchLoader:
         if draws_all is not None:
             draws_all = draws_all.to(self.device, non_blocking=True)
         for start, n in zip(starts, sizes, strict=True):
-            index = order[start : start + n]
-            yield self._make_batch(index, draws_all[start : start + n]), self.labels[index]
+            a, b = shard_bounds(n, *self.shard)
+            index = order[start + a : start + b]
+            yield self._make_batch(index, draws_all[start + a : start + b]), self.labels[index]
 
     def _draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """The random choices of one batch of ``n`` images, int64 ``n x 3``: crop offsets

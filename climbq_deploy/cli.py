@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -346,6 +347,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction, device=args.device,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
+        return
     groups = ", ".join(
         f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from climbq_deploy.distributed import global_bincount
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.quant import (
     ActQuant,
@@ -82,7 +83,8 @@ class QuantModel(nn.Module):
             and self.spec.method in ("climbq", "climbq+")
         )
         if scaling:
-            sigma = class_scaled_sigma(labels, self.num_classes, INFERENCE_SIGMA)
+            counts = global_bincount(labels, self.num_classes)  # global batch under DDP
+            sigma = class_scaled_sigma(labels, self.num_classes, INFERENCE_SIGMA, counts)
             self.context.sigma = sigma.to(x.dtype).view(-1, 1, 1, 1)
         else:
             self.context.sigma = INFERENCE_SIGMA

@@ -126,13 +126,18 @@ class _ClimbQActivation(torch.autograd.Function):
         return grad * slope, None, None, None
 
 
-def class_scaled_sigma(labels: Tensor, num_classes: int, base: float = 2.0) -> Tensor:
+def class_scaled_sigma(
+    labels: Tensor, num_classes: int, base: float = 2.0, counts: Tensor | None = None
+) -> Tensor:
     """Per-sample ``sigma_i = base - p_i`` of the authors' class scaling (§3), shape ``B``.
 
     ``p_i = c(y_i) / sum_m c(y_m)`` with ``c(k)`` the fraction of the batch labelled ``k``;
-    equivalently ``p_i = count(y_i) / sum_k count(k)**2``. Used in training only; inference
-    uses ``sigma = base``.
+    equivalently ``p_i = count(y_i) / sum_k count(k)**2``. ``counts`` are the batch's class
+    counts when the batch is larger than ``labels`` (data-parallel training: the global batch);
+    by default those of ``labels``. Used in training only; inference uses ``sigma = base``.
     """
-    counts = torch.bincount(labels, minlength=num_classes).to(torch.float32)
+    if counts is None:
+        counts = torch.bincount(labels, minlength=num_classes)
+    counts = counts.to(torch.float32)
     p = counts[labels] / counts.square().sum()
     return base - p

@@ -33,6 +33,7 @@ import torch
 from scipy.special import ndtri
 from torch import Tensor, nn
 
+from climbq_deploy.distributed import global_mean, global_numel
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.quant.functional import (
     FULL_PRECISION,
@@ -163,6 +164,8 @@ class UniformActivation(ActivationQuantizer):
 class _LSQ(nn.Module):
     """Shared LSQ step handling: lazy data-driven init, gradient-scaled step."""
 
+    batch_sharded = False  # True for activations: their batch is split across processes
+
     def __init__(self, bits: int) -> None:
         super().__init__()
         self.bits = bits
@@ -173,10 +176,13 @@ class _LSQ(nn.Module):
     def _scaled_step(self, v: Tensor) -> Tensor:
         if not bool(self.initialized):
             with torch.no_grad():
-                init = 2 * v.detach().abs().mean() / math.sqrt(self.q_p)
+                # mean |v| over the global batch under data-parallel training
+                init = 2 * global_mean(v.detach().abs()) / math.sqrt(self.q_p)
                 self.step.copy_(init.clamp_min(1e-8))
                 self.initialized.fill_(True)
-        g = 1.0 / math.sqrt(v.numel() * self.q_p)
+        # numel of the global batch for activations under data-parallel training
+        numel = global_numel(v) if self.batch_sharded and self.training else v.numel()
+        g = 1.0 / math.sqrt(numel * self.q_p)
         return (self.step - self.step * g).detach() + self.step * g
 
     def _quantize(self, v: Tensor) -> Tensor:
@@ -199,6 +205,8 @@ class LSQWeight(_LSQ, WeightQuantizer):
 
 
 class LSQActivation(_LSQ, ActivationQuantizer):
+    batch_sharded = True
+
     def forward(self, x: Tensor, sigma: float | Tensor = INFERENCE_SIGMA) -> Tensor:
         return self._quantize(x)
 

@@ -2,6 +2,10 @@
 checkpoints every epoch, exact resume, final-epoch long-tail metrics on the balanced test set,
 and best-epoch selection on an optional validation split held out of train.
 
+Under ``torchrun`` (``WORLD_SIZE > 1``) it trains data-parallel (:mod:`climbq_deploy.distributed`):
+each process takes a slice of every global batch, statistics and the loss are those of the global
+batch, and process 0 alone evaluates and writes; the same ``--batch-size`` gives the same run.
+
 On CUDA (``device="cuda"`` or ``"auto"``) the uint8 dataset sits on the GPU and batches are
 made there (:class:`BatchLoader`), running sums stay on the device (no per-step host sync), and
 checkpoints hold CPU tensors, so a run started on a GPU resumes or exports on a CPU-only machine.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,14 @@ from tqdm import tqdm
 
 from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
 from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
+from climbq_deploy.distributed import (
+    DistInfo,
+    broadcast_object,
+    finish_distributed,
+    gather_batch,
+    init_distributed,
+    use_global_batchnorm,
+)
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.fileio import atomic_write, write_json
 from climbq_deploy.losses import make_loss
@@ -148,6 +161,24 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    parallel = init_distributed(device.type)
+    try:
+        return _train(config, out, resume, progress, device, parallel)
+    finally:
+        finish_distributed(parallel)
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    device: torch.device,
+    parallel: DistInfo,
+) -> dict[str, Any]:
+    if parallel.enabled and device.type == "cuda":
+        device = torch.device("cuda", parallel.local_rank)
+    main = parallel.is_main
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels
         if config.precision == "fp32":  # fp32 means fp32: no TF32 convs or matmuls
@@ -162,6 +193,15 @@ def train(
     model = model.to(memory_format=torch.channels_last)
     criterion = make_loss(config.loss_name, fit_counts.tolist(), **config.loss_options)
     model, criterion = model.to(device), criterion.to(device)
+    forward = model
+    if parallel.enabled:
+        use_global_batchnorm(model)
+        # 1x1 channels_last filters have two valid stride patterns; DDP's bucket view takes the
+        # other one and warns about performance on every process (nothing is wrong).
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -188,10 +228,13 @@ def train(
         sampler=ShuffleSampler(len(train_idx), config.seed),
         seed=config.seed,
         device=device,
+        shard=(parallel.rank, parallel.world_size),
     )
-    steps = len(loader)
+    steps, images_per_epoch = len(loader), len(train_idx)
     test: LongTailMetrics | None = None
-    test_loader = dataset_loader(dataset, "test", config.eval_batch_size, device=device)
+    test_loader = (
+        dataset_loader(dataset, "test", config.eval_batch_size, device=device) if main else None
+    )
     evaluate = partial(predict, batch_size=config.eval_batch_size, precision=config.precision,
                        device=device)  # fmt: skip
     for epoch in range(start_epoch, config.epochs):
@@ -203,12 +246,15 @@ def train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         bar = tqdm(loader.epoch(epoch), total=steps, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress or None, leave=False)  # fmt: skip
+                   disable=not (progress and main) or None, leave=False)  # fmt: skip
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch, step, steps)
             with autocast(config.precision, device.type):
-                logits, feats = model(x, y, return_features=True)
+                logits, feats = forward(x, y, return_features=True)
+            if parallel.enabled:  # the loss of the global batch, on every process
+                batch = min(config.batch_size, images_per_epoch - step * config.batch_size)
+                logits, feats, y = (gather_batch(t, batch) for t in (logits, feats, y))
             loss = criterion(logits.float(), y, feats.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,6 +267,8 @@ def train(
                                 acc=f"{100 * int(correct) / total:.1f}")  # fmt: skip
         loss_mean, accuracy = float(loss_sum) / total, 100 * int(correct) / total
         seconds += time.perf_counter() - began
+        if not main:  # process 0 evaluates and writes; the others go on to the next epoch
+            continue
         began = time.perf_counter()
         test = long_tail_metrics(
             predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
@@ -243,6 +291,8 @@ def train(
                         "history": history, "seconds": seconds, "best": best})  # fmt: skip
         with atomic_write(out / "history.jsonl", "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in history)
+    if not main:
+        return broadcast_object(None)
     if test is None:  # resumed a finished run: nothing trained, evaluate the loaded weights
         test = long_tail_metrics(
             predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
@@ -254,6 +304,6 @@ def train(
                "test_seconds": history[-1].get("test_seconds") if history else None,
                "train_counts": counts, "fit_counts": fit_counts.tolist(),
                "val_images": len(val_idx), "best_val": best,
-               "config": config.as_dict()}  # fmt: skip
+               "world_size": parallel.world_size, "config": config.as_dict()}  # fmt: skip
     write_json(out / "metrics.json", metrics)
-    return metrics
+    return broadcast_object(metrics)
