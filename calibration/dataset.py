@@ -79,6 +79,16 @@ class ImageDataset:
                 f"train images are {self.train_images.shape[1:]} but test images are "
                 f"{self.test_images.shape[1:]}"
             )
+        for split in _SPLITS:  # every consumer divides by these counts
+            if not len(self.split(split)[1]):
+                raise DataError(f"dataset {self.name!r}: the {split} split holds no images")
+        empty = np.flatnonzero(np.bincount(self.train_labels, minlength=k) == 0)
+        if empty.size:  # a long-tail loss needs n_c >= 1 for every class
+            c = int(empty[0])
+            raise DataError(
+                f"dataset {self.name!r}: class {self.class_names[c]!r} (id {c}) has no training "
+                f"images ({empty.size} of {k} classes have none)"
+            )
 
     def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         """``(images, labels)`` of ``"train"`` or ``"test"``."""
@@ -218,13 +228,20 @@ def load_dataset(folder: str | Path) -> ImageDataset:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"{data_path} is corrupt or truncated: {exc}") from None
     extras = {k: v for k, v in arrays.items() if not k.startswith(("train_", "test_"))}
-    return ImageDataset(
-        name=str(meta.get("name", folder.name)),
-        class_names=tuple(meta["class_names"]),
-        train_images=arrays["train_images"],
-        train_labels=arrays["train_labels"],
-        test_images=arrays["test_images"],
-        test_labels=arrays["test_labels"],
-        info=dict(meta.get("info", {})),
-        extras=extras,
-    )
+    missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels")
+               if k not in arrays]  # fmt: skip
+    if missing or not isinstance(meta.get("class_names"), list):
+        raise ArtifactError(f"{folder}: {META_FILE} lacks class_names or the arrays {missing}")
+    try:
+        return ImageDataset(
+            name=str(meta.get("name", folder.name)),
+            class_names=tuple(str(n) for n in meta["class_names"]),
+            train_images=arrays["train_images"],
+            train_labels=arrays["train_labels"],
+            test_images=arrays["test_images"],
+            test_labels=arrays["test_labels"],
+            info=dict(meta.get("info", {})),
+            extras=extras,
+        )
+    except DataError as exc:  # name the folder the bad arrays came from
+        raise DataError(f"{folder}: {exc}") from None

@@ -47,17 +47,34 @@ class _Pool:
     location: str
 
 
+# Pillow modes whose channels are 8-bit: converting them to RGB keeps every value. 16-bit
+# ("I;16"), 32-bit ("I") and float ("F") images would be clipped to 0..255 by that conversion
+# (65535 and NaN both become a plain colour), so they are refused rather than silently ruined.
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
+                             "CMYK", "YCbCr", "LAB", "HSV"})  # fmt: skip
+
+
 def _decoder(source: ImageSource, size: int) -> Callable[[str], np.ndarray]:
     def fetch(relpath: str) -> np.ndarray:
         data = source.read(relpath)
-        where = f"{source.location}:{relpath}" if source.location.endswith(".zip") else relpath
+        zipped = source.location.endswith(".zip")
+        where = f"{source.location}:{relpath}" if zipped else str(Path(source.location) / relpath)
         try:
             with Image.open(io.BytesIO(data)) as image:
+                if image.mode not in EIGHT_BIT_MODES:
+                    raise DataError(
+                        f"cannot use image {where}: pixel mode {image.mode!r} is not 8 bits per "
+                        "channel (converting it would clip values to 0..255); save it as 8-bit"
+                    )
                 image = image.convert("RGB")
                 if image.size != (size, size):
                     image = image.resize((size, size), Image.BILINEAR)
                 return np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except UnidentifiedImageError:  # its message shows a BytesIO address, not the file
+            raise DataError(
+                f"cannot decode image {where}: not an image format Pillow reads"
+            ) from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot decode image {where}: {exc}") from None
 
     return fetch

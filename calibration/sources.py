@@ -2,7 +2,9 @@
 
 A source lists image files per split and class and returns their raw bytes. Zip archives are read
 in place (never extracted); members with absolute paths, ``..`` components or symlink bits are
-refused before anything is read, so a crafted archive cannot point outside itself.
+refused before anything is read, so a crafted archive cannot point outside itself, and an image
+member declaring more than :data:`MAX_IMAGE_BYTES` uncompressed is refused (a zip bomb would
+otherwise be inflated into memory).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 )
 SPLITS = ("train", "test")
+MAX_IMAGE_BYTES = 64 * 2**20  # one image file; zipfile never inflates past the declared size
 
 
 class ImageSource:
@@ -101,6 +104,12 @@ class ZipSource(ImageSource):
                 continue
             if PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            if info.file_size > MAX_IMAGE_BYTES:
+                self.archive.close()
+                raise DataError(
+                    f"{path}: refusing zip member {info.filename!r} (declares {info.file_size} "
+                    f"bytes uncompressed, more than {MAX_IMAGE_BYTES} for one image)"
+                )
             files.setdefault(parts[0], {}).setdefault(parts[1], []).append(rel)
             self._member[rel] = info.filename
         for split in files.values():
@@ -140,6 +149,10 @@ def open_source(path: str | Path) -> ImageSource:
         source: ImageSource = FolderSource(path)
     elif zipfile.is_zipfile(path):
         source = ZipSource(path)
+    elif path.suffix.lower() == ".zip":
+        raise DataError(
+            f"source {path} is neither a folder nor a readable zip (truncated or corrupt?)"
+        )
     else:
         raise DataError(
             f"source {path} is neither a folder nor a zip archive "

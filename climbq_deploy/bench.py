@@ -98,10 +98,19 @@ def bench_tflite(
         from climbq_deploy.calibration.dataset import load_dataset
 
         dataset = load_dataset(data)
+        _check_images(dataset, runner.graph, data, path)
         predictions = runner.run(dataset.test_images).logits.argmax(1)
         record["top1"] = float(100.0 * np.mean(predictions == dataset.test_labels))
         record["n_images"] = len(predictions)
     return record
+
+
+def _check_images(dataset: Any, graph: Any, data: str | Path, model: Path) -> None:
+    """The dataset's test images must be what the model reads: (H, W, C) of its input."""
+    expected = tuple(graph.tensors[graph.input].shape)
+    if dataset.image_shape != expected:
+        have, want = ("x".join(map(str, s)) for s in (dataset.image_shape, expected))
+        raise DataError(f"{data}: test images are {have} but {model} expects {want}")
 
 
 def _reference_agreement(graph: Any, images: np.ndarray, predictions: np.ndarray) -> float:
@@ -131,6 +140,8 @@ def bench_artifact(
     from climbq_deploy.targets import TARGET_NAMES, get_target
 
     path = Path(artifact)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the model file (e.g. {path / 'model.climbq'})")
     if not path.is_file():
         raise DataError(f"no artifact at {path}")
     if threads < 1 or batch < 1 or warmup < 0 or repeats < 1:
@@ -160,6 +171,7 @@ def bench_artifact(
 
         dataset = load_dataset(data)
         runner = _load_runner(target_name, path, kernels, threads)
+        _check_images(dataset, runner.graph, data, path)
         predictions = np.concatenate([
             runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
             for i in range(0, len(dataset.test_images), 256)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from climbq_deploy import __version__
-from climbq_deploy.errors import ClimbQError
+from climbq_deploy.errors import ClimbQError, ConfigError
 
 
 def _gamma(text: str) -> float:
@@ -45,6 +45,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _output_folder(path: Path, option: str = "--out") -> Path:
+    """``path`` as a folder to write into: refused when it exists as anything else."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} exists and is not a folder")
+    return path
 
 
 def _key_value(text: str) -> tuple[str, float | str]:
@@ -136,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--faithful-mbv2", action="store_true")
     tr.add_argument("--epochs", type=_positive_int, default=50)
     tr.add_argument("--batch-size", type=_positive_int, default=128)
-    tr.add_argument("--lr", type=float, default=0.04)
+    tr.add_argument("--lr", type=_positive_float, default=0.04)
     tr.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     tr.add_argument("--warmup-epochs", type=_non_negative_int, default=0)
     tr.add_argument("--seed", type=_non_negative_int, default=0)
@@ -251,12 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from climbq_deploy.demo import run_demo
 
+    _output_folder(args.out)
     run_demo(args.out, quick=args.quick)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from climbq_deploy.report import make_report
 
+    _output_folder(args.out)
     files = make_report(args.runs, args.out, data=args.data, progress=True)
     print(f"wrote {files.markdown}, {files.html}, {files.json} and {len(files.plots)} plots")
 
@@ -281,6 +300,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_calibrate(args: argparse.Namespace) -> None:
     from climbq_deploy.ptq import CalibrateConfig, calibrate
 
+    _output_folder(args.out)
     config = CalibrateConfig(str(args.fp_run), args.method, args.calib, args.calib_size,
                              args.range, args.percentile, args.seed, args.batch_size,
                              args.data)  # fmt: skip
@@ -302,8 +322,10 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from climbq_deploy.targets import get_target
 
     target = get_target(args.target, weights=args.weights)
-    graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
     out = args.out or args.run / f"model{target.suffix}"
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the artifact's file name")
+    graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
     if args.target == "numpy":
         path = save_program(graph, out, pack=not args.no_pack)
     else:
@@ -320,6 +342,10 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> None:
     from climbq_deploy.check import check_run
 
+    if args.kernels is not None and args.target != "tflite":
+        raise ConfigError(f"--kernels applies to --target tflite, not {args.target!r}")
+    if args.runtime is not None and args.target != "tensorrt":
+        raise ConfigError(f"--runtime applies to --target tensorrt, not {args.target!r}")
     record = check_run(args.run, target=args.target, artifact=args.artifact, data=args.data,
                        batch_size=args.batch_size, limit=args.limit, head=args.head,
                        progress=True, kernels=args.kernels or args.runtime)  # fmt: skip
@@ -338,6 +364,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from climbq_deploy.train.config import TrainConfig
     from climbq_deploy.train.loop import train
 
+    _output_folder(args.out)
     config = TrainConfig(
         data=args.data, arch=args.arch, method=args.method, wbits=args.wbits, abits=args.abits,
         loss=args.loss, act_scaling=args.act_scaling, faithful_mbv2=args.faithful_mbv2,

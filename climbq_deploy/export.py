@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from climbq_deploy import __version__
 from climbq_deploy.calibration.dataset import read_meta
-from climbq_deploy.errors import ArtifactError, ConfigError
+from climbq_deploy.errors import ArtifactError, ConfigError, DataError
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.passes import lower
@@ -48,28 +51,88 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     if not (folder / CHECKPOINT).is_file():
         raise ArtifactError(f"{folder} is not a training run (no {CHECKPOINT})")
     state = load_checkpoint(folder / CHECKPOINT)
+    weights = _checked_state(state, folder / CHECKPOINT)
     try:
         config = TrainConfig(**state["config"])
     except TypeError as exc:
         raise ArtifactError(f"{folder / CHECKPOINT}: unreadable config ({exc})") from None
     data_dir = Path(data) if data is not None else Path(config.data)
     meta = read_meta(data_dir)
-    norm = meta.get("info", {}).get("normalization", {})
-    mean = tuple(norm.get("mean", (0.5, 0.5, 0.5)))
-    std = tuple(norm.get("std", (0.5, 0.5, 0.5)))
-    num_classes = len(meta["class_names"])
+    mean, std, size = _input_description(meta, data_dir)
+    names = meta.get("class_names")
+    if not isinstance(names, list) or len(names) < 2:
+        raise ArtifactError(f"{data_dir}: meta.json class_names must list >= 2 classes")
+    num_classes = len(names)
     model = build_model(config.arch, num_classes, config.quant_spec, config.faithful_mbv2)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        model.load_state_dict(weights)
+    except RuntimeError as exc:  # torch's first line is a header; the second says what differs
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        detail = lines[min(1, len(lines) - 1)]
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
         raise ArtifactError(f"{folder / CHECKPOINT}: weights do not fit {config.arch} "
-                            f"with {num_classes} classes ({first})") from None  # fmt: skip
+                            f"with {num_classes} classes ({detail})") from None  # fmt: skip
     metrics_path = folder / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    size = meta.get("image_shape") or meta["arrays"]["test_images"]["shape"][1:]
-    return TrainedRun(folder, config, model.eval(), metrics, mean, std,
-                      tuple(int(v) for v in size), num_classes)  # fmt: skip
+    metrics = _read_metrics(metrics_path) if metrics_path.is_file() else {}
+    return TrainedRun(folder, config, model.eval(), metrics, mean, std, size, num_classes)
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise ArtifactError(f"{path} must hold a JSON object, found {type(metrics).__name__}")
+    return metrics
+
+
+def _checked_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's weights, after checking it has a config and finite tensors (a NaN or
+    inf weight, statistic or range would otherwise surface as garbage thresholds)."""
+    for key in ("config", "model"):
+        if not isinstance(state.get(key), dict):
+            raise ArtifactError(
+                f"{path} has no {key!r} dict; is it a checkpoint of `climbq train`?"
+            )
+    for name, value in state["model"].items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise ArtifactError(
+                f"{path}: tensor {name!r} {tuple(value.shape)} holds {bad} NaN/inf value(s); "
+                "the run diverged or was not calibrated"
+            )
+    return state["model"]
+
+
+def _input_description(
+    meta: dict[str, Any], folder: Path
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, int, int]]:
+    """``(mean, std, (H, W, C))`` of a dataset's meta.json, validated: 3 finite means, 3 finite
+    stds > 0 (the input step divides by them), a positive image shape with 3 channels."""
+    where = folder / "meta.json"
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    norm = info.get("normalization") or {}
+    stats = {}
+    for key in ("mean", "std"):
+        values = norm.get(key, (0.5, 0.5, 0.5)) if isinstance(norm, dict) else None
+        ok = (
+            isinstance(values, list | tuple)
+            and len(values) == 3
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+        )
+        if not ok or (key == "std" and min(values) <= 0):
+            rule = "finite numbers > 0" if key == "std" else "finite numbers"
+            raise DataError(f"{where}: normalization {key} must be 3 {rule}, got {values!r}")
+        stats[key] = tuple(float(v) for v in values)
+    arrays = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+    size = meta.get("image_shape") or arrays.get("test_images", {}).get("shape", [])[1:]
+    if not (isinstance(size, list) and len(size) == 3 and size[2] == 3
+            and all(type(v) is int and v > 0 for v in size)):  # fmt: skip
+        raise DataError(f"{where}: image_shape must be [H, W, 3] with H, W >= 1, got {size!r}")
+    return stats["mean"], stats["std"], (size[0], size[1], size[2])
 
 
 def provenance(run: TrainedRun) -> dict[str, Any]:

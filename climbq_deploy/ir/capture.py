@@ -97,7 +97,10 @@ def _conv(b: _Builder, x: str, conv: nn.Module, source: str) -> str:
             f"layer {source!r} has full-precision weights; only quantized runs "
             "(climbq, climbq+, uniform, lsq with 2-8 bit weights) lower to integers"
         )
-    w_int, scale = conv.weight_quantizer.integer_weights(conv.weight)
+    try:
+        w_int, scale = conv.weight_quantizer.integer_weights(conv.weight)
+    except ConfigError as exc:  # the quantizer knows the value, not the layer
+        raise ConfigError(f"layer {source!r}: {exc}") from None
     channel_scale = None
     if isinstance(scale, torch.Tensor):  # per output channel: the next BatchNorm takes it
         channel_scale, scale = scale.detach().double().numpy().copy(), 1.0
@@ -133,7 +136,14 @@ def _bn(b: _Builder, x: str, bn: nn.BatchNorm2d, source: str) -> str:
 def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
     if not isinstance(act, TorchActQuant) or act.quantizer is None:
         raise ConfigError(f"layer {source!r} has no activation quantizer; cannot lower to integers")
-    grid = act.quantizer.grid()
+    try:
+        grid = act.quantizer.grid()
+    except ConfigError as exc:  # e.g. a ptq range never calibrated
+        raise ConfigError(f"layer {source!r}: {exc}") from None
+    finite = np.isfinite(np.asarray(grid.thresholds, np.float64))
+    if not (finite.all() and math.isfinite(grid.step) and grid.step > 0):
+        raise ConfigError(f"layer {source!r}: activation grid is not finite (step {grid.step}, "
+                          f"{int((~finite).sum())} non-finite thresholds)")  # fmt: skip
     return b.add(ActQuant, (x,), b.shape(x), "int32", grid.step, source=source,
                  thresholds=grid.thresholds,
                  mult=grid.mult, offset=grid.offset, step=grid.step,
@@ -210,6 +220,10 @@ def capture(
     input_bits: int = 32,
 ) -> Graph:
     """The float-level IR of ``model`` in eval mode, fed uint8 images normalised by mean/std."""
+    channels, stats = image_shape[2], [*mean, *std]
+    if not len(mean) == len(std) == channels or not all(map(math.isfinite, stats)) or min(std) <= 0:
+        raise ConfigError(f"input normalization must be {channels} finite means and stds > 0, "
+                          f"got mean {tuple(mean)}, std {tuple(std)}")  # fmt: skip
     model = model.eval()
     b = _Builder(image_shape)
     stem = next(m for m in model.modules() if isinstance(m, QConv2d))

@@ -32,7 +32,7 @@ import numpy as np
 
 from climbq_deploy.calibration.calibset import CALIBRATION_MODES, draw_calibration_set
 from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
-from climbq_deploy.errors import ArtifactError, ConfigError
+from climbq_deploy.errors import ArtifactError, ConfigError, DataError
 from climbq_deploy.export import CHECKPOINT, TrainedRun, load_run
 from climbq_deploy.fileio import write_json
 from climbq_deploy.models import build_model
@@ -141,7 +141,12 @@ def _quantized_model(run: TrainedRun, spec: QuantSpec, num_classes: int) -> Quan
 def _set_ranges(model: QuantModel, ranges: dict[str, float]) -> None:
     for name, module in model.named_modules():
         if isinstance(module, ActQuant) and isinstance(module.quantizer, PTQActivation):
-            module.quantizer.set_range(ranges[name])
+            try:
+                module.quantizer.set_range(ranges[name])
+            except ConfigError as exc:  # e.g. a slot that only ever saw zeros
+                raise DataError(
+                    f"activation quantizer {name!r}: {exc} (observed on the calibration set)"
+                ) from None
 
 
 def _calibrated_model(

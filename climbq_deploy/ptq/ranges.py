@@ -64,8 +64,8 @@ def nearest_rank(p: float, count: int) -> int:
 class _Observer:
     """Running statistic of ``|x|`` for one quantizer slot over ``images`` images."""
 
-    def __init__(self, rule: RangeRule, images: int) -> None:
-        self.rule, self.images = rule, images
+    def __init__(self, rule: RangeRule, images: int, name: str = "") -> None:
+        self.rule, self.images, self.name = rule, images, name
         self.top: Tensor | None = None  # the k largest |x| so far (percentile)
         self.peak = 0.0
         self.k = 0
@@ -74,7 +74,9 @@ class _Observer:
     def update(self, x: Tensor) -> None:
         magnitude = x.detach().abs().flatten().float()
         if not bool(torch.isfinite(magnitude).all()):
-            raise DataError("non-finite activation while observing ranges")
+            bad = int((~torch.isfinite(magnitude)).sum())
+            raise DataError(f"{bad} non-finite value(s) enter activation quantizer {self.name!r} "
+                            "while observing ranges (overflowing or NaN weights?)")  # fmt: skip
         self.seen += x.shape[0]
         self.peak = max(self.peak, float(magnitude.max()))
         if self.rule.name == "minmax":
@@ -104,7 +106,7 @@ def observe_ranges(
     slots = {name: m for name, m in model.named_modules() if isinstance(m, ActQuant)}
     if not slots:
         raise ConfigError(f"{type(model).__name__} has no activation quantizer slots")
-    observers = {name: _Observer(rule, images) for name in slots}
+    observers = {name: _Observer(rule, images, name) for name in slots}
     handles = [
         module.register_forward_pre_hook(lambda _m, args, n=name: observers[n].update(args[0]))
         for name, module in slots.items()

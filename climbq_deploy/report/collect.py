@@ -215,8 +215,10 @@ def read_run(folder: str | Path) -> RunRecord:
             lacks what the report needs (the message names the file).
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise ArtifactError(f"run folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder} is a file, not a run folder (made by `climbq train`)")
     path = folder / METRICS_FILE
     if not path.is_file():
         raise ArtifactError(f"{folder} is not a training run: no {path}")
