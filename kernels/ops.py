@@ -5,14 +5,30 @@ states the integer contract. Integer arithmetic is exact: convolutions run as im
 float32 only when the bounds pass proves every partial sum below 2**24 (float32 represents all
 integers up to 2**24 exactly, so every product and sum is exact), otherwise on float64 (exact
 below 2**53, which int32-bounded accumulators always are; the kernel refuses larger bounds).
+
+No kernel wraps around silently: where NumPy's fixed-width arithmetic could overflow for inputs
+outside a kernel's contract (int32 edges), the kernel checks its inputs or widens to int64 and
+raises :class:`KernelError` (a ``ValueError`` too) naming the values, never returns a wrapped
+result.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from climbq_deploy.errors import DataError
+
 FLOAT32_EXACT = 2**24
-INT32_MAX = 2**31 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+class KernelError(DataError, ValueError):
+    """Inputs outside a kernel's integer contract (they would overflow int32)."""
+
+
+def _span(x: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of an integer array as Python ints (``(0, 0)`` when empty)."""
+    return (int(x.min()), int(x.max())) if x.size else (0, 0)
 
 
 def input_quant(
@@ -25,6 +41,9 @@ def input_quant(
     """
     p = images.astype(np.float64) / 255.0
     values = np.rint((p - np.asarray(mean)) / np.asarray(std) / step)
+    if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
+        raise KernelError(f"input_quant: values [{values.min()}, {values.max()}] leave int32 "
+                          f"(mean {mean}, std {std}, step {step})")  # fmt: skip
     return values.astype(np.int32)
 
 
@@ -37,13 +56,22 @@ def int_conv(
     Inputs: integer NHWC ``x``, int8 OHWI ``weight`` (``I = C / groups``), zero padding.
     Output: int32 NHWC accumulators. ``partial_bound`` (from the bounds pass) bounds every
     partial sum and must fit int32: below 2**24 the GEMM runs in float32, else in float64
-    (exact below 2**53). No rounding anywhere: the result is the exact integer sum.
+    (exact below 2**53). No rounding anywhere: the result is the exact integer sum. The bound is
+    checked against the actual inputs (``max_o sum |W_o| * max |x|``, one pass over ``x``), so
+    inputs outside the proven range raise instead of giving inexact or wrapped sums.
     """
     if partial_bound > INT32_MAX:
-        raise ValueError(f"partial sums up to {partial_bound} do not fit the int32 accumulator")
-    dtype = np.float32 if partial_bound < FLOAT32_EXACT else np.float64
+        raise KernelError(f"partial sums up to {partial_bound} do not fit the int32 accumulator")
     out_ch, kh, kw, cin_g = weight.shape
     n, h, w, c = x.shape
+    lo, hi = _span(x)
+    weight_sum = int(np.abs(weight.astype(np.int64)).reshape(out_ch, -1).sum(1).max(initial=0))
+    if weight_sum * max(-lo, hi) > partial_bound:
+        raise KernelError(
+            f"int_conv: inputs in [{lo}, {hi}] with weight sum |W| {weight_sum} give partial sums "
+            f"up to {weight_sum * max(-lo, hi)}, beyond the proven bound {partial_bound}"
+        )
+    dtype = np.float32 if partial_bound < FLOAT32_EXACT else np.float64
     xf = x.astype(dtype, copy=False)
     if padding:
         xf = np.pad(xf, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
@@ -86,9 +114,11 @@ def threshold_act(
 ) -> np.ndarray:
     """``X[..., c] = mult * #{t : d_c x[..., c] >= theta[c, t]} + offset`` (compare and count).
 
-    Inputs: integer ``x`` (channels last) within int32 with ``|x| < 2**31 - 1``, integer
-    ``theta`` ``(C, n)`` within int32 and non-decreasing along t, ``d`` int8 ``(C,)`` in
-    {-1, 0, 1}. Up to 15 levels the comparisons are counted one level at a time (int32
+    Inputs: integer ``x`` (channels last), integer ``theta`` ``(C, n)`` non-decreasing along t,
+    ``d`` int8 ``(C,)`` in {-1, 0, 1}. The compares run in int32 when ``d x`` and ``theta`` fit
+    it (``|x| <= 2**31 - 1``, the lowered program's case), else in int64 (so ``x = -2**31``
+    with ``d = -1``, or a threshold ``2**31`` meaning "never reached", count exactly). Up to 15
+    levels the comparisons are counted one level at a time (int32
     compares); beyond, the count is found by binary search over the sorted levels (``b``
     rounds of one compare each: ``j`` grows by ``2**k`` when level ``j + 2**k`` is reached),
     which gives the same count because thresholds are sorted. With ``shift > 0`` the counted
@@ -96,12 +126,17 @@ def threshold_act(
     LiteRT's int16 conv output; int64 arithmetic). Output int32.
     """
     channels, levels = thresholds.shape
+    (x_lo, x_hi), (t_lo, t_hi) = _span(x), _span(thresholds)
+    if max(-x_lo, x_hi) >= 2**62:
+        raise KernelError(f"threshold_act: inputs [{x_lo}, {x_hi}] beyond int64 headroom")
+    fits = max(-x_lo, x_hi) <= INT32_MAX and t_lo >= INT32_MIN and t_hi <= INT32_MAX
+    narrow = np.int32 if fits else np.int64
     if shift:
         wide = x.astype(np.int64) * direction.astype(np.int64)
-        value = ((wide + (1 << (shift - 1))) >> shift).astype(np.int32)
+        value = ((wide + (1 << (shift - 1))) >> shift).astype(narrow)
     else:
-        value = x.astype(np.int32, copy=False) * direction.astype(np.int32)
-    theta = thresholds.astype(np.int32, copy=False)
+        value = x.astype(narrow, copy=False) * direction.astype(narrow)
+    theta = thresholds.astype(narrow, copy=False)
     if levels <= 15:
         count = np.zeros(value.shape, np.uint8)
         reached = np.empty(value.shape, bool)
@@ -131,8 +166,12 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a + b`` in int32 (the bounds pass proves the sum fits)."""
-    return a.astype(np.int32) + b.astype(np.int32)
+    """``a + b`` in int32 (the bounds pass proves the sum fits; checked, summed in int64)."""
+    total = a.astype(np.int64) + b.astype(np.int64)
+    lo, hi = _span(total)
+    if lo < INT32_MIN or hi > INT32_MAX:
+        raise KernelError(f"add: sums in [{lo}, {hi}] leave int32")
+    return total.astype(np.int32)
 
 
 def global_sum_pool(x: np.ndarray) -> np.ndarray:

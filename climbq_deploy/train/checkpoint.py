@@ -33,12 +33,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except PermissionError as exc:
+        raise ArtifactError(f"checkpoint {path} cannot be read: {exc}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:  # fmt: skip
+        # a file torn mid-write may also fail inside torch's reader as OSError (EINVAL)
+        # torch's message starts with advice to retry with weights_only=False: never show it
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        first = ([x for x in lines if not x.startswith(boiler)] or lines or [type(exc).__name__])[0]
         raise ArtifactError(f"checkpoint {path} is corrupt, truncated or unsafe: {first}") from None
     if not isinstance(state, dict) or "checkpoint_version" not in state:
         raise ArtifactError(f"{path} is not a climbq checkpoint")
-    if state["checkpoint_version"] > CHECKPOINT_VERSION:
+    version = state["checkpoint_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(f"{path} has checkpoint_version {version!r}, not an integer")
+    if version > CHECKPOINT_VERSION:
         raise ArtifactError(
             f"{path} has checkpoint_version {state['checkpoint_version']}; this climbq reads up to "
             f"{CHECKPOINT_VERSION}"

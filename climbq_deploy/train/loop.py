@@ -36,7 +36,7 @@ from climbq_deploy.distributed import (
     use_global_batchnorm,
 )
 from climbq_deploy.errors import ConfigError
-from climbq_deploy.fileio import atomic_write, write_json
+from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
 from climbq_deploy.losses import make_loss
 from climbq_deploy.models import build_model
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
@@ -213,6 +213,8 @@ def _train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
+        if main:
+            remove_stale_temps(out / BEST_CHECKPOINT)  # best.pt may never be written again
         best = state.get("best")
     elif config.init:
         init = load_checkpoint(Path(config.init) / CHECKPOINT)
@@ -294,6 +296,8 @@ def _train(
     if not main:
         return broadcast_object(None)
     if test is None:  # resumed a finished run: nothing trained, evaluate the loaded weights
+        with atomic_write(out / "history.jsonl", "w") as handle:  # a kill may have cut it short
+            handle.writelines(json.dumps(r) + "\n" for r in history)
         test = long_tail_metrics(
             predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
         )

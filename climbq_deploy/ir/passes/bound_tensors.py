@@ -37,11 +37,13 @@ INT32 = (-(2**31), 2**31 - 1)
 STORAGE = (("int8", 2**7), ("int16", 2**15), ("int32", 2**31))
 
 
-def storage_dtype(lo: int, hi: int) -> str:
+def storage_dtype(lo: int, hi: int, what: str = "tensor") -> str:
+    """The narrowest of int8/int16/int32 holding ``[lo, hi]``; ``LoweringError`` naming
+    ``what`` (the layer) when even int32 does not."""
     for name, half in STORAGE:
         if -half <= lo and hi < half:
             return name
-    raise LoweringError(f"range [{lo}, {hi}] does not fit int32")
+    raise LoweringError(f"{what}: range [{lo}, {hi}] does not fit int32")
 
 
 def input_bounds(node: InputQuant) -> tuple[int, int]:
@@ -96,7 +98,10 @@ def bound_tensors(graph: Graph) -> Graph:
             high = np.where(d < 0, -lo, hi).astype(np.int64)
             theta = node.thresholds.astype(np.int64)
             clamped = np.where(d == 0, theta, np.clip(theta, low, high + 1))
-            storage = storage_dtype(int(clamped.min(initial=0)), int(clamped.max(initial=0)))
+            # a threshold above the input range is stored as H + 1 ("never reached"), which
+            # int32 cannot hold when H is int32's largest value
+            what = f"threshold_act {node.source!r} (input range [{lo}, {hi}]) thresholds"
+            storage = storage_dtype(int(clamped.min(initial=0)), int(clamped.max(initial=0)), what)
             node = replace(node, thresholds=clamped.astype(storage))
         elif isinstance(node, Relu):
             lo, hi = ins[0]
@@ -117,6 +122,6 @@ def bound_tensors(graph: Graph) -> Graph:
     for name, spec in graph.tensors.items():
         if name in bounds:
             lo, hi = bounds[name]
-            spec = replace(spec, bounds=(lo, hi), dtype=storage_dtype(lo, hi))
+            spec = replace(spec, bounds=(lo, hi), dtype=storage_dtype(lo, hi, f"tensor {name!r}"))
         tensors[name] = spec
     return graph.replace_nodes(nodes, tensors)
