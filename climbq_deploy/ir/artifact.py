@@ -23,11 +23,20 @@ File format, schema version 1:
 
 Array names use only ``[A-Za-z0-9_./-]``, have no empty, ``.`` or ``..`` path parts, and so map
 to safe member paths. Reading never uses pickle: arrays are decoded with :func:`np.frombuffer`.
+
+Reading trusts nothing in the file: a member is read only after its manifest entry checks out
+(a shape's size times the itemsize must equal the declared byte count, which must equal the zip
+header's), at most that many bytes are inflated, only stored and deflated members without
+encryption are read, the manifest is at most :data:`MAX_MANIFEST_BYTES` of plain JSON (no NaN,
+no ints of thousands of digits, no nesting deep enough to exhaust the parser), and a member
+inflating more than :data:`BOMB_RATIO`:1 beyond 1 MiB is refused as a decompression bomb. Every
+failure is an :class:`ArtifactError` naming the file and member.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -49,6 +58,7 @@ __all__ = [
     "SUFFIX",
     "artifact_size_report",
     "read_artifact",
+    "read_artifact_bytes",
     "write_artifact",
 ]
 
@@ -62,6 +72,12 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _NAME_RE = re.compile(r"[A-Za-z0-9_./-]+")
 _WRITER_KEYS = ("arrays", "format", "schema_version")
 _ENTRY_KEYS = ("bytes", "dtype", "member", "packed_bits", "sha256", "shape")
+_UNSUPPORTED_FLAGS = 0x1 | 0x20 | 0x40  # encrypted, compressed patched data, strong encryption
+MAX_MANIFEST_BYTES = 64 * 2**20  # a ResNet-20 manifest is ~30 KB
+# A deflated member over 1 MiB that inflates more than 256:1 is refused as a decompression bomb:
+# the deflated arrays (thresholds as byte planes, float head) compress below 20:1.
+BOMB_MIN_BYTES, BOMB_RATIO = 2**20, 256
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def _check_name(name: object, where: str = "") -> str:
@@ -160,25 +176,53 @@ def write_artifact(
     return target
 
 
-def _open(path: Path) -> zipfile.ZipFile:
-    if not path.is_file():
+def _open(path: Path | str, data: bytes | None = None) -> zipfile.ZipFile:
+    """The zip at ``path``, or of ``data`` (an artifact held in memory, named ``path``)."""
+    if data is None and not Path(path).is_file():
         raise ArtifactError(f"no climbq artifact at {path}")
     try:
-        return zipfile.ZipFile(path, "r")
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        return zipfile.ZipFile(Path(path) if data is None else io.BytesIO(data), "r")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        # ValueError: a central directory offset before the file start; UnicodeDecodeError (a
+        # ValueError) a member name flagged UTF-8 that is not; NotImplementedError: a member
+        # needing a newer zip version.
         raise ArtifactError(
             f"{path} is not a climbq artifact (truncated or corrupt zip: {exc})"
         ) from None
 
 
-def _read_member(archive: zipfile.ZipFile, member: str, path: Path) -> bytes:
+def _read_member(archive: zipfile.ZipFile, member: str, path: Path | str, limit: int) -> bytes:
+    """The uncompressed bytes of ``member``, refused when they would exceed ``limit`` bytes
+    (checked on the declared size and again while inflating: no decompression bombs)."""
+    info = archive.getinfo(member)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ArtifactError(
+            f"{path}: member {member} uses zip compression method {info.compress_type}; "
+            "climbq artifacts use only stored (0) and deflated (8) members"
+        )
+    if info.flag_bits & _UNSUPPORTED_FLAGS:
+        raise ArtifactError(f"{path}: member {member} is encrypted or patched (zip flags "
+                            f"0x{info.flag_bits:04x}); climbq artifacts never are")  # fmt: skip
+    if info.file_size > limit:
+        raise ArtifactError(
+            f"{path}: member {member} claims {info.file_size} bytes, more than the {limit} "
+            "its manifest entry allows"
+        )
+    if info.file_size > max(BOMB_MIN_BYTES, BOMB_RATIO * info.compress_size):
+        raise ArtifactError(f"{path}: member {member} inflates {info.compress_size} bytes to "
+                            f"{info.file_size} (over {BOMB_RATIO}:1): refused as a decompression "
+                            "bomb")  # fmt: skip
     try:
-        return archive.read(member)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        with archive.open(info) as handle:
+            data = handle.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: member {member} is corrupt ({exc})") from None
+    if len(data) > limit:
+        raise ArtifactError(f"{path}: member {member} inflates beyond {limit} bytes")
+    return data
 
 
-def _check_entry(name: str, entry: object, path: Path) -> dict[str, Any]:
+def _check_entry(name: str, entry: object, path: Path | str) -> dict[str, Any]:
     """Validate one manifest array entry; return it with ``shape`` as a tuple."""
     _check_name(name, f"{path}: ")
     if not isinstance(entry, dict) or sorted(entry) != sorted(_ENTRY_KEYS):
@@ -191,6 +235,7 @@ def _check_entry(name: str, entry: object, path: Path) -> dict[str, Any]:
         and all(type(d) is int and d >= 0 for d in shape)
         and (bits is None or (type(bits) is int and 1 <= bits <= 8 and entry["dtype"] == "uint8"))
         and isinstance(entry["sha256"], str)
+        and _SHA256_RE.fullmatch(entry["sha256"]) is not None
         and type(entry["bytes"]) is int
     )
     if not ok:
@@ -205,8 +250,12 @@ def _check_entry(name: str, entry: object, path: Path) -> dict[str, Any]:
     return {**entry, "shape": tuple(shape)}
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed (manifests are plain JSON)")
+
+
 def _load_manifest(
-    archive: zipfile.ZipFile, path: Path
+    archive: zipfile.ZipFile, path: Path | str
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The parsed, checked manifest and its validated array entries (shapes as tuples)."""
     names = archive.namelist()
@@ -214,9 +263,12 @@ def _load_manifest(
         raise ArtifactError(f"{path} has duplicate zip members")
     if MANIFEST not in names:
         raise ArtifactError(f"{path} is not a climbq artifact: it has no {MANIFEST}")
+    text = _read_member(archive, MANIFEST, path, MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(_read_member(archive, MANIFEST, path).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, NaN/Infinity, an int of more than 4300 digits;
+        # RecursionError: arrays or objects nested thousands deep.
         raise ArtifactError(f"{path}: {MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: {MANIFEST} must hold a JSON object")
@@ -255,28 +307,39 @@ def read_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
     """
     source = Path(path)
     with _open(source) as archive:
-        manifest, entries = _load_manifest(archive, source)
-        arrays: dict[str, np.ndarray] = {}
-        for name, entry in entries.items():
-            if archive.getinfo(entry["member"]).file_size != entry["bytes"]:
-                raise ArtifactError(
-                    f"{source}: array {name!r} member holds "
-                    f"{archive.getinfo(entry['member']).file_size} bytes, "
-                    f"manifest says {entry['bytes']}"
-                )
-            data = _read_member(archive, entry["member"], source)
-            if len(data) != entry["bytes"]:
-                raise ArtifactError(
-                    f"{source}: array {name!r} has {len(data)} bytes, manifest says "
-                    f"{entry['bytes']}"
-                )
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise ArtifactError(f"{source}: array {name!r} fails its sha256 check")
-            arrays[name] = _decode(name, data, entry, source)
+        return _read(archive, source)
+
+
+def read_artifact_bytes(
+    data: bytes, name: str = "embedded program"
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`read_artifact` of an artifact held in memory; ``name`` starts error messages."""
+    with _open(name, bytes(data)) as archive:
+        return _read(archive, name)
+
+
+def _read(
+    archive: zipfile.ZipFile, source: Path | str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    manifest, entries = _load_manifest(archive, source)
+    arrays: dict[str, np.ndarray] = {}
+    for name, entry in entries.items():
+        declared = archive.getinfo(entry["member"]).file_size
+        if declared != entry["bytes"]:
+            raise ArtifactError(f"{source}: array {name!r} member holds {declared} bytes, "
+                                f"manifest says {entry['bytes']}")  # fmt: skip
+        data = _read_member(archive, entry["member"], source, entry["bytes"])
+        if len(data) != entry["bytes"]:
+            raise ArtifactError(
+                f"{source}: array {name!r} has {len(data)} bytes, manifest says {entry['bytes']}"
+            )
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ArtifactError(f"{source}: array {name!r} fails its sha256 check")
+        arrays[name] = _decode(name, data, entry, source)
     return manifest, arrays
 
 
-def _decode(name: str, data: bytes, entry: dict[str, Any], path: Path) -> np.ndarray:
+def _decode(name: str, data: bytes, entry: dict[str, Any], path: Path | str) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if entry["packed_bits"] is not None:
         try:

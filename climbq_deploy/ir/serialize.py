@@ -17,14 +17,25 @@ high bytes) so that deflate compresses them well. Everything else is stored as i
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from climbq_deploy.errors import ArtifactError
-from climbq_deploy.ir.artifact import read_artifact, write_artifact
-from climbq_deploy.ir.graph import OPS, Graph, IntConv, Node, TensorSpec, ThresholdAct
+from climbq_deploy.ir.artifact import read_artifact, read_artifact_bytes, write_artifact
+from climbq_deploy.ir.graph import (
+    INT_DTYPES,
+    OPS,
+    Graph,
+    IntConv,
+    Node,
+    TensorSpec,
+    ThresholdAct,
+)
+from climbq_deploy.ir.validate import validate_program
 
 PROGRAM_VERSION = 1
 
@@ -83,7 +94,7 @@ def _byte_planes(values: np.ndarray) -> np.ndarray:
 def _from_byte_planes(planes: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`_byte_planes`."""
     kind = np.dtype(dtype).newbyteorder("<")
-    if planes.dtype != np.uint8 or planes.shape != (kind.itemsize, int(np.prod(shape))):
+    if planes.dtype != np.uint8 or planes.shape != (kind.itemsize, math.prod(shape)):
         raise ArtifactError(f"threshold steps of shape {planes.shape} do not decode to {shape}")
     return np.ascontiguousarray(planes.T).view(kind).reshape(shape).astype(dtype)
 
@@ -133,48 +144,188 @@ def save_program(
 
 
 def load_program(path: str | Path) -> tuple[Graph, dict[str, Any]]:
-    """``(graph, manifest)`` of an artifact; version, hashes and structure checked."""
+    """``(graph, manifest)`` of an artifact; version, hashes, structure and every value the
+    kernels rely on checked (:func:`climbq_deploy.ir.validate.validate_program`)."""
     manifest, arrays = read_artifact(path)
-    try:
-        program = manifest["program"]
-        if program.get("version") != PROGRAM_VERSION:
-            raise ArtifactError(f"{path}: program version {program.get('version')!r} is not "
-                                f"{PROGRAM_VERSION}")  # fmt: skip
-        tensors = {
-            t["name"]: TensorSpec(t["name"], t["dtype"], tuple(t["shape"]), t["channel_axis"],
-                                  t["scale"], tuple(t["bounds"]) if t["bounds"] else None)
-            for t in program["tensors"]
-        }  # fmt: skip
-        nodes = [_node(entry, arrays, path) for entry in program["nodes"]]
-        graph = Graph(tuple(nodes), tensors, program["input"], program["output"],
-                      manifest.get("provenance", {}))  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: malformed program in manifest ({exc!r})") from None
-    return graph.validate(), manifest
+    return _program(manifest, arrays, str(path)), manifest
 
 
-def _node(entry: dict[str, Any], arrays: dict[str, np.ndarray], path: str | Path) -> Node:
-    op = entry["op"]
-    if op not in OPS:
-        raise ArtifactError(f"{path}: unknown op {op!r} in node {entry.get('name')!r}")
+def load_program_bytes(data: bytes, name: str = "embedded program") -> tuple[Graph, dict[str, Any]]:
+    """:func:`load_program` of an artifact held in memory (embedded in a target's model);
+    ``name`` (e.g. the model file and where in it) starts error messages."""
+    manifest, arrays = read_artifact_bytes(data, name)
+    return _program(manifest, arrays, name), manifest
+
+
+def _program(manifest: dict[str, Any], arrays: dict[str, np.ndarray], path: str) -> Graph:
+    program = manifest.get("program")
+    if not isinstance(program, dict):
+        raise ArtifactError(f"{path}: manifest has no 'program' object")
+    if type(program.get("version")) is not int or program["version"] != PROGRAM_VERSION:
+        raise ArtifactError(f"{path}: program version {program.get('version')!r} is not "
+                            f"{PROGRAM_VERSION}")  # fmt: skip
+    specs = _field(program, "tensors", list, f"{path}: program")
+    tensors: dict[str, TensorSpec] = {}
+    for i, entry in enumerate(specs):
+        spec = _tensor(entry, f"{path}: program tensor {i}")
+        if spec.name in tensors:
+            raise ArtifactError(f"{path}: tensor {spec.name!r} is listed twice")
+        tensors[spec.name] = spec
+    entries = _field(program, "nodes", list, f"{path}: program")
+    nodes = [_node(entry, arrays, f"{path}: program node {i}") for i, entry in enumerate(entries)]
+    provenance = manifest.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ArtifactError(f"{path}: provenance must be an object, got {provenance!r}")
+    graph = Graph(tuple(nodes), tensors, _field(program, "input", str, f"{path}: program"),
+                  _field(program, "output", str, f"{path}: program"), provenance)  # fmt: skip
+    return validate_program(graph, path)
+
+
+def _field(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """``entry[key]``, which must be of type ``kind`` (bool is not an int here)."""
+    if key not in entry:
+        raise ArtifactError(f"{where} has no {key!r}")
+    value = entry[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ArtifactError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _number(value: object) -> bool:
+    """A JSON number that converts to float64 (an int of 400 digits does not)."""
+    return type(value) is float or (type(value) is int and abs(value) < 2**1000)
+
+
+def _tensor(entry: object, where: str) -> TensorSpec:
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where} must be an object, got {entry!r}")
+    name = _field(entry, "name", str, where)
+    where = f"{where} ({name!r})"
+    shape = _field(entry, "shape", list, where)
+    if not all(type(d) is int for d in shape):
+        raise ArtifactError(f"{where}: shape {shape!r} must be a list of ints")
+    scale, bounds = entry.get("scale"), entry.get("bounds")
+    if scale is not None and not _number(scale):
+        raise ArtifactError(f"{where}: scale {scale!r} must be a number or null")
+    if bounds is not None and (not isinstance(bounds, list) or len(bounds) != 2
+                               or not all(type(b) is int for b in bounds)):  # fmt: skip
+        raise ArtifactError(f"{where}: bounds {bounds!r} must be [lo, hi] ints or null")
+    return TensorSpec(name, _field(entry, "dtype", str, where), tuple(shape),
+                      _field(entry, "channel_axis", int, where),
+                      None if scale is None else float(scale),
+                      None if bounds is None else (bounds[0], bounds[1]))  # fmt: skip
+
+
+_ATTRIBUTE_TYPES: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int,
+    "float": _number,
+    "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "tuple[float, ...]": lambda v: isinstance(v, list) and all(_number(x) for x in v),
+    "tuple[int, int]": lambda v: (
+        isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+    ),
+    "np.ndarray | None": lambda v: v is None,
+}
+
+
+def _attribute(value: object, annotation: str, where: str) -> Any:
+    """A scalar node attribute of JSON type checked against its dataclass annotation."""
+    check = _ATTRIBUTE_TYPES.get(annotation)
+    if check is None or not check(value):
+        raise ArtifactError(f"{where} is {value!r}, expected {annotation}")
+    if annotation == "float":
+        return float(value)
+    if annotation == "tuple[float, ...]":
+        return tuple(float(x) for x in value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _node(entry: object, arrays: dict[str, np.ndarray], where: str) -> Node:
+    """One node of the manifest: typed attributes, its arrays decoded (weight codes, threshold
+    steps). Value and shape checks are :func:`validate_program`'s."""
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where} must be an object, got {type(entry).__name__}")
+    op = entry.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise ArtifactError(f"{where}: unknown op {op!r} in node {entry.get('name')!r}")
+    where = f"{where} ({entry.get('name')!r}, {op})"
     cls = OPS[op]
-    names = {f.name for f in dataclasses.fields(cls)}
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    stored = _field(entry, "arrays", dict, where)
     values: dict[str, Any] = {}
-    for key, value in entry.items():
-        if key in names:
-            values[key] = tuple(value) if isinstance(value, list) else value
-    for field, array_name in entry["arrays"].items():
-        array = np.asarray(arrays[array_name])
-        if op == "int_conv" and field == "weight" and entry.get("weight_storage") == "codes":
-            mult, offset = entry["weight_grid"]
-            array = array.astype(np.int16) * mult + offset
-            array = array.astype(np.int8 if np.abs(array).max(initial=0) <= 127 else np.int16)
+    for key in ("name", "inputs", "output"):
+        _field(entry, key, list if key == "inputs" else str, where)
+    for key, annotation in annotations.items():
+        if key in entry and annotation != "np.ndarray":
+            values[key] = _attribute(entry[key], annotation, f"{where}: {key}")
+    for field, array_name in stored.items():
+        if annotations.get(field, "").split(" |")[0] != "np.ndarray" or (
+            op == "threshold_act" and field == "direction"
+        ):
+            raise ArtifactError(f"{where}: {field!r} is not an array field of {op}")
+        if not isinstance(array_name, str) or array_name not in arrays:
+            raise ArtifactError(f"{where}: array {array_name!r} of {field} is not in the file")
+        array = arrays[array_name]
+        if op == "int_conv" and field == "weight":
+            array = _weights(entry, array, values, f"{where}: weight {array_name!r}")
         if op == "threshold_act" and field == "thresholds":
-            spec = entry["threshold_steps"]
-            encoded = _from_byte_planes(array, spec["dtype"], tuple(spec["shape"]))
-            array, values["direction"] = _delta_decode(encoded)
+            array, values["direction"] = _thresholds(entry, array, f"{where}: {array_name!r}")
         values[field] = array
+    required = [k for k, a in annotations.items() if a == "np.ndarray" and k not in values]
+    if required:
+        raise ArtifactError(f"{where} lacks its arrays {required}")
     return cls(**values)
+
+
+def _weights(entry: dict[str, Any], array: np.ndarray, values: dict[str, Any],
+             where: str) -> np.ndarray:  # fmt: skip
+    """``W_int`` of a conv: stored as is (``weight_storage`` "int") or as unsigned codes
+    (``"codes"``: ``W = mult * code + offset``, code below ``2**weight_bits``)."""
+    storage = entry.get("weight_storage", "int")
+    if storage == "int":
+        return array
+    if storage != "codes":
+        raise ArtifactError(f"{where}: weight_storage {storage!r} is not 'codes' or 'int'")
+    bits = values.get("weight_bits")
+    mult, offset = values.get("weight_grid", (0, 0))
+    if (array.dtype != np.uint8 or not isinstance(bits, int) or not 1 <= bits <= 8
+            or not 1 <= mult <= 2**8 or abs(offset) > 2**15):  # fmt: skip
+        raise ArtifactError(f"{where}: codes of dtype {array.dtype} with weight_bits {bits!r} "
+                            f"and weight_grid {values.get('weight_grid')!r} cannot be decoded "
+                            "(uint8 codes, 1..8 bits, 1 <= mult <= 256, "
+                            "|offset| <= 2**15)")  # fmt: skip
+    if array.size and int(array.max()) > 2**bits - 1:
+        raise ArtifactError(f"{where}: code {int(array.max())} exceeds {bits} bits")
+    weight = array.astype(np.int32) * mult + offset
+    if weight.size and np.abs(weight).max() > 2**15 - 1:
+        raise ArtifactError(f"{where}: weights on the grid {mult} * code + {offset} leave int16")
+    return weight.astype(np.int8 if np.abs(weight).max(initial=0) <= 127 else np.int16)
+
+
+def _thresholds(entry: dict[str, Any], planes: np.ndarray,
+                where: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(thresholds, direction)`` of a ThresholdAct from its delta-encoded byte planes."""
+    spec = entry.get("threshold_steps")
+    if (not isinstance(spec, dict) or spec.get("dtype") not in INT_DTYPES
+            or not isinstance(spec.get("shape"), list) or len(spec["shape"]) != 2
+            or not all(type(d) is int and 1 <= d <= 2**20 for d in spec["shape"])
+            or spec["shape"][1] < 2):  # fmt: skip
+        raise ArtifactError(f"{where}: threshold_steps {spec!r} must be an int dtype and a shape "
+                            "[C, levels + 1] with levels >= 1")  # fmt: skip
+    try:
+        encoded = _from_byte_planes(planes, spec["dtype"], tuple(spec["shape"]))
+    except ArtifactError as exc:
+        raise ArtifactError(f"{where}: {exc}") from None
+    wide = encoded.astype(np.int64)
+    if wide[:, 0].min() < -1 or wide[:, 0].max() > 1:
+        raise ArtifactError(f"{where}: directions {np.unique(wide[:, 0])[:8].tolist()} are not "
+                            "all in {-1, 0, 1}")  # fmt: skip
+    steps = wide[:, 1:]
+    if steps.min() < -(2**40) or steps.max() > 2**40:  # keeps the running sums in int64
+        raise ArtifactError(f"{where}: threshold steps in [{steps.min()}, {steps.max()}] reach "
+                            "beyond any int32 threshold")  # fmt: skip
+    return _delta_decode(encoded)
 
 
 def program_bytes(graph: Graph) -> bytes:
@@ -183,13 +334,3 @@ def program_bytes(graph: Graph) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         return save_program(graph, Path(tmp) / "program.climbq").read_bytes()
-
-
-def load_program_bytes(data: bytes) -> tuple[Graph, dict[str, Any]]:
-    """:func:`load_program` of an artifact held in memory (embedded in a target's model)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "program.climbq"
-        path.write_bytes(data)
-        return load_program(path)

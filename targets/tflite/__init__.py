@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from climbq_deploy.errors import ConfigError
+from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
 from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
-from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
+from climbq_deploy.ir.serialize import program_bytes
 from climbq_deploy.kernels import ops
 from climbq_deploy.targets.base import RunOutput
 
@@ -37,29 +37,41 @@ class TfliteRunner:
     """Runs an exported ``.tflite`` one image at a time (the model's batch is 1)."""
 
     def __init__(self, path: Path, kernels: str = "xnnpack") -> None:
-        from climbq_deploy.targets.tflite.export import read_program_bytes
+        from climbq_deploy.targets.tflite.reader import read_tflite
 
         if kernels not in KERNELS:
             raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         self.path = Path(path)
+        if not self.path.is_file():
+            raise ArtifactError(f"no .tflite model at {self.path}")
         content = self.path.read_bytes()
-        self.graph, self.manifest = load_program_bytes(read_program_bytes(content, self.path))
+        # The whole file is checked before LiteRT's C++ parser sees it (a crafted flatbuffer
+        # can crash the interpreter's process).
+        self.graph, self.manifest = read_tflite(content, self.path)
         module = interpreter_module()
+        if module is None:
+            raise TargetUnavailableError(
+                "no LiteRT interpreter (pip install climbq-deploy[tflite])"
+            )
         resolver = RESOLVERS[kernels]
         self.kernels = kernels
 
         def make(keep: bool):
-            with warnings.catch_warnings():  # keep=True (codes for check) is deliberate
-                warnings.simplefilter("ignore", UserWarning)
-                return module.Interpreter(
-                    model_content=content,
-                    experimental_op_resolver_type=getattr(module.OpResolverType, resolver),
-                    experimental_preserve_all_tensors=keep,
-                )
+            try:
+                with warnings.catch_warnings():  # keep=True (codes for check) is deliberate
+                    warnings.simplefilter("ignore", UserWarning)
+                    interpreter = module.Interpreter(
+                        model_content=content,
+                        experimental_op_resolver_type=getattr(module.OpResolverType, resolver),
+                        experimental_preserve_all_tensors=keep,
+                    )
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:  # LiteRT's verifier and kernel Prepare
+                raise ArtifactError(f"{self.path}: LiteRT refuses the model: {exc}") from None
+            return interpreter
 
         self._make = make
         self._plain = self._make(False)
-        self._plain.allocate_tensors()
         self._debug = None
         self._step = next(n for n in self.graph.nodes if isinstance(n, InputQuant))
         self._acts = {n.output: n.source for n in self.graph.nodes if isinstance(n, ThresholdAct)}
@@ -67,14 +79,20 @@ class TfliteRunner:
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
         if with_codes and self._debug is None:
             self._debug = self._make(True)
-            self._debug.allocate_tensors()
         it = self._debug if with_codes else self._plain
         names = {d["name"]: d["index"] for d in it.get_tensor_details()} if with_codes else {}
+        missing = sorted(set(self._acts) - set(names)) if with_codes else []
+        if missing:
+            raise ArtifactError(f"{self.path}: the model lacks the code tensors {missing[:4]} of "
+                                "its embedded program")  # fmt: skip
         quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
         logits, codes = [], {source: [] for source in self._acts.values()}
         for i in range(len(images)):
             it.set_tensor(it.get_input_details()[0]["index"], quantized[i : i + 1].astype(np.int16))
-            it.invoke()
+            try:
+                it.invoke()
+            except RuntimeError as exc:
+                raise ArtifactError(f"{self.path}: LiteRT fails to run the model: {exc}") from None
             logits.append(it.get_tensor(it.get_output_details()[0]["index"]).astype(np.float64))
             for name, source in self._acts.items() if with_codes else ():
                 codes[source].append(it.get_tensor(names[name]).copy())

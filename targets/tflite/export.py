@@ -40,8 +40,9 @@ from climbq_deploy.ir.graph import (
 )
 from climbq_deploy.targets.tflite.builder import ModelBuilder
 from climbq_deploy.targets.tflite.flavour import INT16_LIMIT
+from climbq_deploy.targets.tflite.reader import METADATA_NAME, read_program_bytes
 
-METADATA_NAME = "climbq_program"
+__all__ = ["METADATA_NAME", "WEIGHT_FORMS", "int4_split", "read_program_bytes", "write_tflite"]
 
 
 def _conv_padding(node: IntConv) -> str:
@@ -147,21 +148,6 @@ def write_tflite(
     if program is not None:
         b.add_metadata(METADATA_NAME, program)
     return b.build()
-
-
-def read_program_bytes(content: bytes, path: object = "model") -> bytes:
-    """The ``climbq_program`` metadata of a ``.tflite`` written by :func:`write_tflite`."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    try:
-        model = schema.Model.GetRootAs(content, 0)
-        for i in range(model.MetadataLength()):
-            meta = model.Metadata(i)
-            if meta.Name() == METADATA_NAME.encode():
-                return model.Buffers(meta.Buffer()).DataAsNumpy().tobytes()
-    except Exception as exc:  # a corrupt flatbuffer raises anything from deep inside
-        raise ArtifactError(f"{path}: not a readable .tflite ({type(exc).__name__})") from None
-    raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
 
 
 def _stem_layer(
