@@ -87,7 +87,7 @@ def count_probe(graph: Graph) -> bytes:
 
 def models_of(run_dir: Path, tmp: Path) -> dict[str, bytes]:
     run = load_run(run_dir)
-    graph = lower_run(run, input_bits=16)
+    graph = lower_run(run, input_bits=TfliteTarget.input_bits)
     out = {PLAIN: write_plain_int8(graph)}
     for weights in ("int8", "int4"):
         path = TfliteTarget("xnnpack", weights).export(graph, tmp / f"{weights}.tflite")

@@ -2,13 +2,16 @@
 
 Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
 
-- input: the program's integer input ``I`` (int16 range, ``capture(..., input_bits=16)``) as a
+- input: the program's integer input ``I`` (``capture(..., input_bits=20)``) as a
   float32 tensor ``input`` ``(N, C, H, W)``; the host quantizes uint8 images with the
   manifest's mean/std/step (as for TFLite). Every value is an integer below 2**24, so float32
   holds it exactly.
 - stem ``IntConv`` (reads ``I``): a float32 ``Conv`` with weights ``d_c W_int`` (no Q/DQ: ``I``
   does not fit int8; TensorRT runs it in FP32, TF32 off). Exact because every partial sum is an
-  integer below 2**24 (checked at export, refused otherwise).
+  integer below 2**24 (checked at export). A wider input (the default, 20 bits: the input step
+  of 16 bits moves 2-bit codes, see the target's ``input_bits``) is split into two digits
+  ``I = 2**D h + l``, each convolved exactly in float32, and recombined in int32
+  (``Cast``, ``Mul``, ``Add``); that layer's thresholds are compared in int32.
 - other ``IntConv``: ``QuantizeLinear(x, 1, 0) -> DequantizeLinear`` on the input (int8,
   per tensor, scale 1: the codes are integers in [-128, 127], so quantization is the identity)
   and ``DequantizeLinear(d_c W_int, ones, 0, axis=0)`` on the weight (int8, per output channel,
@@ -177,13 +180,18 @@ def write_onnx(
                                     "requantization) has no TensorRT form; export the pure "
                                     "program")  # fmt: skip
             value = node.inputs[0]
-            if isinstance(producers.get(value), IntConv):
+            conv = producers.get(value)
+            if isinstance(conv, IntConv):
                 value = f"{value}/signed"  # the conv already carries the direction
             else:
                 d = b.const(f"{node.output}/direction",
                             node.direction.astype(np.float32)[None, :, None, None])  # fmt: skip
                 value = b.op("Mul", [value, d], f"{node.output}/signed")
-            _count(b, node, value)
+            wide = isinstance(conv, IntConv) and conv.inputs[0] == program_input and (
+                stem_digit_bits(conv.weight, *(t[conv.inputs[0]].bounds or (-(2**31), 2**31)))
+                is not None
+            )  # fmt: skip
+            _count(b, node, value, int32=wide)
         elif isinstance(node, Relu):
             b.op("Relu", [node.inputs[0]], node.output)
         elif isinstance(node, Add):
@@ -218,16 +226,53 @@ def write_onnx(
     return model
 
 
+def stem_digit_bits(weight: np.ndarray, lo: int, hi: int) -> int | None:
+    """Bits ``D`` of the low digit when the stem's input must be split, else None.
+
+    ``I = 2**D h + l`` with ``h = floor(I / 2**D)`` and ``l`` in ``[0, 2**D)``: both partial
+    convs must stay below 2**24 (float32's exact integers). None when the plain conv already
+    does; raises when no split does."""
+    if partial_sum_bound(weight, lo, hi) < FLOAT32_EXACT:
+        return None
+    for bits in range(1, 31):
+        high = -(-max(abs(lo), abs(hi)) // 2**bits)
+        if max(partial_sum_bound(weight, 0, 2**bits - 1),
+               partial_sum_bound(weight, -high, high)) < FLOAT32_EXACT:  # fmt: skip
+            return bits
+    raise LoweringError(f"stem input range [{lo}, {hi}] has no exact float32 digit split")
+
+
+def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, bits: int, attrs) -> None:
+    """``d acc = 2**D conv(h) + conv(l)`` in int32, from two exact float32 convs of the
+    digits ``h = Floor(I / 2**D)`` and ``l = I - 2**D h`` (TensorRT: FP32 convs, INT32
+    elementwise). The stem's count then compares int32 values with int32 thresholds."""
+    name = conv.output
+    base = b.const(f"{name}/digit_base", np.array(2.0**bits, np.float32))
+    high = b.op("Floor", [b.op("Div", [conv.inputs[0], base], f"{name}/I_over_base")],
+                f"{name}/digit_high")  # fmt: skip
+    low = b.op("Sub", [conv.inputs[0], b.op("Mul", [high, base], f"{name}/high_times_base")],
+               f"{name}/digit_low")  # fmt: skip
+    w = b.const(f"{name}/weight", weight.astype(np.float32))
+    parts = []
+    for digit in (high, low):
+        part = b.op("Conv", [digit, w], f"{digit}/conv", **attrs)
+        parts.append(b.op("Cast", [part], f"{digit}/conv_int32", to=TensorProto.INT32))
+    factor = b.const(f"{name}/digit_factor", np.array(2**bits, np.int32))
+    scaled = b.op("Mul", [parts[0], factor], f"{name}/high_part")
+    b.op("Add", [scaled, parts[1]], f"{name}/signed")
+
+
 def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: bool, qdq) -> None:
     """``Conv`` writing ``d_c acc`` (as ``<acc>/signed``); see module docstring."""
     t = graph.tensors
     lo, hi = t[conv.inputs[0]].bounds or (-(2**31), 2**31)
     bound = partial_sum_bound(conv.weight, lo, hi)
-    if bound >= FLOAT32_EXACT:
+    digits = stem_digit_bits(conv.weight, lo, hi) if stem else None
+    if bound >= FLOAT32_EXACT and digits is None:
         raise LoweringError(f"conv {conv.source!r}: partial sums up to {bound} reach 2**24, "
                             "beyond float32's exact integers")  # fmt: skip
     theta = act.thresholds.astype(np.int64)
-    if theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
+    if digits is None and theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
         raise LoweringError(f"layer {act.source!r}: thresholds beyond 2**24")
     d = act.direction.astype(np.int32)
     weight = np.transpose(conv.weight.astype(np.int32), (0, 3, 1, 2)) * d[:, None, None, None]
@@ -235,6 +280,9 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     attrs = {"strides": [conv.stride] * 2, "pads": [p, p, p, p], "group": conv.groups,
              "kernel_shape": list(weight.shape[2:])}  # fmt: skip
     name = conv.output
+    if stem and digits is not None:
+        _stem_digits(b, conv, weight, digits, attrs)
+        return
     if stem:
         w = b.const(f"{name}/weight", weight.astype(np.float32))
         b.op("Conv", [conv.inputs[0], w], f"{name}/signed", **attrs)
@@ -249,14 +297,16 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     b.op("Conv", [qdq(conv.inputs[0]), w], f"{name}/signed", **attrs)
 
 
-def _count(b: _Builder, act: ThresholdAct, value: str) -> None:
-    """``X = mult * sum_t [value >= theta_t] + offset`` over the levels axis (float32, exact)."""
+def _count(b: _Builder, act: ThresholdAct, value: str, int32: bool = False) -> None:
+    """``X = mult * sum_t [value >= theta_t] + offset`` over the levels axis (float32, exact);
+    ``int32``: the value and the thresholds are int32 (the digit-split stem)."""
     name = act.output
     c, levels = act.thresholds.shape
     axis = b.const(f"{name}/level_axis", np.array([2], np.int64))
     wide = b.op("Unsqueeze", [value, axis], f"{name}/wide")
+    kind = np.int32 if int32 else np.float32
     theta = b.const(f"{name}/thresholds",
-                    act.thresholds.astype(np.float32).reshape(c, levels, 1, 1))  # fmt: skip
+                    act.thresholds.astype(kind).reshape(c, levels, 1, 1))  # fmt: skip
     passed = b.op("GreaterOrEqual", [wide, theta], f"{name}/passed")
     as_float = b.op("Cast", [passed], f"{name}/passed_float", to=TensorProto.FLOAT)
     count = b.op("ReduceSum", [as_float, axis], f"{name}/count", keepdims=0)

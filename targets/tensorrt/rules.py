@@ -29,8 +29,9 @@ from climbq_deploy.errors import ArtifactError
 
 MIN_OPSET, MAX_OPSET = 13, 21
 SUPPORTED_OPS = frozenset({
-    "Add", "Cast", "Conv", "DequantizeLinear", "Gemm", "GreaterOrEqual", "MatMul", "Mul",
-    "QuantizeLinear", "ReduceSum", "Relu", "Reshape", "Transpose", "Unsqueeze",
+    "Add", "Cast", "Conv", "DequantizeLinear", "Div", "Floor", "Gemm", "GreaterOrEqual",
+    "MatMul", "Mul", "QuantizeLinear", "ReduceSum", "Relu", "Reshape", "Sub", "Transpose",
+    "Unsqueeze",
 })  # fmt: skip
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 WEIGHT_TYPES = (TensorProto.INT8, TensorProto.INT4)

@@ -2,9 +2,10 @@
 
 Mapping of each IR op (batch fixed at export, NHWC):
 
-- input: the program's integer input ``I`` as an int16 tensor (the host quantizes uint8 images
-  with the manifest's mean/std/step; the program must have been lowered with an int16 input,
-  ``capture(..., input_bits=16)``).
+- input: the program's integer input ``I`` as an int16 tensor, or int32 when it is wider (the
+  target lowers with ``capture(..., input_bits=20)``: at 16 bits the input step moves 2-bit
+  codes); the host quantizes uint8 images with the manifest's mean/std/step. Only the stem
+  reads it (digit split, :func:`_stem_layer`).
 - ``IntConv`` + ``ThresholdAct``: a 16x8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` (int16 input of
   scale 1, int8 weights ``d_c W_int`` with per-channel scale 1, int64 zero bias, int16 output of
   scale 1). The requantization multiplier is exactly 1, so the output is ``d_c * acc``
@@ -39,7 +40,7 @@ from climbq_deploy.ir.graph import (
     ThresholdAct,
 )
 from climbq_deploy.targets.tflite.builder import ModelBuilder
-from climbq_deploy.targets.tflite.flavour import INT16_LIMIT
+from climbq_deploy.targets.tflite.flavour import INT16_LIMIT, input_type, input_width
 from climbq_deploy.targets.tflite.reader import METADATA_NAME, read_program_bytes
 
 __all__ = ["METADATA_NAME", "WEIGHT_FORMS", "int4_split", "read_program_bytes", "write_tflite"]
@@ -92,18 +93,23 @@ def write_tflite(
     outputs: list[int] = []
     for node in graph.nodes:
         if isinstance(node, InputQuant):
-            x = b.add_tensor("input", shape(node.output), "int16", scale=1.0, zero_point=0)
-            int16_of[node.output] = x
-            cast = b.add_tensor(f"{node.output}/int32", shape(node.output), "int32")
-            b.add_operator("CAST", [x], [cast])
-            index[node.output] = cast
+            kind = input_type(graph)
+            if kind == "int16":
+                x = b.add_tensor("input", shape(node.output), "int16", scale=1.0, zero_point=0)
+                int16_of[node.output] = x
+                cast = b.add_tensor(f"{node.output}/int32", shape(node.output), "int32")
+                b.add_operator("CAST", [x], [cast])
+                index[node.output] = cast
+            else:  # wider than int16: only the stem reads it, by digits
+                x = b.add_tensor("input", shape(node.output), "int32")
+                index[node.output] = x
             inputs = [x]
         elif isinstance(node, IntConv):
             continue  # emitted with the ThresholdAct that consumes it
         elif isinstance(node, ThresholdAct):
             conv = producers[node.inputs[0]]
             if isinstance(conv, IntConv) and isinstance(producers[conv.inputs[0]], InputQuant):
-                _stem_layer(b, graph, conv, node, int16_of[conv.inputs[0]], batch, index)
+                _stem_layer(b, graph, conv, node, inputs[0], batch, index)
             elif isinstance(conv, IntConv):
                 _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index,
                                  weights)  # fmt: skip
@@ -156,15 +162,19 @@ def _stem_layer(
 ) -> None:  # fmt: skip
     """The first conv, exactly in int32 although TFLite convs return int16.
 
-    ``I`` (int16) is zero-padded, offset to ``u = I + 2**15`` in ``[0, 2**16)`` and split into
-    b-bit digits ``u = sum_k 2**(b k) u_k`` (FLOOR_DIV / FLOOR_MOD), b the largest width with
+    ``I`` (int16 or int32 holding ``B``-bit integers, ``B`` from the input's bounds) is
+    zero-padded, offset to ``u = I + 2**(B-1)`` in ``[0, 2**B)`` and split into b-bit digits
+    ``u = sum_k 2**(b k) u_k`` (FLOOR_DIV / FLOOR_MOD), b the largest width with
     ``max_c sum |W_c| (2**b - 1) < 2**15`` (6 bits for a 4-bit 3x3x3 stem): each digit goes
     through the 16x8 conv with multiplier 1, whose int16 output is then its exact
-    accumulator. ``d acc = sum_k 2**(b k) A_k - 2**15 sum W`` in int32, and the pure program's
-    thresholds are compared in int32.
+    accumulator. ``d acc = sum_k 2**(b k) A_k - 2**(B-1) sum W`` in int32 (``|conv(u)| <
+    2**B max sum |W|`` is checked to fit), and the pure program's thresholds are compared in
+    int32.
     """
     t = graph.tensors
     n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
+    width = input_width(graph)
+    wide_input = width > 16
     ho, wo, c = t[conv.output].shape
     weight = conv.weight.astype(np.int32) * act.direction.astype(np.int32)[:, None, None, None]
     weight_sum = int(np.abs(weight).reshape(c, -1).sum(axis=1).max())
@@ -173,19 +183,29 @@ def _stem_layer(
     )
     if bits == 0 or np.abs(weight).max(initial=0) > 127:
         raise LoweringError(f"stem {conv.source!r}: weights too large for the digit split")
-    count = -(-16 // bits)  # digits of u in [0, 2**16)
+    if weight_sum * 2**width > 2**31 - 1:
+        raise LoweringError(f"stem {conv.source!r}: {width}-bit input times weights exceeds int32")
+    count = -(-width // bits)  # digits of u in [0, 2**width)
     bases = [2 ** (bits * k) for k in range(count - 1, -1, -1)]  # most significant first
     p = conv.padding
     hp, wp = h_ + 2 * p, w_ + 2 * p
-    padded = b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0,
-                          zero_point=0)  # fmt: skip
+    padded = (
+        b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int32")
+        if wide_input
+        else b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0,
+                          zero_point=0)
+    )  # fmt: skip
     pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
     b.add_operator("PAD", [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)],
                    [padded])  # fmt: skip
     full = (n_, hp, wp, c_in)
-    wide = b.add_tensor(f"{conv.output}/u", full, "int32")
-    b.add_operator("CAST", [padded], [wide])
-    offset = b.add_tensor(f"{conv.output}/u_offset", (), "int32", data=np.array(2**15, np.int32))
+    if wide_input:
+        wide = padded
+    else:
+        wide = b.add_tensor(f"{conv.output}/u", full, "int32")
+        b.add_operator("CAST", [padded], [wide])
+    offset = b.add_tensor(f"{conv.output}/u_offset", (), "int32",
+                          data=np.array(2 ** (width - 1), np.int32))  # fmt: skip
     u = b.add_tensor(f"{conv.output}/u_plus", full, "int32")
     b.add_operator("ADD", [wide, offset], [u])
 
@@ -225,7 +245,7 @@ def _stem_layer(
             b.add_operator("ADD", [total, part], [summed])
             part = summed
         total = part
-    correction = -(2**15) * weight.reshape(c, -1).sum(axis=1)
+    correction = -(2 ** (width - 1)) * weight.reshape(c, -1).sum(axis=1)
     corr = b.add_tensor(f"{conv.output}/offset_correction", (c,), "int32",
                         data=correction.astype(np.int32))  # fmt: skip
     acc = b.add_tensor(f"{conv.output}/acc32", (n_, ho, wo, c), "int32")

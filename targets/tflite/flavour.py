@@ -24,6 +24,19 @@ from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAc
 INT16_LIMIT = 32767
 
 
+def input_width(graph: Graph) -> int:
+    """``B``: the program input's integers lie in ``[-2**(B-1), 2**(B-1))`` (its bounds)."""
+    quant = next(n for n in graph.nodes if isinstance(n, InputQuant))
+    lo, hi = graph.tensors[quant.output].bounds or (-(2**31), 2**31 - 1)
+    return next(b for b in range(2, 33) if -(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1))
+
+
+def input_type(graph: Graph) -> str:
+    """The model input's TFLite type: ``int16`` when the program's input fits it, else
+    ``int32`` (the target lowers with a 20-bit input: see ``TfliteTarget.input_bits``)."""
+    return "int16" if input_width(graph) <= 16 else "int32"
+
+
 def requantize_shift(thresholds: np.ndarray, direction: np.ndarray) -> tuple[int, np.ndarray]:
     """``(shift, thresholds')`` for one layer (constant channels keep their 0/1 thresholds)."""
     theta = thresholds.astype(np.int64)

@@ -29,6 +29,7 @@ from typing import Any
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.serialize import load_program_bytes
+from climbq_deploy.targets.tflite.flavour import input_type
 
 __all__ = ["METADATA_NAME", "check_model", "read_program_bytes", "read_tflite"]
 
@@ -53,7 +54,7 @@ TENSOR_BITS: dict[int, int | None] = {
     0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 5: None, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128,
     12: 64, 13: None, 14: None, 15: 32, 16: 16, 17: 4, 18: 16, 19: 2, 20: 4, 21: 8, 22: 8,
 }  # fmt: skip
-FLOAT32, INT16 = 0, 7
+FLOAT32, INT32, INT16 = 0, 2, 7
 # The builtin operators the toolkit's writers emit (export.py, baseline.py): code -> (name,
 # fewest and most inputs, input positions that may be -1 "absent"). Anything else is refused
 # before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an ADD with an absent
@@ -221,7 +222,8 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
     """Walk the whole model: every subgraph, tensor, buffer, operator and operator code in
     bounds, indices in range, only the operators of :data:`WRITTEN_OPS` with their numbers of
     inputs, data-flow order, constant data of the size its shape and type give, and one int16
-    input ``(1, H, W, C)`` and one float32 output ``(1, classes)`` matching ``graph``."""
+    (int32 when wider) input ``(1, H, W, C)`` and one float32 output ``(1, classes)`` matching
+    ``graph``."""
     where = str(path)
     model = _model(content, where)
     fail = model.file.fail
@@ -278,7 +280,11 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             op.table(OPERATOR_OPTIONS, f"operator {i} options")
         op.data(OPERATOR_CUSTOM, f"operator {i} custom options")
     expected = {
-        "input": (SUBGRAPH_INPUTS, INT16, (1, *graph.tensors[graph.input].shape)),
+        "input": (
+            SUBGRAPH_INPUTS,
+            INT16 if input_type(graph) == "int16" else INT32,
+            (1, *graph.tensors[graph.input].shape),
+        ),
         "output": (SUBGRAPH_OUTPUTS, FLOAT32, (1, *graph.tensors[graph.output].shape)),
     }
     for label, (slot, kind, shape) in expected.items():
