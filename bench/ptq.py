@@ -235,8 +235,9 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
                 f"{min(r['tflite']['code_agreement'] for r in inexact):.3f}-"
                 f"{max(r['tflite']['code_agreement'] for r in inexact):.3f}, top-1 agreement "
                 f">= {worst:.3f}): with 8-bit activations the accumulator thresholds leave "
-                "int16, and the int16 TFLite form counts them after a per-layer "
-                "requantization shift (2-4 bits here), which moves codes near a threshold by "
+                "int16, and the int16 TFLite form counts them after a per-channel "
+                "requantization shift (2-3 bits for most channels here: their own thresholds "
+                "leave int16), which moves codes near a threshold by "
                 "one step; each moved code perturbs the next layer.")  # fmt: skip
         if pure:
             text += (f" The pure integer program (NumPy target) of the same models is exact: "

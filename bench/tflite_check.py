@@ -27,14 +27,10 @@ from _common import (
 )
 
 NAME = "tflite_check"
-CHECKS = [
-    ("resnet20-climbq+-w4a4", "ref"),
-    ("resnet20-climbq+-w4a4", "xnnpack"),
-    ("resnet20-climbq+-w4a4", "optimized"),
-    ("resnet20-climbq+-w2a2", "ref"),
-    ("resnet20-climbq+-w2a2", "xnnpack"),
-    ("mobilenetv2-climbq+-w4a4", "ref"),
-]
+CHECKS = [(run, kernels)
+          for run in ("resnet20-climbq+-w4a4", "resnet20-climbq+-w2a2", "mobilenetv2-climbq+-w4a4",
+                      "mobilenetv2-climbq+-w2a2")
+          for kernels in ("ref", "xnnpack", "optimized")]  # fmt: skip
 
 
 def main() -> None:
@@ -42,12 +38,15 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
     parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
     parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     args.records.mkdir(parents=True, exist_ok=True)
     records, rows = [], []
     for run, kernels in CHECKS:
         path = args.records / f"{run}-{kernels}.json"
+        if args.only and run not in args.only:
+            continue
         if not args.collect:
             command = [sys.executable, "-m", "climbq_deploy", "check", str(args.runs / run),
                        "--target", "tflite", "--kernels", kernels, "--json"]  # fmt: skip
@@ -61,17 +60,18 @@ def main() -> None:
                      f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
                      f"{record['torch_fp32_top1']:.2f}",
                      f"{record['reference_max_abs_logit_diff']:.1e}",
+                     f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
                      f"{record['seconds']:.0f}"))  # fmt: skip
     header = run_header()
     markdown = (
         "# TFLite (LiteRT) target: whole SynDigits-LT gamma 50 test set\n\n"
         "`exact_match`: every activation code and the top-1 of LiteRT equal the NumPy reference "
-        "of the same (int16-input) program. `torch`: the trained model in float64 on that "
+        "of the same (20-bit-input) program. `torch`: the trained model in float64 on that "
         "input; `torch fp32`: as evaluated in training (float32, raw input).\n\n"
         + markdown_table(("model", "kernels", "images", "exact_match", "code agreement vs torch",
                           "top-1 agreement vs torch", "tflite top-1 %", "torch top-1 %",
                           "torch fp32 top-1 %", "max logit diff vs reference",
-                          "check seconds"), rows)
+                          "deployed gap to torch fp32 (points)", "check seconds"), rows)
         + "\n\nRecords produced by `climbq check runs/lowering/RUN --target tflite --kernels K "
         "--json` (one per row); this file collects them.\n\n" + provenance_markdown(header)
     )  # fmt: skip

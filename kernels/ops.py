@@ -110,7 +110,7 @@ def threshold_act(
     direction: np.ndarray,
     mult: int,
     offset: int,
-    shift: int = 0,
+    shift: np.ndarray | None = None,
 ) -> np.ndarray:
     """``X[..., c] = mult * #{t : d_c x[..., c] >= theta[c, t]} + offset`` (compare and count).
 
@@ -121,9 +121,13 @@ def threshold_act(
     levels the comparisons are counted one level at a time (int32
     compares); beyond, the count is found by binary search over the sorted levels (``b``
     rounds of one compare each: ``j`` grows by ``2**k`` when level ``j + 2**k`` is reached),
-    which gives the same count because thresholds are sorted. With ``shift > 0`` the counted
-    value is ``(d_c x + 2**(shift - 1)) >> shift`` (round half up: the requantization of
-    LiteRT's int16 conv output; int64 arithmetic). Output int32.
+    which gives the same count because thresholds are sorted.
+
+    ``shift`` (None: none) is the per-channel requantization ``s`` (int ``(C,)``, ``0..31``):
+    channel c counts ``(d_c x + 2**(s_c - 1)) >> s_c`` where ``s_c > 0`` (floor of
+    ``d_c x / 2**s_c + 1/2``: round half up, also for negative values, as LiteRT's int16 conv
+    output with multiplier ``2**-s_c``) and ``d_c x`` where ``s_c = 0``; int64 arithmetic,
+    exact (``|d_c x| < 2**62``). The shifted value is no wider than ``d_c x``. Output int32.
     """
     channels, levels = thresholds.shape
     (x_lo, x_hi), (t_lo, t_hi) = _span(x), _span(thresholds)
@@ -131,9 +135,15 @@ def threshold_act(
         raise KernelError(f"threshold_act: inputs [{x_lo}, {x_hi}] beyond int64 headroom")
     fits = max(-x_lo, x_hi) <= INT32_MAX and t_lo >= INT32_MIN and t_hi <= INT32_MAX
     narrow = np.int32 if fits else np.int64
-    if shift:
+    if shift is not None and np.any(shift):
+        s = np.asarray(shift)
+        if s.shape != (channels,) or s.dtype.kind not in "iu" or s.min() < 0 or s.max() > 31:
+            raise KernelError(f"threshold_act: shift must be ({channels},) integers in 0..31, "
+                              f"got shape {s.shape}, dtype {s.dtype}")  # fmt: skip
+        s = s.astype(np.int64)
+        half = np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
         wide = x.astype(np.int64) * direction.astype(np.int64)
-        value = ((wide + (1 << (shift - 1))) >> shift).astype(narrow)
+        value = ((wide + half) >> s).astype(narrow)
     else:
         value = x.astype(narrow, copy=False) * direction.astype(narrow)
     theta = thresholds.astype(narrow, copy=False)

@@ -176,17 +176,27 @@ class ThresholdAct(Node):
     ``{+1, -1, 0}`` (0: constant channel, thresholds 0 for passed levels and 1 for the rest).
     The input is any integer tensor (an accumulator, or an integer sum).
 
-    ``shift`` (0 in the pure program) is a runtime's requantization before the count: the
-    counted value is ``(d_c x + 2**(shift - 1)) >> shift`` (divide by ``2**shift``, round half
-    up), as LiteRT's int16 conv output with multiplier ``2**-shift`` computes it."""
+    ``shift`` is a runtime's requantization before the count, per output channel: None in the
+    pure program (no requantization), else an int8 ``(C,)`` array ``s`` with values in
+    ``0..31``. Channel c counts ``(d_c x + 2**(s_c - 1)) >> s_c`` for ``s_c > 0`` (divide by
+    ``2**s_c``, round half up, for either sign) and ``d_c x`` itself for ``s_c = 0``: what
+    LiteRT's int16 conv output with the per-channel multiplier ``2**-s_c`` computes
+    (:mod:`climbq_deploy.targets.tflite.flavour`). :meth:`channel_shifts` gives the array in
+    both cases."""
 
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     direction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     mult: int = 2
     offset: int = -1
     bits: int = 8
-    shift: int = 0
+    shift: np.ndarray | None = None
     op = "threshold_act"
+
+    def channel_shifts(self) -> np.ndarray:
+        """The per-channel shifts ``s`` as int64 ``(C,)`` (zeros when ``shift`` is None)."""
+        if self.shift is None:
+            return np.zeros(self.thresholds.shape[0], np.int64)
+        return np.asarray(self.shift).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ measure what packing saves). Thresholds are stored delta-encoded with their dire
 channel: direction, first threshold, then the steps between neighbours, mirrored halves
 subtracted) in the narrowest integer type, split into byte planes (all low bytes, then all
 high bytes) so that deflate compresses them well. Everything else is stored as is.
+
+A ThresholdAct's per-channel requantization ``shift`` (only in a runtime's flavour of the
+program, e.g. the one a ``.tflite`` embeds) is an int8 array member; the pure program's
+``shift=None`` is written as the scalar ``"shift": 0``, as before per-channel shifts existed.
+Loading also accepts older files' scalar shift ``s`` (one shift per layer): 0 reads as None,
+``s > 0`` as ``s`` for every channel (the same counts).
 """
 
 from __future__ import annotations
@@ -108,6 +114,8 @@ def save_program(
     nodes = []
     for node in graph.nodes:
         entry: dict[str, Any] = {"op": node.op, **node.attributes(), "arrays": {}}
+        if isinstance(node, ThresholdAct) and node.shift is None:
+            entry["shift"] = 0  # no requantization: the scalar of program version 1 files
         for field, value in node.arrays().items():
             if isinstance(node, IntConv) and field == "weight":
                 name = f"weights/{node.name}"  # stored uncompressed (dense codes)
@@ -257,6 +265,8 @@ def _node(entry: object, arrays: dict[str, np.ndarray], where: str) -> Node:
     for key in ("name", "inputs", "output"):
         _field(entry, key, list if key == "inputs" else str, where)
     for key, annotation in annotations.items():
+        if op == "threshold_act" and key == "shift":
+            continue  # a scalar or an array: :func:`_layer_shift`
         if key in entry and annotation != "np.ndarray":
             values[key] = _attribute(entry[key], annotation, f"{where}: {key}")
     for field, array_name in stored.items():
@@ -275,7 +285,19 @@ def _node(entry: object, arrays: dict[str, np.ndarray], where: str) -> Node:
     required = [k for k, a in annotations.items() if a == "np.ndarray" and k not in values]
     if required:
         raise ArtifactError(f"{where} lacks its arrays {required}")
+    if op == "threshold_act" and "shift" not in values:
+        values["shift"] = _layer_shift(entry.get("shift", 0), values["thresholds"], where)
+    elif op == "threshold_act" and "shift" in entry:
+        raise ArtifactError(f"{where}: shift is given both as a scalar and as an array")
     return cls(**values)
+
+
+def _layer_shift(value: object, thresholds: np.ndarray, where: str) -> np.ndarray | None:
+    """A scalar ``shift`` (older files: one per layer) as the per-channel field: None for 0
+    (no requantization), else ``s`` for every channel."""
+    if type(value) is not int or not 0 <= value <= 31:
+        raise ArtifactError(f"{where}: shift is {value!r}, expected an int in 0..31 or an array")
+    return None if value == 0 else np.full(thresholds.shape[0], value, np.int8)
 
 
 def _weights(entry: dict[str, Any], array: np.ndarray, values: dict[str, Any],

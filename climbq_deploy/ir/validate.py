@@ -13,7 +13,8 @@ bad value, anything a corrupt or crafted file could carry:
 - **shapes and dtypes** of every node's arrays against its tensors (conv arithmetic
   ``H_out = (H + 2 p - k) // s + 1``, groups dividing the channels, thresholds ``(C, n)``);
 - **values**: conv weights on their ``mult * code + offset`` grid with ``code < 2**bits``,
-  thresholds sorted along the levels and inside int32, directions in ``{-1, 0, 1}``, finite
+  thresholds sorted along the levels and inside int32, directions in ``{-1, 0, 1}``,
+  requantization shifts None or ``(C,)`` in ``0..31``, finite
   float head parameters, ``|W_q| <= 127`` for the int8 head;
 - **bounds**: interval arithmetic (as the bounds pass) from each node's declared input bounds:
   the declared output bounds must contain the proven range, and every accumulator, partial sum
@@ -333,7 +334,12 @@ def _threshold_act(c: _Checker, node: ThresholdAct) -> None:
                      f"{np.unique(direction)[:8].tolist()}")  # fmt: skip
     mult = c.integer(node, "mult", 1, 2**16)
     offset = c.integer(node, "offset", INT32_MIN, INT32_MAX)
-    c.integer(node, "shift", 0, 31)
+    if node.shift is not None:
+        shift = c.array(node, "shift", "iu", 1)
+        if shift.shape != (channels,) or shift.min() < 0 or shift.max() > 31:
+            raise c.fail(f"node {node.name!r}: shift must be None or ({channels},) integers in "
+                         f"[0, 31], got shape {shift.shape}, values in [{shift.min()}, "
+                         f"{shift.max()}]")  # fmt: skip
     c.same_shape(node, spec.shape)
     c.produced(node, (offset, mult * levels + offset))
 

@@ -175,8 +175,9 @@ def write_onnx(
                 raise LoweringError(f"conv {node.source!r} must feed exactly one ThresholdAct")
             _conv(b, graph, node, consumer[0], node.inputs[0] == program_input, qdq)
         elif isinstance(node, ThresholdAct):
-            if node.shift:
-                raise LoweringError(f"layer {node.source!r}: shift {node.shift} (a runtime's "
+            if np.any(node.channel_shifts()):
+                raise LoweringError(f"layer {node.source!r}: shift "
+                                    f"{node.channel_shifts()[:8].tolist()} (a runtime's "
                                     "requantization) has no TensorRT form; export the pure "
                                     "program")  # fmt: skip
             value = node.inputs[0]

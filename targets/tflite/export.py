@@ -7,11 +7,13 @@ Mapping of each IR op (batch fixed at export, NHWC):
   codes); the host quantizes uint8 images with the manifest's mean/std/step. Only the stem
   reads it (digit split, :func:`_stem_layer`).
 - ``IntConv`` + ``ThresholdAct``: a 16x8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` (int16 input of
-  scale 1, int8 weights ``d_c W_int`` with per-channel scale 1, int64 zero bias, int16 output of
-  scale 1). The requantization multiplier is exactly 1, so the output is ``d_c * acc``
-  saturated to int16. Saturation keeps every count exact as long as the thresholds lie in
-  ``[-32767, 32767]`` (a saturated value sits beyond every threshold, on the right side);
-  layers whose thresholds do not are refused. Then compare and count with builtin ops:
+  scale 1, int8 weights ``d_c W_int`` with per-channel scale ``2**-s_c``, int64 zero bias of
+  scale ``1 * 2**-s_c``, int16 output of scale 1). The per-channel requantization multiplier
+  is exactly ``2**-s_c``, so the output is ``(d_c acc + 2**(s_c-1)) >> s_c`` (``d_c acc`` for
+  ``s_c = 0``) saturated to int16, the flavour's ``shift`` (:mod:`.flavour`, which records
+  LiteRT's measured rounding). Saturation keeps every count exact as long as the thresholds
+  lie in ``[-32767, 32767]`` (a saturated value sits beyond every threshold, on the right
+  side); layers whose thresholds do not are refused. Then compare and count with builtin ops:
   RESHAPE to ``(H W, C, 1)``, GREATER_EQUAL against the int16 ``(C, n)`` thresholds
   (broadcast), CAST to int32, SUM over the levels, MUL ``mult``, ADD ``offset``: ``X_int``.
 - ``Relu``: MAXIMUM with 0; ``Add``: int32 ADD; both exact.
@@ -298,8 +300,10 @@ def _int4_sum_term_groups(
     peak = max(abs(lo), abs(hi))
     s_lo, s_hi = taps * c_in * min(lo, 0), taps * c_in * max(hi, 0)
     theta = act.thresholds.astype(np.int64)
-    if act.shift or (theta.size and (65534 + s_lo < theta.max() or -65536 + s_hi >= theta.min())):
-        return None
+    if np.any(act.channel_shifts()) or (
+        theta.size and (65534 + s_lo < theta.max() or -65536 + s_hi >= theta.min())
+    ):
+        return None  # the split sums 2 conv(q) + e S exactly: no requantization between
     per_group = max(1, INT16_LIMIT // max(1, taps * peak))
     if taps * peak > INT16_LIMIT:
         return None
@@ -310,8 +314,10 @@ def _threshold_layer(
     b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
     index: dict[str, int], weights: str = "int8",
 ) -> None:  # fmt: skip
-    """Conv (16x8, output d * acc / 2**shift) then compare-and-count; with ``weights="int4"``
-    the filter is INT4 where :func:`int4_split` and the saturation bounds allow."""
+    """Conv (16x8, per-channel output ``(d_c acc + 2**(s_c-1)) >> s_c``) then
+    compare-and-count; with ``weights="int4"`` the filter is INT4 where :func:`int4_split` and
+    the saturation bounds allow. The shift is carried by the per-channel weight (and bias)
+    scales ``2**-s_c``; input and output scales are 1."""
     t = graph.tensors
     theta = act.thresholds.astype(np.int64)
     if theta.size and (theta.min() < -INT16_LIMIT or theta.max() > INT16_LIMIT):
@@ -333,7 +339,7 @@ def _threshold_layer(
         b.add_operator("PAD", [x16, amounts], [padded])
         x16, padding = padded, "VALID"
     options = {"padding": padding, "stride_h": conv.stride, "stride_w": conv.stride}
-    ones = [1.0] * c
+    scales = _requantization_scales(act)
     zeros = [0] * c
     split = int4_split(weight) if weights == "int4" and conv.groups == 1 else None
     groups = _int4_sum_term_groups(graph, conv, act) if split and split[1] is not None else []
@@ -342,22 +348,28 @@ def _threshold_layer(
         return
     if conv.groups == 1:
         w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8",
-                         data=weight.astype(np.int8), scale=ones, zero_point=zeros)  # fmt: skip
+                         data=weight.astype(np.int8), scale=scales, zero_point=zeros)  # fmt: skip
         op = "CONV_2D"
     elif conv.groups == c and weight.shape[3] == 1:
         dw = np.transpose(weight, (3, 1, 2, 0))  # (1, kh, kw, C)
         w = b.add_tensor(f"{conv.output}/weight", dw.shape, "int8", data=dw.astype(np.int8),
-                         scale=ones, zero_point=zeros, quantized_dimension=3)  # fmt: skip
+                         scale=scales, zero_point=zeros, quantized_dimension=3)  # fmt: skip
         op = "DEPTHWISE_CONV_2D"
         options["depth_multiplier"] = 1
     else:
         raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
     bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
-                        scale=ones, zero_point=zeros)  # fmt: skip
-    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16",
-                       scale=float(2**act.shift), zero_point=0)  # fmt: skip
+                        scale=scales, zero_point=zeros)  # fmt: skip
+    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16", scale=1.0,
+                       zero_point=0)  # fmt: skip
     b.add_operator(op, [x16, w, bias], [acc], **options)
     _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
+
+
+def _requantization_scales(act: ThresholdAct) -> list[float]:
+    """Per-channel weight (and bias) scales ``2**-s_c``: with input and output scale 1 the
+    conv's multiplier is exactly ``2**-s_c`` (float32 holds it for ``s_c <= 31``)."""
+    return [float(2.0 ** -int(s)) for s in act.channel_shifts()]
 
 
 def _int4_conv(
@@ -368,12 +380,14 @@ def _int4_conv(
     """The layer with INT4 filters: ``acc = conv(W)`` directly, or ``2 conv(q) + e S``."""
     q, e = split
     c = nhwc[3]
-    ones, zeros = [1.0] * c, [0] * c
-    w = b.add_tensor(f"{conv.output}/weight_int4", q.shape, "int4", data=q, scale=ones,
+    scales, zeros = _requantization_scales(act), [0] * c
+    if e is not None and any(s != 1.0 for s in scales):  # pragma: no cover - refused before
+        raise LoweringError(f"conv {conv.source!r}: the INT4 split sum cannot requantize")
+    w = b.add_tensor(f"{conv.output}/weight_int4", q.shape, "int4", data=q, scale=scales,
                      zero_point=zeros)  # fmt: skip
     bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
-                        scale=ones, zero_point=zeros)  # fmt: skip
-    if e is None:  # the values fit int4 as they are
+                        scale=scales, zero_point=zeros)  # fmt: skip
+    if e is None:  # the values fit int4 as they are (shifted per channel like int8 filters)
         acc = b.add_tensor(f"{conv.output}/acc16", nhwc, "int16", scale=1.0, zero_point=0)
         b.add_operator("CONV_2D", [x16, w, bias], [acc], **options)
         _count(b, act, acc, "int16", nhwc[1:], nhwc[0], index, None)

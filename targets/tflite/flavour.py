@@ -1,15 +1,26 @@
 """The program as LiteRT's int16 form computes it (the "tflite flavour" of the reference).
 
-The TFLite export reads every conv accumulator back as an int16 conv output (multiplier
-``2**-shift``, round half up, saturating). With ``shift = 0`` that is the accumulator itself
-wherever a count can change, so the count is exact. A layer whose thresholds leave
-``[-32767, 32767]`` is counted on
-``v' = (v + 2**(shift-1)) >> shift`` with the smallest shift that brings its thresholds in,
-and thresholds ``theta' = floor(theta / 2**shift) + 1``: level t is then passed iff
-``v >= theta' 2**shift - 2**(shift-1)``, a boundary within ``2**(shift-1)`` of ``theta``. Only
-values in that band count differently from the pure program; ``climbq check`` measures how
-many. The stem is exempt: the export computes its accumulator exactly in int32 from three
-6-bit digits of the input (see :mod:`.export`), so it keeps the pure program's thresholds.
+The TFLite export reads every conv accumulator back as an int16 conv output, requantized per
+output channel with the multiplier ``2**-s_c`` (per-channel weight scale ``2**-s_c``; round
+half up, saturating). With ``s_c = 0`` that is the accumulator itself wherever a count can
+change, so the count is exact. A channel whose thresholds leave ``[-32767, 32767]`` is counted
+on ``v' = (v + 2**(s_c-1)) >> s_c`` with the smallest ``s_c`` that brings *its own* thresholds
+in, and thresholds ``theta' = floor(theta / 2**s_c) + 1``: level t is then passed iff
+``v >= theta' 2**s_c - 2**(s_c-1)``, a boundary within ``2**(s_c-1)`` of ``theta``. Only values
+in that band count differently from the pure program; ``climbq check`` measures how many. The
+other channels of the layer keep ``s_c = 0`` and count exactly.
+
+LiteRT's rounding, measured (ai-edge-litert 2.3.0, 16x8 ``CONV_2D`` and
+``DEPTHWISE_CONV_2D`` with an int64 bias, BUILTIN_REF, optimized builtin and the XNNPACK
+resolver, which leaves 16x8 convs to the builtin kernels): every int16 output equals
+``clamp((v + 2**(s-1)) >> s, -32768, 32767)`` for ``s`` in 0..31, for positive and negative
+``v`` including every exact tie (the int64-accumulator ``MultiplyByQuantizedMultiplier``:
+multiplier ``2**30 * 2**(1-s-31)``, reduced to ``2**14``, one rounding shift by ``14 + s``).
+With an int32 bias the 16x8 conv takes another path that is wrong from ``s = 16`` on; the
+export always writes int64 biases.
+
+The stem is exempt: the export computes its accumulator exactly in int32 from three 6-bit
+digits of the input (see :mod:`.export`), so it keeps the pure program's thresholds.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from climbq_deploy.ir.errors import LoweringError
 from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
 
 INT16_LIMIT = 32767
+MAX_SHIFT = 31
 
 
 def input_width(graph: Graph) -> int:
@@ -37,19 +49,36 @@ def input_type(graph: Graph) -> str:
     return "int16" if input_width(graph) <= 16 else "int32"
 
 
-def requantize_shift(thresholds: np.ndarray, direction: np.ndarray) -> tuple[int, np.ndarray]:
-    """``(shift, thresholds')`` for one layer (constant channels keep their 0/1 thresholds)."""
+def requantize_shift(
+    thresholds: np.ndarray, direction: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, thresholds')`` of one layer, per output channel: ``shift`` int8 ``(C,)``, the
+    smallest ``s_c`` with every ``floor(theta_c / 2**s_c) + 1`` (``theta_c`` itself for
+    ``s_c = 0``) in ``[-32767, 32767]``; ``thresholds'`` int64 ``(C, n)`` snapped with each
+    channel's own shift. Constant channels (direction 0) keep ``s_c = 0`` and their 0/1
+    thresholds."""
     theta = thresholds.astype(np.int64)
-    varying = direction != 0
-    for shift in range(0, 40):
-        shifted = np.where(varying[:, None], (theta >> shift) + 1, theta) if shift else theta
-        if shifted.size == 0 or (shifted.min() >= -INT16_LIMIT and shifted.max() <= INT16_LIMIT):
-            return shift, shifted
-    raise LoweringError("thresholds beyond 2**55 cannot be brought into int16")  # pragma: no cover
+    channels = theta.shape[0]
+    shift = np.zeros(channels, np.int64)
+    if theta.size == 0:
+        return shift.astype(np.int8), theta
+    lo, hi = theta.min(axis=1), theta.max(axis=1)
+    pending = (direction != 0) & ((lo < -INT16_LIMIT) | (hi > INT16_LIMIT))
+    for s in range(1, MAX_SHIFT + 1):
+        fits = pending & ((lo >> s) + 1 >= -INT16_LIMIT) & ((hi >> s) + 1 <= INT16_LIMIT)
+        shift[fits] = s
+        pending &= ~fits
+    if pending.any():  # pragma: no cover - thresholds are int32 (validated), s <= 17 suffices
+        channels = np.flatnonzero(pending)[:8].tolist()
+        raise LoweringError(f"thresholds of channels {channels} cannot be brought into int16 "
+                            f"by a shift of at most {MAX_SHIFT}")  # fmt: skip
+    shifted = np.where(shift[:, None] > 0, (theta >> shift[:, None]) + 1, theta)
+    return shift.astype(np.int8), shifted
 
 
 def int16_flavour(graph: Graph) -> Graph:
-    """Set ``shift`` and thresholds of every conv-fed ThresholdAct for the int16 TFLite form."""
+    """Set ``shift`` and thresholds of every conv-fed ThresholdAct for the int16 TFLite form
+    (``shift`` stays None in a layer where every channel's thresholds fit int16)."""
     producers = {n.output: n for n in graph.nodes}
     program_input = next(n.output for n in graph.nodes if isinstance(n, InputQuant))
     nodes: list[Node] = []
@@ -61,6 +90,7 @@ def int16_flavour(graph: Graph) -> Graph:
             and conv.inputs[0] != program_input  # the stem is computed exactly (digit split)
         ):
             shift, theta = requantize_shift(node.thresholds, node.direction)
-            node = replace(node, shift=shift, thresholds=theta.astype(np.int16))
+            node = replace(node, shift=shift if shift.any() else None,
+                           thresholds=theta.astype(np.int16))  # fmt: skip
         nodes.append(node)
     return graph.replace_nodes(nodes)

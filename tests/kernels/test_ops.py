@@ -1,6 +1,9 @@
 """Each kernel against an independent computation: torch float64 convolution, a plain
 broadcast count, Python integers."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climbq_deploy.kernels import ops
+from climbq_deploy.kernels.ops import KernelError
 
 
 @st.composite
@@ -81,6 +85,67 @@ def test_threshold_act_by_hand() -> None:
     got = ops.threshold_act(x, theta, np.array([1, -1], np.int8), 1, 0)
     # channel 0 (d=+1): -1 -> 1, 0 -> 2, 2 -> 3; channel 1 (d=-1, so -5, 1, -1): 0, 3, 0
     np.testing.assert_array_equal(got[0, 0], [[1, 0], [2, 3], [3, 0]])
+
+
+def _round_half_up(numerator: int, shift: int) -> int:
+    """``numerator / 2**shift`` rounded half up, with Python fractions (independent of >>)."""
+    return math.floor(Fraction(numerator, 2**shift) + Fraction(1, 2))
+
+
+def test_threshold_act_per_channel_shift_by_hand_at_ties() -> None:
+    """Channel shifts (0, 1, 2, 3) on every value -9..9: ties ``v = (k + 1/2) 2**s`` round up
+    for both signs. The thresholds are every integer -5..5 (11 levels), so the count minus 6
+    reads the counted value back (clipped to -6..5)."""
+    v = np.arange(-9, 10)
+    x = np.stack([v, v, -v, v], axis=-1)[None, None]  # (1, 1, 19, 4); channel 2 has d = -1
+    direction = np.array([1, 1, -1, 1], np.int8)
+    shift = np.array([0, 1, 2, 3], np.int8)
+    theta = np.tile(np.arange(-5, 6), (4, 1))
+    got = ops.threshold_act(x, theta, direction, 1, -6, shift)[0, 0]
+    # hand-computed: v / 2 for v = -3, -1, 1, 3 is -1.5, -0.5, 0.5, 1.5 -> -1, 0, 1, 2
+    assert got[[6, 8, 10, 12], 1].tolist() == [-1, 0, 1, 2]
+    # v / 4 for v = -6, -2, 2, 6 (d x = v) is -1.5, -0.5, 0.5, 1.5 -> -1, 0, 1, 2
+    assert got[[3, 7, 11, 15], 2].tolist() == [-1, 0, 1, 2]
+    # v / 8 for v = -4, 4 is -0.5, 0.5 -> 0, 1; -9 -> -1.125 -> -1; 9 -> 1.125 -> 1
+    assert got[[5, 13, 0, 18], 3].tolist() == [0, 1, -1, 1]
+    for c in range(4):
+        want = [min(max(_round_half_up(int(val), int(shift[c])), -6), 5) for val in v]
+        assert got[:, c].tolist() == want, c
+
+
+@pytest.mark.parametrize("levels", [3, 40])  # the one-level-at-a-time and binary-search counts
+def test_threshold_act_per_channel_shift_equals_a_plain_loop(levels: int) -> None:
+    rng = np.random.default_rng(levels)
+    channels = 6
+    shift = np.array([0, 1, 4, 9, 17, 31], np.int8)
+    direction = np.array([1, -1, 1, -1, 1, 0], np.int8)
+    theta = np.sort(rng.integers(-300, 300, (channels, levels)), axis=1)
+    scale = 2 ** shift.astype(np.int64)
+    # values at each level's lower boundary 2**s theta - 2**(s-1), one below, one above
+    edge = theta * scale[:, None] - np.where(shift > 0, scale // 2, 0)[:, None]
+    values = np.concatenate([edge - 1, edge, edge + 1, rng.integers(-2**40, 2**40, (channels, 9))],
+                            axis=1)  # fmt: skip
+    x = (values * np.where(direction == 0, 1, direction)[:, None]).T[None, None]
+    got = ops.threshold_act(x, theta, direction, 2, 1, shift)[0, 0]
+    for c in range(channels):
+        for i, raw in enumerate(x[0, 0, :, c].tolist()):
+            d = int(direction[c])
+            value = d * raw if shift[c] == 0 else _round_half_up(d * raw, int(shift[c]))
+            count = sum(value >= int(t) for t in theta[c])
+            assert got[i, c] == 2 * count + 1, (c, raw)
+
+
+def test_threshold_act_shift_none_zeros_and_bad_shapes() -> None:
+    x = np.arange(-8, 8).reshape(1, 1, 8, 2)
+    theta, direction = np.array([[-1, 0, 3], [-2, 2, 2]]), np.array([1, -1], np.int8)
+    plain = ops.threshold_act(x, theta, direction, 1, 0)
+    np.testing.assert_array_equal(ops.threshold_act(x, theta, direction, 1, 0, None), plain)
+    np.testing.assert_array_equal(
+        ops.threshold_act(x, theta, direction, 1, 0, np.zeros(2, np.int8)), plain
+    )
+    for bad in (np.array([1, 2, 3]), np.array([[1, 1]]), np.array([1, 32]), np.array([-1, 1])):
+        with pytest.raises(KernelError, match="shift must be"):
+            ops.threshold_act(x, theta, direction, 1, 0, bad)
 
 
 def test_small_ops() -> None:

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from climbq_deploy.ir.capture import capture
-from climbq_deploy.ir.passes import lower
-from climbq_deploy.kernels import ReferenceModel
+from climbq_deploy.ir.graph import (
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    Linear,
+    TensorSpec,
+    ThresholdAct,
+)
+from climbq_deploy.ir.passes import bound_tensors, lower
+from climbq_deploy.kernels import ReferenceModel, ops
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
@@ -68,9 +77,9 @@ def test_tflite_codes_equal_torch_float64_on_the_same_input(tmp_path) -> None:
     out = runner.run(images, with_codes=True)
     codes, _ = codes_and_logits(model, runner.graph, images)
     acts = [n for n in runner.graph.nodes if n.op == "threshold_act"]
-    assert acts[0].shift == 0  # the stem keeps its exact thresholds
+    assert acts[0].shift is None  # the stem keeps its exact thresholds
     for node in acts:
-        if node.shift:  # an int16 requantization: from here on the flavour may differ
+        if node.shift is not None:  # an int16 requantization: from here on it may differ
             break
         np.testing.assert_array_equal(out.codes[node.source], codes[node.source])
     else:
@@ -145,3 +154,198 @@ def test_unknown_weight_storage_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="int2"):
         TfliteTarget("ref", "int2")
+
+
+# --- per-channel requantization shifts -------------------------------------------------------
+
+RESOLVERS = ["ref", "optimized", "xnnpack"]
+
+
+def _interpret(model: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = {"ref": OpResolverType.BUILTIN_REF, "xnnpack": OpResolverType.AUTO,
+                "optimized": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[kernels]  # fmt: skip
+    interpreter = Interpreter(model_content=model, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.int64)
+
+
+def _conv16x8(
+    weights: np.ndarray, weight_scales: list[float], output_scale: float, depthwise: bool
+) -> bytes:
+    """One 1x1 16x8 conv over a (1, 256, 256, Cin) int16 input, int64 zero bias, built the way
+    the export builds its layers (bias scale = input scale 1 x weight scale)."""
+    from climbq_deploy.targets.tflite.builder import ModelBuilder
+
+    c = len(weights)
+    b = ModelBuilder()
+    zeros = [0] * c
+    x = b.add_tensor("x", (1, 256, 256, c if depthwise else 1), "int16", scale=1.0, zero_point=0)
+    if depthwise:
+        w = b.add_tensor("w", (1, 1, 1, c), "int8", data=weights.reshape(1, 1, 1, c),
+                         scale=weight_scales, zero_point=zeros, quantized_dimension=3)  # fmt: skip
+    else:
+        w = b.add_tensor("w", (c, 1, 1, 1), "int8", data=weights.reshape(c, 1, 1, 1),
+                         scale=weight_scales, zero_point=zeros)  # fmt: skip
+    bias = b.add_tensor("b", (c,), "int64", data=np.zeros(c, np.int64), scale=weight_scales,
+                        zero_point=zeros)  # fmt: skip
+    y = b.add_tensor("y", (1, 256, 256, c), "int16", scale=output_scale, zero_point=0)
+    options = {"depth_multiplier": 1} if depthwise else {}
+    b.add_operator("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [x, w, bias], [y],
+                   padding="VALID", stride_h=1, stride_w=1, **options)  # fmt: skip
+    b.set_io([x], [y])
+    return b.build()
+
+
+@pytest.mark.parametrize("kernels", RESOLVERS)
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
+def test_litert_per_channel_power_of_two_multiplier_rounds_half_up(
+    kernels: str, depthwise: bool
+) -> None:
+    """The flavour's model of LiteRT, measured: weight scale ``2**-s`` (output scale 1) gives
+    ``clamp(floor((v + 2**(s-1)) / 2**s))`` for every int16 input times weights of both signs,
+    every exact tie of either sign included, s from 0 to 31."""
+    shifts = [0, 1, 2, 3, 7, 13, 15, 16, 17, 22, 31]
+    weights = [1, -1, 127, -128, -37]
+    pairs = [(s, w) for s in shifts for w in weights]
+    s = np.array([p[0] for p in pairs], np.int64)
+    w = np.array([p[1] for p in pairs], np.int8)
+    x = np.arange(-(2**15), 2**15, dtype=np.int64).reshape(1, 256, 256, 1)
+    v = x * w.astype(np.int64)
+    expected = np.clip(np.floor_divide(v + np.where(s > 0, 2 ** np.maximum(s - 1, 0), 0), 2**s),
+                       -(2**15), 2**15 - 1)  # fmt: skip
+    ties = (s > 0) & (v % 2**s == 2 ** np.maximum(s - 1, 0))
+    assert np.count_nonzero(ties & (v < 0)) > 1000 and np.count_nonzero(ties & (v > 0)) > 1000
+    model = _conv16x8(w, [2.0**-k for k in s.tolist()], 1.0, depthwise)
+    given = np.repeat(x, len(pairs), axis=3) if depthwise else x
+    got = _interpret(model, given.astype(np.int16), kernels)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kernels", RESOLVERS)
+@pytest.mark.parametrize("shift", [1, 5, 12])
+def test_uniform_per_channel_shift_equals_the_per_layer_output_scale(
+    kernels: str, shift: int
+) -> None:
+    """Every channel at one shift: the per-channel weight scales ``2**-s`` give the outputs of
+    the former per-layer form (weight scale 1, output scale ``2**s``)."""
+    w = np.array([1, -1, 127, -128, 3, -77], np.int8)
+    x = np.arange(-(2**15), 2**15, dtype=np.int64).reshape(1, 256, 256, 1).astype(np.int16)
+    per_channel = _interpret(_conv16x8(w, [2.0**-shift] * len(w), 1.0, False), x, kernels)
+    per_layer = _interpret(_conv16x8(w, [1.0] * len(w), float(2**shift), False), x, kernels)
+    np.testing.assert_array_equal(per_channel, per_layer)
+
+
+def _quantile_thresholds(acc: np.ndarray, levels: int) -> np.ndarray:
+    """``(C, levels)`` sorted integer thresholds spread over each channel's values of ``acc``."""
+    q = np.linspace(0.01, 0.99, levels)
+    flat = acc.reshape(-1, acc.shape[-1]).astype(np.float64)
+    return np.floor(np.quantile(flat, q, axis=0).T).astype(np.int64)
+
+
+def _shifted_program(images: np.ndarray, big: int) -> Graph:
+    """image (6x6x2) -> stem 3x3 conv (8) -> 7-bit act -> 3x3 conv (8) -> 8-bit act -> 3x3
+    depthwise conv -> 4-bit act -> sum pool -> float head. In the dense conv channel 0 has all
+    weights ``big`` (accumulators beyond int16), the others small weights (within int16;
+    channel 2 counts downwards, channel 3 is constant); in the depthwise conv channel 1 has
+    weights 127, the others small. Thresholds are quantiles of the actual accumulators."""
+    rng = np.random.default_rng(7)
+    hw = images.shape[1:3]
+    ch = 8
+    step = 1.0 / 255.0
+
+    def spec(name: str, c: int, scale: float | None = 1.0, shape=None) -> TensorSpec:
+        return TensorSpec(name, "int32", shape or (*hw, c), len(shape or (*hw, c)) - 1, scale)
+
+    x = ops.input_quant(images, (0.0, 0.0), (1.0, 1.0), step)
+    stem_w = rng.integers(-3, 4, (ch, 3, 3, 2)).astype(np.int8)
+    stem_acc = ops.int_conv(x, stem_w, 1, 1, 1, 2**31 - 1)
+    stem_t = _quantile_thresholds(stem_acc, 127)
+    codes1 = ops.threshold_act(stem_acc, stem_t, np.ones(ch, np.int8), 1, 0)
+    w2 = rng.integers(-3, 4, (ch, 3, 3, ch)).astype(np.int8)
+    w2[0] = big
+    w2[3] = 0
+    d2 = np.array([1, 1, -1, 0, 1, 1, 1, 1], np.int8)
+    acc2 = ops.int_conv(codes1, w2, 1, 1, 1, 2**31 - 1) * d2.astype(np.int32)
+    t2 = _quantile_thresholds(acc2, 255)
+    t2[3] = 0  # constant channel: every level passed
+    codes2 = ops.threshold_act(acc2, t2, np.ones(ch, np.int8), 1, 0)
+    w3 = rng.integers(-10, 11, (ch, 3, 3, 1)).astype(np.int8)
+    w3[1] = 127
+    acc3 = ops.int_conv(codes2, w3, 1, 1, ch, 2**31 - 1)
+    t3 = _quantile_thresholds(acc3, 15)
+    tensors = {
+        "image": TensorSpec("image", "uint8", (*hw, 2), 2),
+        "x": spec("x", 2, step),
+        **{name: spec(name, ch) for name in ("acc1", "q1", "acc2", "q2", "acc3", "q3")},
+        "pool": spec("pool", ch, 1.0 / (hw[0] * hw[1]), (ch,)),
+        "logits": TensorSpec("logits", "float64", (10,), 0),
+    }
+    grid = {"weight_bits": 8, "weight_grid": (1, -128)}
+    nodes = (
+        InputQuant("in", ("image",), "x", "input", mean=(0.0, 0.0), std=(1.0, 1.0), step=step),
+        IntConv("c1", ("x",), "acc1", "stem", weight=stem_w, padding=1, **grid),
+        ThresholdAct("a1", ("acc1",), "q1", "act1", thresholds=stem_t,
+                     direction=np.ones(ch, np.int8), mult=1, offset=0, bits=7),
+        IntConv("c2", ("q1",), "acc2", "conv2", weight=w2, padding=1, **grid),
+        ThresholdAct("a2", ("acc2",), "q2", "act2", thresholds=t2, direction=d2, mult=1,
+                     offset=0, bits=8),
+        IntConv("c3", ("q2",), "acc3", "conv3", weight=w3, padding=1, groups=ch, **grid),
+        ThresholdAct("a3", ("acc3",), "q3", "act3", thresholds=t3,
+                     direction=np.ones(ch, np.int8), mult=2, offset=-15, bits=4),
+        GlobalSumPool("pool", ("q3",), "pool", "pool"),
+        Linear("fc", ("pool",), "logits", "fc", weight=rng.normal(size=(10, ch)),
+               bias=rng.normal(size=10)),
+    )  # fmt: skip
+    return bound_tensors(Graph(nodes, tensors, "image", "logits"))
+
+
+@pytest.mark.parametrize("kernels", RESOLVERS)
+@pytest.mark.parametrize(("weights", "big"), [("int8", 127), ("int4", 7)])
+def test_one_channel_shifted_layer_equals_its_flavour_reference(
+    tmp_path, kernels: str, weights: str, big: int
+) -> None:
+    """One channel of a layer needs a large shift, the others none: the flavour shifts only that
+    channel, and LiteRT's codes and logits equal the flavour reference's on every path (int4:
+    the filters of the dense conv fit INT4 as they are, shifted like int8 ones)."""
+    images = np.random.default_rng(3).integers(0, 256, (6, 6, 6, 2), dtype=np.uint8)
+    graph = _shifted_program(images, big)
+    flavour = int16_flavour(graph)
+    a2, a3 = flavour.node("a2"), flavour.node("a3")
+    assert flavour.node("a1").shift is None  # the stem is exact
+    for name, node in (("a2", a2), ("a3", a3)):  # the smallest shift, by a plain loop
+        raw = graph.node(name).thresholds.astype(np.int64)
+        want = []
+        for row in raw.tolist():
+            s = 0
+            while not all(abs((t >> s) + (s > 0)) <= 32767 for t in row):
+                s += 1
+            want.append(s)
+        assert node.shift.tolist() == want
+    assert a2.shift[0] >= 1 and not a2.shift[1:].any()
+    assert a3.shift[1] >= 3 and not a3.shift[[0, *range(2, 8)]].any()
+    assert a2.thresholds.dtype == np.int16 and a3.thresholds.dtype == np.int16
+    raw = graph.node("a2").thresholds.astype(np.int64)  # each channel snapped with its shift
+    assert np.array_equal(a2.thresholds[0], (raw[0] >> a2.shift[0]) + 1)
+    assert np.array_equal(a2.thresholds[1:], raw[1:])
+    from ai_edge_litert import schema_py_generated as schema
+
+    target = TfliteTarget(kernels, weights)
+    path = target.export(graph, tmp_path / f"m-{kernels}-{weights}.tflite")
+    assert (schema.TensorType.INT4 in _tensors(path).values()) == (weights == "int4")
+    runner = target.load(path)
+    assert runner.graph.node("a2").shift.tolist() == a2.shift.tolist()  # embedded program
+    out = runner.run(images, with_codes=True)
+    values = ReferenceModel(flavour).run(images, keep=True)
+    for node in ("a1", "a2", "a3"):
+        act = flavour.node(node)
+        np.testing.assert_array_equal(out.codes[act.source], values[act.output], err_msg=node)
+        assert len(np.unique(values[act.output])) > 3  # the counts are spread, not saturated
+    np.testing.assert_allclose(out.logits, values[flavour.output], rtol=1e-5, atol=1e-4)
+    pure = ReferenceModel(graph).run(images, keep=True)
+    moved = np.count_nonzero(pure["q2"][..., 0] != values["q2"][..., 0])
+    assert np.array_equal(pure["q2"][..., 1:], values["q2"][..., 1:])  # unshifted: exact
+    assert moved < pure["q2"][..., 0].size // 10
