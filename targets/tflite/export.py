@@ -16,6 +16,10 @@ Mapping of each IR op (batch fixed at export, NHWC):
   side); layers whose thresholds do not are refused. Then compare and count with builtin ops:
   RESHAPE to ``(H W, C, 1)``, GREATER_EQUAL against the int16 ``(C, n)`` thresholds
   (broadcast), CAST to int32, SUM over the levels, MUL ``mult``, ADD ``offset``: ``X_int``.
+- a layer whose thresholds leave int16 (8-bit activations, e.g. int8 PTQ) but whose partial
+  sums stay below 2**24: a float32 conv on the integer input, CAST to int32, and the count
+  against int32 thresholds (exact: float32 holds every partial sum). Only where partial sums
+  reach 2**24 does the int16 conv requantize with a per-channel shift (the "tflite flavour").
 - ``Relu``: MAXIMUM with 0; ``Add``: int32 ADD; both exact.
 - ``GlobalSumPool``: SUM over H, W in int32; float head: CAST to float32, MUL by the pool
   unit, FULLY_CONNECTED float32.
@@ -42,7 +46,13 @@ from climbq_deploy.ir.graph import (
     ThresholdAct,
 )
 from climbq_deploy.targets.tflite.builder import ModelBuilder
-from climbq_deploy.targets.tflite.flavour import INT16_LIMIT, input_type, input_width
+from climbq_deploy.targets.tflite.flavour import (
+    INT16_LIMIT,
+    float_conv_is_exact,
+    input_type,
+    input_width,
+    thresholds_fit_int16,
+)
 from climbq_deploy.targets.tflite.reader import METADATA_NAME, read_program_bytes
 
 __all__ = ["METADATA_NAME", "WEIGHT_FORMS", "int4_split", "read_program_bytes", "write_tflite"]
@@ -112,6 +122,10 @@ def write_tflite(
             conv = producers[node.inputs[0]]
             if isinstance(conv, IntConv) and isinstance(producers[conv.inputs[0]], InputQuant):
                 _stem_layer(b, graph, conv, node, inputs[0], batch, index)
+            elif (
+                isinstance(conv, IntConv) and node.shift is None and not thresholds_fit_int16(node)
+            ):  # thresholds beyond int16, partial sums below 2**24 (see int16_flavour)
+                _float_conv_layer(b, graph, conv, node, index[conv.inputs[0]], batch, index)
             elif isinstance(conv, IntConv):
                 _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index,
                                  weights)  # fmt: skip
@@ -364,6 +378,58 @@ def _threshold_layer(
                        zero_point=0)  # fmt: skip
     b.add_operator(op, [x16, w, bias], [acc], **options)
     _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
+
+
+def _float_conv_layer(
+    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x32: int, batch: int,
+    index: dict[str, int],
+) -> None:  # fmt: skip
+    """A layer whose thresholds leave int16 (e.g. 8-bit PTQ): CAST the int32 input to float32,
+    float32 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` with the integer filter ``d_c W_int`` as float32
+    and zero bias, CAST the (integer-valued) output to int32, count against the int32
+    thresholds. Exact: every partial sum is an integer below 2**24 in magnitude
+    (:func:`~.flavour.float_conv_is_exact`, checked), which float32 holds in any summation
+    order, FMA included. Costs float32 filters (4x int8) in those layers; XNNPACK runs them."""
+    t = graph.tensors
+    if not float_conv_is_exact(graph, conv):
+        raise LoweringError(f"conv {conv.source!r}: partial sums reach 2**24, a float32 conv "
+                            "would not be exact")  # fmt: skip
+    theta = act.thresholds.astype(np.int64)
+    if theta.size and (theta.min() < -(2**31) or theta.max() > 2**31 - 1):
+        raise LoweringError(f"layer {act.source!r}: thresholds beyond int32")
+    d = act.direction.astype(np.float32)
+    ho, wo, c = t[conv.output].shape
+    weight = conv.weight.astype(np.float32) * d[:, None, None, None]
+    n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
+    x = b.add_tensor(f"{conv.output}/input_float", (n_, h_, w_, c_in), "float32")
+    b.add_operator("CAST", [x32], [x])
+    padding = _conv_padding(conv)
+    if padding == "PAD":
+        p = conv.padding
+        padded = b.add_tensor(f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in),
+                              "float32")  # fmt: skip
+        pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
+        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
+        b.add_operator("PAD", [x, amounts], [padded])
+        x, padding = padded, "VALID"
+    options: dict[str, object] = {"padding": padding, "stride_h": conv.stride,
+                                  "stride_w": conv.stride}  # fmt: skip
+    if conv.groups == 1:
+        w = b.add_tensor(f"{conv.output}/weight", weight.shape, "float32", data=weight)
+        op = "CONV_2D"
+    elif conv.groups == c and weight.shape[3] == 1:
+        dw = np.ascontiguousarray(np.transpose(weight, (3, 1, 2, 0)))  # (1, kh, kw, C)
+        w = b.add_tensor(f"{conv.output}/weight", dw.shape, "float32", data=dw)
+        op = "DEPTHWISE_CONV_2D"
+        options["depth_multiplier"] = 1
+    else:
+        raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
+    bias = b.add_tensor(f"{conv.output}/bias", (c,), "float32", data=np.zeros(c, np.float32))
+    out = b.add_tensor(f"{conv.output}/acc_float", (batch, ho, wo, c), "float32")
+    b.add_operator(op, [x, w, bias], [out], **options)
+    acc = b.add_tensor(f"{conv.output}/acc32", (batch, ho, wo, c), "int32")
+    b.add_operator("CAST", [out], [acc])
+    _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
 
 
 def _requantization_scales(act: ThresholdAct) -> list[float]:

@@ -76,9 +76,29 @@ def requantize_shift(
     return shift.astype(np.int8), shifted
 
 
+FLOAT32_EXACT = 2**24  # float32 holds every integer of smaller magnitude exactly
+
+
+def thresholds_fit_int16(act: ThresholdAct) -> bool:
+    """Whether a layer's thresholds all lie in ``[-32767, 32767]`` (its int16 conv is exact)."""
+    theta = act.thresholds
+    return theta.size == 0 or (int(theta.min()) >= -INT16_LIMIT and int(theta.max()) <= INT16_LIMIT)
+
+
+def float_conv_is_exact(graph: Graph, conv: IntConv) -> bool:
+    """Whether ``conv`` computed as a float32 ``CONV_2D`` on its integer input is exact: every
+    partial sum of any accumulation order (``sum |W| max|x|``) stays below 2**24, so float32
+    holds each one exactly and the rounded result is the integer accumulator."""
+    from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
+
+    lo, hi = graph.tensors[conv.inputs[0]].bounds or (-(2**31), 2**31 - 1)
+    return partial_sum_bound(conv.weight, lo, hi) < FLOAT32_EXACT
+
+
 def int16_flavour(graph: Graph) -> Graph:
     """Set ``shift`` and thresholds of every conv-fed ThresholdAct for the int16 TFLite form
-    (``shift`` stays None in a layer where every channel's thresholds fit int16)."""
+    (``shift`` stays None in a layer where every channel's thresholds fit int16, and in a layer
+    the export computes with an exact float32 conv instead: :func:`float_conv_is_exact`)."""
     producers = {n.output: n for n in graph.nodes}
     program_input = next(n.output for n in graph.nodes if isinstance(n, InputQuant))
     nodes: list[Node] = []
@@ -88,6 +108,7 @@ def int16_flavour(graph: Graph) -> Graph:
             isinstance(node, ThresholdAct)
             and isinstance(conv, IntConv)
             and conv.inputs[0] != program_input  # the stem is computed exactly (digit split)
+            and not (not thresholds_fit_int16(node) and float_conv_is_exact(graph, conv))
         ):
             shift, theta = requantize_shift(node.thresholds, node.direction)
             node = replace(node, shift=shift if shift.any() else None,

@@ -21,6 +21,7 @@ from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.targets.tflite import TfliteTarget
+from climbq_deploy.targets.tflite import flavour as flavour_module
 from climbq_deploy.targets.tflite.flavour import int16_flavour
 from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 
@@ -306,11 +307,14 @@ def _shifted_program(images: np.ndarray, big: int) -> Graph:
 @pytest.mark.parametrize("kernels", RESOLVERS)
 @pytest.mark.parametrize(("weights", "big"), [("int8", 127), ("int4", 7)])
 def test_one_channel_shifted_layer_equals_its_flavour_reference(
-    tmp_path, kernels: str, weights: str, big: int
+    tmp_path, monkeypatch, kernels: str, weights: str, big: int
 ) -> None:
     """One channel of a layer needs a large shift, the others none: the flavour shifts only that
     channel, and LiteRT's codes and logits equal the flavour reference's on every path (int4:
-    the filters of the dense conv fit INT4 as they are, shifted like int8 ones)."""
+    the filters of the dense conv fit INT4 as they are, shifted like int8 ones). The shift is
+    the form of layers whose partial sums reach 2**24; this small program's do not, so the
+    float32-conv form is switched off here (the next test covers it)."""
+    monkeypatch.setattr(flavour_module, "FLOAT32_EXACT", 0)
     images = np.random.default_rng(3).integers(0, 256, (6, 6, 6, 2), dtype=np.uint8)
     graph = _shifted_program(images, big)
     flavour = int16_flavour(graph)
@@ -349,3 +353,25 @@ def test_one_channel_shifted_layer_equals_its_flavour_reference(
     moved = np.count_nonzero(pure["q2"][..., 0] != values["q2"][..., 0])
     assert np.array_equal(pure["q2"][..., 1:], values["q2"][..., 1:])  # unshifted: exact
     assert moved < pure["q2"][..., 0].size // 10
+
+
+@pytest.mark.parametrize("kernels", RESOLVERS)
+def test_layers_beyond_int16_run_as_exact_float32_convs(tmp_path, kernels: str) -> None:
+    """Thresholds beyond int16 but partial sums below 2**24: no shift, the layer is a float32
+    conv on integers cast back to int32, and LiteRT's codes equal the *pure* program's exactly
+    (the flavour leaves those layers alone)."""
+    images = np.random.default_rng(3).integers(0, 256, (6, 6, 6, 2), dtype=np.uint8)
+    graph = _shifted_program(images, 127)
+    flavour = int16_flavour(graph)
+    for name in ("a2", "a3"):
+        assert flavour.node(name).shift is None
+        np.testing.assert_array_equal(flavour.node(name).thresholds, graph.node(name).thresholds)
+        assert np.abs(graph.node(name).thresholds).max() > 32767  # beyond int16 indeed
+    target = TfliteTarget(kernels)
+    path = target.export(graph, tmp_path / f"float-{kernels}.tflite")
+    out = target.load(path).run(images, with_codes=True)
+    values = ReferenceModel(graph).run(images, keep=True)
+    for name in ("a1", "a2", "a3"):
+        act = graph.node(name)
+        np.testing.assert_array_equal(out.codes[act.source], values[act.output], err_msg=name)
+    np.testing.assert_allclose(out.logits, values["logits"], rtol=1e-5, atol=1e-5)
