@@ -240,12 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     bn = commands.add_parser("bench", help="latency (p50/p90/p99) and accuracy of a model file")
     bn.add_argument("model", type=Path, help="a .tflite, .onnx or .climbq from `climbq export`")
     bn.add_argument("--threads", type=_positive_int, default=1)
-    bn.add_argument("--kernels", choices=("xnnpack", "optimized", "ref"), default="xnnpack")
+    bn.add_argument("--kernels", choices=("xnnpack", "optimized", "ref"), default=None,
+                    help=".tflite: LiteRT kernels (default xnnpack)")  # fmt: skip
     bn.add_argument("--warmup", type=_non_negative_int, default=10)
     bn.add_argument("--repeats", type=_positive_int, default=100)
     bn.add_argument("--data", type=Path, default=None, help="dataset folder: also top-1")
-    bn.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
-                    help=".onnx: ONNX Runtime (CPU) or a TensorRT engine (GPU)")  # fmt: skip
+    bn.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default=None,
+                    help=".onnx: ONNX Runtime (CPU, default) or TensorRT (GPU)")  # fmt: skip
     bn.add_argument("--batch", type=_positive_int, default=1,
                     help=".onnx/.climbq: images per invoke (.tflite: 1)")  # fmt: skip
     bn.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -283,7 +284,14 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from climbq_deploy.bench import bench_artifact
 
-    kernels = {".onnx": args.runtime, ".tflite": args.kernels}.get(args.model.suffix)
+    suffix = args.model.suffix
+    if args.kernels is not None and suffix != ".tflite":
+        raise ConfigError(f"--kernels applies to .tflite models, not {args.model.name}")
+    if args.runtime is not None and suffix != ".onnx":
+        raise ConfigError(f"--runtime applies to .onnx models, not {args.model.name}")
+    kernels = {".onnx": args.runtime or "onnxruntime", ".tflite": args.kernels or "xnnpack"}.get(
+        suffix
+    )
     record = bench_artifact(args.model, threads=args.threads, kernels=kernels, batch=args.batch,
                             warmup=args.warmup, repeats=args.repeats, data=args.data)  # fmt: skip
     if args.json:

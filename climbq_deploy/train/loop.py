@@ -158,6 +158,8 @@ def train(
     the epoch with the best balanced validation accuracy is kept in ``best.pt`` and its test
     metrics are reported under ``best_val``; nothing is ever selected on the test set.
     """
+    if config.method == "ptq":
+        raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
