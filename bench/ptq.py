@@ -85,6 +85,24 @@ def tflite_record(
     return record
 
 
+def onnx_record(run_dir: Path, limit: int, force: bool, keep: Path | None = None) -> dict[str, Any]:
+    """``check_run`` on the TensorRT target's ONNX under ONNX Runtime, cached like
+    :func:`tflite_record`."""
+    keep = keep or run_dir
+    path = keep / f"check-tensorrt-onnxruntime-{limit}.json"
+    if path.is_file() and not force:
+        return json.loads(path.read_text())
+    keep.mkdir(parents=True, exist_ok=True)
+    target = get_target("tensorrt", "onnxruntime")
+    artifact = keep / f"model{target.suffix}"
+    target.export(lower_run(load_run(run_dir), input_bits=target.input_bits), artifact)
+    record = check_run(run_dir, target="tensorrt", artifact=artifact, limit=limit,
+                       kernels="onnxruntime", progress=False)  # fmt: skip
+    record.pop("layers", None)
+    write_json(path, record)
+    return record
+
+
 def numpy_record(run_dir: Path, limit: int, force: bool) -> dict[str, Any]:
     """The pure integer program (NumPy reference) against torch, cached in ``run_dir``."""
     path = run_dir / f"check-numpy-{limit}.json"
@@ -122,7 +140,9 @@ def calibrated_row(
                       "seconds": metrics["seconds"]})  # fmt: skip
     first = Path(seeds[0]["run"])
     print(f"check tflite {first.name}", file=sys.stderr, flush=True)
-    deployed = tflite_record(first, args.limit, args.kernels, args.force)
+    deployed = tflite_record(first, args.limit, args.kernels, args.force or args.recheck)
+    print(f"check onnx {first.name}", file=sys.stderr, flush=True)
+    onnx = onnx_record(first, args.limit, args.force or args.recheck)
     pure = None
     if (deployed.get("code_agreement") or 0) < 1.0 and args.numpy_limit:
         pure = numpy_record(first, args.numpy_limit, args.force)
@@ -131,7 +151,7 @@ def calibrated_row(
     return {"row": row, "recipe": recipe, "range_rule": rule, "calib": calib,
             "wbits": 8 if recipe == "ptq-int8" else 4, "abits": 8 if recipe == "ptq-int8" else 4,
             **mean, "seeds": seeds, "tflite": {k: deployed.get(k) for k in CHECK_KEYS},
-            "numpy": pure}  # fmt: skip
+            "onnx": {k: onnx.get(k) for k in CHECK_KEYS}, "numpy": pure}  # fmt: skip
 
 
 def reference_row(
@@ -143,8 +163,12 @@ def reference_row(
            "epochs": metrics.get("epochs"), **group_figures(metrics)}  # fmt: skip
     if keep is not None:
         print(f"check tflite {run_dir.name}", file=sys.stderr, flush=True)
-        deployed = tflite_record(run_dir, args.limit, args.kernels, args.force, keep)
+        deployed = tflite_record(run_dir, args.limit, args.kernels, args.force or args.recheck,
+                                 keep)  # fmt: skip
         row["tflite"] = {k: deployed.get(k) for k in CHECK_KEYS}
+        print(f"check onnx {run_dir.name}", file=sys.stderr, flush=True)
+        onnx = onnx_record(run_dir, args.limit, args.force or args.recheck, keep)
+        row["onnx"] = {k: onnx.get(k) for k in CHECK_KEYS}
     return row
 
 
@@ -156,16 +180,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         t = r.get("tflite") or {}
+        o = r.get("onnx") or {}
         calib = r["calib"] or "–"
         rule = {"minmax": "min-max", "percentile": "p99.99"}.get(r["range_rule"] or "", "–")
         lines.append((r["row"], f"w{r['wbits']}a{r['abits']}",
                       calib, rule, _f(r.get("top1")), _f(r.get("many")), _f(r.get("medium")),
                       _f(r.get("few")), t.get("n_images", "–"), t.get("exact_match", "–"),
                       _f(t.get("top1_agreement"), 3), _f(t.get("code_agreement"), 4),
-                      _f(t.get("ref_top1")), _f(t.get("torch_top1"))))  # fmt: skip
+                      _f(t.get("ref_top1")), _f(t.get("torch_top1")), o.get("exact_match", "–"),
+                      _f(o.get("top1_agreement"), 3), _f(o.get("ref_top1"))))  # fmt: skip
     return markdown_table(("model", "bits", "calibration", "range", "top-1 %", "many", "medium",
-                           "few", "tflite images", "exact vs flavour", "top-1 agr.",
-                           "code agr.", "tflite top-1 %", "torch top-1 %"), lines)  # fmt: skip
+                           "few", "tflite images", "tflite exact", "tflite top-1 agr.",
+                           "tflite code agr.", "tflite top-1 %", "torch top-1 %", "onnx exact",
+                           "onnx top-1 agr.", "onnx top-1 %"), lines)  # fmt: skip
 
 
 def findings(rows: list[dict[str, Any]]) -> list[str]:
@@ -273,6 +300,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--rows", nargs="*", default=None, help="only rows containing these")
     parser.add_argument("--force", action="store_true", help="recompute finished rows")
+    parser.add_argument("--recheck", action="store_true", help="redo the deployment checks only")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     args = parser.parse_args()  # fmt: skip
     if len(args.fp_run) != len(args.qat_run):
@@ -308,9 +336,11 @@ def main() -> None:
              "calibration set; no training. Accuracy: whole balanced test set (mean over "
              "seeds). TFLite: LiteRT "
              f"({args.kernels}) on {args.limit} evenly spaced test images only (CPU budget), seed "
-             f"{args.seeds[0]}'s model; `exact vs flavour` is the bit-exactness against the "
-             "NumPy reference of the int16 TFLite program, the agreements are against the "
-             "torch model in float64 (the TFLite/torch top-1 columns are on that subset). "
+             f"{args.seeds[0]}'s model, and the TensorRT target's ONNX under ONNX Runtime on "
+             "the same images; `exact` is the bit-exactness (every code and top-1) against "
+             "the NumPy reference of the program the file computes, the agreements are "
+             "against the torch model in float64 on the program's (20-bit) input (the "
+             "tflite/torch top-1 columns are on that subset). "
              "Few-shot = the classes with < 20 training images (one class on "
              "SynDigits-LT gamma 50, 200 test images: one seed's few-shot figure moves by "
              "several points between calibration draws).\n"]  # fmt: skip

@@ -12,8 +12,11 @@ Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
   of 16 bits moves 2-bit codes, see the target's ``input_bits``) is split into two digits
   ``I = 2**D h + l``, each convolved exactly in float32, and recombined in int32
   (``Cast``, ``Mul``, ``Add``); that layer's thresholds are compared in int32.
-- other ``IntConv``: ``QuantizeLinear(x, 1, 0) -> DequantizeLinear`` on the input (int8,
-  per tensor, scale 1: the codes are integers in [-128, 127], so quantization is the identity)
+- other ``IntConv``: ``QuantizeLinear(x, m, 0) -> DequantizeLinear`` on the input (int8,
+  per tensor, scale ``m``: the values are multiples of ``m`` with ``x / m`` in [-128, 127],
+  so quantization is the identity; ``m = 1`` up to 7-bit codes, 2 for 8-bit codes). An input
+  that does not fit int8 even so (the sum of two 8-bit activations, e.g. int8 PTQ) makes that
+  conv a float32 ``Conv`` like the stem (exact below 2**24; TensorRT runs it in FP32).
   and ``DequantizeLinear(d_c W_int, ones, 0, axis=0)`` on the weight (int8, per output channel,
   axis stored explicitly), then ``Conv`` with a float output. TensorRT runs an INT8 conv with
   int32 accumulation; the output ``acc * 1 * 1`` is exact in float32 below 2**24. The 2-bit and
@@ -40,6 +43,7 @@ So every integer tensor of the program is exact in this model (float32 holds int
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -134,6 +138,21 @@ class _Builder:
         return output
 
 
+def value_steps(graph: Graph) -> dict[str, int]:
+    """For each integer tensor, an ``m`` with every value a multiple of ``m``:
+    ``mult * count + offset`` gives ``gcd(mult, offset)``, ReLU keeps it (0 is a multiple), an
+    add takes the gcd of its inputs, anything else 1."""
+    steps: dict[str, int] = {}
+    for node in graph.nodes:
+        if isinstance(node, ThresholdAct):
+            steps[node.output] = math.gcd(int(node.mult), int(node.offset)) or 1
+        elif isinstance(node, Relu):
+            steps[node.output] = steps.get(node.inputs[0], 1)
+        elif isinstance(node, Add):
+            steps[node.output] = math.gcd(*(steps.get(n, 1) for n in node.inputs)) or 1
+    return steps
+
+
 def write_onnx(
     graph: Graph, weights: str = "int8", program: bytes | None = None
 ) -> onnx.ModelProto:
@@ -146,18 +165,22 @@ def write_onnx(
     b = _Builder()
     producers = {n.output: n for n in graph.nodes}
     qdq_of: dict[str, str] = {}
-    one = b.const("scale_one", np.array(1.0, np.float32))
     zero8 = b.const("zero_int8", np.array(0, np.int8))
+    step = value_steps(graph)
 
-    def qdq(name: str) -> str:
-        """``DQ(Q(x, 1, 0), 1, 0)`` of an int8-bounded integer tensor (identity on it)."""
+    def qdq(name: str) -> str | None:
+        """``DQ(Q(x, m, 0), m, 0)`` of an integer tensor whose values are multiples of ``m``
+        (:func:`value_steps`) and whose ``x / m`` fits int8: the identity on it (``x / m`` is
+        an integer, so no rounding happens); None when ``x / m`` does not fit int8 (e.g. the
+        sum of two 8-bit activations, [0, 254] in steps of 1)."""
         if name not in qdq_of:
             lo, hi = t[name].bounds or (-(2**31), 2**31)
-            if lo < INT8[0] or hi > INT8[1]:
-                raise LoweringError(f"tensor {name!r} range [{lo}, {hi}] does not fit int8, the "
-                                    "TensorRT conv input")  # fmt: skip
-            q = b.op("QuantizeLinear", [name, one, zero8], f"{name}/q")
-            qdq_of[name] = b.op("DequantizeLinear", [q, one, zero8], f"{name}/dq")
+            m = step.get(name, 1)
+            if lo // m < INT8[0] or -(-hi // m) > INT8[1]:
+                return None
+            scale = b.const(f"{name}/qdq_scale", np.array(float(m), np.float32))
+            q = b.op("QuantizeLinear", [name, scale, zero8], f"{name}/q")
+            qdq_of[name] = b.op("DequantizeLinear", [q, scale, zero8], f"{name}/dq")
         return qdq_of[name]
 
     program_input = None
@@ -284,7 +307,8 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     if stem and digits is not None:
         _stem_digits(b, conv, weight, digits, attrs)
         return
-    if stem:
+    x = None if stem else qdq(conv.inputs[0])
+    if x is None:  # the stem, or an input beyond int8: a float32 conv, exact below 2**24
         w = b.const(f"{name}/weight", weight.astype(np.float32))
         b.op("Conv", [conv.inputs[0], w], f"{name}/signed", **attrs)
         return
@@ -295,7 +319,7 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     ws = b.const(f"{name}/weight_scale", np.ones(c, np.float32))
     wz = b.const(f"{name}/weight_zero", np.zeros(c, np.int8))
     w = b.op("DequantizeLinear", [w8, ws, wz], f"{name}/weight", axis=0)
-    b.op("Conv", [qdq(conv.inputs[0]), w], f"{name}/signed", **attrs)
+    b.op("Conv", [x, w], f"{name}/signed", **attrs)
 
 
 def _count(b: _Builder, act: ThresholdAct, value: str, int32: bool = False) -> None:

@@ -147,16 +147,35 @@ def test_cli_calibrate(fp_run: Path, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["ptq-w4a4", "ptq-int8"])
 @pytest.mark.parametrize("target", ["tflite", "tensorrt"])
-def test_ptq_runs_deploy_like_trained_runs(fp_run: Path, tmp_path: Path, target: str) -> None:
+def test_ptq_runs_deploy_like_trained_runs(
+    fp_run: Path, tmp_path: Path, target: str, method: str
+) -> None:
+    """Exact on both targets; int8 PTQ exercises the float32-conv forms (thresholds beyond
+    int16 in TFLite, residual sums beyond int8 in the ONNX model)."""
     from climbq_deploy.check import check_run
     from climbq_deploy.targets import get_target
 
     reason = get_target(target).unavailable()
     if reason:
         pytest.skip(f"{target}: {reason}")
-    calibrate(CalibrateConfig(str(fp_run), "ptq-w4a4", "balanced", 20), tmp_path / "q")
+    calibrate(CalibrateConfig(str(fp_run), method, "balanced", 20), tmp_path / "q")
     record = check_run(tmp_path / "q", target=target, limit=8, progress=False,
                        kernels="ref" if target == "tflite" else None)  # fmt: skip
     assert record["exact_match"] is True
     assert record["top1_agreement"] == 1.0 and record["code_agreement"] == 1.0
+    artifact = Path(record["artifact"])
+    if target == "tensorrt":
+        import onnx
+
+        nodes = onnx.load(artifact).graph.node
+        dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+        float_convs = [n for n in nodes if n.op_type == "Conv" and n.input[0] not in dequantized]
+        stems = [n for n in float_convs if "digit" in n.input[0]]  # the stem's two digit convs
+        # int8: the 8 block inputs after the first and the 2 stride-2 shortcuts read a
+        # residual sum of two 8-bit activations, beyond int8
+        assert len(float_convs) - len(stems) == (0 if method == "ptq-w4a4" else 10)
+    else:
+        uses_float = b"/acc_float" in artifact.read_bytes()  # tensor names of the float form
+        assert uses_float == (method == "ptq-int8")
