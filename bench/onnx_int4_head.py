@@ -50,7 +50,7 @@ def main() -> None:
         run = load_run(run_dir)
         dataset = load_dataset(run.config.data)
         images, labels = dataset.test_images, dataset.test_labels
-        graph = lower_run(run, head="int4", input_bits=16)
+        graph = lower_run(run, head="int4", input_bits=TensorrtTarget.input_bits)
         out: dict[str, np.ndarray] = {}
         sizes: dict[str, int] = {}
         with tempfile.TemporaryDirectory() as tmp:
