@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -58,10 +59,16 @@ CHECK_KEYS = ("n_images", "top1_agreement", "code_agreement", "exact_match", "re
               "seconds")  # fmt: skip
 
 
-def dataset_label(run_dir: Path) -> str:
+def dataset_label(run_dir: Path, display: bool = True) -> str:
+    """``<name> gamma <g>``; a fixed list without a recorded gamma (the authors' CIFAR-10-LT)
+    gets ``floor(max / min)`` of its training counts when ``display`` (5000 / 99 -> 50). The
+    work folder uses ``display=False`` (the recorded gamma only), as earlier runs did."""
     run = load_run(run_dir)
     meta = read_meta(run.config.data)
     gamma = meta.get("info", {}).get("gamma")
+    train = meta.get("counts", {}).get("train") or []
+    if display and gamma is None and train and min(train) > 0:
+        gamma = max(train) // min(train)
     return f"{meta['name']} gamma {gamma:g}" if gamma is not None else meta["name"]
 
 
@@ -195,15 +202,23 @@ def table(rows: list[dict[str, Any]]) -> str:
                            "onnx top-1 agr.", "onnx top-1 %"), lines)  # fmt: skip
 
 
+def tail_key(rows: list[dict[str, Any]]) -> str:
+    """``few`` where the dataset has few-shot classes (< 20 training images), else ``medium``
+    (CIFAR-10-LT gamma 50: its rarest class has 100)."""
+    return "few" if any(r.get("few") is not None for r in rows) else "medium"
+
+
 def findings(rows: list[dict[str, Any]]) -> list[str]:
     """Plain sentences computed from the rows: balanced vs natural, PTQ vs ClimbQ+ QAT."""
     out = []
+    tail = tail_key(rows)
     by = {(r["row"], r["calib"]): r for r in rows}
     for row_id, _, _ in RECIPES:
         nat, bal = by.get((row_id, "natural")), by.get((row_id, "balanced"))
-        if nat and bal and nat.get("few") is not None:
-            out.append(f"- {row_id}: balanced minus natural calibration = "
-                       f"{bal['few'] - nat['few']:+.2f} points few-shot, "
+        if nat and bal and nat.get(tail) is not None:
+            few = (f"{bal['few'] - nat['few']:+.2f} points few-shot, " if tail == "few"
+                   else "no few-shot class, ")  # fmt: skip
+            out.append(f"- {row_id}: balanced minus natural calibration = {few}"
                        f"{bal['medium'] - nat['medium']:+.2f} medium, "
                        f"{bal['many'] - nat['many']:+.2f} many, "
                        f"{bal['top1'] - nat['top1']:+.2f} top-1.")  # fmt: skip
@@ -213,8 +228,8 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
         best = max(fourbit, key=lambda r: r["top1"])
         out.append(f"- Best 4-bit training-free row: {best['row']} ({best['calib']}) at "
                    f"{best['top1']:.2f}% top-1 vs ClimbQ+ QAT {qat['top1']:.2f}% "
-                   f"({best['top1'] - qat['top1']:+.2f} points; few-shot "
-                   f"{best['few'] - qat['few']:+.2f}).")  # fmt: skip
+                   f"({best['top1'] - qat['top1']:+.2f} points; {tail} "
+                   f"{best[tail] - qat[tail]:+.2f}).")  # fmt: skip
         for r in fourbit:
             if r["recipe"] == "ptq-w4a4":
                 out.append(f"  - {r['row']} ({r['calib']}): {r['top1'] - qat['top1']:+.2f} points "
@@ -229,16 +244,34 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
              if (row, "natural") in by and (row, "balanced") in by]  # fmt: skip
     out = ["### Verdict\n"]
     if pairs:
-        diffs = [b["few"] - n["few"] for n, b in pairs if n.get("few") is not None]
+        tail = tail_key(rows)
+        diffs = [b[tail] - n[tail] for n, b in pairs if n.get(tail) is not None]
         helped = sum(d > 0 for d in diffs)
         mean = statistics.fmean(diffs)
-        out.append(f"- **Does class-balanced calibration help the tail?** Few-shot accuracy rose "
+        label = "Few-shot" if tail == "few" else "Medium-shot (the rarest classes here)"
+        spreads = [
+            statistics.stdev(x[tail] for x in r["seeds"])
+            for n, b in pairs
+            for r in (n, b)
+            if len(r["seeds"]) > 1 and all(x.get(tail) is not None for x in r["seeds"])
+        ]
+        sd = statistics.fmean(spreads) if spreads else 0.0
+        noise = (f" Seed-to-seed sd of one recipe's {tail} accuracy: {sd:.2f} points (mean "
+                 f"over recipes, {len(pairs[0][0]['seeds'])} calibration seeds)."
+                 if spreads else " One calibration seed: no spread measured.")  # fmt: skip
+        # a recipe's balanced-minus-natural difference of n-seed means has sd ~ sd * sqrt(2/n)
+        n_seeds = len(pairs[0][0]["seeds"])
+        margin = 2 * sd * math.sqrt(2 / n_seeds) if spreads else float("inf")
+        if mean > margin / math.sqrt(len(diffs)) and helped > len(diffs) // 2:
+            answer = "Here it helps."
+        elif mean < -margin / math.sqrt(len(diffs)):
+            answer = "Here it hurts."
+        else:
+            answer = "Here it makes no difference beyond calibration-draw noise."
+        out.append(f"- **Does class-balanced calibration help the tail?** {label} accuracy rose "
                    f"in {helped} of {len(diffs)} recipes (mean change {mean:+.2f}"
-                   f" points; range {min(diffs):+.2f} to {max(diffs):+.2f}). "
-                   + ("Here it does not help; " if helped <= len(diffs) // 2 else "")
-                   + "with one calibration seed and one few-shot class of 200 test images "
-                   "(binomial sd ~2 points at these accuracies, more across draws), changes of a "
-                   "few points are within noise.")  # fmt: skip
+                   f" points; range {min(diffs):+.2f} to {max(diffs):+.2f}). " + answer
+                   + noise)  # fmt: skip
     qat = by.get(("climbq+ QAT w4a4", None))
     fourbit = [r for r in rows if r["calib"] and r["wbits"] == 4]
     if qat and fourbit:
@@ -309,7 +342,7 @@ def main() -> None:
     sections = []
     for fp_run, qat in zip(args.fp_run, args.qat_run, strict=True):
         label = dataset_label(fp_run)
-        work = args.work / label.replace(" ", "-")
+        work = args.work / dataset_label(fp_run, display=False).replace(" ", "-")
         rows = [reference_row(fp_run, "fp32 (no quantization)", args)]
         for row, recipe, rule in RECIPES:
             for calib in CALIBS:
