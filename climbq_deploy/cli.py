@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to train (auto: cuda if available); checkpoints always load on a CPU",
     )  # fmt: skip
     tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
+    tr.add_argument("--init-bn-gamma", type=_positive_float, default=None, metavar="G",
+                    help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
+                    "2 spreads ClimbQ's 2-bit codes")  # fmt: skip
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
@@ -379,7 +382,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
         loss_options=dict(args.loss_option), precision=args.precision,
-        val_fraction=args.val_fraction, device=args.device,
+        val_fraction=args.val_fraction, device=args.device, init_bn_gamma=args.init_bn_gamma,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all

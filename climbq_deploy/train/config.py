@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     seed: int = 0
     init: str | None = None
+    init_bn_gamma: float | None = None  # after --init: every BatchNorm |gamma| set to this
     precision: str = "fp32"  # bf16: autocast convs/linear to bfloat16; quantizers stay fp32
     val_fraction: float = 0.0  # per-class share of train held out for best-epoch selection
     device: str = "cpu"  # where to train; not part of a run's identity (resume may switch)
@@ -68,6 +69,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError("lr must be > 0, weight_decay >= 0, momentum in [0, 1)")
+        if self.init_bn_gamma is not None:
+            if self.init is None:
+                raise ConfigError("init_bn_gamma rescales the BatchNorms of --init; give --init")
+            if not 0 < self.init_bn_gamma < float("inf"):
+                raise ConfigError(f"init_bn_gamma must be a finite number > 0, got "
+                                  f"{self.init_bn_gamma}")  # fmt: skip
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs-1, got {self.warmup_epochs}")
 

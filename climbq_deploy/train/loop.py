@@ -39,6 +39,7 @@ from climbq_deploy.errors import ConfigError
 from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
 from climbq_deploy.losses import make_loss
 from climbq_deploy.models import build_model
+from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
 from climbq_deploy.train.config import TrainConfig
 from climbq_deploy.train.metrics import LongTailMetrics, long_tail_metrics
@@ -223,6 +224,8 @@ def _train(
         missing, _ = model.load_state_dict(init["model"], strict=False)
         if any(not k.endswith(("step", "initialized")) for k in missing):
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
+        if config.init_bn_gamma is not None:
+            rescale_batchnorm(model, config.init_bn_gamma)
     loader = dataset_loader(
         dataset,
         "train",
