@@ -108,7 +108,8 @@ def int16_flavour(graph: Graph) -> Graph:
             isinstance(node, ThresholdAct)
             and isinstance(conv, IntConv)
             and conv.inputs[0] != program_input  # the stem is computed exactly (digit split)
-            and not (not thresholds_fit_int16(node) and float_conv_is_exact(graph, conv))
+            # layers beyond int16 with an exact float32 conv keep the pure program
+            and (thresholds_fit_int16(node) or not float_conv_is_exact(graph, conv))
         ):
             shift, theta = requantize_shift(node.thresholds, node.direction)
             node = replace(node, shift=shift if shift.any() else None,
