@@ -47,8 +47,9 @@ from climbq_deploy.train.validation import balanced_accuracy, split_validation
 
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"
-# Config fields that may differ between a checkpoint and the run that resumes it.
-_RESUMABLE_CHANGES = ("epochs", "device")
+# Config fields that may differ between a checkpoint and the run that resumes it (evaluation
+# runs in eval mode, so its batch size changes no result).
+_RESUMABLE_CHANGES = ("epochs", "device", "eval_batch_size")
 
 
 def resolve_device(name: str) -> torch.device:

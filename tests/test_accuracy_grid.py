@@ -1,0 +1,92 @@
+"""The accuracy benchmark's grid (``bench/accuracy/grid.py``) and collector (``collect.py``):
+run names, per-run configs, and how finished and missing runs are rendered. No training."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def modules(tmp_path, monkeypatch):
+    """``grid`` and ``collect`` imported with their runs folder in ``tmp_path``."""
+    monkeypatch.setenv("CLIMBQ_ACC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.syspath_prepend(str(BENCH / "accuracy"))
+    for name in ("grid", "collect"):
+        sys.modules.pop(name, None)
+    grid = importlib.import_module("grid")
+    collect = importlib.import_module("collect")
+    yield grid, collect
+    for name in ("grid", "collect"):
+        sys.modules.pop(name, None)
+
+
+def test_names_are_unique_and_every_qat_run_starts_from_its_fp32_run(modules) -> None:
+    grid, _ = modules
+    runs = grid.grid()
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    by_name = {r.name: r for r in runs}
+    for run in runs:
+        if not run.is_fp:
+            assert run.fp_name in by_name, run.name
+    assert [r.priority for r in runs] == sorted(r.priority for r in runs)
+
+
+def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    bn2 = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2"]
+    plain = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours"]
+    a, b = bn2.config(50).as_dict(), plain.config(50).as_dict()
+    assert a["init_bn_gamma"] == 2.0 and b["init_bn_gamma"] is None
+    assert {k for k in a if a[k] != b[k]} == {"init_bn_gamma"}
+    assert a["init"].endswith("cifar10-lt-g50-resnet20-fp32")
+    # 2-bit before 4-bit, both right after the plain ClimbQ+ rows of their gamma
+    assert bn2.priority < by_name["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2"].priority < 11
+
+
+def test_select_patterns(modules) -> None:
+    grid, _ = modules
+    runs = grid.grid()
+    chosen = grid.select(runs, ["bn2", "g200|g10-", "!w4a4"])
+    assert [r.name for r in chosen] == ["cifar10-lt-g200-resnet20-climbq+-w2a2-ours-bn2"]
+
+
+def _finish(grid, name: str, top1: float, epochs: int = 50) -> None:
+    """A fake finished run: the record ``runner.py`` writes."""
+    run = {r.name: r for r in grid.grid()}[name]
+    run.path.mkdir(parents=True)
+    record = {"name": name, "dataset": run.data.dataset, "gamma": run.data.gamma,
+              "arch": run.arch, "method": run.method, "wbits": run.wbits, "abits": run.abits,
+              "recipe": run.recipe, "variant": run.variant, "loss": "homovar", "top1": top1,
+              "many": 80.0, "medium": 60.0, "few": None, "per_class": [top1] * 10,
+              "deployed_top1": None, "epochs": epochs, "seconds": 1.0, "commit": "abc",
+              "device": "test cpu"}  # fmt: skip
+    (run.path / "result.json").write_text(json.dumps(record))
+
+
+def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
+    grid, collect = modules
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours", 21.25)
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 70.5)
+    runs = grid.grid()
+    done, missing = collect.records(runs)
+    assert len(done) == 2 and len(missing) == len(runs) - 2
+    text = collect.render(done, missing, collect.run_header())
+    rows = [line for line in text.splitlines() if line.startswith("| climbq+ | W2A2 |")]
+    plain = next(r for r in rows if r.startswith("| climbq+ | W2A2 | ours |"))
+    improved = next(r for r in rows if r.startswith("| climbq+ | W2A2 | ours + bn2 |"))
+    assert "**21.25** (50 ep)" in plain and "**70.50** (50 ep)" in improved
+    assert "71.73" in improved  # the paper's figure beside it
+    # an improvement with no result yet gets no row; the plain ablation row is the faithful run
+    assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
+    assert "| faithful (scaling on, HomoVar faithful) | **21.25** (homovar) |" in text
+    assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
