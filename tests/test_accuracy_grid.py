@@ -90,3 +90,13 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
     assert "| faithful (scaling on, HomoVar faithful) | **21.25** (homovar) |" in text
     assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
+
+
+def test_deployed_cell_names_the_local_build_when_the_check_used_one(modules) -> None:
+    _, collect = modules
+    assert collect._deployed_cell({"deployed_top1": None}) == "–"
+    same = {"deployed_top1": 71.4, "torch_top1_at_check": 71.38, "deploy_data_note": None}
+    assert collect._deployed_cell(same) == "71.40"
+    other = {"deployed_top1": 82.6, "torch_top1_at_check": 82.6,
+             "deploy_data_note": "the local syndigits-lt-g200 differs"}  # fmt: skip
+    assert collect._deployed_cell(other) == "82.60 (torch 82.60, local build)"
