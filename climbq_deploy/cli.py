@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     tr.add_argument("--warmup-epochs", type=_non_negative_int, default=0)
     tr.add_argument("--seed", type=_non_negative_int, default=0)
+    tr.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
+                    help="test-set pass every N epochs (always after the last)")  # fmt: skip
     tr.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast convs"
     )
@@ -383,6 +385,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
         loss_options=dict(args.loss_option), precision=args.precision,
         val_fraction=args.val_fraction, device=args.device, init_bn_gamma=args.init_bn_gamma,
+        eval_every=args.eval_every,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all

@@ -36,6 +36,7 @@ QAT_RECIPES: dict[str, dict[str, Any]] = {
              "warmup_epochs": 2},
 }  # fmt: skip
 EVAL_BATCH = 500  # evaluation is batch-independent (eval mode); larger batches are faster
+EVAL_EVERY = 5  # a test pass costs ~1/4 of a CPU epoch; the final epoch is always tested
 ABLATIONS: dict[str, dict[str, Any]] = {  # CIFAR-10-LT gamma 50, 2-bit ClimbQ+ (issue §3)
     "scaling-off": {"act_scaling": "off"},
     "loss-corrected": {"loss": "homovar", "loss_options": {"variant": "corrected"}},
@@ -124,7 +125,8 @@ class Run:
         """The TrainConfig of this run with ``epochs`` epochs on ``device``."""
         common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
                   "wbits": self.wbits, "abits": self.abits, "epochs": epochs,
-                  "eval_batch_size": EVAL_BATCH, "device": device, "seed": 0}  # fmt: skip
+                  "eval_batch_size": EVAL_BATCH, "eval_every": EVAL_EVERY, "device": device,
+                  "seed": 0}  # fmt: skip
         if self.is_fp:
             warmup = min(FP_RECIPE["warmup_epochs"], epochs - 1)
             return TrainConfig(**common, **{**FP_RECIPE, "warmup_epochs": warmup})

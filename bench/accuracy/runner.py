@@ -210,8 +210,9 @@ def run_grid(args: argparse.Namespace) -> int:
                 lines = history.read_text().splitlines()
                 for line in lines[seen_epochs.get(name, 0) :]:
                     r = json.loads(line)
+                    top1 = "–" if r["test_top1"] is None else f"{r['test_top1']:.2f}"
                     log(f"  {name} epoch {r['epoch']}: train {r['seconds']:.1f} s total, "
-                        f"test {r['test_seconds']:.2f} s, top-1 {r['test_top1']:.2f}")  # fmt: skip
+                        f"test {r['test_seconds']:.2f} s, top-1 {top1}")  # fmt: skip
                 seen_epochs[name] = len(lines)
         blocked = {n for n, (_, deps) in jobs.items() if any(d in failed for d in deps)}
         for name in blocked - failed:

@@ -37,6 +37,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 128
     eval_batch_size: int = 100
+    eval_every: int = 1  # test-set pass every N epochs (and always after the last)
     lr: float = 0.04
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -64,7 +65,7 @@ class TrainConfig:
         make_loss(self.loss_name, [2, 1], **self.loss_options)  # unknown/invalid options
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:

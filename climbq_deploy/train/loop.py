@@ -48,8 +48,9 @@ from climbq_deploy.train.validation import balanced_accuracy, split_validation
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"
 # Config fields that may differ between a checkpoint and the run that resumes it (evaluation
-# runs in eval mode, so its batch size changes no result).
-_RESUMABLE_CHANGES = ("epochs", "device", "eval_batch_size")
+# runs in eval mode and draws no random numbers, so its batch size and frequency change no
+# trained weight).
+_RESUMABLE_CHANGES = ("epochs", "device", "eval_batch_size", "eval_every")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,6 +160,9 @@ def train(
     Headline numbers are those of the final epoch on the test set. With ``val_fraction > 0``
     the epoch with the best balanced validation accuracy is kept in ``best.pt`` and its test
     metrics are reported under ``best_val``; nothing is ever selected on the test set.
+    ``eval_every = N`` runs the test (and validation) pass only every N epochs and after the
+    last; the skipped epochs' history records have ``test_top1: None``. The trained weights do
+    not depend on it (evaluation draws no random numbers; tested).
     """
     if config.method == "ptq":
         raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
@@ -278,13 +282,15 @@ def _train(
         if not main:  # process 0 evaluates and writes; the others go on to the next epoch
             continue
         began = time.perf_counter()
-        test = long_tail_metrics(
-            predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
-        )
+        evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+        if evaluated:
+            test = long_tail_metrics(
+                predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
+            )
         record = {"epoch": epoch + 1, "train_loss": loss_mean, "seconds": seconds,
-                  "train_acc": accuracy, "test_top1": test.top1,
+                  "train_acc": accuracy, "test_top1": test.top1 if evaluated else None,
                   "test_seconds": time.perf_counter() - began}  # fmt: skip
-        if len(val_idx):
+        if len(val_idx) and evaluated:
             val_pred = evaluate(model, dataset, split="train", indices=val_idx)
             record["val_balanced_top1"] = balanced_accuracy(val_pred, dataset.train_labels[val_idx])
             if best is None or record["val_balanced_top1"] > best["val_balanced_top1"]:

@@ -2,6 +2,8 @@
 exactly the CPU path's random choices, device selection fails clearly, and checkpoints resume
 whatever device name the run asks for."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,19 @@ def test_resume_ignores_device_eval_batch_and_fields_an_old_checkpoint_lacks(
     with pytest.raises(ConfigError, match="another configuration"):
         train(TrainConfig(**{**resumed.as_dict(), "seed": 1}), tmp_path / "run", resume=True,
               progress=False)  # fmt: skip
+
+
+def test_eval_every_skips_test_passes_but_not_a_single_trained_bit(small_syndigits, tmp_path):
+    data = str(save_dataset(small_syndigits, tmp_path / "syn"))
+    every = TrainConfig(data, epochs=3, batch_size=64, method="climbq+", wbits=4, abits=4)
+    sparse = TrainConfig(**{**every.as_dict(), "eval_every": 2})
+    a = train(every, tmp_path / "a", progress=False)
+    b = train(sparse, tmp_path / "b", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").open()]
+    assert [r["test_top1"] is None for r in history] == [True, False, False]  # 2 and the last
+    assert a["top1"] == b["top1"] and a["per_class"] == b["per_class"]
+    wa = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ConfigError, match="eval_every must be >= 1"):
+        TrainConfig(data, eval_every=0)
