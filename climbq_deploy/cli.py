@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-bn-gamma", type=_positive_float, default=None, metavar="G",
                     help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
                     "2 spreads ClimbQ's 2-bit codes")  # fmt: skip
+    tr.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of distillation from the --init model: (1-W) loss + W KD",
+    )
+    tr.add_argument("--distill-temperature", type=_positive_float, default=4.0, metavar="T")
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
@@ -385,7 +393,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
         loss_options=dict(args.loss_option), precision=args.precision,
         val_fraction=args.val_fraction, device=args.device, init_bn_gamma=args.init_bn_gamma,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every, distill=args.distill,
+        distill_temperature=args.distill_temperature,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all

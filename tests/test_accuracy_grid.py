@@ -51,12 +51,14 @@ def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:
     assert a["init"].endswith("cifar10-lt-g50-resnet20-fp32")
     # 2-bit before 4-bit, both right after the plain ClimbQ+ rows of their gamma
     assert bn2.priority < by_name["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2"].priority < 11
+    kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"].config(50).as_dict()
+    assert {k for k in kd if kd[k] != a[k]} == {"distill"} and kd["distill"] == 0.5
 
 
 def test_select_patterns(modules) -> None:
     grid, _ = modules
     runs = grid.grid()
-    chosen = grid.select(runs, ["bn2", "g200|g10-", "!w4a4"])
+    chosen = grid.select(runs, ["bn2", "g200|g10-", "!w4a4", "!kd"])
     assert [r.name for r in chosen] == ["cifar10-lt-g200-resnet20-climbq+-w2a2-ours-bn2"]
 
 
@@ -86,9 +88,9 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     improved = next(r for r in rows if r.startswith("| climbq+ | W2A2 | ours + bn2 |"))
     assert "**21.25** (50 ep)" in plain and "**70.50** (50 ep)" in improved
     assert "71.73" in improved  # the paper's figure beside it
-    # an improvement with no result yet gets no row; the plain ablation row is the faithful run
+    # an improvement with no result yet gets no row; the bn2 run is the ablations' reference
     assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
-    assert "| faithful (scaling on, HomoVar faithful) | **21.25** (homovar) |" in text
+    assert "| faithful (scaling on, HomoVar faithful): `ours + bn2` | **70.50** (homovar) |" in text
     assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
 
 
@@ -100,3 +102,16 @@ def test_deployed_cell_names_the_local_build_when_the_check_used_one(modules) ->
     other = {"deployed_top1": 82.6, "torch_top1_at_check": 82.6,
              "deploy_data_note": "the local syndigits-lt-g200 differs"}  # fmt: skip
     assert collect._deployed_cell(other) == "82.60 (torch 82.60, local build)"
+
+
+def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    base = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{grid.ABLATION_BASE}"]
+    b = base.config(50).as_dict()
+    changed = {}
+    for variant in grid.ABLATIONS:
+        a = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{variant}"].config(50).as_dict()
+        changed[variant] = {k for k in a if a[k] != b[k]}
+    assert changed == {"scaling-off": {"act_scaling"}, "loss-corrected": {"loss", "loss_options"},
+                       "loss-ce": {"loss"}, "loss-cb": {"loss"}, "loss-la": {"loss"}}  # fmt: skip

@@ -2,6 +2,7 @@
 against. Every loss is called as ``loss(logits, labels, features=None)``; build one by name with
 :func:`make_loss`."""
 
+from climbq_deploy.losses.distill import distillation_loss
 from climbq_deploy.losses.homovar import (
     HomoVarLoss,
     HomoVarStatistics,
@@ -26,6 +27,7 @@ __all__ = [
     "HomoVarStatistics",
     "LogitAdjustedLoss",
     "class_balanced_weights",
+    "distillation_loss",
     "homovar_bounds",
     "homovar_class_weights",
     "make_loss",

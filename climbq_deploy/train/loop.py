@@ -37,7 +37,7 @@ from climbq_deploy.distributed import (
 )
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
-from climbq_deploy.losses import make_loss
+from climbq_deploy.losses import distillation_loss, make_loss
 from climbq_deploy.models import build_model
 from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +91,25 @@ def _same_run(saved: dict[str, Any], config: TrainConfig) -> bool:
     ours = {k: v for k, v in config.as_dict().items() if k not in _RESUMABLE_CHANGES}
     theirs = {**defaults, **saved}
     return all(theirs[k] == v for k, v in ours.items())
+
+
+def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The ``--init`` run's model, frozen in eval mode: the distillation teacher."""
+    saved = load_checkpoint(Path(str(config.init)) / CHECKPOINT)
+    theirs = {**TrainConfig(data=config.data).as_dict(), **saved["config"]}
+    spec = TrainConfig(**{**theirs, "init": None, "init_bn_gamma": None, "distill": 0.0})
+    teacher = build_model(spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2)
+    try:
+        teacher.load_state_dict(saved["model"])
+    except RuntimeError as exc:  # another class count, say
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise ConfigError(
+            f"--init {config.init} cannot teach this run: {first[0].strip()}"
+        ) from None
+    teacher = teacher.to(device=device, memory_format=torch.channels_last).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 def learning_rate(config: TrainConfig, epoch: int, step: int, steps: int) -> float:
@@ -226,11 +245,17 @@ def _train(
         best = state.get("best")
     elif config.init:
         init = load_checkpoint(Path(config.init) / CHECKPOINT)
-        missing, _ = model.load_state_dict(init["model"], strict=False)
+        try:
+            missing, _ = model.load_state_dict(init["model"], strict=False)
+        except RuntimeError as exc:  # another class count or width: torch's text, first line
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            raise ConfigError(f"--init {config.init} does not fit this model: "
+                              f"{first[0].strip()}") from None  # fmt: skip
         if any(not k.endswith(("step", "initialized")) for k in missing):
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
         if config.init_bn_gamma is not None:
             rescale_batchnorm(model, config.init_bn_gamma)
+    teacher = _teacher(config, dataset.num_classes, device) if config.distill > 0 else None
     loader = dataset_loader(
         dataset,
         "train",
@@ -264,10 +289,18 @@ def _train(
                 group["lr"] = learning_rate(config, epoch, step, steps)
             with autocast(config.precision, device.type):
                 logits, feats = forward(x, y, return_features=True)
+                if teacher is not None:
+                    with torch.no_grad():
+                        taught = teacher(x)
             if parallel.enabled:  # the loss of the global batch, on every process
                 batch = min(config.batch_size, images_per_epoch - step * config.batch_size)
                 logits, feats, y = (gather_batch(t, batch) for t in (logits, feats, y))
+                if teacher is not None:
+                    taught = gather_batch(taught, batch)
             loss = criterion(logits.float(), y, feats.float())
+            if teacher is not None:
+                kd = distillation_loss(logits.float(), taught.float(), config.distill_temperature)
+                loss = (1 - config.distill) * loss + config.distill * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
