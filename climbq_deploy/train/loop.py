@@ -93,6 +93,13 @@ def _same_run(saved: dict[str, Any], config: TrainConfig) -> bool:
     return all(theirs[k] == v for k, v in ours.items())
 
 
+def _first_problem(exc: RuntimeError) -> str:
+    """The first problem line of torch's ``load_state_dict`` error (its first line is a
+    header), e.g. ``size mismatch for fc.weight: ...``."""
+    lines = str(exc).splitlines()
+    return (lines[1:2] or lines[:1] or ["?"])[0].strip()
+
+
 def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The ``--init`` run's model, frozen in eval mode: the distillation teacher."""
     saved = load_checkpoint(Path(str(config.init)) / CHECKPOINT)
@@ -102,9 +109,8 @@ def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> tor
     try:
         teacher.load_state_dict(saved["model"])
     except RuntimeError as exc:  # another class count, say
-        first = str(exc).splitlines()[1:2] or [str(exc)]
         raise ConfigError(
-            f"--init {config.init} cannot teach this run: {first[0].strip()}"
+            f"--init {config.init} cannot teach this run: {_first_problem(exc)}"
         ) from None
     teacher = teacher.to(device=device, memory_format=torch.channels_last).eval()
     for p in teacher.parameters():
@@ -247,10 +253,9 @@ def _train(
         init = load_checkpoint(Path(config.init) / CHECKPOINT)
         try:
             missing, _ = model.load_state_dict(init["model"], strict=False)
-        except RuntimeError as exc:  # another class count or width: torch's text, first line
-            first = str(exc).splitlines()[1:2] or [str(exc)]
+        except RuntimeError as exc:  # another class count or width
             raise ConfigError(f"--init {config.init} does not fit this model: "
-                              f"{first[0].strip()}") from None  # fmt: skip
+                              f"{_first_problem(exc)}") from None  # fmt: skip
         if any(not k.endswith(("step", "initialized")) for k in missing):
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
         if config.init_bn_gamma is not None:
