@@ -46,7 +46,7 @@ def _category(name: str, kind: int) -> str:
     leaf = name.rsplit("/", 1)[-1]
     if kind == FLOAT32 and leaf in ("weight", "bias"):
         return "head"
-    if leaf in ("weight", "weight_int4") or leaf.startswith("weight"):
+    if leaf.startswith("weight"):  # weight, weight_int4
         return "filters"
     if leaf == "thresholds":
         return "thresholds"

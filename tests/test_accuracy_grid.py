@@ -19,12 +19,12 @@ def modules(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIMBQ_ACC_RUNS", str(tmp_path / "runs"))
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.syspath_prepend(str(BENCH / "accuracy"))
-    for name in ("grid", "collect"):
+    for name in ("grid", "collect", "runner"):
         sys.modules.pop(name, None)
     grid = importlib.import_module("grid")
     collect = importlib.import_module("collect")
     yield grid, collect
-    for name in ("grid", "collect"):
+    for name in ("grid", "collect", "runner"):
         sys.modules.pop(name, None)
 
 
@@ -63,15 +63,13 @@ def test_select_patterns(modules) -> None:
 
 
 def _finish(grid, name: str, top1: float, epochs: int = 50) -> None:
-    """A fake finished run: the record ``runner.py`` writes."""
+    """A fake finished run: the record ``runner.py`` writes, from made-up metrics."""
+    runner = importlib.import_module("runner")
     run = {r.name: r for r in grid.grid()}[name]
     run.path.mkdir(parents=True)
-    record = {"name": name, "dataset": run.data.dataset, "gamma": run.data.gamma,
-              "arch": run.arch, "method": run.method, "wbits": run.wbits, "abits": run.abits,
-              "recipe": run.recipe, "variant": run.variant, "loss": "homovar", "top1": top1,
-              "many": 80.0, "medium": 60.0, "few": None, "per_class": [top1] * 10,
-              "deployed_top1": None, "epochs": epochs, "seconds": 1.0, "commit": "abc",
-              "device": "test cpu"}  # fmt: skip
+    metrics = {"loss": "homovar", "top1": top1, "many": 80.0, "medium": 60.0, "few": None,
+               "per_class": [top1] * 10, "epochs": epochs, "seconds": 1.0}  # fmt: skip
+    record = runner.result_record(run, metrics, "test cpu")
     (run.path / "result.json").write_text(json.dumps(record))
 
 

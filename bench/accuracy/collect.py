@@ -75,15 +75,17 @@ def _compare_dataset_hashes() -> None:
         print(f"dataset {meta.stem}: device build {'equals' if same else 'DIFFERS FROM'} local")
 
 
-def _local_data_differs(run: grid.Run) -> str | None:
-    """Why the run's test set cannot be checked here (None when the local build is the one
-    the run was trained and tested on): missing, or built differently (SynDigits fonts)."""
+def _dataset_name(run: grid.Run) -> str:
+    """The folder name of the dataset the run was trained on (from its metrics.json)."""
     config = json.loads((run.path / "metrics.json").read_text()).get("config", {})
-    name = Path(str(config.get("data", ""))).name
+    return Path(str(config.get("data", ""))).name
+
+
+def _local_build_differs(name: str) -> str | None:
+    """Why the local build of dataset ``name`` is not the one a device run was trained and
+    tested on (SynDigits rendered with other library versions), or None."""
     local = grid.DATA / name / "meta.json"
     device = grid.RUNS / "device-meta" / f"{name}.json"
-    if not local.is_file():
-        return f"dataset {name} is not built here"
     if device.is_file():
         theirs = json.loads(device.read_text())["arrays"]
         ours = json.loads(local.read_text())["arrays"]
@@ -106,10 +108,12 @@ def deploy(runs: list[grid.Run], again: bool = False) -> None:
             continue
         if (run.path / DEPLOY).is_file() and not again:
             continue
-        reason = _local_data_differs(run)
-        if reason and "not built here" in reason:
-            print(f"deploy check (tflite) skipped for {run.name}: {reason}", flush=True)
+        name = _dataset_name(run)
+        if not (grid.DATA / name / "meta.json").is_file():
+            print(f"deploy check (tflite) skipped for {run.name}: dataset {name} is not built "
+                  "here", flush=True)  # fmt: skip
             continue
+        reason = _local_build_differs(name)
         print(f"deploy check (tflite): {run.name}" + (f" ({reason})" if reason else ""),
               flush=True)  # fmt: skip
         record = check_run(run.path, target="tflite", progress=False)
