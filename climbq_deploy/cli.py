@@ -181,9 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="W",
-        help="weight of distillation from the --init model: (1-W) loss + W KD",
+        help="weight of distillation from the teacher (--teacher, else --init): (1-W) loss + W KD",
     )
     tr.add_argument("--distill-temperature", type=_positive_float, default=4.0, metavar="T")
+    tr.add_argument(
+        "--teacher",
+        default=None,
+        metavar="RUN",
+        help="RUN folder of the distillation teacher (default: the --init run)",
+    )
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
@@ -394,7 +400,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         loss_options=dict(args.loss_option), precision=args.precision,
         val_fraction=args.val_fraction, device=args.device, init_bn_gamma=args.init_bn_gamma,
         eval_every=args.eval_every, distill=args.distill,
-        distill_temperature=args.distill_temperature,
+        distill_temperature=args.distill_temperature, teacher=args.teacher,
     )  # fmt: skip
     metrics = train(config, args.out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all

@@ -28,7 +28,7 @@ def modules(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_names_are_unique_and_every_qat_run_starts_from_its_fp32_run(modules) -> None:
+def test_names_are_unique_and_every_qat_run_starts_from_an_earlier_run(modules) -> None:
     grid, _ = modules
     runs = grid.grid()
     names = [r.name for r in runs]
@@ -37,7 +37,31 @@ def test_names_are_unique_and_every_qat_run_starts_from_its_fp32_run(modules) ->
     for run in runs:
         if not run.is_fp:
             assert run.fp_name in by_name, run.name
+            start = by_name[run.init_name]
+            assert start.priority < run.priority, run.name
+            assert run.config(50).init == str(start.path)
     assert [r.priority for r in runs] == sorted(r.priority for r in runs)
+    assert sum(r.init_name != r.fp_name for r in runs) == 2  # prog-kd at gamma 50 and 200
+
+
+def test_prog_kd_starts_from_the_4_bit_run_and_learns_from_the_fp32_run(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    prog = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-prog-kd"]
+    kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"].config(50).as_dict()
+    a = prog.config(50).as_dict()
+    assert a["init"].endswith("cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd")
+    assert a["teacher"].endswith("cifar10-lt-g50-resnet20-fp32")
+    assert a["init_bn_gamma"] is None  # the 4-bit run's BatchNorms are already spread
+    assert {k for k in a if a[k] != kd[k]} == {"init", "teacher", "init_bn_gamma"}
+    # the runner waits for the 4-bit run when it is selected, and leaves prog-kd out if not
+    runner = importlib.import_module("runner")
+    four = by_name["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd"]
+    fp = by_name["cifar10-lt-g50-resnet20-fp32"]
+    jobs = runner.plan_jobs(list(by_name.values()), [fp, four, prog])
+    assert jobs[prog.name] == (prog.priority, ["data:cifar10-lt-g50", four.name])
+    assert jobs[four.name] == (four.priority, ["data:cifar10-lt-g50", fp.name])
+    assert prog.name not in runner.plan_jobs(list(by_name.values()), [fp, prog])
 
 
 def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:

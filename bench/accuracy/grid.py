@@ -74,7 +74,13 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
     # ... and distillation from the fp32 run it starts from (Hinton's T = 4, an even mix with
     # the method's own loss; fixed beforehand, not tuned on the test set).
     "bn2-kd": {"init_bn_gamma": 2.0, "distill": 0.5, "distill_temperature": 4.0},
+    # Progressive: 2-bit QAT starting from the finished 4-bit bn2-kd run (its BatchNorms are
+    # already spread), distilled from the fp32 run like bn2-kd (see INIT_FROM).
+    "prog-kd": {"distill": 0.5, "distill_temperature": 4.0},
 }
+# Variants that start from another QAT run of the grid instead of the fp32 run: variant ->
+# (variant, bits) of that run (same dataset, arch, method and recipe); the fp32 run teaches.
+INIT_FROM: dict[str, tuple[str, int]] = {"prog-kd": ("bn2-kd", 4)}
 PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
 
 
@@ -128,6 +134,15 @@ class Run:
     def fp_name(self) -> str:
         return f"{self.data.name}-{self.arch}-fp32"
 
+    @property
+    def init_name(self) -> str:
+        """The run this one starts from (``--init``): the fp32 run, or for a variant of
+        :data:`INIT_FROM` the QAT run it names."""
+        if self.variant not in INIT_FROM:
+            return self.fp_name
+        variant, bits = INIT_FROM[self.variant]
+        return f"{self.data.name}-{self.arch}-{self.method}-w{bits}a{bits}-{self.recipe}-{variant}"
+
     def config(self, epochs: int, device: str = "cpu") -> TrainConfig:
         """The TrainConfig of this run with ``epochs`` epochs on ``device``."""
         common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
@@ -140,7 +155,9 @@ class Run:
         recipe = dict(QAT_RECIPES[self.recipe])
         if "warmup_epochs" in recipe:
             recipe["warmup_epochs"] = min(recipe["warmup_epochs"], epochs - 1)
-        return TrainConfig(**common, **recipe, **self.options, init=str(RUNS / self.fp_name))
+        teacher = {"teacher": str(RUNS / self.fp_name)} if self.variant in INIT_FROM else {}
+        return TrainConfig(**common, **recipe, **self.options, **teacher,
+                           init=str(RUNS / self.init_name))  # fmt: skip
 
 
 def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
@@ -159,8 +176,8 @@ def grid() -> list[Run]:
         for j, (bits, recipe) in enumerate(((4, "ours"), (2, "ours"), (4, "paper"), (2, "paper"))):
             runs.append(_qat(data, "resnet20", "climbq+", bits, recipe, 10 + i + j / 10))
         for j, (bits, variant) in enumerate(
-            ((2, "bn2"), (2, "bn2-kd"), (4, "bn2-kd"), (4, "bn2"))
-        ):  # the recipe improvements, 2-bit first
+            ((2, "bn2"), (2, "bn2-kd"), (4, "bn2-kd"), (4, "bn2"), (2, "prog-kd"))
+        ):  # the recipe improvements, 2-bit first (prog-kd: after the 4-bit run it starts from)
             runs.append(_qat(data, "resnet20", "climbq+", bits, "ours", 10.5 + i + j / 50, variant))
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(

@@ -158,17 +158,20 @@ def run_one(name: str, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------- the grid
+Job = tuple[float, list[str]]  # (priority, names of the jobs it waits for)
+
+
 def is_done(run: grid.Run) -> bool:
     return (run.path / RESULT).is_file()
 
 
-def run_grid(args: argparse.Namespace) -> int:
-    """Schedule the selected runs: highest priority first among those whose dataset and fp32
-    pretraining are ready, at most ``--jobs`` at a time; a failure blocks its dependents."""
-    everything = grid.grid()
+def plan_jobs(everything: list[grid.Run], selected: list[grid.Run]) -> dict[str, Job]:
+    """The jobs of ``selected`` (unfinished runs): ``name -> (priority, dependencies)``, with a
+    ``data:<dataset>`` job for each dataset not built yet and each run depending on the run it
+    starts from (its fp32 pretraining, or the QAT run of :data:`grid.INIT_FROM`) unless that is
+    done. A run whose start is neither done nor selected is left out (and logged)."""
     by_name = {r.name: r for r in everything}
-    selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
-    jobs: dict[str, tuple[float, list[str]]] = {}  # name -> (priority, dependencies)
+    jobs: dict[str, Job] = {}
     for run in selected:
         deps = []
         if not (run.data.path / "data.npz").is_file():
@@ -176,12 +179,24 @@ def run_grid(args: argparse.Namespace) -> int:
             first = min(jobs.get(key, (run.priority + 0.5, []))[0] + 0.5, run.priority)
             jobs[key] = (first - 0.5, [])
             deps.append(key)
-        if not run.is_fp and not is_done(by_name[run.fp_name]):
-            if by_name[run.fp_name] not in selected:
-                log(f"skip {run.name}: its pretraining {run.fp_name} is neither done nor selected")
+        starts_from = None if run.is_fp else by_name[run.init_name]  # fp32 or a QAT run
+        if starts_from is not None and not is_done(starts_from):
+            if starts_from not in selected:
+                log(f"skip {run.name}: the run it starts from, {starts_from.name}, is neither "
+                    "done nor selected")  # fmt: skip
                 continue
-            deps.append(run.fp_name)
+            deps.append(starts_from.name)
         jobs[run.name] = (run.priority, deps)
+    return jobs
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    """Schedule the selected runs: highest priority first among those whose dataset and the
+    run they start from are ready, at most ``--jobs`` at a time; a failure blocks its
+    dependents."""
+    everything = grid.grid()
+    selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
+    jobs = plan_jobs(everything, selected)
     log(f"{len(jobs)} jobs ({sum(not k.startswith('data:') for k in jobs)} runs), "
         f"{args.jobs} at a time, device {args.device}")  # fmt: skip
     running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}

@@ -46,8 +46,9 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None
     init_bn_gamma: float | None = None  # after --init: every BatchNorm |gamma| set to this
-    distill: float = 0.0  # weight w of distillation from the --init model: (1-w) task + w KD
+    distill: float = 0.0  # weight w of distillation from the teacher: (1-w) task + w KD
     distill_temperature: float = 4.0
+    teacher: str | None = None  # run folder of the distillation teacher; None: the --init run
     precision: str = "fp32"  # bf16: autocast convs/linear to bfloat16; quantizers stay fp32
     val_fraction: float = 0.0  # per-class share of train held out for best-epoch selection
     device: str = "cpu"  # where to train; not part of a run's identity (resume may switch)
@@ -80,8 +81,10 @@ class TrainConfig:
                                   f"{self.init_bn_gamma}")  # fmt: skip
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
-        if self.distill > 0 and self.init is None:
-            raise ConfigError("distill learns from the --init model; give --init")
+        if self.distill > 0 and self.init is None and self.teacher is None:
+            raise ConfigError("distill learns from a teacher run; give --teacher or --init")
+        if self.teacher is not None and self.distill == 0:
+            raise ConfigError("teacher is the distillation teacher; give --distill W > 0 too")
         if not 0 < self.distill_temperature < float("inf"):
             raise ConfigError(f"distill_temperature must be a finite number > 0, got "
                               f"{self.distill_temperature}")  # fmt: skip

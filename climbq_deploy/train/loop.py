@@ -101,16 +101,21 @@ def _first_problem(exc: RuntimeError) -> str:
 
 
 def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """The ``--init`` run's model, frozen in eval mode: the distillation teacher."""
-    saved = load_checkpoint(Path(str(config.init)) / CHECKPOINT)
+    """The distillation teacher (``config.teacher``, else the ``--init`` run): its model,
+    frozen in eval mode, built with its own configuration (a quantized run teaches with its
+    quantizers on)."""
+    folder = Path(str(config.teacher or config.init))
+    saved = load_checkpoint(folder / CHECKPOINT)
     theirs = {**TrainConfig(data=config.data).as_dict(), **saved["config"]}
-    spec = TrainConfig(**{**theirs, "init": None, "init_bn_gamma": None, "distill": 0.0})
+    spec = TrainConfig(
+        **{**theirs, "init": None, "init_bn_gamma": None, "distill": 0.0, "teacher": None}
+    )
     teacher = build_model(spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2)
     try:
         teacher.load_state_dict(saved["model"])
     except RuntimeError as exc:  # another class count, say
         raise ConfigError(
-            f"--init {config.init} cannot teach this run: {_first_problem(exc)}"
+            f"teacher {folder} cannot teach this run: {_first_problem(exc)}"
         ) from None
     teacher = teacher.to(device=device, memory_format=torch.channels_last).eval()
     for p in teacher.parameters():

@@ -12,8 +12,9 @@ import torch
 from climbq_deploy.calibration.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.losses import distillation_loss
+from climbq_deploy.train.checkpoint import load_checkpoint
 from climbq_deploy.train.config import TrainConfig
-from climbq_deploy.train.loop import train
+from climbq_deploy.train.loop import _teacher, train
 
 
 def _kl(p: list[float], q: list[float]) -> float:
@@ -58,8 +59,11 @@ def test_bad_inputs_and_config() -> None:
         distillation_loss(torch.zeros(2, 3), torch.zeros(2, 4), 4.0)
     with pytest.raises(ConfigError, match="temperature must be > 0"):
         distillation_loss(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)
-    with pytest.raises(ConfigError, match="give --init"):
+    with pytest.raises(ConfigError, match="give --teacher or --init"):
         TrainConfig("d", method="climbq+", wbits=4, abits=4, distill=0.5)
+    with pytest.raises(ConfigError, match="give --distill W > 0"):
+        TrainConfig("d", init="r", teacher="t")
+    assert TrainConfig("d", teacher="t", distill=0.5).init is None  # a teacher needs no init
     with pytest.raises(ConfigError, match=r"distill must be in \[0, 1\]"):
         TrainConfig("d", init="r", distill=1.5)
     with pytest.raises(ConfigError, match="distill_temperature"):
@@ -93,3 +97,33 @@ def test_an_init_model_of_another_class_count_is_refused(small_syndigits, tmp_pa
                          init=str(tmp_path / "fp"), distill=0.5)  # fmt: skip
     with pytest.raises(ConfigError, match=r"does not fit this model: size mismatch for fc\.weight"):
         train(config, tmp_path / "kd", progress=False)
+
+
+def test_teacher_is_its_own_run_not_the_init_run(small_syndigits, tmp_path) -> None:
+    """Progressive QAT: a 2-bit run starts from a 4-bit run (--init) and learns from the fp32
+    run (--teacher); the teacher is that run's model under its own configuration."""
+    data = str(save_dataset(small_syndigits, tmp_path / "syn"))
+    train(TrainConfig(data, epochs=1, batch_size=64, lr=0.05), tmp_path / "fp", progress=False)
+    q4 = dict(data=data, method="climbq+", wbits=4, abits=4, epochs=1, batch_size=64, lr=0.01)
+    train(TrainConfig(**q4, init=str(tmp_path / "fp")), tmp_path / "q4", progress=False)
+    q2 = {**q4, "wbits": 2, "abits": 2, "init": str(tmp_path / "q4"), "distill": 0.5}
+    images = torch.from_numpy(small_syndigits.test_images[:16]).permute(0, 3, 1, 2).float()
+    logits = {}
+    for name in ("fp", "q4"):
+        config = TrainConfig(**{**q2, "teacher": str(tmp_path / name)})
+        model = _teacher(config, small_syndigits.num_classes, torch.device("cpu"))
+        assert not any(p.requires_grad for p in model.parameters()) and not model.training
+        with torch.no_grad():
+            logits[name] = model(images / 255)
+    fp_state = load_checkpoint(tmp_path / "fp" / "checkpoint.pt")["model"]
+    assert torch.equal(
+        _teacher(
+            TrainConfig(**{**q2, "init": str(tmp_path / "fp")}), 10, torch.device("cpu")
+        ).state_dict()["fc.weight"],
+        fp_state["fc.weight"],
+    )  # no --teacher: the --init run teaches
+    assert not torch.allclose(logits["fp"], logits["q4"])  # the 4-bit teacher quantizes
+    run = train(TrainConfig(**{**q2, "teacher": str(tmp_path / "fp")}), tmp_path / "q2",
+                progress=False)  # fmt: skip
+    assert run["config"]["teacher"] == str(tmp_path / "fp")
+    assert run["config"]["init"] == str(tmp_path / "q4")
