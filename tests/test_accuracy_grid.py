@@ -137,3 +137,33 @@ def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
         changed[variant] = {k for k in a if a[k] != b[k]}
     assert changed == {"scaling-off": {"act_scaling"}, "loss-corrected": {"loss", "loss_options"},
                        "loss-ce": {"loss"}, "loss-cb": {"loss"}, "loss-la": {"loss"}}  # fmt: skip
+
+
+def test_total_weight_error_sums_squared_residuals_of_every_quantized_conv(modules) -> None:
+    """The ablation table's weight error, against scipy on a saved 2-bit ResNet-20."""
+    import numpy as np
+    import torch
+    from scipy.stats import norm
+
+    from climbq_deploy.models import QuantSpec, build_model
+    from climbq_deploy.train.checkpoint import save_checkpoint
+
+    grid, collect = modules
+    run = {r.name: r for r in grid.grid()}["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2"]
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, QuantSpec("climbq+", 2, 2))
+    run.path.mkdir(parents=True)
+    config = run.config(50).as_dict()
+    save_checkpoint(run.path / "checkpoint.pt", {"model": model.state_dict(), "config": config})
+    expected, count = 0.0, 0
+    for name, w in model.state_dict().items():
+        if name.endswith("weight") and w.ndim == 4:  # every ResNet-20 conv is quantized
+            w = w.double().numpy()
+            scaled = 3 * norm.cdf((w - w.mean()) / w.std(ddof=1))
+            expected += float(((scaled - np.round(scaled)) ** 2).sum())
+            count += w.size
+    assert count == 270256
+    assert collect.total_weight_error(run) == pytest.approx(expected, rel=1e-12)
+    assert 0.9 * count / 12 < expected < 1.1 * count / 12  # random weights: ~uniform residuals
+    lsq = {r.name: r for r in grid.grid()}["cifar10-lt-g50-resnet20-lsq-w2a2-ours"]
+    assert collect.total_weight_error(lsq) is None

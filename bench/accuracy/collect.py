@@ -121,6 +121,27 @@ def deploy(runs: list[grid.Run], again: bool = False) -> None:
                                        "data_note": reason})  # fmt: skip
 
 
+def total_weight_error(run: grid.Run) -> float | None:
+    """Total weight quantization error of a finished ClimbQ/ClimbQ+ run (the paper's Table 6
+    view, our reading): ``sum over quantized convs and weights of (n Phi(z) - j)^2``, the
+    squared rounding residual in code units (:func:`weight_rounding_error`); None for other
+    methods."""
+    if run.method not in ("climbq", "climbq+") or not (run.path / "checkpoint.pt").is_file():
+        return None
+    from climbq_deploy.models import build_model
+    from climbq_deploy.quant import quantized_convs, weight_rounding_error
+    from climbq_deploy.train.checkpoint import load_checkpoint
+    from climbq_deploy.train.config import TrainConfig
+
+    state = load_checkpoint(run.path / "checkpoint.pt")
+    config = TrainConfig(**{**TrainConfig(data="").as_dict(), **state["config"]})
+    num_classes = state["model"]["fc.weight"].shape[0]
+    model = build_model(config.arch, num_classes, config.quant_spec, config.faithful_mbv2)
+    model.load_state_dict(state["model"])
+    return sum(float((weight_rounding_error(conv.weight, config.wbits) ** 2).sum())
+               for _, conv in quantized_convs(model))  # fmt: skip
+
+
 def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(finished records, missing configs with their state)."""
     done, missing = [], []
@@ -133,6 +154,7 @@ def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, 
                 record["torch_top1_at_check"] = deployed["check"].get("torch_top1")
                 record["deploy_exact_match"] = deployed["check"].get("exact_match")
                 record["deploy_data_note"] = deployed.get("data_note")
+            record["weight_error"] = total_weight_error(run)
             done.append(record)
             continue
         _, epochs = _progress(run.path)
@@ -143,6 +165,10 @@ def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 def _f(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
 
 
 def _deployed_cell(r: dict[str, Any]) -> str:
@@ -222,19 +248,26 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     rows = []
     for variant in (grid.ABLATION_BASE, *grid.ABLATIONS):
         r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
-        paper = grid.PAPER_ABLATION.get(None if variant == grid.ABLATION_BASE else variant)
+        key = None if variant == grid.ABLATION_BASE else variant
+        paper, error = grid.PAPER_ABLATION.get(key), grid.PAPER_WEIGHT_ERROR.get(key)
         label = (f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
                  if variant == grid.ABLATION_BASE else variant)  # fmt: skip
         if r is None:
-            rows.append([label, "missing", "–", _f(paper)])
+            rows.append([label, "missing", "–", "–", _f(paper), _count(error)])
         else:
             groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
-            rows.append([label, f"**{_f(r['top1'])}** ({r['loss']})", groups, _f(paper)])
+            rows.append([label, f"**{_f(r['top1'])}** ({r['loss']})", groups,
+                         _count(r.get("weight_error")), _f(paper), _count(error)])  # fmt: skip
     lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (`ours + bn2` recipe, "
               "one change each)", "",
-              markdown_table(["variant", "top-1 (loss)", "many/med/few", "paper"], rows),
-              "", "Total weight quantization error with/without scaling (paper Table 6: "
-              "21,856 -> 11,306) is not computed yet."]  # fmt: skip
+              markdown_table(["variant", "top-1 (loss)", "many/med/few", "weight error",
+                              "paper top-1", "paper weight error"], rows),
+              "", "weight error: the total weight quantization error of the paper's Table 6 "
+              "(scaling on vs off), in our reading: the sum over every quantized conv weight "
+              "of the squared rounding residual `(n Phi(z) - round(n Phi(z)))^2` in code units "
+              f"(residuals spread uniformly give N/12 = {270256 / 12:,.0f} for ResNet-20's "
+              "270,256 conv weights). The paper gives no formula; its unscaled figure is on "
+              "this scale."]  # fmt: skip
     devices = sorted({r["device"] for r in done})
     lines += ["", f"Devices of the finished runs: {', '.join(devices) or 'none'}."]
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]

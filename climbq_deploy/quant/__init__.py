@@ -6,6 +6,7 @@ from climbq_deploy.quant.functional import (
     normal_cdf,
     round_ste,
     weight_codes,
+    weight_rounding_error,
 )
 from climbq_deploy.quant.layers import ActQuant, QConv2d, QuantContext, quantized_convs
 from climbq_deploy.quant.quantizers import (
@@ -29,4 +30,5 @@ __all__ = [
     "quantized_convs",
     "round_ste",
     "weight_codes",
+    "weight_rounding_error",
 ]

@@ -10,6 +10,7 @@ from climbq_deploy.quant import (
     make_activation_quantizer,
     make_weight_quantizer,
     weight_codes,
+    weight_rounding_error,
 )
 from climbq_deploy.quant.functional import climbq_activation, climbq_weight_unit, normal_cdf
 
@@ -146,3 +147,22 @@ def test_bad_method_and_degenerate_weights() -> None:
         make_weight_quantizer("binary", 4)
     with pytest.raises(ConfigError, match="positive finite std"):
         weight_codes(torch.zeros(3, 3), 4)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_weight_rounding_error_is_the_residual_of_the_codes(bits: int) -> None:
+    w = np.random.default_rng(7).normal(-0.02, 0.1, size=(8, 4, 3, 3))
+    n = 2**bits - 1
+    scaled = n * norm.cdf((w - w.mean()) / w.std(ddof=1))
+    got = weight_rounding_error(torch.from_numpy(w), bits).numpy()
+    np.testing.assert_allclose(got, scaled - np.round(scaled), rtol=0, atol=1e-12)
+    assert np.abs(got).max() <= 0.5
+    codes = weight_codes(torch.from_numpy(w), bits).numpy()
+    np.testing.assert_allclose(n * norm.cdf((w - w.mean()) / w.std(ddof=1)) - codes, got,
+                               rtol=0, atol=1e-12)  # fmt: skip
+    # two weights: z = -/+ 1/sqrt(2), n Phi(z) = 3 * 0.23975 = 0.71925 -> residual -0.28075
+    pair = weight_rounding_error(torch.tensor([-1.0, 1.0], dtype=torch.float64), 2)
+    expected = 3 * norm.cdf(-1 / np.sqrt(2)) - 1
+    assert pair.tolist() == pytest.approx([expected, -expected], abs=1e-12)
+    with pytest.raises(ConfigError, match="32 bits"):
+        weight_rounding_error(torch.ones(3), 32)
