@@ -2,7 +2,8 @@
 
 Runs ``climbq check RUN --target tflite --kernels K --json`` for the trained runs of
 ``bench/lowering_check.py`` (kept under ``--runs``) and collects the records; with
-``--collect`` it only gathers records already written to ``runs/tflite_checks/``.
+``--collect`` it only gathers records already written to ``runs/tflite_checks/``, with
+``--keep`` it runs only the checks that have no record there yet.
 
 Usage::
 
@@ -12,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -20,11 +22,15 @@ from pathlib import Path
 from _common import (
     DEFAULT_OUT,
     REPO_ROOT,
+    git_commit,
     markdown_table,
     provenance_markdown,
     run_header,
+    utc_timestamp,
     write_results,
 )
+
+from climbq_deploy.fileio import write_json
 
 NAME = "tflite_check"
 CHECKS = [(run, kernels)
@@ -38,22 +44,40 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
     parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
     parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--keep", action="store_true",
+                        help="reuse records already written; run the missing checks")  # fmt: skip
     parser.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     args.records.mkdir(parents=True, exist_ok=True)
-    records, rows = [], []
+    header = run_header()
+    records, rows, missing = [], [], []
     for run, kernels in CHECKS:
         path = args.records / f"{run}-{kernels}.json"
         if args.only and run not in args.only:
             continue
-        if not args.collect:
+        if not args.collect and not (args.keep and path.is_file()):
             command = [sys.executable, "-m", "climbq_deploy", "check", str(args.runs / run),
                        "--target", "tflite", "--kernels", kernels, "--json"]  # fmt: skip
-            path.write_text(subprocess.run(command, capture_output=True, text=True,
-                                           check=True).stdout)  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            stamp = {"measured_commit": git_commit(), "measured_utc": utc_timestamp()}
+            write_json(path, {**json.loads(output), **stamp})
+        if not path.is_file():  # --collect of a check never run
+            missing.append(f"{run} {kernels}")
+            continue
         record = json.loads(path.read_text())
         record["model"] = run
+        measured = record.get("measured_commit")
+        when = (
+            measured[:7]
+            if measured
+            else "not recorded (file of "
+            + (
+                dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M UTC)"
+                )
+            )
+        )
         records.append(record)
         rows.append((run, kernels, record["n_images"], record["exact_match"],
                      f"{record['code_agreement']:.6f}", f"{record['top1_agreement']:.4f}",
@@ -61,8 +85,7 @@ def main() -> None:
                      f"{record['torch_fp32_top1']:.2f}",
                      f"{record['reference_max_abs_logit_diff']:.1e}",
                      f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
-                     f"{record['seconds']:.0f}"))  # fmt: skip
-    header = run_header()
+                     f"{record['seconds']:.0f}", when))  # fmt: skip
     markdown = (
         "# TFLite (LiteRT) target: whole SynDigits-LT gamma 50 test set\n\n"
         "`exact_match`: every activation code and the top-1 of LiteRT equal the NumPy reference "
@@ -71,11 +94,13 @@ def main() -> None:
         + markdown_table(("model", "kernels", "images", "exact_match", "code agreement vs torch",
                           "top-1 agreement vs torch", "tflite top-1 %", "torch top-1 %",
                           "torch fp32 top-1 %", "max logit diff vs reference",
-                          "deployed gap to torch fp32 (points)", "check seconds"), rows)
+                          "deployed gap to torch fp32 (points)", "check seconds",
+                          "measured at commit"), rows)
         + "\n\nRecords produced by `climbq check runs/lowering/RUN --target tflite --kernels K "
-        "--json` (one per row); this file collects them.\n\n" + provenance_markdown(header)
+        "--json` (one per row); this file collects them. Not run: "
+        + (", ".join(missing) or "none") + ".\n\n" + provenance_markdown(header)
     )  # fmt: skip
-    write_results(args.out, NAME, {**header, "records": records}, markdown)
+    write_results(args.out, NAME, {**header, "records": records, "missing": missing}, markdown)
     print(markdown)
 
 
