@@ -39,6 +39,14 @@ CHECKS = [(run, kernels)
           for kernels in ("ref", "xnnpack", "optimized")]  # fmt: skip
 
 
+def _relative(path: str) -> str:
+    """A run folder relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
@@ -79,7 +87,7 @@ def main() -> None:
             )
         )
         records.append(record)
-        rows.append((run, kernels, record["n_images"], record["exact_match"],
+        rows.append((_relative(record["run"]), kernels, record["n_images"], record["exact_match"],
                      f"{record['code_agreement']:.6f}", f"{record['top1_agreement']:.4f}",
                      f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
                      f"{record['torch_fp32_top1']:.2f}",
@@ -96,8 +104,8 @@ def main() -> None:
                           "torch fp32 top-1 %", "max logit diff vs reference",
                           "deployed gap to torch fp32 (points)", "check seconds",
                           "measured at commit"), rows)
-        + "\n\nRecords produced by `climbq check runs/lowering/RUN --target tflite --kernels K "
-        "--json` (one per row); this file collects them. Not run: "
+        + "\n\nRecords produced by `climbq check RUN --target tflite --kernels K "
+        "--json` (one per row; RUN as in the first column); this file collects them. Not run: "
         + (", ".join(missing) or "none") + ".\n\n" + provenance_markdown(header)
     )  # fmt: skip
     write_results(args.out, NAME, {**header, "records": records, "missing": missing}, markdown)
