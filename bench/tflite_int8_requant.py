@@ -27,6 +27,7 @@ from climbq_deploy.calibration.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
 from climbq_deploy.kernels.reference import ReferenceModel
+from climbq_deploy.targets.tflite.flavour import snap_thresholds_to_shift
 
 NAME = "tflite_int8_requant"
 
@@ -59,8 +60,7 @@ def requantized(graph: Graph, span: int) -> tuple[Graph, int]:
             and (conv.inputs[0] != program_input)
         ):
             shift = span_shifts(node.thresholds, node.direction, span)
-            theta = node.thresholds.astype(np.int64)
-            snapped = np.where(shift[:, None] > 0, (theta >> shift[:, None]) + 1, theta)
+            snapped = snap_thresholds_to_shift(node.thresholds, shift)
             shifted += int(np.count_nonzero(shift))
             node = replace(node, shift=shift.astype(np.int8) if shift.any() else None,
                            thresholds=snapped)  # fmt: skip

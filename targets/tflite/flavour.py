@@ -72,8 +72,16 @@ def requantize_shift(
         channels = np.flatnonzero(pending)[:8].tolist()
         raise LoweringError(f"thresholds of channels {channels} cannot be brought into int16 "
                             f"by a shift of at most {MAX_SHIFT}")  # fmt: skip
-    shifted = np.where(shift[:, None] > 0, (theta >> shift[:, None]) + 1, theta)
-    return shift.astype(np.int8), shifted
+    return shift.astype(np.int8), snap_thresholds_to_shift(theta, shift)
+
+
+def snap_thresholds_to_shift(thresholds: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Thresholds ``(C, n)`` for counting on ``v' = (v + 2**(s_c-1)) >> s_c``: channel c's
+    ``floor(theta / 2**s_c) + 1`` where ``s_c > 0``, ``theta`` itself where ``s_c = 0``
+    (int64). Level t is then passed iff ``v >= theta' 2**s_c - 2**(s_c-1)``."""
+    theta = thresholds.astype(np.int64)
+    s = np.asarray(shift).astype(np.int64)[:, None]
+    return np.where(s > 0, (theta >> s) + 1, theta)
 
 
 FLOAT32_EXACT = 2**24  # float32 holds every integer of smaller magnitude exactly

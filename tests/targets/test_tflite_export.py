@@ -375,3 +375,20 @@ def test_layers_beyond_int16_run_as_exact_float32_convs(tmp_path, kernels: str) 
         act = graph.node(name)
         np.testing.assert_array_equal(out.codes[act.source], values[act.output], err_msg=name)
     np.testing.assert_allclose(out.logits, values["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_snapped_thresholds_move_each_boundary_by_at_most_half_a_step() -> None:
+    """``floor(theta / 2**s) + 1`` (theta itself at s = 0): worked values, and for every v in
+    a range the shifted count passes level t iff ``v >= theta' 2**s - 2**(s-1)``."""
+    theta = np.array([[-5, 0, 7], [-5, 0, 7], [100, 101, 102]], np.int64)
+    shift = np.array([0, 2, 3], np.int8)
+    snapped = flavour_module.snap_thresholds_to_shift(theta, shift)
+    assert snapped.tolist() == [[-5, 0, 7], [-1, 1, 2], [13, 13, 13]]
+    for c in (1, 2):
+        s = int(shift[c])
+        v = np.arange(-64, 160)
+        shifted = (v + 2 ** (s - 1)) >> s
+        for t in range(3):
+            boundary = snapped[c, t] * 2**s - 2 ** (s - 1)
+            assert np.array_equal(shifted >= snapped[c, t], v >= boundary)
+            assert abs(boundary - theta[c, t]) <= 2 ** (s - 1)
