@@ -167,3 +167,34 @@ def test_total_weight_error_sums_squared_residuals_of_every_quantized_conv(modul
     assert 0.9 * count / 12 < expected < 1.1 * count / 12  # random weights: ~uniform residuals
     lsq = {r.name: r for r in grid.grid()}["cifar10-lt-g50-resnet20-lsq-w2a2-ours"]
     assert collect.total_weight_error(lsq) is None
+
+
+def test_baseline_comparison_pairs_equal_bits_and_recipe_and_says_where_climbq_is_not_above(
+    modules,
+) -> None:
+    grid, collect = modules
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w4a4-ours", 71.0)
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w4a4-ours", 72.5)
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours", 70.0)
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-ours", 60.0)
+    _finish(grid, "cifar10-lt-g50-resnet20-uniform-w2a2-ours", 50.25)
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 99.0)  # a variant: not paired
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-paper", 10.0)  # another recipe: not paired
+    done, missing = collect.records(grid.grid())
+    by_bits = {c["bits"]: c for c in collect.baseline_comparison(done)}
+    assert sorted(by_bits) == [2, 4]
+    four, two = by_bits[4], by_bits[2]
+    assert four["baselines"] == {"lsq": 72.5, "uniform": None}
+    assert four["delta_top1"] == {"lsq": -1.5} and not four["beats_all"]
+    assert two["climbq+"] == 70.0 and two["baselines"] == {"lsq": 60.0, "uniform": 50.25}
+    assert two["delta_top1"] == {"lsq": 10.0, "uniform": 19.75} and two["beats_all"]
+    assert two["tail_group"] == "medium" and two["delta_tail"] == {"lsq": 0.0, "uniform": 0.0}
+    text = collect.render(done, missing, collect.run_header())
+    assert (
+        "| cifar10-lt | 50 | resnet20 | W4A4 | ours | **71.00** | 72.50 (-1.50, medium +0.0) "
+        "| missing | not above lsq |"
+    ) in text
+    assert (
+        "| cifar10-lt | 50 | resnet20 | W2A2 | ours | **70.00** | 60.00 (+10.00, medium +0.0) "
+        "| 50.25 (+19.75, medium +0.0) | beats lsq and uniform |"
+    ) in text

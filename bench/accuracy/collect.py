@@ -188,6 +188,64 @@ def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
             r.get("variant"))  # fmt: skip
 
 
+BASELINES = ("lsq", "uniform")
+
+
+def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ClimbQ+ against each baseline at equal bits and recipe (plain recipe, no variant): one
+    entry per (dataset, gamma, arch, bits, recipe) with a ClimbQ+ result and at least one
+    baseline result. ``delta_top1[b]`` = ClimbQ+ top-1 - baseline top-1 (points); ``delta_tail[b]``
+    the same on the tail group, the smallest of few / medium / many that has classes."""
+    by = {_row_key(r): r for r in done}
+    out = []
+    for r in done:
+        if r["method"] != "climbq+" or r.get("variant"):
+            continue
+        key = (r["dataset"], r["gamma"], r["arch"])
+        found = {b: by.get((*key, b, r["wbits"], r["recipe"], None)) for b in BASELINES}
+        if not any(found.values()):
+            continue
+        tail = next(g for g in ("few", "medium", "many") if r[g] is not None)
+        out.append({
+            "dataset": r["dataset"], "gamma": r["gamma"], "arch": r["arch"],
+            "bits": r["wbits"], "recipe": r["recipe"], "climbq+": r["top1"], "tail_group": tail,
+            "baselines": {b: f["top1"] if f else None for b, f in found.items()},
+            "delta_top1": {b: r["top1"] - f["top1"] for b, f in found.items() if f},
+            "delta_tail": {b: r[tail] - f[tail] for b, f in found.items()
+                           if f and f[tail] is not None},
+            "beats_all": all(f is not None and r["top1"] > f["top1"] for f in found.values()),
+        })  # fmt: skip
+    return out
+
+
+def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for c in baseline_comparison(done):
+        cells = []
+        for b in BASELINES:
+            top1 = c["baselines"][b]
+            if top1 is None:
+                cells += ["missing"]
+                continue
+            tail = c["delta_tail"].get(b)
+            tail_text = "" if tail is None else f", {c['tail_group']} {tail:+.1f}"
+            cells += [f"{top1:.2f} ({c['delta_top1'][b]:+.2f}{tail_text})"]
+        below = [b for b in BASELINES if c["delta_top1"].get(b, 1.0) <= 0]
+        verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
+                   else f"not above {', '.join(below)}" if below
+                   else "beats the baselines that ran; the rest missing")  # fmt: skip
+        rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
+                     c["recipe"], f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
+    if not rows:
+        return []
+    return ["", "## ClimbQ+ against the baselines (equal bits, equal recipe)", "",
+            "Each baseline cell: its top-1, then (ClimbQ+ minus it, in points, overall and on "
+            "the tail group: few, or medium where no class has <20 training images). Same fp32 "
+            "start, same QAT recipe and epochs, plain recipe (no bn2/kd variant) on both sides.",
+            "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
+                                *BASELINES, "verdict"], rows)]  # fmt: skip
+
+
 def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: dict) -> str:
     by = {_row_key(r): r for r in done}
     lines = ["# Accuracy: ClimbQ / ClimbQ+ against the paper (final epoch, balanced test set)", ""]
@@ -245,6 +303,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                             f"γ={g} paper"]  # fmt: skip
             name = title if dataset != "syndigits-lt" else f"{title}, {arch}"
             lines += ["", f"## {name}", "", markdown_table(headers, rows)]
+    lines += _comparison_markdown(done)
     rows = []
     for variant in (grid.ABLATION_BASE, *grid.ABLATIONS):
         r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
@@ -299,7 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         deploy(runs, again=args.redeploy)
     done, missing = records(runs)
     header = run_header()
-    payload = {**header, "records": done, "missing": missing}
+    payload = {
+        **header,
+        "records": done,
+        "missing": missing,
+        "baseline_comparison": baseline_comparison(done),
+    }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     print(f"{len(done)} results, {len(missing)} missing")
     return 0
