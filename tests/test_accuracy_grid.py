@@ -198,3 +198,15 @@ def test_baseline_comparison_pairs_equal_bits_and_recipe_and_says_where_climbq_i
         "| cifar10-lt | 50 | resnet20 | W2A2 | ours | **70.00** | 60.00 (+10.00, medium +0.0) "
         "| 50.25 (+19.75, medium +0.0) | beats lsq and uniform |"
     ) in text
+
+
+def test_baseline_comparison_marks_a_baseline_the_grid_never_plans(modules) -> None:
+    grid, collect = modules
+    _finish(grid, "digits-lt-g50-resnet20-climbq+-w4a4-ours", 86.0)
+    _finish(grid, "digits-lt-g50-resnet20-lsq-w4a4-ours", 81.0)
+    done, missing = collect.records(grid.grid())
+    text = collect.render(done, missing, collect.run_header())
+    assert (
+        "| digits-lt | 50 | resnet20 | W4A4 | ours | **86.00** | 81.00 (+5.00, medium +0.0) "
+        "| not in the grid | beats lsq; no result for the rest |"
+    ) in text

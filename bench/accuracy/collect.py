@@ -219,21 +219,25 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
+    planned = {(r.data.dataset, r.data.gamma, r.arch, r.method, r.wbits, r.recipe, r.variant)
+               for r in grid.grid()}  # fmt: skip
     rows = []
     for c in baseline_comparison(done):
         cells = []
         for b in BASELINES:
             top1 = c["baselines"][b]
             if top1 is None:
-                cells += ["missing"]
+                key = (c["dataset"], c["gamma"], c["arch"], b, c["bits"], c["recipe"], None)
+                cells += ["missing" if key in planned else "not in the grid"]
                 continue
             tail = c["delta_tail"].get(b)
             tail_text = "" if tail is None else f", {c['tail_group']} {tail:+.1f}"
             cells += [f"{top1:.2f} ({c['delta_top1'][b]:+.2f}{tail_text})"]
         below = [b for b in BASELINES if c["delta_top1"].get(b, 1.0) <= 0]
+        above = [b for b in BASELINES if c["delta_top1"].get(b, 0.0) > 0]
         verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
                    else f"not above {', '.join(below)}" if below
-                   else "beats the baselines that ran; the rest missing")  # fmt: skip
+                   else f"beats {' and '.join(above)}; no result for the rest")  # fmt: skip
         rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
                      c["recipe"], f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
     if not rows:
