@@ -183,6 +183,13 @@ def _deployed_cell(r: dict[str, Any]) -> str:
     return f"{deployed:.2f}"
 
 
+def runner_record_key(run: grid.Run) -> dict[str, Any]:
+    """The fields of ``run`` that ``_row_key`` reads from a finished run's record."""
+    return {"dataset": run.data.dataset, "gamma": run.data.gamma, "arch": run.arch,
+            "method": run.method, "wbits": run.wbits, "recipe": run.recipe,
+            "variant": run.variant}  # fmt: skip
+
+
 def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"], r["recipe"],
             r.get("variant"))  # fmt: skip
@@ -219,8 +226,7 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
-    planned = {(r.data.dataset, r.data.gamma, r.arch, r.method, r.wbits, r.recipe, r.variant)
-               for r in grid.grid()}  # fmt: skip
+    planned = {_row_key(runner_record_key(r)) for r in grid.grid()}
     rows = []
     for c in baseline_comparison(done):
         cells = []
@@ -233,8 +239,8 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
             tail = c["delta_tail"].get(b)
             tail_text = "" if tail is None else f", {c['tail_group']} {tail:+.1f}"
             cells += [f"{top1:.2f} ({c['delta_top1'][b]:+.2f}{tail_text})"]
-        below = [b for b in BASELINES if c["delta_top1"].get(b, 1.0) <= 0]
-        above = [b for b in BASELINES if c["delta_top1"].get(b, 0.0) > 0]
+        below = [b for b, delta in c["delta_top1"].items() if delta <= 0]
+        above = [b for b, delta in c["delta_top1"].items() if delta > 0]
         verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
                    else f"not above {', '.join(below)}" if below
                    else f"beats {' and '.join(above)}; no result for the rest")  # fmt: skip
