@@ -79,6 +79,17 @@ def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:
     assert {k for k in kd if kd[k] != a[k]} == {"distill"} and kd["distill"] == 0.5
 
 
+def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    long = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd-100ep"]
+    kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"]
+    assert long.qat_epochs(50) == 100 and kd.qat_epochs(50) == 50
+    a, b = long.config(long.qat_epochs(50)).as_dict(), kd.config(kd.qat_epochs(50)).as_dict()
+    assert {k for k in a if a[k] != b[k]} == {"epochs"} and (a["epochs"], b["epochs"]) == (100, 50)
+    assert a["init"].endswith("cifar10-lt-g50-resnet20-fp32")
+
+
 def test_select_patterns(modules) -> None:
     grid, _ = modules
     runs = grid.grid()

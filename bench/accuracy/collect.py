@@ -273,7 +273,9 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "`ours + bn2-kd`: bn2 and knowledge distillation from the fp32 run (loss 0.5 task + 0.5 "
         "KD, temperature 4; `--distill 0.5`). `ours + prog-kd` (2-bit): starts from the "
         "finished 4-bit `ours + bn2-kd` run instead of the fp32 run and distills from the fp32 "
-        "run the same way (`--init <4-bit run> --teacher <fp32 run> --distill 0.5`)."
+        "run the same way (`--init <4-bit run> --teacher <fp32 run> --distill 0.5`). "
+        "`ours + bn2-kd-100ep` (2-bit): bn2-kd with 100 QAT epochs instead of 50 (the cosine "
+        "stretched over all 100)."
     )
     sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
                 ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),

@@ -147,7 +147,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         elif run.is_fp and args.fp_seconds:
             epochs = probe_fp_epochs(run, args)
         else:
-            epochs = args.fp_epochs if run.is_fp else args.qat_epochs
+            epochs = args.fp_epochs if run.is_fp else run.qat_epochs(args.qat_epochs)
     config = run.config(epochs, args.device)
     device = device_name(args.device)
     log(f"{name}: {epochs} epochs on {device}")
