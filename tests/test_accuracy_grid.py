@@ -189,11 +189,18 @@ def test_baseline_comparison_pairs_equal_bits_and_recipe_and_says_where_climbq_i
     _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours", 70.0)
     _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-ours", 60.0)
     _finish(grid, "cifar10-lt-g50-resnet20-uniform-w2a2-ours", 50.25)
-    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 99.0)  # a variant: not paired
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 69.0)  # against bn2 lsq only
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-ours-bn2", 69.5)
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-prog-kd", 99.0)  # no such baseline
     _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-paper", 10.0)  # another recipe: not paired
     done, missing = collect.records(grid.grid())
-    by_bits = {c["bits"]: c for c in collect.baseline_comparison(done)}
+    comparisons = collect.baseline_comparison(done)
+    by_bits = {c["bits"]: c for c in comparisons if c["variant"] is None}
     assert sorted(by_bits) == [2, 4]
+    [bn2] = [c for c in comparisons if c["variant"] is not None]
+    assert bn2["variant"] == "bn2" and bn2["climbq+"] == 69.0
+    assert bn2["baselines"] == {"lsq": 69.5, "uniform": None}
+    assert bn2["delta_top1"] == {"lsq": -0.5} and not bn2["beats_all"]
     four, two = by_bits[4], by_bits[2]
     assert four["baselines"] == {"lsq": 72.5, "uniform": None}
     assert four["delta_top1"] == {"lsq": -1.5} and not four["beats_all"]
@@ -209,6 +216,13 @@ def test_baseline_comparison_pairs_equal_bits_and_recipe_and_says_where_climbq_i
         "| cifar10-lt | 50 | resnet20 | W2A2 | ours | **70.00** | 60.00 (+10.00, medium +0.0) "
         "| 50.25 (+19.75, medium +0.0) | beats lsq and uniform |"
     ) in text
+    assert (
+        "| cifar10-lt | 50 | resnet20 | W2A2 | ours + bn2 | **69.00** | 69.50 (-0.50, medium +0.0) "
+        "| missing | not above lsq |"
+    ) in text
+    comparison = text.split("## ClimbQ+ against the baselines")[1].split("\n## ")[0]
+    rows = [line for line in comparison.splitlines() if line.startswith("| cifar10-lt |")]
+    assert len(rows) == 3 and not any("prog-kd" in row for row in rows)  # no prog-kd baseline
 
 
 def test_baseline_comparison_marks_a_baseline_the_grid_never_plans(modules) -> None:

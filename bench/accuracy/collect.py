@@ -199,23 +199,26 @@ BASELINES = ("lsq", "uniform")
 
 
 def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """ClimbQ+ against each baseline at equal bits and recipe (plain recipe, no variant): one
-    entry per (dataset, gamma, arch, bits, recipe) with a ClimbQ+ result and at least one
+    """ClimbQ+ against each baseline at equal bits, recipe and variant (a ClimbQ+ ``bn2`` run
+    against the baselines' ``bn2`` runs, a plain run against plain runs): one entry per
+    (dataset, gamma, arch, bits, recipe, variant) with a ClimbQ+ result and at least one
     baseline result. ``delta_top1[b]`` = ClimbQ+ top-1 - baseline top-1 (points); ``delta_tail[b]``
     the same on the tail group, the smallest of few / medium / many that has classes."""
     by = {_row_key(r): r for r in done}
     out = []
     for r in done:
-        if r["method"] != "climbq+" or r.get("variant"):
+        if r["method"] != "climbq+":
             continue
         key = (r["dataset"], r["gamma"], r["arch"])
-        found = {b: by.get((*key, b, r["wbits"], r["recipe"], None)) for b in BASELINES}
+        variant = r.get("variant")
+        found = {b: by.get((*key, b, r["wbits"], r["recipe"], variant)) for b in BASELINES}
         if not any(found.values()):
             continue
         tail = next(g for g in ("few", "medium", "many") if r[g] is not None)
         out.append({
             "dataset": r["dataset"], "gamma": r["gamma"], "arch": r["arch"],
-            "bits": r["wbits"], "recipe": r["recipe"], "climbq+": r["top1"], "tail_group": tail,
+            "bits": r["wbits"], "recipe": r["recipe"], "variant": variant,
+            "climbq+": r["top1"], "tail_group": tail,
             "baselines": {b: f["top1"] if f else None for b, f in found.items()},
             "delta_top1": {b: r["top1"] - f["top1"] for b, f in found.items() if f},
             "delta_tail": {b: r[tail] - f[tail] for b, f in found.items()
@@ -233,7 +236,8 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
         for b in BASELINES:
             top1 = c["baselines"][b]
             if top1 is None:
-                key = (c["dataset"], c["gamma"], c["arch"], b, c["bits"], c["recipe"], None)
+                key = (c["dataset"], c["gamma"], c["arch"], b, c["bits"], c["recipe"],
+                       c["variant"])  # fmt: skip
                 cells += ["missing" if key in planned else "not in the grid"]
                 continue
             tail = c["delta_tail"].get(b)
@@ -244,14 +248,17 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
         verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
                    else f"not above {', '.join(below)}" if below
                    else f"beats {' and '.join(above)}; no result for the rest")  # fmt: skip
+        recipe = f"{c['recipe']} + {c['variant']}" if c["variant"] else c["recipe"]
         rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
-                     c["recipe"], f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
+                     recipe, f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
     if not rows:
         return []
     return ["", "## ClimbQ+ against the baselines (equal bits, equal recipe)", "",
             "Each baseline cell: its top-1, then (ClimbQ+ minus it, in points, overall and on "
             "the tail group: few, or medium where no class has <20 training images). Same fp32 "
-            "start, same QAT recipe and epochs, plain recipe (no bn2/kd variant) on both sides.",
+            "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
+            "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
+            "(prog-kd, bn2-kd-100ep, the 4-bit variants) has no row here.",
             "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
 
