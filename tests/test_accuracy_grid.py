@@ -127,6 +127,16 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
 
 
+def test_median_epoch_seconds_is_not_moved_by_a_pause(modules, tmp_path) -> None:
+    _, collect = modules
+    totals = [40.0, 81.0, 900.0, 941.5, 982.0]  # epoch 3 held a 13-min SIGSTOP pause
+    (tmp_path / "history.jsonl").write_text(
+        "".join(json.dumps({"epoch": i + 1, "seconds": t}) + "\n" for i, t in enumerate(totals))
+    )
+    assert collect.median_epoch_seconds(tmp_path) == 41.0  # of 40, 41, 819, 41.5, 40.5
+    assert collect.median_epoch_seconds(tmp_path / "absent") is None
+
+
 def test_deployed_cell_names_the_local_build_when_the_check_used_one(modules) -> None:
     _, collect = modules
     assert collect._deployed_cell({"deployed_top1": None}) == "–"

@@ -13,9 +13,11 @@ and lists every configuration of the grid that has no result yet, with its state
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
+import statistics
 import sys
 import tarfile
 import tempfile
@@ -36,6 +38,19 @@ def _progress(folder: Path) -> tuple[bool, int]:
     history = folder / "history.jsonl"
     epochs = len(history.read_text().splitlines()) if history.is_file() else 0
     return (folder / RESULT).is_file(), epochs
+
+
+def median_epoch_seconds(folder: Path) -> float | None:
+    """Median wall time of one training epoch of a run (s; test passes excluded), from the
+    cumulative ``seconds`` of its history: unlike the record's total ``seconds``, a pause
+    (SIGSTOP) or a slow resume changes at most a few epochs and so not the median."""
+    history = folder / "history.jsonl"
+    if not history.is_file():
+        return None
+    totals = [json.loads(line)["seconds"] for line in history.read_text().splitlines()]
+    if not totals:
+        return None
+    return float(statistics.median(b - a for a, b in itertools.pairwise([0.0, *totals])))
 
 
 def merge_tarballs(paths: list[Path]) -> None:
@@ -155,6 +170,7 @@ def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, 
                 record["deploy_exact_match"] = deployed["check"].get("exact_match")
                 record["deploy_data_note"] = deployed.get("data_note")
             record["weight_error"] = total_weight_error(run)
+            record["median_epoch_seconds"] = median_epoch_seconds(run.path)
             done.append(record)
             continue
         _, epochs = _progress(run.path)
@@ -282,7 +298,9 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "finished 4-bit `ours + bn2-kd` run instead of the fp32 run and distills from the fp32 "
         "run the same way (`--init <4-bit run> --teacher <fp32 run> --distill 0.5`). "
         "`ours + bn2-kd-100ep` (2-bit): bn2-kd with 100 QAT epochs instead of 50 (the cosine "
-        "stretched over all 100)."
+        "stretched over all 100). In accuracy.json, `seconds` is a run's training wall time (a "
+        "pause of the process counts) and `median_epoch_seconds` its median epoch, which a "
+        "pause does not move."
     )
     sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
                 ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
