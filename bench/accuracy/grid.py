@@ -41,6 +41,7 @@ EVAL_EVERY = 5  # a test pass costs ~1/4 of a CPU epoch; the final epoch is alwa
 # plain `ours` 2-bit run collapses to 2 of 4 activation codes, which would hide every effect).
 ABLATION_BASE = "bn2"
 _BN2 = {"init_bn_gamma": 2.0}
+_BN2_KD = {**_BN2, "distill": 0.5, "distill_temperature": 4.0}
 ABLATIONS: dict[str, dict[str, Any]] = {
     "scaling-off": {**_BN2, "act_scaling": "off"},
     "loss-corrected": {**_BN2, "loss": "homovar", "loss_options": {"variant": "corrected"}},
@@ -73,13 +74,13 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
     "bn2": _BN2,
     # ... and distillation from the fp32 run it starts from (Hinton's T = 4, an even mix with
     # the method's own loss; fixed beforehand, not tuned on the test set).
-    "bn2-kd": {"init_bn_gamma": 2.0, "distill": 0.5, "distill_temperature": 4.0},
+    "bn2-kd": _BN2_KD,
     # Progressive: 2-bit QAT starting from the finished 4-bit bn2-kd run (its BatchNorms are
     # already spread), distilled from the fp32 run like bn2-kd (see INIT_FROM).
     "prog-kd": {"distill": 0.5, "distill_temperature": 4.0},
     # bn2-kd trained twice as long (100 QAT epochs): at 50 epochs its training loss was still
     # falling and its last cosine epochs still gained (the longer-schedule improvement of §5).
-    "bn2-kd-100ep": {"init_bn_gamma": 2.0, "distill": 0.5, "distill_temperature": 4.0},
+    "bn2-kd-100ep": _BN2_KD,
 }
 # Variants with their own QAT epoch count (the others take ``runner.py --qat-epochs``).
 VARIANT_EPOCHS: dict[str, int] = {"bn2-kd-100ep": 100}
