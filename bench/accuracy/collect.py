@@ -225,9 +225,8 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in done:
         if r["method"] != "climbq+":
             continue
-        key = (r["dataset"], r["gamma"], r["arch"])
         variant = r.get("variant")
-        found = {b: by.get((*key, b, r["wbits"], r["recipe"], variant)) for b in BASELINES}
+        found = {b: by.get(_row_key({**r, "method": b})) for b in BASELINES}
         if not any(found.values()):
             continue
         tail = next(g for g in ("few", "medium", "many") if r[g] is not None)
@@ -252,8 +251,7 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
         for b in BASELINES:
             top1 = c["baselines"][b]
             if top1 is None:
-                key = (c["dataset"], c["gamma"], c["arch"], b, c["bits"], c["recipe"],
-                       c["variant"])  # fmt: skip
+                key = _row_key({**c, "method": b, "wbits": c["bits"]})
                 cells += ["missing" if key in planned else "not in the grid"]
                 continue
             tail = c["delta_tail"].get(b)
@@ -269,12 +267,13 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
                      recipe, f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
     if not rows:
         return []
+    unpaired = ", ".join(v for v in grid.IMPROVEMENTS if v not in grid.EQUAL_VARIANTS)
     return ["", "## ClimbQ+ against the baselines (equal bits, equal recipe)", "",
             "Each baseline cell: its top-1, then (ClimbQ+ minus it, in points, overall and on "
             "the tail group: few, or medium where no class has <20 training images). Same fp32 "
             "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
             "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
-            "(prog-kd, bn2-kd-100ep, the 4-bit variants) has no row here.",
+            f"({unpaired}, the 4-bit variants) has no row here.",
             "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
 
