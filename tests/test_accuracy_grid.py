@@ -84,10 +84,33 @@ def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
     by_name = {r.name: r for r in grid.grid()}
     long = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd-100ep"]
     kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"]
-    assert long.qat_epochs(50) == 100 and kd.qat_epochs(50) == 50
-    a, b = long.config(long.qat_epochs(50)).as_dict(), kd.config(kd.qat_epochs(50)).as_dict()
+    assert long.epochs(50) == 100 and kd.epochs(50) == 50
+    a, b = long.config(long.epochs(50)).as_dict(), kd.config(kd.epochs(50)).as_dict()
     assert {k for k in a if a[k] != b[k]} == {"epochs"} and (a["epochs"], b["epochs"]) == (100, 50)
     assert a["init"].endswith("cifar10-lt-g50-resnet20-fp32")
+
+
+def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(modules) -> None:
+    grid, collect = modules
+    by_name = {r.name: r for r in grid.grid()}
+    fp200 = by_name["cifar10-lt-g50-resnet20-fp32-200ep"]
+    fp = by_name["cifar10-lt-g50-resnet20-fp32"]
+    assert fp200.is_fp and fp200.epochs(90) == 200 and fp.epochs(90) == 90
+    a, b = fp200.config(fp200.epochs(90)).as_dict(), fp.config(fp.epochs(200)).as_dict()
+    assert {k for k in a if a[k] != b[k]} == set()  # the same recipe: 200 epochs on both
+    qat = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd-fp200"]
+    kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"]
+    c, d = qat.config(qat.epochs(50)).as_dict(), kd.config(kd.epochs(50)).as_dict()
+    assert {k for k in c if c[k] != d[k]} == {"init"}
+    assert c["init"] == str(fp200.path) and c["teacher"] is None  # KD from the --init run
+    assert qat.fp_name == fp200.name and fp200.priority < qat.priority
+    runner = importlib.import_module("runner")
+    jobs = runner.plan_jobs(list(by_name.values()), [fp200, qat])
+    assert jobs[qat.name] == (qat.priority, ["data:cifar10-lt-g50", fp200.name])
+    _finish(grid, fp200.name, 76.5, epochs=200)
+    done, missing = collect.records(grid.grid())
+    text = collect.render(done, missing, collect.run_header())
+    assert "| fp32 | fp32 | ours + 200ep | **76.50** (200 ep) |" in text
 
 
 def test_select_patterns(modules) -> None:

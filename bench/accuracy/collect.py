@@ -297,7 +297,10 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "finished 4-bit `ours + bn2-kd` run instead of the fp32 run and distills from the fp32 "
         "run the same way (`--init <4-bit run> --teacher <fp32 run> --distill 0.5`). "
         "`ours + bn2-kd-100ep` (2-bit): bn2-kd with 100 QAT epochs instead of 50 (the cosine "
-        "stretched over all 100). In accuracy.json, `seconds` is a run's training wall time (a "
+        "stretched over all 100). `fp32 ours + 200ep`: the fp32 recipe run for its full 200 "
+        "epochs (the shared gamma-50 run was cut to 90 by a GPU time budget); `ours + "
+        "bn2-kd-fp200` (2-bit): bn2-kd started from and distilled from that 200-epoch run. "
+        "In accuracy.json, `seconds` is a run's training wall time (a "
         "pause of the process counts) and `median_epoch_seconds` its median epoch, which a "
         "pause does not move."
     )
@@ -305,6 +308,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                 ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
                 ("digits-LT", "digits-lt", (50,), ("resnet20",))]  # fmt: skip
     methods: list[tuple[str, int, str, str | None]] = [("fp32", 32, "ours", None)]
+    methods += [("fp32", 32, "ours", v) for v in grid.FP_VARIANTS]
     for m in ("climbq+", "climbq", "lsq", "uniform"):
         for b in (4, 2):
             methods += [(m, b, r, None) for r in ("ours", "paper")]

@@ -81,9 +81,17 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
     # bn2-kd trained twice as long (100 QAT epochs): at 50 epochs its training loss was still
     # falling and its last cosine epochs still gained (the longer-schedule improvement of §5).
     "bn2-kd-100ep": _BN2_KD,
+    # bn2-kd started from (and distilled from) the 200-epoch fp32 run (FP_FROM) instead of the
+    # shared one, which the GPU time budget cut to 90 epochs at gamma 50.
+    "bn2-kd-fp200": _BN2_KD,
 }
-# Variants with their own QAT epoch count (the others take ``runner.py --qat-epochs``).
-VARIANT_EPOCHS: dict[str, int] = {"bn2-kd-100ep": 100}
+# Extra fp32 pretrainings (``...-fp32-<variant>``) beside the shared one: the full 200 epochs of
+# the fp32 recipe, whatever ``--fp-seconds`` made of the shared run.
+FP_VARIANTS = ("200ep",)
+# Variants with their own epoch count (the others take ``runner.py --qat-epochs`` / --fp-epochs).
+VARIANT_EPOCHS: dict[str, int] = {"bn2-kd-100ep": 100, "200ep": 200}
+# QAT variants that start from (and distill from) an fp32 variant instead of the shared run.
+FP_FROM: dict[str, str] = {"bn2-kd-fp200": "200ep"}
 # Variants that start from another QAT run of the grid instead of the fp32 run: variant ->
 # (variant, bits) of that run (same dataset, arch, method and recipe); the fp32 run teaches.
 INIT_FROM: dict[str, tuple[str, int]] = {"prog-kd": ("bn2-kd", 4)}
@@ -131,9 +139,9 @@ class Run:
     @property
     def name(self) -> str:
         base = f"{self.data.name}-{self.arch}-{self.method}"
-        if self.is_fp:
-            return base
         tail = f"-{self.variant}" if self.variant else ""
+        if self.is_fp:
+            return base + tail
         return f"{base}-w{self.wbits}a{self.abits}-{self.recipe}{tail}"
 
     @property
@@ -142,11 +150,14 @@ class Run:
 
     @property
     def fp_name(self) -> str:
-        return f"{self.data.name}-{self.arch}-fp32"
+        """The fp32 run this QAT run belongs to: the shared one, or the fp32 variant of
+        :data:`FP_FROM`."""
+        tail = f"-{FP_FROM[self.variant]}" if self.variant in FP_FROM else ""
+        return f"{self.data.name}-{self.arch}-fp32{tail}"
 
-    def qat_epochs(self, default: int) -> int:
-        """QAT epochs of this run: its variant's own count (:data:`VARIANT_EPOCHS`), else
-        ``default``."""
+    def epochs(self, default: int) -> int:
+        """Epochs of this run: its variant's own count (:data:`VARIANT_EPOCHS`), else
+        ``default`` (the runner's ``--qat-epochs`` or ``--fp-epochs``)."""
         return VARIANT_EPOCHS.get(self.variant or "", default)
 
     @property
@@ -195,6 +206,9 @@ def grid() -> list[Run]:
         ):  # the recipe improvements, 2-bit first (prog-kd: after the 4-bit run it starts from)
             runs.append(_qat(data, "resnet20", "climbq+", bits, "ours", 10.5 + i + j / 50, variant))
         runs.append(_qat(data, "resnet20", "climbq+", 2, "ours", 10.6 + i, "bn2-kd-100ep"))
+    # the 200-epoch fp32 start, at gamma 50 (the 2-bit >= 71.7 gap), and 2-bit bn2-kd from it
+    runs.append(Run(cifar[0], "resnet20", "fp32", variant="200ep", priority=10.65))
+    runs.append(_qat(cifar[0], "resnet20", "climbq+", 2, "ours", 10.66, "bn2-kd-fp200"))
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)

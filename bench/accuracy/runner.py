@@ -144,10 +144,10 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     if epochs is None:
         if args.smoke:
             epochs = 1
-        elif run.is_fp and args.fp_seconds:
+        elif run.is_fp and args.fp_seconds and run.variant is None:
             epochs = probe_fp_epochs(run, args)
         else:
-            epochs = args.fp_epochs if run.is_fp else run.qat_epochs(args.qat_epochs)
+            epochs = run.epochs(args.fp_epochs if run.is_fp else args.qat_epochs)
     config = run.config(epochs, args.device)
     device = device_name(args.device)
     log(f"{name}: {epochs} epochs on {device}")
