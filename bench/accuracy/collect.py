@@ -366,7 +366,10 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
               "of the squared rounding residual `(n Phi(z) - round(n Phi(z)))^2` in code units "
               f"(residuals spread uniformly give N/12 = {270256 / 12:,.0f} for ResNet-20's "
               "270,256 conv weights). The paper gives no formula; its unscaled figure is on "
-              "this scale."]  # fmt: skip
+              "this scale. The class scaling of the authors' code, which `faithful` follows, "
+              "only moves the activation quantizer's sigma during training (method §3: "
+              "sigma in about (1.98, 2.0) at batch 128; sigma = 2 when off), so it reaches the "
+              "weights only through training; one seed per row."]  # fmt: skip
     devices = sorted({r["device"] for r in done})
     lines += ["", f"Devices of the finished runs: {', '.join(devices) or 'none'}."]
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
