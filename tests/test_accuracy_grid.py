@@ -93,11 +93,12 @@ def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
 def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(modules) -> None:
     grid, collect = modules
     by_name = {r.name: r for r in grid.grid()}
-    fp200 = by_name["cifar10-lt-g50-resnet20-fp32-200ep"]
+    fp200 = by_name["cifar10-lt-g50-resnet20-fp32-200ep-bf16"]
     fp = by_name["cifar10-lt-g50-resnet20-fp32"]
     assert fp200.is_fp and fp200.epochs(90) == 200 and fp.epochs(90) == 90
     a, b = fp200.config(fp200.epochs(90)).as_dict(), fp.config(fp.epochs(200)).as_dict()
-    assert {k for k in a if a[k] != b[k]} == set()  # the same recipe: 200 epochs on both
+    assert {k for k in a if a[k] != b[k]} == {"precision"}  # compared at 200 epochs both
+    assert (a["precision"], b["precision"]) == ("bf16", "fp32")
     qat = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd-fp200"]
     kd = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-kd"]
     c, d = qat.config(qat.epochs(50)).as_dict(), kd.config(kd.epochs(50)).as_dict()
@@ -110,7 +111,7 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
     _finish(grid, fp200.name, 76.5, epochs=200)
     done, missing = collect.records(grid.grid())
     text = collect.render(done, missing, collect.run_header())
-    assert "| fp32 | fp32 | ours + 200ep | **76.50** (200 ep) |" in text
+    assert "| fp32 | fp32 | ours + 200ep-bf16 | **76.50** (200 ep) |" in text
 
 
 def test_select_patterns(modules) -> None:
