@@ -269,3 +269,32 @@ def test_baseline_comparison_marks_a_baseline_the_grid_never_plans(modules) -> N
         "| digits-lt | 50 | resnet20 | W4A4 | ours | **86.00** | 81.00 (+5.00, medium +0.0) "
         "| not in the grid | beats lsq; no result for the rest |"
     ) in text
+
+
+def _meta(path: Path, image_sha: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"train_images": {"sha256": image_sha}, "train_labels": {"sha256": "labels"}}
+    path.write_text(json.dumps({"arrays": arrays}))
+
+
+def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None:
+    grid, collect = modules
+    _meta(grid.RUNS / "device-meta" / "syndigits-lt-g10.json", "device pixels")
+    _meta(grid.RUNS / "device-meta" / "syndigits-lt-g50.json", "device pixels")
+    _meta(grid.DATA / "syndigits-lt-g50" / "meta.json", "local pixels")
+    _meta(grid.RUNS / "device-meta" / "syndigits-lt-g200.json", "same pixels")
+    _meta(grid.DATA / "syndigits-lt-g200" / "meta.json", "same pixels")
+    partial = grid.RUNS / "syndigits-lt-g50-resnet20-lsq-w2a2-ours" / "history.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"epoch": 1, "seconds": 9.0}\n{"epoch": 2, "seconds": 18.0}\n')
+    _, missing = collect.records(grid.grid())
+    state = {m["name"]: m["state"] for m in missing}
+    assert state["syndigits-lt-g10-resnet20-lsq-w4a4-ours"] == (
+        "not run (syndigits-lt-g10 built on the device only)"
+    )
+    assert state["syndigits-lt-g50-resnet20-lsq-w2a2-ours"] == (
+        "partial: 2 epochs checkpointed (the device build of syndigits-lt-g50 differs from the "
+        "local one)"
+    )
+    assert state["syndigits-lt-g200-resnet20-lsq-w4a4-ours"] == "not run"  # the builds agree
+    assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-paper"] == "not run"  # no device build

@@ -98,14 +98,27 @@ def _dataset_name(run: grid.Run) -> str:
 
 def _local_build_differs(name: str) -> str | None:
     """Why the local build of dataset ``name`` is not the one a device run was trained and
-    tested on (SynDigits rendered with other library versions), or None."""
+    tested on (SynDigits rendered with other library versions), or None. None also when
+    there is no device build, or no local one (see :func:`_device_build_note`)."""
     local = grid.DATA / name / "meta.json"
     device = grid.RUNS / "device-meta" / f"{name}.json"
-    if device.is_file():
+    if device.is_file() and local.is_file():
         theirs = json.loads(device.read_text())["arrays"]
         ours = json.loads(local.read_text())["arrays"]
         if any(theirs[k]["sha256"] != ours[k]["sha256"] for k in ours if k in theirs):
             return f"the local {name} differs from the device build the run was tested on"
+    return None
+
+
+def _device_build_note(name: str) -> str | None:
+    """For a missing config: a note when dataset ``name`` was built on the device machine and
+    this machine has no identical build (a device checkpoint of it cannot resume here)."""
+    if not (grid.RUNS / "device-meta" / f"{name}.json").is_file():
+        return None
+    if not (grid.DATA / name / "meta.json").is_file():
+        return f"{name} built on the device only"
+    if _local_build_differs(name):
+        return f"the device build of {name} differs from the local one"
     return None
 
 
@@ -175,6 +188,8 @@ def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, 
             continue
         _, epochs = _progress(run.path)
         state = f"partial: {epochs} epochs checkpointed" if epochs else "not run"
+        note = _device_build_note(run.data.name)
+        state += f" ({note})" if note else ""
         missing.append({"name": run.name, "state": state, "priority": run.priority})
     return done, missing
 
@@ -378,7 +393,11 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
         lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
                   "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
-                  "from their checkpoints."]  # fmt: skip
+                  "from their checkpoints. SynDigits: its fp32 starts and partial runs were "
+                  "trained on the GPU machine's build of SynDigits, which this machine does not "
+                  "reproduce byte for byte (same fonts, draw seeds and labels; other numpy, "
+                  "scipy and Pillow versions render other pixels), so they continue only on "
+                  "that build, or are redone here from a local fp32 start."]  # fmt: skip
     else:
         lines += ["none"]
     return "\n".join(lines) + "\n\n" + provenance_markdown(header)
