@@ -79,7 +79,7 @@ def merge_tarballs(paths: list[Path]) -> None:
 
 
 def _compare_dataset_hashes() -> None:
-    """Warn when a dataset built on the device differs from the local build (fonts, say)."""
+    """Warn when a dataset built on the device differs from the local build (SynDigits)."""
     for meta in sorted((grid.RUNS / "device-meta").glob("*.json")):
         local = grid.DATA / meta.stem / "meta.json"
         if not local.is_file():
@@ -125,8 +125,8 @@ def _device_build_note(name: str) -> str | None:
 def deploy(runs: list[grid.Run], again: bool = False) -> None:
     """TFLite check of every finished ClimbQ+ run without deploy.json (all of them if
     ``again``). A run trained on a dataset build that differs from the local one (SynDigits
-    rendered with another machine's fonts) is checked on the local build: the torch model and
-    the TFLite model then see the same images, so the gap between them is still the
+    rendered with another machine's library versions) is checked on the local build: the torch
+    model and the TFLite model then see the same images, so the gap between them is still the
     deployment's, but their top-1 is not the table's (``data_note`` says so)."""
     from climbq_deploy.check import check_run
     from climbq_deploy.fileio import write_json
@@ -303,7 +303,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "logit-adjusted loss; its epochs are in the fp32 row). many/medium/few: classes with "
         ">100 / 20-100 / <20 training images. deployed: the same test set through the TFLite "
         "artifact (LiteRT, XNNPACK); a run trained on another machine's build of SynDigits "
-        "(other fonts) is checked on the local build, with the torch top-1 on that build beside "
+        "(other pixels) is checked on the local build, with the torch top-1 on that build beside "
         "it. paper: method §8 (best over epochs on test). `ours + bn2`: `ours` with every "
         "BatchNorm |gamma| set to 2 after loading the fp32 weights (`--init-bn-gamma 2`), so the "
         "CDF quantizer sees inputs of the spread it assumes (bench/results/activation_codes.md). "
@@ -395,9 +395,10 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                   "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
                   "from their checkpoints. SynDigits: its fp32 starts and partial runs were "
                   "trained on the GPU machine's build of SynDigits, which this machine does not "
-                  "reproduce byte for byte (same fonts, draw seeds and labels; other numpy, "
-                  "scipy and Pillow versions render other pixels), so they continue only on "
-                  "that build, or are redone here from a local fp32 start."]  # fmt: skip
+                  "reproduce byte for byte (same fonts, draw seeds and labels, other pixels: "
+                  "the device's numpy/scipy versions or its CPU; its Pillow version renders "
+                  "the same bytes here), so they continue only on that build, or are redone "
+                  "here from a local fp32 start."]  # fmt: skip
     else:
         lines += ["none"]
     return "\n".join(lines) + "\n\n" + provenance_markdown(header)
