@@ -78,16 +78,29 @@ def merge_tarballs(paths: list[Path]) -> None:
     _compare_dataset_hashes()
 
 
+def _device_build(name: str) -> str:
+    """How the device machine's build of dataset ``name`` (its meta in ``device-meta/``) relates
+    to the local one: ``none`` (no device build), ``device-only`` (none built here), ``equal``
+    or ``differs`` (the sha256 of an array both metas list)."""
+    device = grid.RUNS / "device-meta" / f"{name}.json"
+    local = grid.DATA / name / "meta.json"
+    if not device.is_file():
+        return "none"
+    if not local.is_file():
+        return "device-only"
+    theirs = json.loads(device.read_text())["arrays"]
+    ours = json.loads(local.read_text())["arrays"]
+    same = all(theirs[k]["sha256"] == ours[k]["sha256"] for k in ours if k in theirs)
+    return "equal" if same else "differs"
+
+
 def _compare_dataset_hashes() -> None:
     """Warn when a dataset built on the device differs from the local build (SynDigits)."""
     for meta in sorted((grid.RUNS / "device-meta").glob("*.json")):
-        local = grid.DATA / meta.stem / "meta.json"
-        if not local.is_file():
-            continue
-        theirs = json.loads(meta.read_text())["arrays"]
-        ours = json.loads(local.read_text())["arrays"]
-        same = all(theirs[k]["sha256"] == ours[k]["sha256"] for k in ours if k in theirs)
-        print(f"dataset {meta.stem}: device build {'equals' if same else 'DIFFERS FROM'} local")
+        state = _device_build(meta.stem)
+        if state in ("equal", "differs"):
+            text = "equals" if state == "equal" else "DIFFERS FROM"
+            print(f"dataset {meta.stem}: device build {text} local")
 
 
 def _dataset_name(run: grid.Run) -> str:
@@ -98,28 +111,18 @@ def _dataset_name(run: grid.Run) -> str:
 
 def _local_build_differs(name: str) -> str | None:
     """Why the local build of dataset ``name`` is not the one a device run was trained and
-    tested on (SynDigits rendered with other library versions), or None. None also when
-    there is no device build, or no local one (see :func:`_device_build_note`)."""
-    local = grid.DATA / name / "meta.json"
-    device = grid.RUNS / "device-meta" / f"{name}.json"
-    if device.is_file() and local.is_file():
-        theirs = json.loads(device.read_text())["arrays"]
-        ours = json.loads(local.read_text())["arrays"]
-        if any(theirs[k]["sha256"] != ours[k]["sha256"] for k in ours if k in theirs):
-            return f"the local {name} differs from the device build the run was tested on"
+    tested on (SynDigits rendered with other library versions), or None."""
+    if _device_build(name) == "differs":
+        return f"the local {name} differs from the device build the run was tested on"
     return None
 
 
 def _device_build_note(name: str) -> str | None:
     """For a missing config: a note when dataset ``name`` was built on the device machine and
     this machine has no identical build (a device checkpoint of it cannot resume here)."""
-    if not (grid.RUNS / "device-meta" / f"{name}.json").is_file():
-        return None
-    if not (grid.DATA / name / "meta.json").is_file():
-        return f"{name} built on the device only"
-    if _local_build_differs(name):
-        return f"the device build of {name} differs from the local one"
-    return None
+    return {"device-only": f"{name} built on the device only",
+            "differs": f"the device build of {name} differs from the local one"}.get(
+        _device_build(name))  # fmt: skip
 
 
 def deploy(runs: list[grid.Run], again: bool = False) -> None:
