@@ -121,15 +121,20 @@ def test_select_patterns(modules) -> None:
     assert [r.name for r in chosen] == ["cifar10-lt-g200-resnet20-climbq+-w2a2-ours-bn2"]
 
 
-def _finish(grid, name: str, top1: float, epochs: int = 50) -> None:
-    """A fake finished run: the record ``runner.py`` writes, from made-up metrics."""
+def _result(grid, name: str, top1: float, epochs: int = 50) -> dict:
+    """The record ``runner.py`` writes for a finished run, from made-up metrics."""
     runner = importlib.import_module("runner")
     run = {r.name: r for r in grid.grid()}[name]
-    run.path.mkdir(parents=True)
     metrics = {"loss": "homovar", "top1": top1, "many": 80.0, "medium": 60.0, "few": None,
                "per_class": [top1] * 10, "epochs": epochs, "seconds": 1.0}  # fmt: skip
-    record = runner.result_record(run, metrics, "test cpu")
-    (run.path / "result.json").write_text(json.dumps(record))
+    return runner.result_record(run, metrics, "test cpu")
+
+
+def _finish(grid, name: str, top1: float, epochs: int = 50) -> None:
+    """A fake finished run in the runs folder."""
+    path = grid.RUNS / name
+    path.mkdir(parents=True)
+    (path / "result.json").write_text(json.dumps(_result(grid, name, top1, epochs)))
 
 
 def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
@@ -298,3 +303,68 @@ def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None
     )
     assert state["syndigits-lt-g200-resnet20-lsq-w4a4-ours"] == "not run"  # the builds agree
     assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-paper"] == "not run"  # no device build
+
+
+def _previous(tmp_path: Path, records: list[dict]) -> Path:
+    path = tmp_path / "previous" / "accuracy.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"git_commit": "abc1234 (uncommitted changes)", "records": records}))
+    return path
+
+
+def _record(grid, name: str, top1: float, finished: str) -> dict:
+    return {**_result(grid, name, top1), "finished_utc": finished}
+
+
+def test_collect_carries_over_results_whose_run_folder_is_not_here(modules, tmp_path) -> None:
+    grid, collect = modules
+    fp32, qat = "cifar10-lt-g50-resnet20-fp32", "cifar10-lt-g50-resnet20-lsq-w4a4-ours"
+    records = [_record(grid, fp32, 74.63, "2026-11-20T10:00:00+00:00"),
+               _record(grid, qat, 69.62, "2026-11-21T10:00:00+00:00")]  # fmt: skip
+    path = _previous(tmp_path, records)
+    previous, commit = collect.previous_records(path)
+    assert commit == "abc1234"
+    done, missing = collect.records(grid.grid(), previous, commit)
+    assert [(r["name"], r["top1"], r["carried_from"]) for r in done] == [
+        (fp32, 74.63, "abc1234"), (qat, 69.62, "abc1234")]  # fmt: skip
+    assert {fp32, qat}.isdisjoint(m["name"] for m in missing)
+    text = collect.render(done, missing, collect.run_header())
+    assert (
+        "2 of the 2 results were carried over from the accuracy.json collected at abc1234" in text
+    )
+    # a carried record keeps the commit it was first carried from
+    again, _ = collect.records(grid.grid(), {r["name"]: r for r in done}, "def5678")
+    assert {r["carried_from"] for r in again} == {"abc1234"}
+
+
+def test_a_local_result_replaces_the_carried_one_and_sets_aside_runs_from_the_old_start(
+    modules, tmp_path
+) -> None:
+    grid, collect = modules
+    fp32, qat = "cifar10-lt-g50-resnet20-fp32", "cifar10-lt-g50-resnet20-lsq-w4a4-ours"
+    other = "cifar10-lt-g200-resnet20-lsq-w4a4-ours"
+    previous = {r["name"]: r for r in [
+        _record(grid, fp32, 74.63, "2020-01-01T00:00:00+00:00"),
+        _record(grid, qat, 69.62, "2020-01-02T00:00:00+00:00"),
+        _record(grid, other, 60.0, "2020-01-02T00:00:00+00:00")]}  # fmt: skip
+    _finish(grid, fp32, 75.5, epochs=200)  # retrained here, now: after the QAT run's record
+    done, missing = collect.records(grid.grid(), previous, "abc1234")
+    by = {r["name"]: r for r in done}
+    assert by[fp32]["top1"] == 75.5 and "carried_from" not in by[fp32]
+    assert other in by  # its own fp32 start (gamma 200) was not retrained
+    assert qat not in by
+    state = {m["name"]: m["state"] for m in missing}
+    finished = json.loads((grid.RUNS / fp32 / "result.json").read_text())["finished_utc"]
+    assert state[qat] == (
+        "not run; a result from an earlier start (carried from abc1234) is set aside: "
+        f"{fp32} was retrained after it ({finished})"
+    )
+
+
+def test_previous_records_names_a_file_that_is_not_an_accuracy_json(modules, tmp_path) -> None:
+    _, collect = modules
+    assert collect.previous_records(tmp_path / "absent.json") == ({}, None)
+    bad = tmp_path / "accuracy.json"
+    bad.write_text('{"records": [{"top1": 1.0}]}')
+    with pytest.raises(SystemExit, match=r"accuracy\.json: not an accuracy\.json with named"):
+        collect.previous_records(bad)

@@ -173,28 +173,103 @@ def total_weight_error(run: grid.Run) -> float | None:
                for _, conv in quantized_convs(model))  # fmt: skip
 
 
-def records(runs: list[grid.Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(finished records, missing configs with their state)."""
-    done, missing = [], []
-    for run in runs:
-        if (run.path / RESULT).is_file():
-            record = json.loads((run.path / RESULT).read_text())
-            if (run.path / DEPLOY).is_file():
-                deployed = json.loads((run.path / DEPLOY).read_text())
-                record["deployed_top1"] = deployed["deployed_top1"]
-                record["torch_top1_at_check"] = deployed["check"].get("torch_top1")
-                record["deploy_exact_match"] = deployed["check"].get("exact_match")
-                record["deploy_data_note"] = deployed.get("data_note")
-            record["weight_error"] = total_weight_error(run)
-            record["median_epoch_seconds"] = median_epoch_seconds(run.path)
-            done.append(record)
+def previous_records(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The records of an earlier ``accuracy.json`` by run name, and the commit it was collected
+    at (``{}, None`` when there is none). A fresh checkout has no ``runs/`` folder: these are
+    then the only copy of the results, and :func:`records` carries them over."""
+    if not path.is_file():
+        if path.name:
+            print(f"no earlier results at {path}: nothing to carry over", flush=True)
+        return {}, None
+    try:
+        payload = json.loads(path.read_text())
+        previous = {r["name"]: r for r in payload["records"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not an accuracy.json with named records ({exc})") from exc
+    commit = payload.get("git_commit")
+    return previous, str(commit).split()[0] if commit else None
+
+
+def _stale_reason(run: grid.Run, record: dict[str, Any], effective: dict[str, Any]) -> str | None:
+    """Why ``record`` no longer belongs to ``run`` (None if it does): a run it starts or learns
+    from (``--init``, the fp32 teacher) has a result that finished after this record, so it
+    was retrained since and this record came from an earlier start. (A start with no result
+    at all says nothing either way.) Timestamps are the records' ``finished_utc`` (ISO 8601,
+    UTC, one format, so they order as strings)."""
+    if run.is_fp:
+        return None
+    for name in dict.fromkeys((run.init_name, run.fp_name)):
+        start = effective.get(name)
+        if start is not None and str(start.get("finished_utc", "")) > str(
+            record.get("finished_utc", "")
+        ):
+            return f"{name} was retrained after it ({start.get('finished_utc')})"
+    return None
+
+
+def _start_depth(run: grid.Run, runs: list[grid.Run]) -> int:
+    """1 for an fp32 run, 1 + the depth of the runs it starts and learns from otherwise, so
+    that sorting by it puts every start before the runs that start from it."""
+    if run.is_fp:
+        return 1
+    by_name = {r.name: r for r in runs}
+    starts = [by_name[s] for s in (run.init_name, run.fp_name) if s in by_name]
+    return 1 + max((_start_depth(s, runs) for s in starts), default=0)
+
+
+def records(
+    runs: list[grid.Run],
+    previous: dict[str, dict[str, Any]] | None = None,
+    previous_commit: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(finished records, missing configs with their state).
+
+    A run's record comes from its folder's ``result.json``; a run with none here keeps its
+    record from ``previous`` (an earlier accuracy.json), marked ``carried_from`` (the commit
+    whose collect last read its run folder), so a checkout without ``runs/`` loses nothing. A
+    record whose start was retrained after it (:func:`_stale_reason`) is not a result of the
+    grid as it stands: it goes to the missing list with the reason."""
+    previous = previous or {}
+    missing: list[dict[str, Any]] = []
+    effective: dict[str, dict[str, Any]] = {}
+    order = {r.name: i for i, r in enumerate(runs)}
+    for run in sorted(runs, key=lambda r: (_start_depth(r, runs), order[r.name])):
+        record = _local_record(run)
+        carried = None
+        if record is None and run.name in previous:
+            record = dict(previous[run.name])
+            carried = record.setdefault("carried_from", previous_commit)
+        reason = None if record is None else _stale_reason(run, record, effective)
+        if record is not None and reason is None:
+            effective[run.name] = record
             continue
         _, epochs = _progress(run.path)
         state = f"partial: {epochs} epochs checkpointed" if epochs else "not run"
         note = _device_build_note(run.data.name)
         state += f" ({note})" if note else ""
+        if reason:
+            origin = f"carried from {carried}" if carried else "in its run folder"
+            state += f"; a result from an earlier start ({origin}) is set aside: {reason}"
         missing.append({"name": run.name, "state": state, "priority": run.priority})
+    done = [effective[r.name] for r in runs if r.name in effective]
+    missing.sort(key=lambda m: order[m["name"]])
     return done, missing
+
+
+def _local_record(run: grid.Run) -> dict[str, Any] | None:
+    """The record of a run finished in this checkout's ``runs/`` (None if it is not)."""
+    if not (run.path / RESULT).is_file():
+        return None
+    record = json.loads((run.path / RESULT).read_text())
+    if (run.path / DEPLOY).is_file():
+        deployed = json.loads((run.path / DEPLOY).read_text())
+        record["deployed_top1"] = deployed["deployed_top1"]
+        record["torch_top1_at_check"] = deployed["check"].get("torch_top1")
+        record["deploy_exact_match"] = deployed["check"].get("exact_match")
+        record["deploy_data_note"] = deployed.get("data_note")
+    record["weight_error"] = total_weight_error(run)
+    record["median_epoch_seconds"] = median_epoch_seconds(run.path)
+    return record
 
 
 def _f(value: float | None, digits: int = 2) -> str:
@@ -391,6 +466,14 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
               "weights only through training; one seed per row."]  # fmt: skip
     devices = sorted({r["device"] for r in done})
     lines += ["", f"Devices of the finished runs: {', '.join(devices) or 'none'}."]
+    carried = sorted({str(r["carried_from"]) for r in done if "carried_from" in r})
+    if carried:
+        count = sum("carried_from" in r for r in done)
+        lines += ["", f"{count} of the {len(done)} results were carried over from the "
+                  f"accuracy.json collected at {', '.join(c[:8] for c in carried)}: their run "
+                  "folders (runs/accuracy/) are not in this checkout. Each record keeps its "
+                  "own training commit, device and time; accuracy.json marks them "
+                  "`carried_from`."]  # fmt: skip
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
     if missing:
         lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
@@ -415,15 +498,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redeploy", action="store_true",
                         help="with --deploy: check runs that have deploy.json again")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--previous", default=str(REPO / "bench" / "results" / "accuracy.json"),
+                        help="an earlier accuracy.json whose records are kept for runs with no "
+                             "folder here ('' for none)")  # fmt: skip
     args = parser.parse_args(argv)
     args.from_tar = [p.resolve() for p in args.from_tar]
+    args.previous = str(Path(args.previous).resolve()) if args.previous else ""
     os.chdir(REPO)
     if args.from_tar:
         merge_tarballs(args.from_tar)
     runs = grid.grid()
     if args.deploy:
         deploy(runs, again=args.redeploy)
-    done, missing = records(runs)
+    previous, previous_commit = previous_records(Path(args.previous))
+    done, missing = records(runs, previous, previous_commit)
     header = run_header()
     payload = {
         **header,
@@ -432,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_comparison": baseline_comparison(done),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
-    print(f"{len(done)} results, {len(missing)} missing")
+    carried = sum("carried_from" in r for r in done)
+    print(f"{len(done)} results ({carried} carried from the previous accuracy.json), "
+          f"{len(missing)} missing")  # fmt: skip
     return 0
 
 
