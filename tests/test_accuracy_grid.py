@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,14 +18,15 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 def modules(tmp_path, monkeypatch):
     """``grid`` and ``collect`` imported with their runs folder in ``tmp_path``."""
     monkeypatch.setenv("CLIMBQ_ACC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CLIMBQ_ACC_STARTS", str(tmp_path / "starts"))
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.syspath_prepend(str(BENCH / "accuracy"))
-    for name in ("grid", "collect", "runner"):
+    for name in ("grid", "collect", "runner", "starts"):
         sys.modules.pop(name, None)
     grid = importlib.import_module("grid")
     collect = importlib.import_module("collect")
     yield grid, collect
-    for name in ("grid", "collect", "runner"):
+    for name in ("grid", "collect", "runner", "starts"):
         sys.modules.pop(name, None)
 
 
@@ -368,3 +370,59 @@ def test_previous_records_names_a_file_that_is_not_an_accuracy_json(modules, tmp
     bad.write_text('{"records": [{"top1": 1.0}]}')
     with pytest.raises(SystemExit, match=r"accuracy\.json: not an accuracy\.json with named"):
         collect.previous_records(bad)
+
+
+def _fp32_run(grid, name: str, weight: float) -> Path:
+    """A finished fp32 run folder with a real (tiny) checkpoint that has optimizer state."""
+    import torch
+
+    from climbq_deploy.train.checkpoint import save_checkpoint
+
+    _finish(grid, name, 74.0)
+    folder = grid.RUNS / name
+    model = {"fc.weight": torch.full((2, 3), weight)}
+    save_checkpoint(folder / "checkpoint.pt", {"model": model, "optimizer": {"state": {}},
+                                               "config": {"epochs": 90}})  # fmt: skip
+    (folder / "metrics.json").write_text('{"top1": 74.0}')
+    (folder / "history.jsonl").write_text('{"epoch": 1, "seconds": 9.0}\n')
+    return folder
+
+
+def test_kept_starts_restore_into_a_checkout_without_runs(modules) -> None:
+    grid, _ = modules
+    starts = importlib.import_module("starts")
+    from climbq_deploy.train.checkpoint import load_checkpoint
+
+    name = "cifar10-lt-g50-resnet20-fp32"
+    folder = _fp32_run(grid, name, 0.25)
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w4a4-ours", 69.0)  # QAT runs are not kept
+    files = {f: (folder / f).read_bytes() for f in ("result.json", "metrics.json", "history.jsonl")}
+    assert starts.save(grid.grid()) == ([name], [])
+    kept = load_checkpoint(starts.STARTS / name / "checkpoint.pt")
+    assert "optimizer" not in kept and kept["slim"] is True
+    assert sorted(p.name for p in (starts.STARTS).iterdir()) == [name]
+    shutil.rmtree(grid.RUNS)  # a fresh checkout
+    assert starts.restore(grid.grid()) == [name]
+    assert {f: (folder / f).read_bytes() for f in files} == files
+    restored = load_checkpoint(folder / "checkpoint.pt")["model"]["fc.weight"]
+    assert restored.tolist() == [[0.25] * 3] * 2
+    assert starts.restore(grid.grid()) == []  # done already
+
+
+def test_restore_never_overwrites_a_run_in_progress_and_save_skips_a_large_one(modules) -> None:
+    grid, _ = modules
+    starts = importlib.import_module("starts")
+    name = "cifar10-lt-g50-resnet20-fp32"
+    folder = _fp32_run(grid, name, 0.5)
+    assert starts.save(grid.grid())[0] == [name]
+    (folder / "result.json").unlink()  # a retraining in progress: its own checkpoint, no result
+    ours = folder / "checkpoint.pt"
+    before = ours.read_bytes()
+    assert starts.restore(grid.grid()) == []
+    assert ours.read_bytes() == before and not (folder / "result.json").exists()
+    big = "cifar10-lt-g200-resnet20-fp32"
+    _fp32_run(grid, big, 1.0)
+    kept, left = starts.save(grid.grid(), max_mib=0.0001)
+    assert kept == [] and len(left) == 1
+    assert left[0].startswith(f"{big}: slim checkpoint ") and left[0].endswith(" > 0.0001 MiB")
+    assert not (starts.STARTS / big).exists()

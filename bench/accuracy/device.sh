@@ -21,7 +21,10 @@ START=$(date +%s)
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}
 SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then export CLIMBQ_ACC_RUNS=${CLIMBQ_ACC_RUNS:-runs/accuracy-smoke}; fi
+if [ "$SMOKE" = 1 ]; then
+  export CLIMBQ_ACC_RUNS=${CLIMBQ_ACC_RUNS:-runs/accuracy-smoke}
+  export CLIMBQ_ACC_STARTS=${CLIMBQ_ACC_STARTS:-runs/accuracy-smoke/starts}  # not the kept ones
+fi
 DEADLINE=${DEADLINE:-505}
 JOBS=${JOBS:-12}
 FP_SECONDS=${FP_SECONDS:-170}

@@ -5,13 +5,15 @@ dataset and on the shared fp32 pretraining, N runs at a time, one ``result.json`
     python bench/accuracy/runner.py run --jobs 2 [--filter ...] [--device auto]
     python bench/accuracy/runner.py one NAME          # what ``run`` starts per run
     python bench/accuracy/runner.py pack --out DIR    # tarballs of results and checkpoints
+    python bench/accuracy/runner.py keep-starts       # finished fp32 runs -> starts/ (committed)
 
 A run whose ``runs/accuracy/<name>/result.json`` exists is skipped; an interrupted run resumes
 from its ``checkpoint.pt`` (every epoch is checkpointed) with the epoch count in that checkpoint,
 on whatever device this machine has. ``--fp-seconds S`` lets a new fp32 pretraining choose its
 epoch count: it times two epochs on this machine under the load of the moment and takes
 ``clamp(S / (1.15 t_epoch), --fp-min-epochs, --fp-epochs)`` (the shape of the cosine is then fixed
-for the whole run).
+for the whole run). ``run`` and ``list`` first restore the fp32 starts kept in
+``bench/accuracy/starts/`` (``starts.py``) into a checkout that lacks them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import grid  # noqa: E402
+import starts  # noqa: E402
 from _common import cpu_model, git_commit, utc_timestamp  # noqa: E402
 
 RESULT = "result.json"
@@ -195,6 +198,8 @@ def run_grid(args: argparse.Namespace) -> int:
     run they start from are ready, at most ``--jobs`` at a time; a failure blocks its
     dependents."""
     everything = grid.grid()
+    for name in starts.restore(everything):
+        log(f"restored {name} from {starts.STARTS / name}")
     selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
     jobs = plan_jobs(everything, selected)
     log(f"{len(jobs)} jobs ({sum(not k.startswith('data:') for k in jobs)} runs), "
@@ -253,21 +258,6 @@ def run_grid(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- packing
-def slim_checkpoint(path: Path) -> bytes:
-    """A finished run's checkpoint without the optimizer state (half the size): enough to
-    export, check, or start QAT from (``--init``), not to train further."""
-    import torch
-
-    from climbq_deploy.train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    state.pop("optimizer", None)
-    state["slim"] = True
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
 def pack(args: argparse.Namespace) -> None:
     """Write ``OUT/accuracy_runs.tar.gz`` (every small file: results, metrics, histories, logs,
     dataset meta) and checkpoint tarballs ``OUT/accuracy_ckpt_K.tar.gz``, each under
@@ -306,7 +296,7 @@ def pack(args: argparse.Namespace) -> None:
     for _, _, run, done in sorted(candidates, key=lambda c: c[:2]):
         path = run.path / "checkpoint.pt"
         try:
-            data = slim_checkpoint(path) if done else path.read_bytes()
+            data = starts.slim_checkpoint(path) if done else path.read_bytes()
         except Exception as exc:  # a checkpoint being replaced: next round
             log(f"pack: skipped {path}: {exc}")
             continue
@@ -359,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--jobs", type=int, default=1, help="runs at a time")
             p.add_argument("--poll", type=float, default=2.0)
+    p = sub.add_parser("keep-starts", help="copy finished fp32 runs to bench/accuracy/starts")
+    p.add_argument("--max-mib", type=float, default=4.0, help="largest slim checkpoint kept")
     p = sub.add_parser("pack")
     p.add_argument("--out", required=True)
     p.add_argument("--log", action="append", default=[], help="extra log file to include")
@@ -370,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         pack(args)
         return 0
+    if args.command == "keep-starts":
+        kept, left = starts.save(grid.grid(), args.max_mib)
+        for name in kept:
+            log(f"kept {name} in {starts.STARTS / name}")
+        for why in left:
+            log(f"not kept: {why}")
+        return 0
     args.passthrough = [
         f"--device={args.device}", f"--source={args.source}", f"--fp-epochs={args.fp_epochs}",
         f"--fp-seconds={args.fp_seconds}", f"--fp-min-epochs={args.fp_min_epochs}",
@@ -377,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         *(["--smoke"] if args.smoke else []),
     ]  # fmt: skip
     if args.command == "list":
+        starts.restore(grid.grid())
         for run in grid.select(grid.grid(), args.filter):
             partial = (run.path / "checkpoint.pt").is_file()
             state = "done" if is_done(run) else "partial" if partial else "-"
