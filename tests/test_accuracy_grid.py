@@ -426,3 +426,15 @@ def test_restore_never_overwrites_a_run_in_progress_and_save_skips_a_large_one(m
     assert kept == [] and len(left) == 1
     assert left[0].startswith(f"{big}: slim checkpoint ") and left[0].endswith(" > 0.0001 MiB")
     assert not (starts.STARTS / big).exists()
+
+
+def test_a_record_names_the_pixels_of_the_dataset_build_it_used(modules) -> None:
+    grid, _ = modules
+    name = "syndigits-lt-g50-resnet20-fp32"
+    assert _result(grid, name, 95.0)["data_sha256"] is None  # not built
+    meta = grid.DATA / "syndigits-lt-g50" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    arrays = {"train_images": {"sha256": "aa"}, "test_images": {"sha256": "bb"},
+              "train_labels": {"sha256": "cc"}}  # fmt: skip
+    meta.write_text(json.dumps({"arrays": arrays}))
+    assert _result(grid, name, 95.0)["data_sha256"] == {"train_images": "aa", "test_images": "bb"}

@@ -114,6 +114,17 @@ def probe_fp_epochs(run: grid.Run, args: argparse.Namespace) -> int:
     return chosen
 
 
+def data_hashes(spec: grid.DataSpec) -> dict[str, str] | None:
+    """sha256 of the train and test images of the dataset build in ``spec.path`` (from its
+    meta.json), so a record names the exact pixels it was trained and tested on; None if the
+    dataset is not built."""
+    meta = spec.path / "meta.json"
+    if not meta.is_file():
+        return None
+    arrays = json.loads(meta.read_text())["arrays"]
+    return {k: arrays[k]["sha256"] for k in ("train_images", "test_images") if k in arrays}
+
+
 def result_record(run: grid.Run, metrics: dict[str, Any], device: str) -> dict[str, Any]:
     """The benchmark's record of one finished run (collect.py adds deployed_top1)."""
     return {
@@ -124,7 +135,7 @@ def result_record(run: grid.Run, metrics: dict[str, Any], device: str) -> dict[s
         "few": metrics["few"], "per_class": metrics["per_class"], "deployed_top1": None,
         "epochs": metrics["epochs"], "seconds": metrics["seconds"],
         "commit": git_commit() or os.environ.get("CLIMBQ_COMMIT"),
-        "device": device, "finished_utc": utc_timestamp(),
+        "device": device, "finished_utc": utc_timestamp(), "data_sha256": data_hashes(run.data),
     }  # fmt: skip
 
 
