@@ -81,6 +81,24 @@ def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:
     assert {k for k in kd if kd[k] != a[k]} == {"distill"} and kd["distill"] == 0.5
 
 
+def test_syndigits_2_bit_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    for gamma in (10, 50, 200):
+        stem = f"syndigits-lt-g{gamma}-resnet20"
+        ours, lsq = (by_name[f"{stem}-{m}-w2a2-ours-bn2-kd"] for m in ("climbq+", "lsq"))
+        a, b = ours.config(50).as_dict(), lsq.config(50).as_dict()
+        assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE for lsq
+        plain = by_name[f"{stem}-climbq+-w2a2-ours"].config(50).as_dict()
+        assert {k for k in a if a[k] != plain[k]} == {"init_bn_gamma", "distill",
+                                                       "distill_temperature"}  # fmt: skip
+        assert a["init"].endswith(f"{stem}-fp32") and a["distill"] == 0.5
+        # after the four plain runs of their gamma, before the next gamma's
+        assert by_name[f"{stem}-lsq-w2a2-ours"].priority < ours.priority < lsq.priority
+        assert lsq.priority < min(r.priority for r in by_name.values()
+                                  if r.name.startswith(stem) and "paper" in r.name)  # fmt: skip
+
+
 def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
     grid, _ = modules
     by_name = {r.name: r for r in grid.grid()}

@@ -479,12 +479,14 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
         lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
                   "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
-                  "from their checkpoints. SynDigits: its fp32 starts and partial runs were "
-                  "trained on the GPU machine's build of SynDigits, which this machine does not "
-                  "reproduce byte for byte (same fonts, draw seeds and labels, other pixels: "
-                  "the device's numpy/scipy versions or its CPU; its Pillow version renders "
-                  "the same bytes here), so they continue only on that build, or are redone "
-                  "here from a local fp32 start."]  # fmt: skip
+                  "from their checkpoints. SynDigits: runs trained on the GPU machine (device "
+                  "NVIDIA in accuracy.json) used that machine's build of SynDigits, which this "
+                  "machine does not reproduce byte for byte (same fonts, draw seeds and labels, "
+                  "other pixels: the device's numpy/scipy versions or its CPU; its Pillow "
+                  "version renders the same bytes here), so their partial runs continue only "
+                  "on that build; the SynDigits rows trained here start from local fp32 runs "
+                  "on the local build (`data_sha256` in accuracy.json names the "
+                  "pixels)."]  # fmt: skip
     else:
         lines += ["none"]
     return "\n".join(lines) + "\n\n" + provenance_markdown(header)
