@@ -90,9 +90,9 @@ def test_syndigits_2_bit_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules)
         a, b = ours.config(50).as_dict(), lsq.config(50).as_dict()
         assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE for lsq
         plain = by_name[f"{stem}-climbq+-w2a2-ours"].config(50).as_dict()
-        assert {k for k in a if a[k] != plain[k]} == {"init_bn_gamma", "distill",
-                                                       "distill_temperature"}  # fmt: skip
-        assert a["init"].endswith(f"{stem}-fp32") and a["distill"] == 0.5
+        assert {k for k in a if a[k] != plain[k]} == {"init_bn_gamma", "distill"}
+        assert (a["init_bn_gamma"], a["distill"], a["distill_temperature"]) == (2.0, 0.5, 4.0)
+        assert a["init"].endswith(f"{stem}-fp32")
         # after the four plain runs of their gamma, before the next gamma's
         assert by_name[f"{stem}-lsq-w2a2-ours"].priority < ours.priority < lsq.priority
         assert lsq.priority < min(r.priority for r in by_name.values()
