@@ -288,11 +288,17 @@ def test_baseline_comparison_marks_a_baseline_the_grid_never_plans(modules) -> N
     grid, collect = modules
     _finish(grid, "digits-lt-g50-resnet20-climbq+-w4a4-ours", 86.0)
     _finish(grid, "digits-lt-g50-resnet20-lsq-w4a4-ours", 81.0)
+    _finish(grid, "cifar10-lt-g200-resnet20-climbq+-w4a4-ours", 65.0)  # uniform planned, not run
+    _finish(grid, "cifar10-lt-g200-resnet20-lsq-w4a4-ours", 64.0)
     done, missing = collect.records(grid.grid())
     text = collect.render(done, missing, collect.run_header())
     assert (
         "| digits-lt | 50 | resnet20 | W4A4 | ours | **86.00** | 81.00 (+5.00, medium +0.0) "
-        "| not in the grid | beats lsq; no result for the rest |"
+        "| not in the grid | beats lsq; the grid has no uniform |"
+    ) in text
+    assert (
+        "| cifar10-lt | 200 | resnet20 | W4A4 | ours | **65.00** | 64.00 (+1.00, medium +0.0) "
+        "| missing | beats lsq; no result for the rest |"
     ) in text
 
 

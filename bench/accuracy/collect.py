@@ -340,12 +340,13 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
     planned = {_row_key(runner_record_key(r)) for r in grid.grid()}
     rows = []
     for c in baseline_comparison(done):
-        cells = []
+        cells, unplanned = [], []
         for b in BASELINES:
             top1 = c["baselines"][b]
             if top1 is None:
                 key = _row_key({**c, "method": b, "wbits": c["bits"]})
                 cells += ["missing" if key in planned else "not in the grid"]
+                unplanned += [] if key in planned else [b]
                 continue
             tail = c["delta_tail"].get(b)
             tail_text = "" if tail is None else f", {c['tail_group']} {tail:+.1f}"
@@ -354,7 +355,10 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
         above = [b for b, delta in c["delta_top1"].items() if delta > 0]
         verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
                    else f"not above {', '.join(below)}" if below
-                   else f"beats {' and '.join(above)}; no result for the rest")  # fmt: skip
+                   else f"beats {' and '.join(above)}; "
+                   + ("the grid has no " + " or ".join(unplanned)
+                      if len(above) + len(unplanned) == len(BASELINES)
+                      else "no result for the rest"))  # fmt: skip
         recipe = f"{c['recipe']} + {c['variant']}" if c["variant"] else c["recipe"]
         rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
                      recipe, f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
