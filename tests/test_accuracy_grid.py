@@ -4,6 +4,7 @@ run names, per-run configs, and how finished and missing runs are rendered. No t
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import shutil
 import sys
@@ -81,15 +82,15 @@ def test_bn2_variant_sets_init_bn_gamma_and_nothing_else(modules) -> None:
     assert {k for k in kd if kd[k] != a[k]} == {"distill"} and kd["distill"] == 0.5
 
 
-def test_syndigits_2_bit_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules) -> None:
+def test_syndigits_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules) -> None:
     grid, _ = modules
     by_name = {r.name: r for r in grid.grid()}
-    for gamma in (10, 50, 200):
+    for gamma, bits in itertools.product((10, 50, 200), (2, 4)):
         stem = f"syndigits-lt-g{gamma}-resnet20"
-        ours, lsq = (by_name[f"{stem}-{m}-w2a2-ours-bn2-kd"] for m in ("climbq+", "lsq"))
+        ours, lsq = (by_name[f"{stem}-{m}-w{bits}a{bits}-ours-bn2-kd"] for m in ("climbq+", "lsq"))
         a, b = ours.config(50).as_dict(), lsq.config(50).as_dict()
         assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE for lsq
-        plain = by_name[f"{stem}-climbq+-w2a2-ours"].config(50).as_dict()
+        plain = by_name[f"{stem}-climbq+-w{bits}a{bits}-ours"].config(50).as_dict()
         assert {k for k in a if a[k] != plain[k]} == {"init_bn_gamma", "distill"}
         assert (a["init_bn_gamma"], a["distill"], a["distill_temperature"]) == (2.0, 0.5, 4.0)
         assert a["init"].endswith(f"{stem}-fp32")
