@@ -207,16 +207,6 @@ def _stale_reason(run: grid.Run, record: dict[str, Any], effective: dict[str, An
     return None
 
 
-def _start_depth(run: grid.Run, runs: list[grid.Run]) -> int:
-    """1 for an fp32 run, 1 + the depth of the runs it starts and learns from otherwise, so
-    that sorting by it puts every start before the runs that start from it."""
-    if run.is_fp:
-        return 1
-    by_name = {r.name: r for r in runs}
-    starts = [by_name[s] for s in (run.init_name, run.fp_name) if s in by_name]
-    return 1 + max((_start_depth(s, runs) for s in starts), default=0)
-
-
 def records(
     runs: list[grid.Run],
     previous: dict[str, dict[str, Any]] | None = None,
@@ -232,8 +222,7 @@ def records(
     previous = previous or {}
     missing: list[dict[str, Any]] = []
     effective: dict[str, dict[str, Any]] = {}
-    order = {r.name: i for i, r in enumerate(runs)}
-    for run in sorted(runs, key=lambda r: (_start_depth(r, runs), order[r.name])):
+    for run in runs:  # grid order: every run after the runs it starts and learns from
         record = _local_record(run)
         carried = None
         if record is None and run.name in previous:
@@ -251,9 +240,7 @@ def records(
             origin = f"carried from {carried}" if carried else "in its run folder"
             state += f"; a result from an earlier start ({origin}) is set aside: {reason}"
         missing.append({"name": run.name, "state": state, "priority": run.priority})
-    done = [effective[r.name] for r in runs if r.name in effective]
-    missing.sort(key=lambda m: order[m["name"]])
-    return done, missing
+    return list(effective.values()), missing
 
 
 def _local_record(run: grid.Run) -> dict[str, Any] | None:
