@@ -135,6 +135,29 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
     assert "| fp32 | fp32 | ours + 200ep-bf16 | **76.50** (200 ep) |" in text
 
 
+def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modules) -> None:
+    grid, collect = modules
+    by_name = {r.name: r for r in grid.grid()}
+    stem = "cifar10-lt-g50-resnet20"
+    ours = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200"]
+    uniform, lsq = (by_name[f"{stem}-{m}-w2a2-ours-bn2-kd-fp200"] for m in ("uniform", "lsq"))
+    a = ours.config(50).as_dict()
+    for base in (uniform, lsq):
+        b = base.config(50).as_dict()
+        assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE
+        assert b["init"].endswith(f"{stem}-fp32-200ep-bf16") and base.fp_name == ours.fp_name
+    assert ours.priority < uniform.priority < lsq.priority < 11  # before gamma 200
+    _finish(grid, ours.name, 72.0)
+    _finish(grid, uniform.name, 65.5)
+    done, _ = collect.records(grid.grid())
+    text = collect.render(done, [], collect.run_header())
+    row = (
+        "| cifar10-lt | 50 | resnet20 | W2A2 | ours + bn2-kd-fp200 | **72.00** | missing | "
+        "65.50 (+6.50"
+    )
+    assert row in text and "beats uniform; no result for the rest |" in text
+
+
 def test_select_patterns(modules) -> None:
     grid, _ = modules
     runs = grid.grid()
