@@ -146,7 +146,8 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
         b = base.config(50).as_dict()
         assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE
         assert b["init"].endswith(f"{stem}-fp32-200ep-bf16") and base.fp_name == ours.fp_name
-    assert ours.priority < uniform.priority < lsq.priority < 11  # before gamma 200
+    qat200 = [r for r in by_name.values() if r.name.startswith("cifar10-lt-g200") and not r.is_fp]
+    assert ours.priority < uniform.priority < lsq.priority < min(r.priority for r in qat200)
     _finish(grid, ours.name, 72.0)
     _finish(grid, uniform.name, 65.5)
     done, _ = collect.records(grid.grid())
