@@ -157,3 +157,89 @@ def class_scaled_sigma(
     counts = counts.to(torch.float32)
     p = counts[labels] / counts.square().sum()
     return base - p
+
+
+def uniform_activation(x: Tensor, bits: int, r: float = 2.0) -> Tensor:
+    """Clipped uniform activation (the baseline): ``j = round(n (clip(x, -R, R) + R) / 2R)``,
+    ``x_hat = (2j - n) * (R / n)``, STE on round.
+
+    Fused (:class:`_UniformActivation`): one pass forward, one backward, only x saved. The
+    gradient is ``d x_hat / dx = 1`` on ``[-R, R]`` (ends included) and 0 outside, computed by
+    the same float operations, in the same order, as autograd through the unfused expression
+    (:func:`uniform_activation_reference`), so both give bit-identical values and gradients.
+    """
+    return _UniformActivation.apply(x, levels(bits), r)
+
+
+def uniform_activation_reference(x: Tensor, bits: int, r: float = 2.0) -> Tensor:
+    """The unfused expression of :func:`uniform_activation` (autograd through every op)."""
+    n = levels(bits)
+    j = round_ste(n * (x.clamp(-r, r) + r) / (2 * r))
+    return (2.0 * j - n) * (r / n)
+
+
+class _UniformActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, n: int, r: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.n, ctx.r = n, r
+        # round_ste's y + (round(y) - y) is round(y) exactly for y in [0, n] (Sterbenz)
+        j = x.clamp(-r, r).add_(r).mul_(n).div_(2 * r).round_()
+        return j.mul_(2.0).sub_(n).mul_(r / n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        n, r = ctx.n, ctx.r
+        # autograd's chain, op by op: * (R/n), * 2, / 2R, * n, then clamp's mask (ends pass)
+        g = grad.mul(r / n).mul_(2.0).div_(2 * r).mul_(n)
+        inside = (x >= -r).logical_and_(x <= r)
+        return torch.where(inside, g, torch.zeros((), dtype=g.dtype)), None, None
+
+
+def lsq_quantize(v: Tensor, s: Tensor, q_n: int, q_p: int) -> Tensor:
+    """LSQ (Esser et al. 2020): ``v_hat = round(clip(v / s, -Q_N, Q_P)) * s``, STE on round.
+
+    ``s`` is the (already gradient-scaled) 0-dim step. Fused (:class:`_LSQQuantize`): only v
+    and s are saved. Gradients, as autograd gives them through the unfused expression
+    (:func:`lsq_quantize_reference`), by the same float operations in the same order:
+
+    - ``dv = where(-Q_N <= v/s <= Q_P, g * s, 0) / s``;
+    - ``ds = sum(g * q) + sum(-where(.., g * s, 0) * ((v / s) / s))``, each sum cast to s's
+      dtype before the two are added (``q = round(clip(v / s))``).
+    """
+    return _LSQQuantize.apply(v, s, q_n, q_p)
+
+
+def lsq_quantize_reference(v: Tensor, s: Tensor, q_n: int, q_p: int) -> Tensor:
+    """The unfused expression of :func:`lsq_quantize` (autograd through every op)."""
+    return round_ste(torch.clamp(v / s, -q_n, q_p)) * s
+
+
+def _sum_to_scalar(t: Tensor) -> Tensor:
+    """``t`` summed over every dim as autograd's ``sum_to`` reduces a broadcast 0-dim input."""
+    return t.sum(dim=tuple(range(t.dim())), keepdim=True).reshape(()) if t.dim() else t
+
+
+class _LSQQuantize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v: Tensor, s: Tensor, q_n: int, q_p: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v, s)
+        ctx.q_n, ctx.q_p = q_n, q_p
+        return torch.div(v, s).clamp_(-q_n, q_p).round_().mul_(s)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        v, s = ctx.saved_tensors
+        q_n, q_p = ctx.q_n, ctx.q_p
+        u = torch.div(v, s)
+        inside = (u >= -q_n).logical_and_(u <= q_p)
+        q = u.clamp(-q_n, q_p).round_()
+        g_clip = torch.where(inside, grad * s, torch.zeros((), dtype=grad.dtype))
+        grad_v = g_clip / s if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            from_product = _sum_to_scalar(grad * q).to(s.dtype)
+            from_ratio = _sum_to_scalar(-g_clip * (u.div_(s))).to(s.dtype)
+            grad_s = from_product + from_ratio
+        return grad_v, grad_s, None, None

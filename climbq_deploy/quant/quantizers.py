@@ -41,7 +41,9 @@ from climbq_deploy.quant.functional import (
     climbq_activation,
     climbq_weight_unit,
     levels,
+    lsq_quantize,
     round_ste,
+    uniform_activation,
     weight_codes,
 )
 
@@ -151,9 +153,7 @@ class UniformActivation(ActivationQuantizer):
         self.bits = bits
 
     def forward(self, x: Tensor, sigma: float | Tensor = INFERENCE_SIGMA) -> Tensor:
-        n, r = levels(self.bits), ACTIVATION_RANGE
-        j = round_ste(n * (x.clamp(-r, r) + r) / (2 * r))
-        return (2.0 * j - n) * (r / n)
+        return uniform_activation(x, self.bits, ACTIVATION_RANGE)
 
     def grid(self) -> ActivationGrid:
         n, r = levels(self.bits), ACTIVATION_RANGE
@@ -186,8 +186,7 @@ class _LSQ(nn.Module):
         return (self.step - self.step * g).detach() + self.step * g
 
     def _quantize(self, v: Tensor) -> Tensor:
-        s = self._scaled_step(v)
-        return round_ste(torch.clamp(v / s, -self.q_n, self.q_p)) * s
+        return lsq_quantize(v, self._scaled_step(v), self.q_n, self.q_p)
 
 
 class LSQWeight(_LSQ, WeightQuantizer):
