@@ -225,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--json", action="store_true", help="print metrics.json")
     cal.set_defaults(handler=_cmd_calibrate)  # fmt: skip
 
+    adj = commands.add_parser(
+        "adjust-logits", help="post-hoc logit adjustment of a finished run (no training)"
+    )
+    adj.add_argument("run", type=Path, help="finished RUN folder (climbq train)")
+    adj.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    adj.add_argument(
+        "--tau", type=float, default=1.0, help="bias -= tau * log(prior); 1 (default) undoes it"
+    )
+    adj.add_argument("--json", action="store_true", help="print metrics.json")
+    adj.set_defaults(handler=_cmd_adjust_logits)
+
     ex = commands.add_parser("export", help="lower a trained run to a target's integer artifact")
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     ex.add_argument("--target", default="numpy", help="numpy (model.climbq) or tflite")
@@ -340,6 +351,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     )
     counts = metrics["calibration"]["set"]["counts"]
     print(f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
+          f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}")  # fmt: skip
+
+
+def _cmd_adjust_logits(args: argparse.Namespace) -> None:
+    from climbq_deploy.train.posthoc import adjust_logits
+
+    metrics = adjust_logits(args.run, _output_folder(args.out), args.tau)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    before = metrics["unadjusted"]
+    groups = ", ".join(
+        f"{g} {before[g]:.2f} -> {metrics[g]:.2f}"
+        for g in ("many", "medium", "few")
+        if metrics[g] is not None and before.get(g) is not None
+    )
+    print(f"logit adjustment (tau {args.tau:g}): top-1 {before['top1']:.2f} -> "
           f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}")  # fmt: skip
 
 

@@ -137,9 +137,10 @@ def _input_description(
 
 def provenance(run: TrainedRun) -> dict[str, Any]:
     """What the artifact records about where it came from."""
-    # "calibration": the record of runs made by `climbq calibrate` (post-training quantization)
+    # "calibration": the record of runs made by `climbq calibrate` (post-training quantization);
+    # "posthoc_logit_adjustment": that of `climbq adjust-logits` (the head's bias adjustment)
     keep = ("top1", "many", "medium", "few", "per_class", "epochs", "dataset", "train_counts",
-            "calibration")  # fmt: skip
+            "calibration", "posthoc_logit_adjustment")  # fmt: skip
     return {
         "climbq_deploy": __version__,
         "run": run.folder.name,

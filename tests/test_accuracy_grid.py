@@ -42,9 +42,11 @@ def test_names_are_unique_and_every_qat_run_starts_from_an_earlier_run(modules) 
             assert by_name[run.fp_name].priority < run.priority, run.name  # its teacher
             start = by_name[run.init_name]
             assert start.priority < run.priority, run.name
-            assert run.config(50).init == str(start.path)
+            if not run.is_posthoc:  # (a post-hoc run adjusts start; its config is start's)
+                assert run.config(50).init == str(start.path)
     assert [r.priority for r in runs] == sorted(r.priority for r in runs)
-    assert sum(r.init_name != r.fp_name for r in runs) == 2  # prog-kd at gamma 50 and 200
+    trained = [r for r in runs if not r.is_posthoc]
+    assert sum(r.init_name != r.fp_name for r in trained) == 2  # prog-kd at gamma 50 and 200
 
 
 def test_prog_kd_starts_from_the_4_bit_run_and_learns_from_the_fp32_run(modules) -> None:
@@ -157,6 +159,41 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
         "65.50 (+6.50"
     )
     assert row in text and "beats uniform; no result for the rest |" in text
+
+
+def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
+    modules,
+) -> None:
+    grid, collect = modules
+    runs = grid.grid()
+    by_name = {r.name: r for r in runs}
+    posthoc = [r for r in runs if r.is_posthoc]
+    for run in posthoc:
+        base = by_name[run.init_name]
+        assert base.variant == grid.POSTHOC_FROM[run.variant] and not base.is_posthoc
+        assert (base.data, base.arch, base.method, base.wbits, base.recipe) == (
+            run.data, run.arch, run.method, run.wbits, run.recipe)  # fmt: skip
+        assert run.config(50) == base.config(50) and run.fp_name == base.fp_name
+        # every method the base variant is planned for at these bits gets the adjustment
+        peers = {r.method for r in runs if r.variant == base.variant and r.data == base.data
+                 and r.arch == base.arch and r.wbits == base.wbits}  # fmt: skip
+        adjusted = {r.method for r in posthoc if r.variant == run.variant and r.data == run.data
+                    and r.arch == run.arch and r.wbits == run.wbits}  # fmt: skip
+        assert adjusted == peers, run.name
+    stem = "cifar10-lt-g50-resnet20"
+    assert {r.name for r in posthoc if r.name.startswith(stem)} == {
+        f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-pla" for m in ("climbq+", "uniform", "lsq")
+    }
+    runner = importlib.import_module("runner")
+    pla = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200-pla"]
+    jobs = runner.plan_jobs(runs, [pla])
+    assert pla.name not in jobs  # its base is neither done nor selected: skipped, not trained
+    _finish(grid, pla.name, 73.0)
+    _finish(grid, f"{stem}-lsq-w2a2-ours-bn2-kd-fp200-pla", 60.0)
+    done, _ = collect.records(grid.grid())
+    text = collect.render(done, [], collect.run_header())
+    assert "| climbq+ | W2A2 | ours + bn2-kd-fp200-pla | **73.00** (50 ep) |" in text
+    assert "| ours + bn2-kd-fp200-pla | **73.00** | 60.00 (+13.00, medium +0.0) | missing |" in text
 
 
 def test_select_patterns(modules) -> None:

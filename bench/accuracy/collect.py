@@ -385,7 +385,11 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "200 epochs (the shared gamma-50 run was cut to 90 by a GPU time budget), with bf16 "
         "autocast for speed on the CPU; `ours + bn2-kd-fp200` (2-bit): bn2-kd started from and "
         "distilled from that run (QAT itself in fp32, like every QAT row), and the uniform and "
-        "lsq runs of the same name the same from the same start. "
+        "lsq runs of the same name the same from the same start. `<variant>-pla`: the "
+        "finished `<variant>` run, not retrained, with post-hoc logit adjustment folded into "
+        "its classifier bias (`climbq adjust-logits`, bias -= tau log(training prior), tau = 1 "
+        "fixed, not tuned on test; Menon et al. 2021): the same final-epoch weights, a decision "
+        "rule for the balanced test set; every method of a base gets it. "
         "In accuracy.json, `seconds` is a run's training wall time (a "
         "pause of the process counts) and `median_epoch_seconds` its median epoch, which a "
         "pause does not move."
@@ -398,7 +402,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     for m in ("climbq+", "climbq", "lsq", "uniform"):
         for b in (4, 2):
             methods += [(m, b, r, None) for r in ("ours", "paper")]
-            methods += [(m, b, "ours", v) for v in grid.IMPROVEMENTS]
+            methods += [(m, b, "ours", v) for v in [*grid.IMPROVEMENTS, *grid.POSTHOC_FROM]]
     for title, dataset, gammas, archs in sections:
         for arch in archs:
             rows = []

@@ -19,7 +19,7 @@ Recipes (method §7 and ours; the test set is never used for any choice):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,17 @@ FP_FROM: dict[str, str] = {"bn2-kd-fp200": "200ep-bf16"}
 # Variants that start from another QAT run of the grid instead of the fp32 run: variant ->
 # (variant, bits) of that run (same dataset, arch, method and recipe); the fp32 run teaches.
 INIT_FROM: dict[str, tuple[str, int]] = {"prog-kd": ("bn2-kd", 4)}
+# Post-hoc logit adjustment (``climbq adjust-logits``, climbq_deploy.train.posthoc): variant
+# ``<base>-pla`` is the finished ``<base>`` run of the same dataset, arch, method and bits with
+# ``-tau log(prior)`` folded into its classifier bias; no training, the base's final epoch. tau
+# is fixed at 1 (the value that undoes the training prior, as in the fp32 recipe's loss), never
+# tuned on the test set. Planned for every method of a base so the comparison stays equal.
+POSTHOC_TAU = 1.0
+POSTHOC_FROM: dict[str, str] = {"bn2-kd-fp200-pla": "bn2-kd-fp200", "bn2-kd-pla": "bn2-kd"}
 # 2-bit baselines given ClimbQ+'s recipe improvements, so the best 2-bit ClimbQ+ rows have an
 # equal-recipe comparison (CIFAR-10-LT gamma 50: bn2, bn2-kd and bn2-kd-fp200; SynDigits-LT:
 # bn2-kd; the plain 2-bit ClimbQ+ run collapses on both).
-EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200")
+EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200", "bn2-kd-fp200-pla", "bn2-kd-pla")
 PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
 PAPER_WEIGHT_ERROR = {"scaling-off": 21856.0, None: 11306.0}  # the same runs, Table 6
 
@@ -151,10 +158,21 @@ class Run:
         return RUNS / self.name
 
     @property
+    def trained_variant(self) -> str | None:
+        """The variant whose training this run is: its own, or for a post-hoc variant
+        (:data:`POSTHOC_FROM`) that of the run it adjusts."""
+        return POSTHOC_FROM.get(self.variant or "", self.variant)
+
+    @property
+    def is_posthoc(self) -> bool:
+        return self.variant in POSTHOC_FROM
+
+    @property
     def fp_name(self) -> str:
         """The fp32 run this QAT run belongs to: the shared one, or the fp32 variant of
         :data:`FP_FROM`."""
-        tail = f"-{FP_FROM[self.variant]}" if self.variant in FP_FROM else ""
+        variant = self.trained_variant
+        tail = f"-{FP_FROM[variant]}" if variant in FP_FROM else ""
         return f"{self.data.name}-{self.arch}-fp32{tail}"
 
     def epochs(self, default: int) -> int:
@@ -164,15 +182,21 @@ class Run:
 
     @property
     def init_name(self) -> str:
-        """The run this one starts from (``--init``): the fp32 run, or for a variant of
-        :data:`INIT_FROM` the QAT run it names."""
+        """The run this one starts from (``--init``): the fp32 run, for a variant of
+        :data:`INIT_FROM` the QAT run it names, for a post-hoc variant the run it adjusts."""
+        if self.is_posthoc:  # the finished run it adjusts
+            return f"{self.data.name}-{self.arch}-{self.method}-w{self.wbits}a{self.abits}-" \
+                   f"{self.recipe}-{self.trained_variant}"  # fmt: skip
         if self.variant not in INIT_FROM:
             return self.fp_name
         variant, bits = INIT_FROM[self.variant]
         return f"{self.data.name}-{self.arch}-{self.method}-w{bits}a{bits}-{self.recipe}-{variant}"
 
     def config(self, epochs: int, device: str = "cpu") -> TrainConfig:
-        """The TrainConfig of this run with ``epochs`` epochs on ``device``."""
+        """The TrainConfig of this run with ``epochs`` epochs on ``device`` (a post-hoc
+        variant's is that of the run it adjusts: its model was trained so)."""
+        if self.is_posthoc:
+            return replace(self, variant=self.trained_variant).config(epochs, device)
         common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
                   "wbits": self.wbits, "abits": self.abits, "epochs": epochs,
                   "eval_batch_size": EVAL_BATCH, "eval_every": EVAL_EVERY, "device": device,
@@ -190,7 +214,7 @@ class Run:
 
 def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
          variant: str | None = None) -> Run:  # fmt: skip
-    options = {**ABLATIONS, **IMPROVEMENTS}[variant] if variant else {}
+    options = {**ABLATIONS, **IMPROVEMENTS}[POSTHOC_FROM.get(variant, variant)] if variant else {}
     return Run(data, arch, method, bits, bits, recipe, variant, priority, options)
 
 
@@ -217,6 +241,10 @@ def grid() -> list[Run]:
     # the older baseline rows is lost, so this is the one pair that shares a start for certain
     for j, method in enumerate(("uniform", "lsq")):
         runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.67 + j / 100, "bn2-kd-fp200"))
+    # ... and the three post-hoc adjusted (a minute each once their base runs are done)
+    for j, method in enumerate(("climbq+", "uniform", "lsq")):
+        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.69 + j / 1000,
+                         "bn2-kd-fp200-pla"))  # fmt: skip
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
@@ -225,7 +253,10 @@ def grid() -> list[Run]:
     for j, variant in enumerate(ABLATIONS):
         runs.append(_qat(cifar[0], "resnet20", "climbq+", 2, "ours", 22 + j / 10, variant))
     for j, (variant, method) in enumerate(
-        (v, m) for v in EQUAL_VARIANTS if v not in FP_FROM for m in ("lsq", "uniform")
+        (v, m)
+        for v in EQUAL_VARIANTS
+        if v not in FP_FROM and v not in POSTHOC_FROM
+        for m in ("lsq", "uniform")
     ):  # (the fp200 pair is planned beside its ClimbQ+ run above)
         runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 23 + j / 10, variant))
     for i, data in enumerate(cifar):
@@ -246,6 +277,8 @@ def grid() -> list[Run]:
             for j, (bits, method) in enumerate((b, m) for b in (2, 4) for m in ("climbq+", "lsq")):
                 runs.append(_qat(data, arch, method, bits, "ours", 30.04 + a + i / 10 + j / 100,
                                  "bn2-kd"))  # fmt: skip
+                runs.append(_qat(data, arch, method, bits, "ours", 30.045 + a + i / 10 + j / 100,
+                                 "bn2-kd-pla"))  # fmt: skip
     for i, data in enumerate(syn):
         runs.append(_qat(data, "resnet20", "climbq", 4, "ours", 45 + i / 10))
     digits = DataSpec("digits-lt", 50)

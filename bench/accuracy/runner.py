@@ -151,8 +151,12 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         specs = {s.name: s for s in grid.datasets(grid.grid())}
         build_data(specs[name[5:]], source)
         return
-    run = {r.name: r for r in grid.grid()}[name]
+    by_name = {r.name: r for r in grid.grid()}
+    run = by_name[name]
     if (run.path / RESULT).is_file():
+        return
+    if run.is_posthoc:
+        adjust_run(run, by_name[run.init_name])
         return
     epochs = saved_epochs(run)
     if epochs is None:
@@ -169,6 +173,21 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     write_json(run.path / RESULT, result_record(run, metrics, device))
     log(f"{name}: top-1 {metrics['top1']:.2f} after {metrics['epochs']} epochs, "
         f"{metrics['seconds']:.0f} s")  # fmt: skip
+
+
+def adjust_run(run: grid.Run, base: grid.Run) -> None:
+    """A post-hoc variant: ``climbq adjust-logits`` of the finished ``base`` (no training).
+    Its record keeps the base's epochs, training seconds and device (the model is the base's
+    final epoch); the adjustment's own seconds are in its metrics.json."""
+    from climbq_deploy.fileio import write_json
+    from climbq_deploy.train.posthoc import RECORD, adjust_logits
+
+    base_record = json.loads((base.path / RESULT).read_text())
+    log(f"{run.name}: logit adjustment (tau {grid.POSTHOC_TAU:g}) of {base.name}")
+    metrics = adjust_logits(base.path, run.path, grid.POSTHOC_TAU)
+    write_json(run.path / RESULT, result_record(run, metrics, base_record["device"]))
+    log(f"{run.name}: top-1 {metrics['unadjusted']['top1']:.2f} -> {metrics['top1']:.2f} "
+        f"({metrics[RECORD]['seconds']:.0f} s)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- the grid
