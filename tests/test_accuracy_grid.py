@@ -182,7 +182,8 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
         assert adjusted == peers, run.name
     stem = "cifar10-lt-g50-resnet20"
     assert {r.name for r in posthoc if r.name.startswith(stem)} == {
-        f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-pla" for m in ("climbq+", "uniform", "lsq")
+        *(f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-pla" for m in ("climbq+", "uniform", "lsq")),
+        f"{stem}-climbq+-w4a4-ours-bn2-kd-fp200-pla",  # the 4-bit run has no baselines
     }
     runner = importlib.import_module("runner")
     pla = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200-pla"]

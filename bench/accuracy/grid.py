@@ -245,6 +245,9 @@ def grid() -> list[Run]:
     for j, method in enumerate(("climbq+", "uniform", "lsq")):
         runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.69 + j / 1000,
                          "bn2-kd-fp200-pla"))  # fmt: skip
+    # 4-bit ClimbQ+ from the same start, and adjusted, so both bit widths share one start
+    runs.append(_qat(cifar[0], "resnet20", "climbq+", 4, "ours", 10.695, "bn2-kd-fp200"))
+    runs.append(_qat(cifar[0], "resnet20", "climbq+", 4, "ours", 10.696, "bn2-kd-fp200-pla"))
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
