@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,16 +28,10 @@ from typing import Any
 import torch
 from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, warn_if_busy
 from _common import write_results as write
-from train_speed import ensure_dataset
+from train_speed import ensure_dataset, timed_steps
 
 import climbq_deploy.quant.quantizers as quantizers
-from climbq_deploy.calibration.dataset import load_dataset
-from climbq_deploy.calibration.pipeline import Augment, ShuffleSampler
-from climbq_deploy.losses import make_loss
-from climbq_deploy.models import build_model
 from climbq_deploy.quant.functional import lsq_quantize_reference, uniform_activation_reference
-from climbq_deploy.train.config import TrainConfig
-from climbq_deploy.train.loop import dataset_loader
 
 NAME = "quantizer_speed"
 VARIANTS: list[tuple[str, bool]] = [
@@ -64,31 +57,11 @@ def unfused(enabled: bool) -> Iterator[None]:
 
 
 def train_steps(data: Path, method: str, fused: bool, steps: int) -> tuple[list[float], dict]:
-    """Seconds of each of ``steps + 2`` training steps from seed 0 (first two dropped), and
-    the model's state after them."""
-    dataset = load_dataset(data)
-    torch.manual_seed(0)
-    spec = TrainConfig(str(data), method=method, wbits=2, abits=2).quant_spec
-    model = build_model("resnet20", 10, spec).to(memory_format=torch.channels_last)
-    criterion = make_loss("homovar" if method == "climbq+" else "ce", dataset.counts("train"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.04, momentum=0.9, weight_decay=1e-4)
-    sampler = ShuffleSampler(len(dataset.train_labels), 0)
-    loader = dataset_loader(dataset, "train", 128, augment=Augment.from_name("crop_flip"),
-                            sampler=sampler, seed=0)  # fmt: skip
-    model.train()
-    times = []
+    """Seconds of each of ``steps + 2`` W2A2 training steps from seed 0 (first two dropped),
+    and the model's state after them."""
     with unfused(not fused):
-        for step, (x, y) in enumerate(loader.epoch(0)):
-            began = time.perf_counter()
-            logits, feats = model(x, y, return_features=True)
-            loss = criterion(logits, y, feats)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - began)
-            if step + 1 == steps + 2:
-                break
-    return times[2:], {k: v.detach().clone() for k, v in model.state_dict().items()}
+        times, model = timed_steps(data, method, 2, False, steps)
+    return times, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def main() -> None:

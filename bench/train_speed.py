@@ -104,6 +104,14 @@ def one_epoch(data: Path, method: str, bits: int, precision: str) -> dict[str, A
 
 def step_times(data: Path, method: str, bits: int, compiled: bool, steps: int) -> list[float]:
     """Seconds per training step (first two dropped: warm-up / compilation)."""
+    return timed_steps(data, method, bits, compiled, steps)[0]
+
+
+def timed_steps(
+    data: Path, method: str, bits: int, compiled: bool, steps: int
+) -> tuple[list[float], torch.nn.Module]:
+    """``steps + 2`` ResNet-20 training steps from seed 0: the seconds of each but the first
+    two (warm-up / compilation), and the model after them."""
     dataset = load_dataset(data)
     torch.manual_seed(0)
     model = build_model("resnet20", 10, TrainConfig(str(data), method=method, wbits=bits,
@@ -127,7 +135,7 @@ def step_times(data: Path, method: str, bits: int, compiled: bool, steps: int) -
         times.append(time.perf_counter() - began)
         if step + 1 == steps + 2:
             break
-    return times[2:]
+    return times[2:], model
 
 
 def compile_probe(data: Path, method: str, bits: int, steps: int) -> dict[str, Any]:
