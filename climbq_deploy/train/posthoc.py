@@ -98,10 +98,8 @@ def adjust_logits(source: str | Path, out: str | Path, tau: float = 1.0) -> dict
                   (source / CHECKPOINT).read_bytes()).hexdigest(),
               "seconds": time.perf_counter() - began}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    model_state = dict(state["model"])
-    if "fc.bias" not in model_state:
-        raise ArtifactError(f"{source / CHECKPOINT}: no classifier bias 'fc.bias' in its weights")
-    model_state["fc.bias"] = bias.detach().clone()
+    # (load_run has already loaded these weights strictly into a model with ``fc``)
+    model_state = {**state["model"], "fc.bias": bias.detach().clone()}
     save_checkpoint(out / CHECKPOINT, {**{k: v for k, v in state.items()
                                           if k != "checkpoint_version"},
                                        "model": model_state, RECORD: record})  # fmt: skip

@@ -66,13 +66,12 @@ def test_adjusted_run_changes_the_bias_only_and_is_measured_on_the_test_set(
     # the same decisions as adding the offsets to the source model's logits (up to ties of
     # the float rounding that folding into the bias moves)
     source = load_run(q4)
-    images, _ = dataset.split("test")
     with torch.no_grad():
         logits = torch.cat([source.model(x) for x, _ in dataset_loader(dataset, "test", 100)
                             .epoch(0)]).double()  # fmt: skip
     by_hand = (logits + torch.from_numpy(offsets)).argmax(1).numpy()
     agree = (by_hand == predict(run.model, dataset, 100)).mean()
-    assert agree >= 0.995 and len(images) == len(by_hand)
+    assert agree >= 0.995
 
 
 def test_adjusted_run_lowers_and_the_integer_program_matches_it_exactly(
