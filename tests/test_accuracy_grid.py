@@ -224,18 +224,21 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     grid, collect = modules
     _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours", 21.25)
     _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 70.5)
+    _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2-fp200", 69.75)
     runs = grid.grid()
     done, missing = collect.records(runs)
-    assert len(done) == 2 and len(missing) == len(runs) - 2
+    assert len(done) == 3 and len(missing) == len(runs) - 3
     text = collect.render(done, missing, collect.run_header())
     rows = [line for line in text.splitlines() if line.startswith("| climbq+ | W2A2 |")]
     plain = next(r for r in rows if r.startswith("| climbq+ | W2A2 | ours |"))
     improved = next(r for r in rows if r.startswith("| climbq+ | W2A2 | ours + bn2 |"))
     assert "**21.25** (50 ep)" in plain and "**70.50** (50 ep)" in improved
     assert "71.73" in improved  # the paper's figure beside it
-    # an improvement with no result yet gets no row; the bn2 run is the ablations' reference
+    # an improvement with no result yet gets no row; the bn2-fp200 run is the ablations' base
     assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
-    assert "| faithful (scaling on, HomoVar faithful): `ours + bn2` | **70.50** (homovar) |" in text
+    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2-fp200` | **69.75** (homovar) |"
+            in text)  # fmt: skip
+    assert "| bn2-fp200-scaling-off | missing | – | – | 68.71 | 21,856 |" in text
     assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
 
 
@@ -268,8 +271,14 @@ def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
     for variant in grid.ABLATIONS:
         a = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{variant}"].config(50).as_dict()
         changed[variant] = {k for k in a if a[k] != b[k]}
-    assert changed == {"scaling-off": {"act_scaling"}, "loss-corrected": {"loss", "loss_options"},
-                       "loss-ce": {"loss"}, "loss-cb": {"loss"}, "loss-la": {"loss"}}  # fmt: skip
+    assert changed == {"bn2-fp200-scaling-off": {"act_scaling"},
+                       "bn2-fp200-loss-corrected": {"loss", "loss_options"},
+                       "bn2-fp200-loss-ce": {"loss"}, "bn2-fp200-loss-cb": {"loss"},
+                       "bn2-fp200-loss-la": {"loss"}}  # fmt: skip
+    # ... and all of them, base included, start from the kept 200-epoch fp32 run
+    assert {by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{v}"].init_name
+            for v in (grid.ABLATION_BASE, *grid.ABLATIONS)} == {
+        "cifar10-lt-g50-resnet20-fp32-200ep-bf16"}  # fmt: skip
 
 
 def test_total_weight_error_sums_squared_residuals_of_every_quantized_conv(modules) -> None:

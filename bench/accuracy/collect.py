@@ -448,8 +448,11 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
             groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
             rows.append([label, f"**{_f(r['top1'])}** ({r['loss']})", groups,
                          _count(r.get("weight_error")), _f(paper), _count(error)])  # fmt: skip
-    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (`ours + bn2` recipe, "
-              "one change each)", "",
+    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ "
+              f"(`ours + {grid.ABLATION_BASE}` recipe, one change each)", "",
+              f"`{grid.ABLATION_BASE}`: BatchNorm |gamma| set to 2 after the start, from the "
+              "kept 200-epoch fp32 start, no distillation, so a loss row changes the whole "
+              "loss.", "",
               markdown_table(["variant", "top-1 (loss)", "many/med/few", "weight error",
                               "paper top-1", "paper weight error"], rows),
               "", "weight error: the total weight quantization error of the paper's Table 6 "

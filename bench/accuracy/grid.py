@@ -37,18 +37,22 @@ QAT_RECIPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 EVAL_BATCH = 500  # evaluation is batch-independent (eval mode); larger batches are faster
 EVAL_EVERY = 5  # a test pass costs ~1/4 of a CPU epoch; the final epoch is always tested
-# CIFAR-10-LT gamma 50, 2-bit ClimbQ+ (issue §3), each one change to the `ours + bn2` run (the
-# plain `ours` 2-bit run collapses to 2 of 4 activation codes, which would hide every effect).
-ABLATION_BASE = "bn2"
+# CIFAR-10-LT gamma 50, 2-bit ClimbQ+ (issue §3), each one change to the `ours + bn2-fp200` run:
+# bn2 (the plain `ours` 2-bit run collapses to 2 of 4 activation codes, which would hide every
+# effect), started from the kept 200-epoch fp32 run (FP_FROM; the shared gamma-50 start of the
+# first plan is lost), without distillation, so that a loss change is a change of the whole loss.
+ABLATION_BASE = "bn2-fp200"
 _BN2 = {"init_bn_gamma": 2.0}
 _BN2_KD = {**_BN2, "distill": 0.5, "distill_temperature": 4.0}
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "scaling-off": {**_BN2, "act_scaling": "off"},
-    "loss-corrected": {**_BN2, "loss": "homovar", "loss_options": {"variant": "corrected"}},
-    "loss-ce": {**_BN2, "loss": "ce"},
-    "loss-cb": {**_BN2, "loss": "cb"},
-    "loss-la": {**_BN2, "loss": "la"},
-}
+    f"{ABLATION_BASE}-scaling-off": {**_BN2, "act_scaling": "off"},
+    f"{ABLATION_BASE}-loss-corrected": {**_BN2, "loss": "homovar",
+                                        "loss_options": {"variant": "corrected"}},
+    f"{ABLATION_BASE}-loss-ce": {**_BN2, "loss": "ce"},
+    f"{ABLATION_BASE}-loss-cb": {**_BN2, "loss": "cb"},
+    f"{ABLATION_BASE}-loss-la": {**_BN2, "loss": "la"},
+}  # fmt: skip
+_ABLATION_RUNS: dict[str, dict[str, Any]] = {ABLATION_BASE: _BN2, **ABLATIONS}
 # The paper's figures (method §8), top-1 %: (dataset, gamma, arch, method, bits) -> value.
 PAPER: dict[tuple[str, int, str, str, int], float] = {
     ("cifar10-lt", 50, "resnet20", "climbq+", 4): 72.28,
@@ -91,8 +95,12 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
 FP_VARIANTS: dict[str, dict[str, Any]] = {"200ep-bf16": {"precision": "bf16"}}
 # Variants with their own epoch count (the others take ``runner.py --qat-epochs`` / --fp-epochs).
 VARIANT_EPOCHS: dict[str, int] = {"bn2-kd-100ep": 100, "200ep-bf16": 200}
-# QAT variants that start from (and distill from) an fp32 variant instead of the shared run.
-FP_FROM: dict[str, str] = {"bn2-kd-fp200": "200ep-bf16"}
+# QAT variants that start from an fp32 variant instead of the shared run (and, where they
+# distill, learn from it).
+FP_FROM: dict[str, str] = {
+    "bn2-kd-fp200": "200ep-bf16",
+    **{v: "200ep-bf16" for v in _ABLATION_RUNS},
+}
 # Variants that start from another QAT run of the grid instead of the fp32 run: variant ->
 # (variant, bits) of that run (same dataset, arch, method and recipe); the fp32 run teaches.
 INIT_FROM: dict[str, tuple[str, int]] = {"prog-kd": ("bn2-kd", 4)}
@@ -107,8 +115,14 @@ POSTHOC_FROM: dict[str, str] = {"bn2-kd-fp200-pla": "bn2-kd-fp200", "bn2-kd-pla"
 # equal-recipe comparison (CIFAR-10-LT gamma 50: bn2, bn2-kd and bn2-kd-fp200; SynDigits-LT:
 # bn2-kd; the plain 2-bit ClimbQ+ run collapses on both).
 EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200", "bn2-kd-fp200-pla", "bn2-kd-pla")
-PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
-PAPER_WEIGHT_ERROR = {"scaling-off": 21856.0, None: 11306.0}  # the same runs, Table 6
+PAPER_ABLATION = {
+    f"{ABLATION_BASE}-scaling-off": 68.71,
+    None: 70.33,
+}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
+PAPER_WEIGHT_ERROR = {
+    f"{ABLATION_BASE}-scaling-off": 21856.0,
+    None: 11306.0,
+}  # the same runs, Table 6
 
 
 @dataclass(frozen=True)
@@ -214,7 +228,8 @@ class Run:
 
 def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
          variant: str | None = None) -> Run:  # fmt: skip
-    options = {**ABLATIONS, **IMPROVEMENTS}[POSTHOC_FROM.get(variant, variant)] if variant else {}
+    options = {**_ABLATION_RUNS, **IMPROVEMENTS}
+    options = options[POSTHOC_FROM.get(variant, variant)] if variant else {}
     return Run(data, arch, method, bits, bits, recipe, variant, priority, options)
 
 
@@ -253,7 +268,7 @@ def grid() -> list[Run]:
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
         ):
             runs.append(_qat(data, "resnet20", method, bits, "ours", 20 + i + j / 10))
-    for j, variant in enumerate(ABLATIONS):
+    for j, variant in enumerate(_ABLATION_RUNS):
         runs.append(_qat(cifar[0], "resnet20", "climbq+", 2, "ours", 22 + j / 10, variant))
     for j, (variant, method) in enumerate(
         (v, m)
