@@ -236,9 +236,14 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert "71.73" in improved  # the paper's figure beside it
     # an improvement with no result yet gets no row; the bn2-fp200 run is the ablations' base
     assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
-    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2-fp200` | **69.75** (homovar) |"
-            in text)  # fmt: skip
-    assert "| bn2-fp200-scaling-off | missing | – | – | 68.71 | 21,856 |" in text
+    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2-fp200` | fp32 `200ep-bf16` "
+            "(kept) | **69.75** (homovar) |") in text  # fmt: skip
+    assert ("| `bn2-fp200-scaling-off`: scaling-off | fp32 `200ep-bf16` (kept) | missing | – | – "
+            "| 68.71 | 21,856 |") in text  # fmt: skip
+    # the first plan's set keeps its base (the bn2 row) and its scaling-off row
+    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2` | shared fp32, 90 ep (lost) "
+            "| **70.50** (homovar) |") in text  # fmt: skip
+    assert "| `scaling-off`: scaling-off | shared fp32, 90 ep (lost) | missing |" in text
     assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
 
 
@@ -275,7 +280,13 @@ def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
                        "bn2-fp200-loss-corrected": {"loss", "loss_options"},
                        "bn2-fp200-loss-ce": {"loss"}, "bn2-fp200-loss-cb": {"loss"},
                        "bn2-fp200-loss-la": {"loss"}}  # fmt: skip
-    # ... and all of them, base included, start from the kept 200-epoch fp32 run
+    early = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{grid.EARLY_ABLATION_BASE}"]
+    e = early.config(50).as_dict()
+    for variant in grid.EARLY_ABLATIONS:
+        a = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{variant}"].config(50).as_dict()
+        changed[variant] = {k for k in a if a[k] != e[k]}
+    assert changed["scaling-off"] == {"act_scaling"}
+    # the bn2-fp200 set, base included, starts from the kept 200-epoch fp32 run
     assert {by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{v}"].init_name
             for v in (grid.ABLATION_BASE, *grid.ABLATIONS)} == {
         "cifar10-lt-g50-resnet20-fp32-200ep-bf16"}  # fmt: skip

@@ -436,25 +436,30 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
             lines += ["", f"## {name}", "", markdown_table(headers, rows)]
     lines += _comparison_markdown(done)
     rows = []
-    for variant in (grid.ABLATION_BASE, *grid.ABLATIONS):
-        r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
-        key = None if variant == grid.ABLATION_BASE else variant
-        paper, error = grid.PAPER_ABLATION.get(key), grid.PAPER_WEIGHT_ERROR.get(key)
-        label = (f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
-                 if variant == grid.ABLATION_BASE else variant)  # fmt: skip
-        if r is None:
-            rows.append([label, "missing", "–", "–", _f(paper), _count(error)])
-        else:
-            groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
-            rows.append([label, f"**{_f(r['top1'])}** ({r['loss']})", groups,
-                         _count(r.get("weight_error")), _f(paper), _count(error)])  # fmt: skip
-    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ "
-              f"(`ours + {grid.ABLATION_BASE}` recipe, one change each)", "",
-              f"`{grid.ABLATION_BASE}`: BatchNorm |gamma| set to 2 after the start, from the "
-              "kept 200-epoch fp32 start, no distillation, so a loss row changes the whole "
-              "loss.", "",
-              markdown_table(["variant", "top-1 (loss)", "many/med/few", "weight error",
-                              "paper top-1", "paper weight error"], rows),
+    for base, variants in grid.ABLATION_SETS.items():
+        start = grid.FP_FROM.get(base)
+        start_text = f"fp32 `{start}` (kept)" if start else "shared fp32, 90 ep (lost)"
+        for variant in (base, *variants):
+            r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
+            change = None if variant == base else variant.removeprefix(f"{base}-")
+            paper, error = grid.PAPER_ABLATION.get(change), grid.PAPER_WEIGHT_ERROR.get(change)
+            label = (f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
+                     if change is None else f"`{variant}`: {change}")  # fmt: skip
+            if r is None:
+                rows.append([label, start_text, "missing", "–", "–", _f(paper), _count(error)])
+            else:
+                groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
+                rows.append([label, start_text, f"**{_f(r['top1'])}** ({r['loss']})", groups,
+                             _count(r.get("weight_error")), _f(paper), _count(error)])  # fmt: skip
+    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (one change each "
+              "to its set's base)", "",
+              f"`{grid.ABLATION_BASE}`: BatchNorm |gamma| set to 2 after the start (`bn2`), "
+              "from the kept 200-epoch fp32 start, no distillation, so a loss row changes the "
+              f"whole loss. `{grid.EARLY_ABLATION_BASE}`: the same from the shared 90-epoch "
+              "start, which was lost before its loss rows ran; compare rows within a set "
+              "only.", "",
+              markdown_table(["variant", "start", "top-1 (loss)", "many/med/few",
+                              "weight error", "paper top-1", "paper weight error"], rows),
               "", "weight error: the total weight quantization error of the paper's Table 6 "
               "(scaling on vs off), in our reading: the sum over every quantized conv weight "
               "of the squared rounding residual `(n Phi(z) - round(n Phi(z)))^2` in code units "
