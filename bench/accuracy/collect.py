@@ -437,8 +437,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     lines += _comparison_markdown(done)
     rows = []
     for base, variants in grid.ABLATION_SETS.items():
-        start = grid.FP_FROM.get(base)
-        start_text = f"fp32 `{start}` (kept)" if start else "shared fp32, 90 ep (lost)"
+        start_text = grid.ABLATION_STARTS[base]
         for variant in (base, *variants):
             r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
             change = None if variant == base else variant.removeprefix(f"{base}-")

@@ -61,6 +61,9 @@ EARLY_ABLATIONS: dict[str, dict[str, Any]] = {"scaling-off": {**_BN2, "act_scali
 # Each ablation set, base variant -> its one-change variants (the ablation table's blocks).
 ABLATION_SETS: dict[str, tuple[str, ...]] = {EARLY_ABLATION_BASE: tuple(EARLY_ABLATIONS),
                                              ABLATION_BASE: tuple(ABLATIONS)}  # fmt: skip
+# ... and the fp32 start of each set, as the ablation table names it
+ABLATION_STARTS: dict[str, str] = {EARLY_ABLATION_BASE: "shared fp32, 90 ep (lost)",
+                                   ABLATION_BASE: "fp32 `200ep-bf16` (kept)"}  # fmt: skip
 # The paper's figures (method §8), top-1 %: (dataset, gamma, arch, method, bits) -> value.
 PAPER: dict[tuple[str, int, str, str, int], float] = {
     ("cifar10-lt", 50, "resnet20", "climbq+", 4): 72.28,
