@@ -244,7 +244,10 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2` | shared fp32, 90 ep (lost) "
             "| **70.50** (homovar) |") in text  # fmt: skip
     assert "| `scaling-off`: scaling-off | shared fp32, 90 ep (lost) | missing |" in text
-    assert "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run |" in text
+    assert (
+        "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run; waits on its start "
+        "cifar10-lt-g50-resnet20-fp32, not trained yet |"
+    ) in text
 
 
 def test_median_epoch_seconds_is_not_moved_by_a_pause(modules, tmp_path) -> None:
@@ -403,6 +406,11 @@ def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None
     partial.write_text('{"epoch": 1, "seconds": 9.0}\n{"epoch": 2, "seconds": 18.0}\n')
     _, missing = collect.records(grid.grid())
     state = {m["name"]: m["state"] for m in missing}
+    for g in (10, 50, 200):  # the starts are finished: no start is waited on
+        _finish(grid, f"syndigits-lt-g{g}-resnet20-fp32", 99.0, 200)
+    _finish(grid, "cifar10-lt-g50-resnet20-fp32", 74.0, 200)
+    _, missing = collect.records(grid.grid())
+    state = {m["name"]: m["state"] for m in missing}
     assert state["syndigits-lt-g10-resnet20-lsq-w4a4-ours"] == (
         "not run (syndigits-lt-g10 built on the device only)"
     )
@@ -412,6 +420,32 @@ def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None
     )
     assert state["syndigits-lt-g200-resnet20-lsq-w4a4-ours"] == "not run"  # the builds agree
     assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-paper"] == "not run"  # no device build
+
+
+def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_lost(
+    modules, tmp_path
+) -> None:
+    grid, collect = modules
+    fp32 = "cifar10-lt-g50-resnet20-fp32"
+    previous = {fp32: _record(grid, fp32, 74.63, "2026-11-20T10:00:00+00:00")}
+    kept = importlib.import_module("starts").STARTS / (fp32 + "-200ep-bf16")
+    kept.mkdir(parents=True)  # a start kept in bench/accuracy/starts/, not yet restored
+    (kept / "result.json").write_text("{}")
+    _, missing = collect.records(grid.grid(), previous, "abc1234")
+    state = {m["name"]: m["state"] for m in missing}
+    assert state["cifar10-lt-g50-resnet20-lsq-w4a4-paper"] == (
+        "not run; its start cifar10-lt-g50-resnet20-fp32 has a carried result but no weights "
+        "here: retrain it first"
+    )
+    assert state["cifar10-lt-g200-resnet20-lsq-w4a4-paper"] == (
+        "not run; waits on its start cifar10-lt-g200-resnet20-fp32, not trained yet"
+    )
+    # a post-hoc row waits on the run it adjusts, and a kept start blocks nothing
+    assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-fp200-pla"] == (
+        "not run; waits on its start cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-fp200, "
+        "not trained yet"
+    )
+    assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-fp200"] == "not run"
 
 
 def _previous(tmp_path: Path, records: list[dict]) -> Path:

@@ -29,6 +29,7 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import grid  # noqa: E402
+import starts  # noqa: E402
 from _common import markdown_table, provenance_markdown, run_header, write_results  # noqa: E402
 
 RESULT, DEPLOY = "result.json", "deploy.json"
@@ -239,8 +240,26 @@ def records(
         if reason:
             origin = f"carried from {carried}" if carried else "in its run folder"
             state += f"; a result from an earlier start ({origin}) is set aside: {reason}"
+        blocked = _blocked_start(run, previous)
+        state += f"; {blocked}" if blocked else ""
         missing.append({"name": run.name, "state": state, "priority": run.priority})
     return list(effective.values()), missing
+
+
+def _blocked_start(run: grid.Run, previous: dict[str, dict[str, Any]]) -> str | None:
+    """Why a QAT run cannot start yet, if it cannot: the run it starts from
+    (:attr:`grid.Run.init_name`) is neither finished in this checkout's ``runs/`` nor kept in
+    ``bench/accuracy/starts/``. Its weights are then lost (only a carried result remains) or
+    it was never trained; either way it must be trained first. None for an fp32 run or a
+    start that is at hand."""
+    if run.is_fp:
+        return None
+    name = run.init_name
+    if (grid.RUNS / name / RESULT).is_file() or (starts.STARTS / name / RESULT).is_file():
+        return None
+    if name in previous:
+        return f"its start {name} has a carried result but no weights here: retrain it first"
+    return f"waits on its start {name}, not trained yet"
 
 
 def _local_record(run: grid.Run) -> dict[str, Any] | None:
