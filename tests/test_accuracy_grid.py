@@ -579,3 +579,16 @@ def test_a_record_names_the_pixels_of_the_dataset_build_it_used(modules) -> None
               "train_labels": {"sha256": "cc"}}  # fmt: skip
     meta.write_text(json.dumps({"arrays": arrays}))
     assert _result(grid, name, 95.0)["data_sha256"] == {"train_images": "aa", "test_images": "bb"}
+
+
+def test_relu_levels_counts_what_an_activation_keeps_after_the_relu(modules) -> None:
+    _, collect = modules
+    # ClimbQ/uniform: X_int = 2j - n (odd, symmetric), ReLU keeps 0 and 2**(b-1) positive codes
+    assert [collect.relu_levels("climbq+", b) for b in (2, 3, 4)] == [3, 5, 9]
+    assert [collect.relu_levels("uniform", b) for b in (2, 4)] == [3, 9]
+    # LSQ: X_int in [-2**(b-1), 2**(b-1) - 1], ReLU keeps 0..2**(b-1) - 1
+    assert [collect.relu_levels("lsq", b) for b in (2, 3, 4)] == [2, 4, 8]
+    with pytest.raises(ValueError, match="fp32 at 32 bits"):
+        collect.relu_levels("fp32", 32)
+    note = collect._relu_levels_note()
+    assert "climbq+ W2 3, W4 9; uniform W2 3, W4 9; lsq W2 2, W4 8." in note

@@ -29,6 +29,7 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import grid  # noqa: E402
+import numpy as np  # noqa: E402
 import starts  # noqa: E402
 from _common import markdown_table, provenance_markdown, run_header, write_results  # noqa: E402
 
@@ -342,6 +343,35 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def relu_levels(method: str, bits: int) -> int:
+    """How many values ``ReLU(actQ(x))`` can take for ``method``'s activation quantizer at
+    ``bits``: the distinct ``max(X_int, 0)`` over its integer grid (``X_int = mult * j +
+    offset``, ``j = 0..#thresholds``). The odd symmetric grid of ClimbQ and uniform
+    (``2j - n``) keeps ``2**(b-1)`` positive levels and a zero; LSQ's signed grid
+    ``[-2**(b-1), 2**(b-1) - 1]`` keeps one positive level fewer."""
+    from climbq_deploy.quant.quantizers import make_activation_quantizer
+
+    quantizer = make_activation_quantizer(method, bits)
+    if quantizer is None:
+        raise ValueError(f"{method} at {bits} bits has no activation quantizer")
+    grid_ = quantizer.grid()
+    codes = grid_.mult * np.arange(len(grid_.thresholds) + 1) + grid_.offset
+    return len(np.unique(np.maximum(codes, 0)))
+
+
+def _relu_levels_note() -> str:
+    cells = [f"{m} " + ", ".join(f"W{b} {relu_levels(m, b)}" for b in (2, 4))
+             for m in ("climbq+", "uniform", "lsq")]  # fmt: skip
+    return (
+        "Values an `actQ -> ReLU` output can take (the stem and the first conv of each block, "
+        "counted from each quantizer's integer grid): " + "; ".join(cells) + ". At 2 bits "
+        "LSQ's signed grid keeps one positive level where the odd symmetric grid of ClimbQ and "
+        "uniform keeps two, so part of lsq's 2-bit gap comes from that grid placed before the "
+        "ReLU (method §4, the same placement for every method), not from the CDF; uniform has "
+        "the same grid as ClimbQ and is the like-for-like 2-bit baseline."
+    )
+
+
 def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
     planned = {_row_key(runner_record_key(r)) for r in grid.grid()}
     rows = []
@@ -376,7 +406,7 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
             "the tail group: few, or medium where no class has <20 training images). Same fp32 "
             "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
             "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
-            f"({unpaired}, the 4-bit variants) has no row here.",
+            f"({unpaired}, the 4-bit variants) has no row here.", "", _relu_levels_note(),
             "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
 
