@@ -8,6 +8,7 @@ import itertools
 import json
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -592,3 +593,19 @@ def test_relu_levels_counts_what_an_activation_keeps_after_the_relu(modules) -> 
         collect.relu_levels("fp32", 32)
     note = collect._relu_levels_note()
     assert "climbq+ W2 3, W4 9; uniform W2 3, W4 9; lsq W2 2, W4 8." in note
+
+
+def test_pack_writes_where_the_caller_asked_from_any_folder(modules, tmp_path, monkeypatch) -> None:
+    grid, _ = modules
+    runner = importlib.import_module("runner")
+    _finish(grid, "cifar10-lt-g50-resnet20-fp32", 74.0)
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    (caller / "device.log").write_text("device log\n")
+    monkeypatch.chdir(caller)  # runner.main moves to the repository root; the paths stay put
+    assert runner.main(["pack", "--out", "packed", "--log", "device.log"]) == 0
+    with tarfile.open(caller / "packed" / "accuracy_runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert f"{runner.ARC}/cifar10-lt-g50-resnet20-fp32/result.json" in names
+    assert f"{runner.ARC}/device-logs/device.log" in names
+    assert not (runner.REPO / "packed").exists()

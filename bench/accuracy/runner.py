@@ -388,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total-mib", type=float, default=60.0)
     p.add_argument("--max-tars", type=int, default=6)
     args = parser.parse_args(argv)
+    for key in ("source", "out"):  # paths given relative to the caller's folder
+        if getattr(args, key, None):
+            setattr(args, key, str(Path(getattr(args, key)).resolve()))
+    if getattr(args, "log", None):
+        args.log = [str(Path(p).resolve()) for p in args.log]
     os.chdir(REPO)
     if args.command == "pack":
         pack(args)
