@@ -447,6 +447,19 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
         "not trained yet"
     )
     assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-fp200"] == "not run"
+    # the Missing section counts the configs behind each start that is not at hand
+    waits = {m["name"]: m["waits_on"] for m in missing}
+    behind = sum(w == fp32 for w in waits.values())
+    qat = [r for r in grid.grid() if r.name in waits and not r.is_fp]
+    assert behind == sum(r.init_name == fp32 for r in qat) > 0
+    text = collect.render([], missing, collect.run_header())
+    # directly or through a missing run: every gamma-200 QAT row (prog-kd via its 4-bit run)
+    g200 = [r for r in qat if r.data.name == "cifar10-lt-g200"]
+    assert any(r.init_name != "cifar10-lt-g200-resnet20-fp32" for r in g200)
+    assert f"| `cifar10-lt-g200-resnet20-fp32` | {len(g200)} |" in text
+    assert f"| `{fp32}-200ep-bf16` |" not in text  # kept: nothing waits on it
+    can_start = sum(w is None for w in waits.values())
+    assert f"| nothing (can start now) | {can_start} |" in text
 
 
 def _previous(tmp_path: Path, records: list[dict]) -> Path:

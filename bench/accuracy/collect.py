@@ -242,13 +242,14 @@ def records(
             origin = f"carried from {carried}" if carried else "in its run folder"
             state += f"; a result from an earlier start ({origin}) is set aside: {reason}"
         blocked = _blocked_start(run, previous)
-        state += f"; {blocked}" if blocked else ""
-        missing.append({"name": run.name, "state": state, "priority": run.priority})
+        state += f"; {blocked[1]}" if blocked else ""
+        missing.append({"name": run.name, "state": state, "priority": run.priority,
+                        "waits_on": blocked[0] if blocked else None})  # fmt: skip
     return list(effective.values()), missing
 
 
-def _blocked_start(run: grid.Run, previous: dict[str, dict[str, Any]]) -> str | None:
-    """Why a QAT run cannot start yet, if it cannot: the run it starts from
+def _blocked_start(run: grid.Run, previous: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    """(start, why) when a QAT run cannot start yet: the run it starts from
     (:attr:`grid.Run.init_name`) is neither finished in this checkout's ``runs/`` nor kept in
     ``bench/accuracy/starts/``. Its weights are then lost (only a carried result remains) or
     it was never trained; either way it must be trained first. None for an fp32 run or a
@@ -259,8 +260,34 @@ def _blocked_start(run: grid.Run, previous: dict[str, dict[str, Any]]) -> str | 
     if (grid.RUNS / name / RESULT).is_file() or (starts.STARTS / name / RESULT).is_file():
         return None
     if name in previous:
-        return f"its start {name} has a carried result but no weights here: retrain it first"
-    return f"waits on its start {name}, not trained yet"
+        return name, f"its start {name} has a carried result but no weights here: retrain it first"
+    return name, f"waits on its start {name}, not trained yet"
+
+
+def _waits_on_markdown(missing: list[dict[str, Any]]) -> list[str]:
+    """How many missing configs wait on each start that is not at hand, directly or through
+    a missing run that waits on it (a ``-pla`` row on its missing base: the base's start),
+    and how many could start now."""
+    waits = {m["name"]: m.get("waits_on") for m in missing}
+
+    def root(name: str | None) -> str:
+        seen: set[str] = set()
+        while name and waits.get(name) and name not in seen:
+            seen.add(name)
+            name = waits[name]
+        return name or ""
+
+    counts: dict[str, int] = {}
+    for m in missing:
+        key = root(m.get("waits_on"))
+        counts[key] = counts.get(key, 0) + 1
+    rows = [[f"`{k}`" if k else "nothing (can start now)", str(v)]
+            for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]  # fmt: skip
+    return [markdown_table(["waits on", "configs"], rows), "",
+            "A start named here must be trained first (its `state` below says whether its "
+            "weights were lost or it never ran). Retraining a start whose result is carried "
+            "makes it a new start: the carried rows trained from the old one are then set "
+            "aside, not mixed with the new ones.", ""]  # fmt: skip
 
 
 def _local_record(run: grid.Run) -> dict[str, Any] | None:
@@ -529,6 +556,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                   "`carried_from`."]  # fmt: skip
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
     if missing:
+        lines += _waits_on_markdown(missing)
         lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
         lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
                   "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
