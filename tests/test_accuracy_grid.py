@@ -405,8 +405,6 @@ def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None
     partial = grid.RUNS / "syndigits-lt-g50-resnet20-lsq-w2a2-ours" / "history.jsonl"
     partial.parent.mkdir(parents=True)
     partial.write_text('{"epoch": 1, "seconds": 9.0}\n{"epoch": 2, "seconds": 18.0}\n')
-    _, missing = collect.records(grid.grid())
-    state = {m["name"]: m["state"] for m in missing}
     for g in (10, 50, 200):  # the starts are finished: no start is waited on
         _finish(grid, f"syndigits-lt-g{g}-resnet20-fp32", 99.0, 200)
     _finish(grid, "cifar10-lt-g50-resnet20-fp32", 74.0, 200)

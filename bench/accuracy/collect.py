@@ -13,6 +13,7 @@ and lists every configuration of the grid that has no result yet, with its state
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
@@ -277,10 +278,7 @@ def _waits_on_markdown(missing: list[dict[str, Any]]) -> list[str]:
             name = waits[name]
         return name or ""
 
-    counts: dict[str, int] = {}
-    for m in missing:
-        key = root(m.get("waits_on"))
-        counts[key] = counts.get(key, 0) + 1
+    counts = collections.Counter(root(m.get("waits_on")) for m in missing)
     rows = [[f"`{k}`" if k else "nothing (can start now)", str(v)]
             for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]  # fmt: skip
     return [markdown_table(["waits on", "configs"], rows), "",
