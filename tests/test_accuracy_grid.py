@@ -136,6 +136,20 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
     done, missing = collect.records(grid.grid())
     text = collect.render(done, missing, collect.run_header())
     assert "| fp32 | fp32 | ours + 200ep-bf16 | **76.50** (200 ep) |" in text
+    # gamma 200 has its own 200-epoch start, and its QAT runs start from it, not from gamma 50's
+    stem = "cifar10-lt-g200-resnet20"
+    fp200_g200 = by_name[f"{stem}-fp32-200ep-bf16"]
+    for method, bits in (("climbq+", 2), ("uniform", 2), ("lsq", 2), ("climbq+", 4)):
+        run = by_name[f"{stem}-{method}-w{bits}a{bits}-ours-bn2-kd-fp200"]
+        assert run.config(50).as_dict()["init"] == str(fp200_g200.path)
+        assert run.fp_name == fp200_g200.name
+    assert fp200_g200.path != fp200.path
+    # ... its row fills the gamma-200 column of the same line, beside gamma 50's
+    _finish(grid, fp200_g200.name, 66.25, epochs=200)
+    text = collect.render(*collect.records(grid.grid()), collect.run_header())
+    assert "| fp32 | fp32 | ours + 200ep-bf16 | **76.50** (200 ep) | " in text
+    line = next(x for x in text.splitlines() if x.startswith("| fp32 | fp32 | ours + 200ep-bf16"))
+    assert "**66.25** (200 ep)" in line
 
 
 def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modules) -> None:
@@ -451,10 +465,13 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     qat = [r for r in grid.grid() if r.name in waits and not r.is_fp]
     assert behind == sum(r.init_name == fp32 for r in qat) > 0
     text = collect.render([], missing, collect.run_header())
-    # directly or through a missing run: every gamma-200 QAT row (prog-kd via its 4-bit run)
-    g200 = [r for r in qat if r.data.name == "cifar10-lt-g200"]
+    # directly or through a missing run: every gamma-200 QAT row of the shared start (prog-kd
+    # via its 4-bit run); the rows of the gamma-200 200-epoch start wait on that one instead:
+    # 2-bit climbq+/uniform/lsq and 4-bit climbq+, each also adjusted post hoc
+    g200 = [r for r in qat if r.data.name == "cifar10-lt-g200" and "fp200" not in r.name]
     assert any(r.init_name != "cifar10-lt-g200-resnet20-fp32" for r in g200)
     assert f"| `cifar10-lt-g200-resnet20-fp32` | {len(g200)} |" in text
+    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 8 |" in text
     assert f"| `{fp32}-200ep-bf16` |" not in text  # kept: nothing waits on it
     can_start = sum(w is None for w in waits.values())
     assert f"| nothing (can start now) | {can_start} |" in text

@@ -253,22 +253,27 @@ def grid() -> list[Run]:
         ):  # the recipe improvements, 2-bit first (prog-kd: after the 4-bit run it starts from)
             runs.append(_qat(data, "resnet20", "climbq+", bits, "ours", 10.5 + i + j / 50, variant))
         runs.append(_qat(data, "resnet20", "climbq+", 2, "ours", 10.6 + i, "bn2-kd-100ep"))
-    # the 200-epoch fp32 start, at gamma 50 (the 2-bit >= 71.7 gap), and 2-bit bn2-kd from it
-    for variant, options in FP_VARIANTS.items():
-        runs.append(Run(cifar[0], "resnet20", "fp32", variant=variant, priority=10.65,
-                        options=options))  # fmt: skip
-    runs.append(_qat(cifar[0], "resnet20", "climbq+", 2, "ours", 10.66, "bn2-kd-fp200"))
-    # ... and its baselines from the same start, right after it: the shared gamma-50 start of
-    # the older baseline rows is lost, so this is the one pair that shares a start for certain
-    for j, method in enumerate(("uniform", "lsq")):
-        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.67 + j / 100, "bn2-kd-fp200"))
-    # ... and the three post-hoc adjusted (a minute each once their base runs are done)
-    for j, method in enumerate(("climbq+", "uniform", "lsq")):
-        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.69 + j / 1000,
-                         "bn2-kd-fp200-pla"))  # fmt: skip
-    # 4-bit ClimbQ+ from the same start, and adjusted, so both bit widths share one start
-    runs.append(_qat(cifar[0], "resnet20", "climbq+", 4, "ours", 10.695, "bn2-kd-fp200"))
-    runs.append(_qat(cifar[0], "resnet20", "climbq+", 4, "ours", 10.696, "bn2-kd-fp200-pla"))
+    # the 200-epoch fp32 start per gamma (at gamma 50 for the 2-bit >= 71.7 gap; at gamma 200
+    # because the shared gamma-200 start is lost, so its baselines need a start of their own),
+    # and 2-bit bn2-kd from it
+    for i, data in enumerate(cifar):
+        p = 10.65 + i  # gamma 50: 10.65..10.696; gamma 200: 11.65..11.696
+        for variant, options in FP_VARIANTS.items():
+            runs.append(Run(data, "resnet20", "fp32", variant=variant, priority=p, options=options))
+        runs.append(_qat(data, "resnet20", "climbq+", 2, "ours", p + 0.01, "bn2-kd-fp200"))
+        # ... and its baselines from the same start, right after it: the shared starts of the
+        # older baseline rows are lost, so this is the set that shares a start for certain
+        for j, method in enumerate(("uniform", "lsq")):
+            runs.append(
+                _qat(data, "resnet20", method, 2, "ours", p + 0.02 + j / 100, "bn2-kd-fp200")
+            )
+        # ... and the three post-hoc adjusted (a minute each once their base runs are done)
+        for j, method in enumerate(("climbq+", "uniform", "lsq")):
+            runs.append(_qat(data, "resnet20", method, 2, "ours", p + 0.04 + j / 1000,
+                             "bn2-kd-fp200-pla"))  # fmt: skip
+        # 4-bit ClimbQ+ from the same start, and adjusted, so both bit widths share one start
+        runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.045, "bn2-kd-fp200"))
+        runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.046, "bn2-kd-fp200-pla"))
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
