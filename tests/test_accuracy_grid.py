@@ -143,7 +143,6 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
         run = by_name[f"{stem}-{method}-w{bits}a{bits}-ours-bn2-kd-fp200"]
         assert run.config(50).as_dict()["init"] == str(fp200_g200.path)
         assert run.fp_name == fp200_g200.name
-    assert fp200_g200.path != fp200.path
     # ... its row fills the gamma-200 column of the same line, beside gamma 50's
     _finish(grid, fp200_g200.name, 66.25, epochs=200)
     text = collect.render(*collect.records(grid.grid()), collect.run_header())
