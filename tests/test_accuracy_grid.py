@@ -139,7 +139,7 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
     # gamma 200 has its own 200-epoch start, and its QAT runs start from it, not from gamma 50's
     stem = "cifar10-lt-g200-resnet20"
     fp200_g200 = by_name[f"{stem}-fp32-200ep-bf16"]
-    for method, bits in (("climbq+", 2), ("uniform", 2), ("lsq", 2), ("climbq+", 4)):
+    for method, bits in ((m, b) for m in ("climbq+", "uniform", "lsq") for b in (2, 4)):
         run = by_name[f"{stem}-{method}-w{bits}a{bits}-ours-bn2-kd-fp200"]
         assert run.config(50).as_dict()["init"] == str(fp200_g200.path)
         assert run.fp_name == fp200_g200.name
@@ -154,13 +154,15 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
     grid, collect = modules
     by_name = {r.name: r for r in grid.grid()}
     stem = "cifar10-lt-g50-resnet20"
-    ours = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200"]
-    uniform, lsq = (by_name[f"{stem}-{m}-w2a2-ours-bn2-kd-fp200"] for m in ("uniform", "lsq"))
-    a = ours.config(50).as_dict()
-    for base in (uniform, lsq):
-        b = base.config(50).as_dict()
-        assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE
-        assert b["init"].endswith(f"{stem}-fp32-200ep-bf16") and base.fp_name == ours.fp_name
+    for bits in (4, 2):  # at both bit widths
+        ours = by_name[f"{stem}-climbq+-w{bits}a{bits}-ours-bn2-kd-fp200"]
+        uniform, lsq = (by_name[f"{stem}-{m}-w{bits}a{bits}-ours-bn2-kd-fp200"]
+                        for m in ("uniform", "lsq"))  # fmt: skip
+        a = ours.config(50).as_dict()
+        for base in (uniform, lsq):
+            b = base.config(50).as_dict()
+            assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE
+            assert b["init"].endswith(f"{stem}-fp32-200ep-bf16") and base.fp_name == ours.fp_name
     qat200 = [r for r in by_name.values() if r.name.startswith("cifar10-lt-g200") and not r.is_fp]
     assert ours.priority < uniform.priority < lsq.priority < min(r.priority for r in qat200)
     _finish(grid, ours.name, 72.0)
@@ -195,8 +197,9 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
         assert adjusted == peers, run.name
     stem = "cifar10-lt-g50-resnet20"
     assert {r.name for r in posthoc if r.name.startswith(stem)} == {
-        *(f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-pla" for m in ("climbq+", "uniform", "lsq")),
-        f"{stem}-climbq+-w4a4-ours-bn2-kd-fp200-pla",  # the 4-bit run has no baselines
+        f"{stem}-{m}-w{b}a{b}-ours-bn2-kd-fp200-pla"
+        for m in ("climbq+", "uniform", "lsq")
+        for b in (2, 4)
     }
     runner = importlib.import_module("runner")
     pla = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200-pla"]
@@ -465,11 +468,11 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     text = collect.render([], missing, collect.run_header())
     # directly or through a missing run: every gamma-200 QAT row of the shared start (prog-kd
     # via its 4-bit run); the rows of the gamma-200 200-epoch start wait on that one instead:
-    # 2-bit climbq+/uniform/lsq and 4-bit climbq+, each also adjusted post hoc
+    # climbq+/uniform/lsq at 2 and 4 bits, each also adjusted post hoc
     g200 = [r for r in qat if r.data.name == "cifar10-lt-g200" and "fp200" not in r.name]
     assert any(r.init_name != "cifar10-lt-g200-resnet20-fp32" for r in g200)
     assert f"| `cifar10-lt-g200-resnet20-fp32` | {len(g200)} |" in text
-    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 8 |" in text
+    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 12 |" in text
     assert f"| `{fp32}-200ep-bf16` |" not in text  # kept: nothing waits on it
     can_start = sum(w is None for w in waits.values())
     assert f"| nothing (can start now) | {can_start} |" in text

@@ -274,6 +274,12 @@ def grid() -> list[Run]:
         # 4-bit ClimbQ+ from the same start, and adjusted, so both bit widths share one start
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.045, "bn2-kd-fp200"))
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.046, "bn2-kd-fp200-pla"))
+        # ... and its 4-bit baselines from that start (uniform first, the like-for-like grid),
+        # each adjusted too: the 4-bit rows of the older starts have no baseline that shares one
+        for j, method in enumerate(("uniform", "lsq")):
+            for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
+                runs.append(_qat(data, "resnet20", method, 4, "ours", p + 0.047 + j / 1000
+                                 + k / 10000, variant))  # fmt: skip
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
