@@ -154,6 +154,7 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
     grid, collect = modules
     by_name = {r.name: r for r in grid.grid()}
     stem = "cifar10-lt-g50-resnet20"
+    qat200 = [r for r in by_name.values() if r.name.startswith("cifar10-lt-g200") and not r.is_fp]
     for bits in (4, 2):  # at both bit widths
         ours = by_name[f"{stem}-climbq+-w{bits}a{bits}-ours-bn2-kd-fp200"]
         uniform, lsq = (by_name[f"{stem}-{m}-w{bits}a{bits}-ours-bn2-kd-fp200"]
@@ -163,8 +164,9 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
             b = base.config(50).as_dict()
             assert {k for k in a if a[k] != b[k]} == {"method"}  # the loss follows it: CE
             assert b["init"].endswith(f"{stem}-fp32-200ep-bf16") and base.fp_name == ours.fp_name
-    qat200 = [r for r in by_name.values() if r.name.startswith("cifar10-lt-g200") and not r.is_fp]
-    assert ours.priority < uniform.priority < lsq.priority < min(r.priority for r in qat200)
+        assert ours.priority < uniform.priority < lsq.priority < min(r.priority for r in qat200)
+    # the 2-bit row of the comparison table
+    ours, uniform = (by_name[f"{stem}-{m}-w2a2-ours-bn2-kd-fp200"] for m in ("climbq+", "uniform"))
     _finish(grid, ours.name, 72.0)
     _finish(grid, uniform.name, 65.5)
     done, _ = collect.records(grid.grid())
