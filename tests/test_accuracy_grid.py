@@ -200,7 +200,7 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
     stem = "cifar10-lt-g50-resnet20"
     assert {r.name for r in posthoc if r.name.startswith(stem)} == {
         f"{stem}-{m}-w{b}a{b}-ours-bn2-kd-fp200-pla"
-        for m in ("climbq+", "uniform", "lsq")
+        for m in ("climbq+", "uniform", "lsq", "climbq")
         for b in (2, 4)
     }
     runner = importlib.import_module("runner")
@@ -470,11 +470,11 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     text = collect.render([], missing, collect.run_header())
     # directly or through a missing run: every gamma-200 QAT row of the shared start (prog-kd
     # via its 4-bit run); the rows of the gamma-200 200-epoch start wait on that one instead:
-    # climbq+/uniform/lsq at 2 and 4 bits, each also adjusted post hoc
+    # climbq+/uniform/lsq/climbq at 2 and 4 bits, each also adjusted post hoc
     g200 = [r for r in qat if r.data.name == "cifar10-lt-g200" and "fp200" not in r.name]
     assert any(r.init_name != "cifar10-lt-g200-resnet20-fp32" for r in g200)
     assert f"| `cifar10-lt-g200-resnet20-fp32` | {len(g200)} |" in text
-    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 12 |" in text
+    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 16 |" in text
     assert f"| `{fp32}-200ep-bf16` |" not in text  # kept: nothing waits on it
     can_start = sum(w is None for w in waits.values())
     assert f"| nothing (can start now) | {can_start} |" in text

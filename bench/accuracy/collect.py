@@ -460,14 +460,14 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "to 90 by a GPU time budget; at gamma 200 the shared run's weights are lost, so its "
         "bn2-kd-fp200 rows start from their own), with bf16 autocast for speed on the CPU; `ours + "
         "bn2-kd-fp200` (2 and 4 bits): bn2-kd started from and distilled from that run (QAT itself "
-        "in fp32, like every QAT row), and the uniform and lsq runs of the same name (2 and 4 "
-        "bits) the same from the same start. `<variant>-pla`: the finished `<variant>` run, not "
-        "retrained, with post-hoc logit adjustment folded into its classifier bias (`climbq "
-        "adjust-logits`, bias -= tau log(training prior), tau = 1 fixed, not tuned on test; Menon "
-        "et al. 2021): the same final-epoch weights, a decision rule for the balanced test set; "
-        "every method of a base gets it. In accuracy.json, `seconds` is a run's training wall time "
-        "(a pause of the process counts) and `median_epoch_seconds` its median epoch, which a "
-        "pause does not move."
+        "in fp32, like every QAT row), and the uniform, lsq and plain climbq (no HomoVar) runs of "
+        "the same name (2 and 4 bits) the same from the same start. `<variant>-pla`: the finished "
+        "`<variant>` run, not retrained, with post-hoc logit adjustment folded into its classifier "
+        "bias (`climbq adjust-logits`, bias -= tau log(training prior), tau = 1 fixed, not tuned "
+        "on test; Menon et al. 2021): the same final-epoch weights, a decision rule for the "
+        "balanced test set; every method of a base gets it. In accuracy.json, `seconds` is a run's "
+        "training wall time (a pause of the process counts) and `median_epoch_seconds` its median "
+        "epoch, which a pause does not move."
     )
     sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
                 ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),

@@ -280,6 +280,12 @@ def grid() -> list[Run]:
             for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
                 runs.append(_qat(data, "resnet20", method, 4, "ours", p + 0.047 + j / 1000
                                  + k / 10000, variant))  # fmt: skip
+        # ... and plain ClimbQ (no HomoVar) from that start, 4 then 2 bits, each adjusted too:
+        # the fifth method, whose older rows wait on the lost shared starts
+        for j, bits in enumerate((4, 2)):
+            for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
+                runs.append(_qat(data, "resnet20", "climbq", bits, "ours", p + 0.049 + j / 1000
+                                 + k / 10000, variant))  # fmt: skip
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
             (m, b) for m in ("lsq", "uniform", "climbq") for b in (4, 2)
