@@ -275,16 +275,12 @@ def grid() -> list[Run]:
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.045, "bn2-kd-fp200"))
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.046, "bn2-kd-fp200-pla"))
         # ... and its 4-bit baselines from that start (uniform first, the like-for-like grid),
-        # each adjusted too: the 4-bit rows of the older starts have no baseline that shares one
-        for j, method in enumerate(("uniform", "lsq")):
+        # then plain ClimbQ (no HomoVar) at 4 and 2 bits, the fifth method, whose older
+        # rows wait on the lost shared starts; each adjusted too
+        rest = (("uniform", 4), ("lsq", 4), ("climbq", 4), ("climbq", 2))
+        for j, (method, bits) in enumerate(rest):
             for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
-                runs.append(_qat(data, "resnet20", method, 4, "ours", p + 0.047 + j / 1000
-                                 + k / 10000, variant))  # fmt: skip
-        # ... and plain ClimbQ (no HomoVar) from that start, 4 then 2 bits, each adjusted too:
-        # the fifth method, whose older rows wait on the lost shared starts
-        for j, bits in enumerate((4, 2)):
-            for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
-                runs.append(_qat(data, "resnet20", "climbq", bits, "ours", p + 0.049 + j / 1000
+                runs.append(_qat(data, "resnet20", method, bits, "ours", p + 0.047 + j / 1000
                                  + k / 10000, variant))  # fmt: skip
     for i, data in enumerate(cifar):
         for j, (method, bits) in enumerate(
