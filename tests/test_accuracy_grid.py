@@ -640,3 +640,67 @@ def test_pack_writes_where_the_caller_asked_from_any_folder(modules, tmp_path, m
     assert f"{runner.ARC}/cifar10-lt-g50-resnet20-fp32/result.json" in names
     assert f"{runner.ARC}/device-logs/device.log" in names
     assert not (runner.REPO / "packed").exists()
+
+
+def test_seed_runs_differ_from_their_seed_0_run_in_the_seed_only(modules) -> None:
+    grid, _ = modules
+    runs = grid.grid()
+    by_name = {r.name: r for r in runs}
+    seeded = [r for r in runs if r.seed]
+    stem = "syndigits-lt-g{}-resnet20-{}-w4a4-ours-s{}"
+    assert {r.name for r in seeded} == {
+        stem.format(g, m, s) for g in (50, 200) for m in ("climbq+", "lsq") for s in (1, 2)
+    }
+    for run in seeded:
+        base = by_name[run.name.removesuffix(f"-s{run.seed}")]
+        a, b = run.config(50).as_dict(), base.config(50).as_dict()
+        assert {k for k in a if a[k] != b[k]} == {"seed"} and a["seed"] == run.seed
+        assert run.init_name == base.init_name == run.fp_name  # one fp32 start for every seed
+    # a seeded post-hoc or progressive run would start from the run of its own seed
+    pla = by_name["syndigits-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-pla"]
+    assert grid.replace(pla, seed=1).init_name == (
+        "syndigits-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-s1"
+    )
+    prog = by_name["cifar10-lt-g50-resnet20-climbq+-w2a2-ours-prog-kd"]
+    assert grid.replace(prog, seed=2).init_name == (
+        "cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-s2"
+    )
+    assert prog.init_name == "cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd"
+
+
+def test_seed_spread_keeps_seed_0_in_the_tables_and_sets_the_difference_against_the_seeds(
+    modules,
+) -> None:
+    grid, collect = modules
+    stem = "syndigits-lt-g200-resnet20-{}-w4a4-ours"
+    for method, values in (("climbq+", (79.0, 80.0, 81.0)), ("lsq", (73.0, 77.0, 84.0))):
+        for seed, top1 in enumerate(values):
+            _finish(grid, stem.format(method) + (f"-s{seed}" if seed else ""), top1)
+    done, missing = collect.records(grid.grid())
+    [entry] = collect.seed_spread(done)
+    assert (entry["dataset"], entry["gamma"], entry["bits"], entry["variant"]) == (
+        "syndigits-lt", 200, 4, None)  # fmt: skip
+    climbq, lsq = entry["methods"]["climbq+"], entry["methods"]["lsq"]
+    assert climbq["seeds"] == [0, 1, 2] and climbq["top1"] == [79.0, 80.0, 81.0]
+    assert climbq["top1_mean"] == 80.0 and climbq["top1_sd"] == 1.0
+    assert lsq["top1_mean"] == 78.0 and lsq["top1_sd"] == pytest.approx(31**0.5, rel=1e-12)
+    delta = entry["climbq+_minus_lsq"]
+    assert delta["top1"] == [6.0, 3.0, -3.0] and delta["top1_mean"] == 2.0
+    assert delta["top1_sd"] == pytest.approx(21**0.5, rel=1e-12) and delta["above_zero"] == 2
+    assert delta["tail"] == [0.0, 0.0, 0.0] and entry["tail_group"] == "medium"
+    # the main tables and the baseline comparison keep the seed-0 runs
+    [comparison] = collect.baseline_comparison(done)
+    assert comparison["climbq+"] == 79.0 and comparison["baselines"]["lsq"] == 73.0
+    text = collect.render(done, missing, collect.run_header())
+    syn = text.split("## SynDigits-LT, resnet20")[1].split("\n## ")[0]
+    [row] = [line for line in syn.splitlines() if line.startswith("| climbq+ | W4A4 | ours |")]
+    assert "**79.00** (50 ep)" in row and "80.00" not in row
+    assert (
+        "| syndigits-lt γ=200 resnet20 W4A4 ours | ClimbQ+ − lsq | 0, 1, 2 | +6.00 / +3.00 / "
+        "-3.00 | +2.00 | 4.58 | 2 of 3 | +0.0 / +0.0 / +0.0 (medium) |"
+    ) in text
+    assert (
+        "| syndigits-lt γ=200 resnet20 W4A4 ours | climbq+ | 0, 1, 2 | 79.00 / 80.00 / 81.00 "
+        "| 80.00 | 1.00 | – | 60.0 / 60.0 / 60.0 (medium) |"
+    ) in text
+    assert collect.seed_spread([r for r in done if not r["name"].endswith(("-s1", "-s2"))]) == []

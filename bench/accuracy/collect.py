@@ -328,12 +328,14 @@ def runner_record_key(run: grid.Run) -> dict[str, Any]:
     """The fields of ``run`` that ``_row_key`` reads from a finished run's record."""
     return {"dataset": run.data.dataset, "gamma": run.data.gamma, "arch": run.arch,
             "method": run.method, "wbits": run.wbits, "recipe": run.recipe,
-            "variant": run.variant}  # fmt: skip
+            "variant": run.variant, "seed": run.seed}  # fmt: skip
 
 
 def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """(dataset, gamma, arch, method, wbits, recipe, variant, seed): one result each. A record
+    from before seeds were recorded has seed 0, the seed of every run then."""
     return (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"], r["recipe"],
-            r.get("variant"))  # fmt: skip
+            r.get("variant"), r.get("seed", 0))  # fmt: skip
 
 
 BASELINES = ("lsq", "uniform")
@@ -348,7 +350,7 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {_row_key(r): r for r in done}
     out = []
     for r in done:
-        if r["method"] != "climbq+":
+        if r["method"] != "climbq+" or r.get("seed", 0):  # (other seeds: :func:`seed_spread`)
             continue
         variant = r.get("variant")
         found = {b: by.get(_row_key({**r, "method": b})) for b in BASELINES}
@@ -437,6 +439,91 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
 
 
+def _tail_group(records: list[dict[str, Any]]) -> str:
+    """The smallest class group (few, else medium, else many) that has classes."""
+    return next(g for g in ("few", "medium", "many") if records[0][g] is not None)
+
+
+def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every config (dataset, gamma, arch, bits, recipe, variant) trained with more than one
+    seed: per method the top-1 and tail-group accuracy of each seed, their mean and sample
+    standard deviation (n - 1 in the denominator; None for one seed), and ClimbQ+ minus lsq
+    seed by seed (the seeds both have), with its mean, sd and how many seeds it is above 0."""
+    groups: dict[tuple[Any, ...], dict[str, dict[int, dict[str, Any]]]] = {}
+    for r in done:
+        key = (r["dataset"], r["gamma"], r["arch"], r["wbits"], r["recipe"], r.get("variant"))
+        groups.setdefault(key, {}).setdefault(r["method"], {})[r.get("seed", 0)] = r
+    out = []
+    for key, methods in groups.items():
+        if not any(len(by_seed) > 1 for by_seed in methods.values()):
+            continue
+        tail = _tail_group([r for by_seed in methods.values() for r in by_seed.values()])
+        entry: dict[str, Any] = dict(zip(("dataset", "gamma", "arch", "bits", "recipe",
+                                          "variant"), key, strict=True))  # fmt: skip
+        entry["tail_group"], entry["methods"] = tail, {}
+        for method, by_seed in sorted(methods.items()):
+            seeds = sorted(by_seed)
+            entry["methods"][method] = _spread(
+                seeds, [by_seed[s]["top1"] for s in seeds], [by_seed[s][tail] for s in seeds]
+            )
+        climbq, lsq = methods.get("climbq+", {}), methods.get("lsq", {})
+        both = sorted(set(climbq) & set(lsq))
+        if both:
+            delta = [climbq[s]["top1"] - lsq[s]["top1"] for s in both]
+            entry["climbq+_minus_lsq"] = {
+                **_spread(both, delta, [climbq[s][tail] - lsq[s][tail] for s in both]),
+                "above_zero": sum(d > 0 for d in delta)}  # fmt: skip
+        out.append(entry)
+    return out
+
+
+def _spread(seeds: list[int], top1: list[float], tail: list[float]) -> dict[str, Any]:
+    def sd(values: list[float]) -> float | None:
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    return {
+        "seeds": seeds,
+        "top1": top1,
+        "top1_mean": statistics.fmean(top1),
+        "top1_sd": sd(top1),
+        "tail": tail,
+        "tail_mean": statistics.fmean(tail),
+    }
+
+
+def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for entry in seed_spread(done):
+        recipe = f"{entry['recipe']} + {entry['variant']}" if entry["variant"] else entry["recipe"]
+        config = (f"{entry['dataset']} γ={entry['gamma']} {entry['arch']} "
+                  f"W{entry['bits']}A{entry['bits']} {recipe}")  # fmt: skip
+        lines = [*entry["methods"].items()]
+        if "climbq+_minus_lsq" in entry:
+            lines.append(("ClimbQ+ − lsq", entry["climbq+_minus_lsq"]))
+        for label, s in lines:
+            signed = label == "ClimbQ+ − lsq"
+            fmt = "{:+.2f}" if signed else "{:.2f}"
+            sd = "–" if s["top1_sd"] is None else f"{s['top1_sd']:.2f}"
+            rows.append([
+                config, label, ", ".join(str(x) for x in s["seeds"]),
+                " / ".join(fmt.format(v) for v in s["top1"]), fmt.format(s["top1_mean"]), sd,
+                f"{s['above_zero']} of {len(s['seeds'])}" if signed else "–",
+                " / ".join(("{:+.1f}" if signed else "{:.1f}").format(v) for v in s["tail"])
+                + f" ({entry['tail_group']})",
+            ])  # fmt: skip
+    if not rows:
+        return []
+    return ["", "## Seed spread (the same config trained with other seeds)", "",
+            "Each config of `grid.SEEDS` trained again from the same fp32 start with other "
+            "training seeds (data order, augmentation, the new quantizer parameters); seed 0 is "
+            "its row in the tables above. sd: sample standard deviation over the seeds (n - 1). "
+            "`ClimbQ+ − lsq`: the difference seed by seed, and at how many seeds it is above "
+            "0. A difference between single-seed rows elsewhere in this file is to be read "
+            "against this spread.", "",
+            markdown_table(["config", "method", "seeds", "top-1 by seed", "mean", "sd",
+                            "above 0", "tail group by seed"], rows)]  # fmt: skip
+
+
 def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: dict) -> str:
     by = {_row_key(r): r for r in done}
     lines = ["# Accuracy: ClimbQ / ClimbQ+ against the paper (final epoch, balanced test set)", ""]
@@ -484,7 +571,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
             for method, bits, recipe, variant in methods:
                 cells, any_result = [], False
                 for gamma in gammas:
-                    r = by.get((dataset, gamma, arch, method, bits, recipe, variant))
+                    r = by.get((dataset, gamma, arch, method, bits, recipe, variant, 0))
                     paper = grid.PAPER.get((dataset, gamma, arch, method, bits))
                     any_result |= r is not None
                     if r is None:
@@ -509,11 +596,12 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
             name = title if dataset != "syndigits-lt" else f"{title}, {arch}"
             lines += ["", f"## {name}", "", markdown_table(headers, rows)]
     lines += _comparison_markdown(done)
+    lines += _seed_markdown(done)
     rows = []
     for base, variants in grid.ABLATION_SETS.items():
         start_text = grid.ABLATION_STARTS[base]
         for variant in (base, *variants):
-            r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant))
+            r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant, 0))
             change = None if variant == base else variant.removeprefix(f"{base}-")
             paper, error = grid.PAPER_ABLATION.get(change), grid.PAPER_WEIGHT_ERROR.get(change)
             label = (f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
@@ -599,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": done,
         "missing": missing,
         "baseline_comparison": baseline_comparison(done),
+        "seed_spread": seed_spread(done),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     carried = sum("carried_from" in r for r in done)

@@ -1,9 +1,9 @@
 """The accuracy benchmark's grid: datasets, runs, recipes and their priority order.
 
-Every run is named ``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}[-{variant}]]`` and
-lives in ``runs/accuracy/<name>/`` (relative to the repository root, so a run made on another
-machine resumes here). Full-precision pretraining is one run per dataset/gamma/arch
-(``...-fp32``), shared by every QAT run of that dataset/gamma/arch.
+Every run is named ``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}[-{variant}]][-s{seed}]``
+(no seed part for seed 0) and lives in ``runs/accuracy/<name>/`` (relative to the repository
+root, so a run made on another machine resumes here). Full-precision pretraining is one run
+per dataset/gamma/arch (``...-fp32``), shared by every QAT run of that dataset/gamma/arch.
 
 Recipes (method §7 and ours; the test set is never used for any choice):
 
@@ -18,6 +18,7 @@ Recipes (method §7 and ours; the test set is never used for any choice):
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -126,6 +127,14 @@ POSTHOC_FROM: dict[str, str] = {"bn2-kd-fp200-pla": "bn2-kd-fp200", "bn2-kd-pla"
 # equal-recipe comparison (CIFAR-10-LT gamma 50: bn2, bn2-kd and bn2-kd-fp200; SynDigits-LT:
 # bn2-kd; the plain 2-bit ClimbQ+ run collapses on both).
 EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200", "bn2-kd-fp200-pla", "bn2-kd-pla")
+# Seed spread: the ClimbQ+ vs lsq comparison at 4 bits, `ours`, on SynDigits-LT ResNet-20
+# gamma 50 (ClimbQ+ below lsq at seed 0) and gamma 200 (ClimbQ+ above), trained again with
+# these seeds from the same fp32 start (the seed moves data order, augmentation and the new
+# quantizer parameters), so a ClimbQ+ - lsq difference can be set against seed-to-seed spread.
+# (method, bits, recipe, variant) of each config; seed 0 is its row of the main tables.
+SEEDS = (1, 2)
+SEED_CONFIGS: tuple[tuple[str, int, str, str | None], ...] = (
+    ("climbq+", 4, "ours", None), ("lsq", 4, "ours", None))  # fmt: skip
 # keyed by the change (None: the base), whichever set's base it is made to
 PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
 PAPER_WEIGHT_ERROR = {"scaling-off": 21856.0, None: 11306.0}  # the same runs, Table 6
@@ -160,6 +169,7 @@ class Run:
     variant: str | None = None
     priority: float = 0.0
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    seed: int = 0  # the training seed (data order, augmentation, init of new parameters)
 
     @property
     def is_fp(self) -> bool:
@@ -167,11 +177,17 @@ class Run:
 
     @property
     def name(self) -> str:
+        """``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}][-{variant}][-s{seed}]``
+        (no ``-s`` part for seed 0, the seed of every row of the main tables)."""
         base = f"{self.data.name}-{self.arch}-{self.method}"
-        tail = f"-{self.variant}" if self.variant else ""
+        tail = (f"-{self.variant}" if self.variant else "") + self._seed_tail
         if self.is_fp:
             return base + tail
         return f"{base}-w{self.wbits}a{self.abits}-{self.recipe}{tail}"
+
+    @property
+    def _seed_tail(self) -> str:
+        return f"-s{self.seed}" if self.seed else ""
 
     @property
     def path(self) -> Path:
@@ -204,13 +220,12 @@ class Run:
     def init_name(self) -> str:
         """The run this one starts from (``--init``): the fp32 run, for a variant of
         :data:`INIT_FROM` the QAT run it names, for a post-hoc variant the run it adjusts."""
-        if self.is_posthoc:  # the finished run it adjusts
-            return f"{self.data.name}-{self.arch}-{self.method}-w{self.wbits}a{self.abits}-" \
-                   f"{self.recipe}-{self.trained_variant}"  # fmt: skip
-        if self.variant not in INIT_FROM:
+        if self.is_posthoc:  # the finished run it adjusts (of the same seed)
+            return replace(self, variant=self.trained_variant).name
+        if self.variant not in INIT_FROM:  # (every seed of a config starts from one fp32 run)
             return self.fp_name
         variant, bits = INIT_FROM[self.variant]
-        return f"{self.data.name}-{self.arch}-{self.method}-w{bits}a{bits}-{self.recipe}-{variant}"
+        return replace(self, wbits=bits, abits=bits, variant=variant).name
 
     def config(self, epochs: int, device: str = "cpu") -> TrainConfig:
         """The TrainConfig of this run with ``epochs`` epochs on ``device`` (a post-hoc
@@ -220,7 +235,7 @@ class Run:
         common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
                   "wbits": self.wbits, "abits": self.abits, "epochs": epochs,
                   "eval_batch_size": EVAL_BATCH, "eval_every": EVAL_EVERY, "device": device,
-                  "seed": 0}  # fmt: skip
+                  "seed": self.seed}  # fmt: skip
         if self.is_fp:
             warmup = min(FP_RECIPE["warmup_epochs"], epochs - 1)
             return TrainConfig(**common, **{**FP_RECIPE, "warmup_epochs": warmup, **self.options})
@@ -233,10 +248,10 @@ class Run:
 
 
 def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
-         variant: str | None = None) -> Run:  # fmt: skip
+         variant: str | None = None, seed: int = 0) -> Run:  # fmt: skip
     options = {**_ABLATION_RUNS, **EARLY_ABLATIONS, **IMPROVEMENTS}
     options = options[POSTHOC_FROM.get(variant, variant)] if variant else {}
-    return Run(data, arch, method, bits, bits, recipe, variant, priority, options)
+    return Run(data, arch, method, bits, bits, recipe, variant, priority, options, seed)
 
 
 def grid() -> list[Run]:
@@ -318,8 +333,14 @@ def grid() -> list[Run]:
                                  "bn2-kd"))  # fmt: skip
                 runs.append(_qat(data, arch, method, bits, "ours", 30.045 + a + i / 10 + j / 100,
                                  "bn2-kd-pla"))  # fmt: skip
-    for i, data in enumerate(syn):
+    for i, data in enumerate(syn):  # plain ClimbQ (no HomoVar), the paper's 4-bit figure
         runs.append(_qat(data, "resnet20", "climbq", 4, "ours", 45 + i / 10))
+        runs.append(_qat(data, "resnet20", "climbq", 4, "paper", 45.05 + i / 10))
+    # more seeds of one comparison per tail regime (see SEEDS)
+    for i, (data, (method, bits, recipe, variant), seed) in enumerate(
+        itertools.product(syn[1:], SEED_CONFIGS, SEEDS)
+    ):
+        runs.append(_qat(data, "resnet20", method, bits, recipe, 46 + i / 100, variant, seed))
     digits = DataSpec("digits-lt", 50)
     runs.append(Run(digits, "resnet20", "fp32", priority=5))
     for j, (method, recipe) in enumerate(

@@ -130,7 +130,7 @@ def result_record(run: grid.Run, metrics: dict[str, Any], device: str) -> dict[s
     return {
         "name": run.name, "dataset": run.data.dataset, "gamma": run.data.gamma,
         "arch": run.arch, "method": run.method, "wbits": run.wbits, "abits": run.abits,
-        "recipe": run.recipe, "variant": run.variant, "loss": metrics["loss"],
+        "recipe": run.recipe, "variant": run.variant, "seed": run.seed, "loss": metrics["loss"],
         "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
         "few": metrics["few"], "per_class": metrics["per_class"], "deployed_top1": None,
         "epochs": metrics["epochs"], "seconds": metrics["seconds"],
