@@ -188,17 +188,31 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
     for run in posthoc:
         base = by_name[run.init_name]
         assert base.variant == grid.POSTHOC_FROM[run.variant] and not base.is_posthoc
-        assert (base.data, base.arch, base.method, base.wbits, base.recipe) == (
-            run.data, run.arch, run.method, run.wbits, run.recipe)  # fmt: skip
+        assert (base.data, base.arch, base.method, base.wbits, base.recipe, base.seed) == (
+            run.data, run.arch, run.method, run.wbits, run.recipe, run.seed)  # fmt: skip
         assert run.config(50) == base.config(50) and run.fp_name == base.fp_name
         # every method the base variant is planned for at these bits gets the adjustment
-        peers = {r.method for r in runs if r.variant == base.variant and r.data == base.data
-                 and r.arch == base.arch and r.wbits == base.wbits}  # fmt: skip
-        adjusted = {r.method for r in posthoc if r.variant == run.variant and r.data == run.data
-                    and r.arch == run.arch and r.wbits == run.wbits}  # fmt: skip
+        peers = {
+            r.method
+            for r in runs
+            if r.variant == base.variant
+            and r.data == base.data
+            and r.arch == base.arch
+            and r.wbits == base.wbits
+            and r.seed == base.seed
+        }
+        adjusted = {
+            r.method
+            for r in posthoc
+            if r.variant == run.variant
+            and r.data == run.data
+            and r.arch == run.arch
+            and r.wbits == run.wbits
+            and r.seed == run.seed
+        }
         assert adjusted == peers, run.name
     stem = "cifar10-lt-g50-resnet20"
-    assert {r.name for r in posthoc if r.name.startswith(stem)} == {
+    assert {r.name for r in posthoc if r.name.startswith(stem) and not r.seed} == {
         f"{stem}-{m}-w{b}a{b}-ours-bn2-kd-fp200-pla"
         for m in ("climbq+", "uniform", "lsq", "climbq")
         for b in (2, 4)
@@ -648,15 +662,21 @@ def test_seed_runs_differ_from_their_seed_0_run_in_the_seed_only(modules) -> Non
     by_name = {r.name: r for r in runs}
     seeded = [r for r in runs if r.seed]
     stem = "syndigits-lt-g{}-resnet20-{}-w4a4-ours-s{}"
+    cifar = "cifar10-lt-g50-resnet20-{}-w4a4-ours-bn2-kd-fp200{}-s1"
     assert {r.name for r in seeded} == {
         stem.format(g, m, s) for g in (50, 200) for m in ("climbq+", "lsq") for s in (1, 2)
-    }
+    } | {cifar.format(m, pla) for m in ("climbq+", "lsq") for pla in ("", "-pla")}
     for run in seeded:
         base = by_name[run.name.removesuffix(f"-s{run.seed}")]
         a, b = run.config(50).as_dict(), base.config(50).as_dict()
         assert {k for k in a if a[k] != b[k]} == {"seed"} and a["seed"] == run.seed
-        assert run.init_name == base.init_name == run.fp_name  # one fp32 start for every seed
-    # a seeded post-hoc or progressive run would start from the run of its own seed
+        assert run.fp_name == base.fp_name  # one fp32 start (and teacher) for every seed
+        if not run.is_posthoc:
+            assert run.init_name == base.init_name == run.fp_name
+    # a seeded post-hoc run adjusts the run of its own seed, a progressive one would start so
+    pla = by_name[cifar.format("lsq", "-pla")]
+    assert pla.init_name == cifar.format("lsq", "") and pla.is_posthoc
+    assert by_name[pla.init_name].priority < pla.priority
     pla = by_name["syndigits-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-pla"]
     assert grid.replace(pla, seed=1).init_name == (
         "syndigits-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd-s1"
