@@ -433,7 +433,9 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
             "the tail group: few, or medium where no class has <20 training images). Same fp32 "
             "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
             "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
-            f"({unpaired}, the 4-bit `bn2` and `bn2-kd` runs) has no row here.", "",
+            f"({unpaired}, the 4-bit `bn2` and `bn2-kd` runs) has no row here. Seed 0 on both "
+            "sides; the configs trained with more seeds are in the seed spread below, the "
+            "measure of how large a single-seed difference has to be to mean anything.", "",
             _relu_levels_note(),
             "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
