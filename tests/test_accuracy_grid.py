@@ -696,8 +696,10 @@ def test_seed_spread_keeps_seed_0_in_the_tables_and_sets_the_difference_against_
     for method, values in (("climbq+", (79.0, 80.0, 81.0)), ("lsq", (73.0, 77.0, 84.0))):
         for seed, top1 in enumerate(values):
             _finish(grid, stem.format(method) + (f"-s{seed}" if seed else ""), top1)
+    _finish(grid, stem.format("climbq"), 77.0)  # seed 0 only: not in the spread
     done, missing = collect.records(grid.grid())
     [entry] = collect.seed_spread(done)
+    assert sorted(entry["methods"]) == ["climbq+", "lsq"]
     assert (entry["dataset"], entry["gamma"], entry["bits"], entry["variant"]) == (
         "syndigits-lt", 200, 4, None)  # fmt: skip
     climbq, lsq = entry["methods"]["climbq+"], entry["methods"]["lsq"]

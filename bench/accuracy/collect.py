@@ -448,9 +448,10 @@ def _tail_group(records: list[dict[str, Any]]) -> str:
 
 def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every config (dataset, gamma, arch, bits, recipe, variant) trained with more than one
-    seed: per method the top-1 and tail-group accuracy of each seed, their mean and sample
-    standard deviation (n - 1 in the denominator; None for one seed), and ClimbQ+ minus lsq
-    seed by seed (the seeds both have), with its mean, sd and how many seeds it is above 0."""
+    seed: per method that has more than one seed the top-1 and tail-group accuracy of each
+    seed, their mean and sample standard deviation (n - 1 in the denominator), and ClimbQ+
+    minus lsq seed by seed (the seeds both have), with its mean, sd (None for one seed) and
+    how many seeds it is above 0."""
     groups: dict[tuple[Any, ...], dict[str, dict[int, dict[str, Any]]]] = {}
     for r in done:
         key = (r["dataset"], r["gamma"], r["arch"], r["wbits"], r["recipe"], r.get("variant"))
@@ -464,6 +465,8 @@ def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                           "variant"), key, strict=True))  # fmt: skip
         entry["tail_group"], entry["methods"] = tail, {}
         for method, by_seed in sorted(methods.items()):
+            if len(by_seed) < 2:  # (a method of the same config with its seed-0 row only)
+                continue
             seeds = sorted(by_seed)
             entry["methods"][method] = _spread(
                 seeds, [by_seed[s]["top1"] for s in seeds], [by_seed[s][tail] for s in seeds]
@@ -516,12 +519,12 @@ def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     return ["", "## Seed spread (the same config trained with other seeds)", "",
-            "Each config of `grid.SEEDS` trained again from the same fp32 start with other "
-            "training seeds (data order, augmentation, the new quantizer parameters); seed 0 is "
-            "its row in the tables above. sd: sample standard deviation over the seeds (n - 1). "
-            "`ClimbQ+ − lsq`: the difference seed by seed, and at how many seeds it is above "
-            "0. A difference between single-seed rows elsewhere in this file is to be read "
-            "against this spread.", "",
+            "Configs trained again from the same fp32 start with other training seeds (data "
+            "order, augmentation, the new quantizer parameters); seed 0 is its row in the "
+            "tables above; a method of the config with seed 0 only is left out. sd: sample "
+            "standard deviation over the seeds (n - 1). `ClimbQ+ − lsq`: the difference seed "
+            "by seed, and at how many seeds it is above 0. A difference between single-seed "
+            "rows elsewhere in this file is to be read against this spread.", "",
             markdown_table(["config", "method", "seeds", "top-1 by seed", "mean", "sd",
                             "above 0", "tail group by seed"], rows)]  # fmt: skip
 
