@@ -18,7 +18,6 @@ Recipes (method §7 and ours; the test set is never used for any choice):
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,18 +129,19 @@ EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200", "bn2-kd-fp200-pla", "bn2-kd-p
 # Seed spread: configs trained again with other seeds from the same fp32 start (the seed moves
 # data order, augmentation and the new quantizer parameters), so that a ClimbQ+ - lsq
 # difference can be set against seed-to-seed spread; seed 0 is each config's row of the main
-# tables. (method, bits, recipe, variant) of each config, and its extra seeds:
-# - SynDigits-LT ResNet-20 gamma 50 (ClimbQ+ below lsq at seed 0) and 200 (above), 4-bit
-#   `ours`: two more seeds each (a run is ~5 CPU-minutes);
+# tables. ((dataset, gamma), (method, bits, recipe, variant), extra seeds), ResNet-20:
+# - SynDigits-LT gamma 50 (ClimbQ+ below lsq at seed 0) and 200 (above), 4-bit `ours`: two
+#   more seeds each (a run is ~5 CPU-minutes);
 # - CIFAR-10-LT gamma 50, 4-bit `ours + bn2-kd-fp200` and its -pla row, where ClimbQ+ leads
-#   lsq by 0.16 / 0.24 at seed 0: one more seed (a run is ~1 CPU-hour).
-SEEDS = (1, 2)
-SEED_CONFIGS: tuple[tuple[str, int, str, str | None], ...] = (
-    ("climbq+", 4, "ours", None), ("lsq", 4, "ours", None))  # fmt: skip
-CIFAR_SEEDS = (1,)
-CIFAR_SEED_CONFIGS: tuple[tuple[str, int, str, str | None], ...] = tuple(
-    (m, 4, "ours", v) for v in ("bn2-kd-fp200", "bn2-kd-fp200-pla") for m in ("climbq+", "lsq")
-)
+#   lsq by 0.16 / 0.24 at seed 0: one more seed (a run is ~1 CPU-hour). A -pla row comes after
+#   the run it adjusts.
+SEED_RUNS: tuple[tuple[tuple[str, int], tuple[str, int, str, str | None], tuple[int, ...]], ...]
+SEED_RUNS = (
+    *((("syndigits-lt", g), (m, 4, "ours", None), (1, 2))
+      for g in (50, 200) for m in ("climbq+", "lsq")),
+    *((("cifar10-lt", 50), (m, 4, "ours", v), (1,))
+      for v in ("bn2-kd-fp200", "bn2-kd-fp200-pla") for m in ("climbq+", "lsq")),
+)  # fmt: skip
 # keyed by the change (None: the base), whichever set's base it is made to
 PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
 PAPER_WEIGHT_ERROR = {"scaling-off": 21856.0, None: 11306.0}  # the same runs, Table 6
@@ -187,14 +187,11 @@ class Run:
         """``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}][-{variant}][-s{seed}]``
         (no ``-s`` part for seed 0, the seed of every row of the main tables)."""
         base = f"{self.data.name}-{self.arch}-{self.method}"
-        tail = (f"-{self.variant}" if self.variant else "") + self._seed_tail
+        tail = f"-{self.variant}" if self.variant else ""
+        tail += f"-s{self.seed}" if self.seed else ""
         if self.is_fp:
             return base + tail
         return f"{base}-w{self.wbits}a{self.abits}-{self.recipe}{tail}"
-
-    @property
-    def _seed_tail(self) -> str:
-        return f"-s{self.seed}" if self.seed else ""
 
     @property
     def path(self) -> Path:
@@ -343,15 +340,10 @@ def grid() -> list[Run]:
     for i, data in enumerate(syn):  # plain ClimbQ (no HomoVar), the paper's 4-bit figure
         runs.append(_qat(data, "resnet20", "climbq", 4, "ours", 45 + i / 10))
         runs.append(_qat(data, "resnet20", "climbq", 4, "paper", 45.05 + i / 10))
-    # more seeds of one comparison per tail regime (see SEEDS)
-    for i, (data, (method, bits, recipe, variant), seed) in enumerate(
-        itertools.product(syn[1:], SEED_CONFIGS, SEEDS)
-    ):
-        runs.append(_qat(data, "resnet20", method, bits, recipe, 46 + i / 100, variant, seed))
-    for i, ((method, bits, recipe, variant), seed) in enumerate(
-        itertools.product(CIFAR_SEED_CONFIGS, CIFAR_SEEDS)
-    ):  # (the -pla rows after the runs they adjust)
-        runs.append(_qat(cifar[0], "resnet20", method, bits, recipe, 47 + i / 100, variant, seed))
+    for i, ((dataset, gamma), (method, bits, recipe, variant), seeds) in enumerate(SEED_RUNS):
+        for seed in seeds:  # (see SEED_RUNS)
+            runs.append(_qat(DataSpec(dataset, gamma), "resnet20", method, bits, recipe,
+                             46 + i / 100 + seed / 1000, variant, seed))  # fmt: skip
     digits = DataSpec("digits-lt", 50)
     runs.append(Run(digits, "resnet20", "fp32", priority=5))
     for j, (method, recipe) in enumerate(
