@@ -178,6 +178,12 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
     assert row in text and "beats uniform; no result for the rest |" in text
 
 
+def _methods(pool: list, ref) -> set[str]:
+    """Methods of the runs in ``pool`` with ``ref``'s variant, data, arch, bits and seed."""
+    where = (ref.variant, ref.data, ref.arch, ref.wbits, ref.seed)
+    return {r.method for r in pool if (r.variant, r.data, r.arch, r.wbits, r.seed) == where}
+
+
 def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
     modules,
 ) -> None:
@@ -192,25 +198,7 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
             run.data, run.arch, run.method, run.wbits, run.recipe, run.seed)  # fmt: skip
         assert run.config(50) == base.config(50) and run.fp_name == base.fp_name
         # every method the base variant is planned for at these bits gets the adjustment
-        peers = {
-            r.method
-            for r in runs
-            if r.variant == base.variant
-            and r.data == base.data
-            and r.arch == base.arch
-            and r.wbits == base.wbits
-            and r.seed == base.seed
-        }
-        adjusted = {
-            r.method
-            for r in posthoc
-            if r.variant == run.variant
-            and r.data == run.data
-            and r.arch == run.arch
-            and r.wbits == run.wbits
-            and r.seed == run.seed
-        }
-        assert adjusted == peers, run.name
+        assert _methods(posthoc, run) == _methods(runs, base), run.name
     stem = "cifar10-lt-g50-resnet20"
     assert {r.name for r in posthoc if r.name.startswith(stem) and not r.seed} == {
         f"{stem}-{m}-w{b}a{b}-ours-bn2-kd-fp200-pla"
