@@ -341,6 +341,11 @@ def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
 BASELINES = ("lsq", "uniform")
 
 
+def _tail_group(records: list[dict[str, Any]]) -> str:
+    """The smallest class group (few, else medium, else many) that has classes."""
+    return next(g for g in ("few", "medium", "many") if records[0][g] is not None)
+
+
 def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """ClimbQ+ against each baseline at equal bits, recipe and variant (a ClimbQ+ ``bn2`` run
     against the baselines' ``bn2`` runs, a plain run against plain runs): one entry per
@@ -356,7 +361,7 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         found = {b: by.get(_row_key({**r, "method": b})) for b in BASELINES}
         if not any(found.values()):
             continue
-        tail = next(g for g in ("few", "medium", "many") if r[g] is not None)
+        tail = _tail_group([r])
         out.append({
             "dataset": r["dataset"], "gamma": r["gamma"], "arch": r["arch"],
             "bits": r["wbits"], "recipe": r["recipe"], "variant": variant,
@@ -439,11 +444,6 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
             _relu_levels_note(),
             "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
-
-
-def _tail_group(records: list[dict[str, Any]]) -> str:
-    """The smallest class group (few, else medium, else many) that has classes."""
-    return next(g for g in ("few", "medium", "many") if records[0][g] is not None)
 
 
 def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
