@@ -341,9 +341,10 @@ def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
 BASELINES = ("lsq", "uniform")
 
 
-def _tail_group(records: list[dict[str, Any]]) -> str:
-    """The smallest class group (few, else medium, else many) that has classes."""
-    return next(g for g in ("few", "medium", "many") if records[0][g] is not None)
+def _tail_group(r: dict[str, Any]) -> str:
+    """The smallest class group (few, else medium, else many) that has classes in record
+    ``r``'s dataset (the same for every record of a dataset and gamma)."""
+    return next(g for g in ("few", "medium", "many") if r[g] is not None)
 
 
 def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -361,7 +362,7 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         found = {b: by.get(_row_key({**r, "method": b})) for b in BASELINES}
         if not any(found.values()):
             continue
-        tail = _tail_group([r])
+        tail = _tail_group(r)
         out.append({
             "dataset": r["dataset"], "gamma": r["gamma"], "arch": r["arch"],
             "bits": r["wbits"], "recipe": r["recipe"], "variant": variant,
@@ -460,7 +461,7 @@ def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, methods in groups.items():
         if not any(len(by_seed) > 1 for by_seed in methods.values()):
             continue
-        tail = _tail_group([r for by_seed in methods.values() for r in by_seed.values()])
+        tail = _tail_group(next(r for by_seed in methods.values() for r in by_seed.values()))
         entry: dict[str, Any] = dict(zip(("dataset", "gamma", "arch", "bits", "recipe",
                                           "variant"), key, strict=True))  # fmt: skip
         entry["tail_group"], entry["methods"] = tail, {}
@@ -483,14 +484,11 @@ def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _spread(seeds: list[int], top1: list[float], tail: list[float]) -> dict[str, Any]:
-    def sd(values: list[float]) -> float | None:
-        return statistics.stdev(values) if len(values) > 1 else None
-
     return {
         "seeds": seeds,
         "top1": top1,
         "top1_mean": statistics.fmean(top1),
-        "top1_sd": sd(top1),
+        "top1_sd": statistics.stdev(top1) if len(top1) > 1 else None,
         "tail": tail,
         "tail_mean": statistics.fmean(tail),
     }
@@ -502,11 +500,10 @@ def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
         recipe = f"{entry['recipe']} + {entry['variant']}" if entry["variant"] else entry["recipe"]
         config = (f"{entry['dataset']} γ={entry['gamma']} {entry['arch']} "
                   f"W{entry['bits']}A{entry['bits']} {recipe}")  # fmt: skip
-        lines = [*entry["methods"].items()]
-        if "climbq+_minus_lsq" in entry:
-            lines.append(("ClimbQ+ − lsq", entry["climbq+_minus_lsq"]))
-        for label, s in lines:
-            signed = label == "ClimbQ+ − lsq"
+        lines = [(method, s, False) for method, s in entry["methods"].items()]
+        if "climbq+_minus_lsq" in entry:  # a difference: signed, with its count above 0
+            lines.append(("ClimbQ+ − lsq", entry["climbq+_minus_lsq"], True))
+        for label, s, signed in lines:
             fmt = "{:+.2f}" if signed else "{:.2f}"
             sd = "–" if s["top1_sd"] is None else f"{s['top1_sd']:.2f}"
             rows.append([
