@@ -103,6 +103,42 @@ def test_syndigits_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules) -> No
                                   if r.name.startswith(stem) and "paper" in r.name)  # fmt: skip
 
 
+def test_cifar_paper_rows_are_the_paper_recipe_from_the_200_epoch_fp32_run(modules) -> None:
+    grid, collect = modules
+    runs = grid.grid()
+    by_name = {r.name: r for r in runs}
+    paper = [r for r in runs if r.data.dataset == "cifar10-lt" and r.recipe == "paper"]
+    assert {(r.data.gamma, r.method, r.wbits, r.variant) for r in paper} == set(
+        itertools.product((50, 200), ("climbq+", "lsq", "uniform", "climbq"), (4, 2), ("fp200",))
+    )  # every method at both bits and gammas; none waits on a lost shared start
+    stem = "cifar10-lt-g50-resnet20"
+    run = by_name[f"{stem}-climbq+-w4a4-paper-fp200"]
+    a = run.config(50).as_dict()
+    b = by_name[f"{stem}-climbq+-w4a4-ours-bn2-kd-fp200"].config(50).as_dict()
+    assert a["init"] == b["init"] == str(grid.RUNS / f"{stem}-fp32-200ep-bf16")
+    assert {k for k in a if a[k] != b[k]} == {
+        "schedule", "warmup_epochs", "init_bn_gamma", "distill"
+    }  # fmt: skip
+    assert (a["schedule"], a["lr"], a["weight_decay"], a["batch_size"], a["epochs"]) == (
+        "constant",
+        0.04,
+        1e-4,
+        128,
+        50,
+    )  # method §7
+    assert (a["init_bn_gamma"], a["distill"], a["loss"]) == (None, 0.0, None)
+    lsq = by_name[f"{stem}-lsq-w4a4-paper-fp200"].config(50).as_dict()
+    assert {k for k in a if a[k] != lsq[k]} == {"method"}
+    # the ClimbQ+ row shows beside the paper's figure before it has run, as `paper + fp200`;
+    # no `paper` row is left that waits on a lost start
+    _finish(grid, f"{stem}-lsq-w4a4-paper-fp200", 70.25)
+    done, missing = collect.records(runs)
+    text = collect.render(done, missing, collect.run_header())
+    assert "| climbq+ | W4A4 | paper + fp200 | missing | – | – | 72.28 | missing |" in text
+    assert "| lsq | W4A4 | paper + fp200 | **70.25** (50 ep) |" in text
+    assert "| climbq+ | W4A4 | paper | missing | – | – | 72.28 |" not in text
+
+
 def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
     grid, _ = modules
     by_name = {r.name: r for r in grid.grid()}
@@ -357,7 +393,7 @@ def test_baseline_comparison_pairs_equal_bits_and_recipe_and_says_where_climbq_i
     _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-bn2", 69.0)  # against bn2 lsq only
     _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-ours-bn2", 69.5)
     _finish(grid, "cifar10-lt-g50-resnet20-climbq+-w2a2-ours-prog-kd", 99.0)  # no such baseline
-    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-paper", 10.0)  # another recipe: not paired
+    _finish(grid, "cifar10-lt-g50-resnet20-lsq-w2a2-paper-fp200", 10.0)  # not paired
     done, missing = collect.records(grid.grid())
     comparisons = collect.baseline_comparison(done)
     by_bits = {c["bits"]: c for c in comparisons if c["variant"] is None}
@@ -437,7 +473,7 @@ def test_missing_configs_name_a_device_build_this_machine_lacks(modules) -> None
         "local one)"
     )
     assert state["syndigits-lt-g200-resnet20-lsq-w4a4-ours"] == "not run"  # the builds agree
-    assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-paper"] == "not run"  # no device build
+    assert state["cifar10-lt-g50-resnet20-climbq+-w4a4-ours"] == "not run"  # no device build
 
 
 def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_lost(
@@ -451,11 +487,11 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     (kept / "result.json").write_text("{}")
     _, missing = collect.records(grid.grid(), previous, "abc1234")
     state = {m["name"]: m["state"] for m in missing}
-    assert state["cifar10-lt-g50-resnet20-lsq-w4a4-paper"] == (
+    assert state["cifar10-lt-g50-resnet20-lsq-w4a4-ours"] == (
         "not run; its start cifar10-lt-g50-resnet20-fp32 has a carried result but no weights "
         "here: retrain it first"
     )
-    assert state["cifar10-lt-g200-resnet20-lsq-w4a4-paper"] == (
+    assert state["cifar10-lt-g200-resnet20-lsq-w4a4-ours"] == (
         "not run; waits on its start cifar10-lt-g200-resnet20-fp32, not trained yet"
     )
     # a post-hoc row waits on the run it adjusts, and a kept start blocks nothing
@@ -472,11 +508,12 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     text = collect.render([], missing, collect.run_header())
     # directly or through a missing run: every gamma-200 QAT row of the shared start (prog-kd
     # via its 4-bit run); the rows of the gamma-200 200-epoch start wait on that one instead:
-    # climbq+/uniform/lsq/climbq at 2 and 4 bits, each also adjusted post hoc
+    # climbq+/uniform/lsq/climbq at 2 and 4 bits, each also adjusted post hoc, and each under
+    # the paper recipe
     g200 = [r for r in qat if r.data.name == "cifar10-lt-g200" and "fp200" not in r.name]
     assert any(r.init_name != "cifar10-lt-g200-resnet20-fp32" for r in g200)
     assert f"| `cifar10-lt-g200-resnet20-fp32` | {len(g200)} |" in text
-    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 16 |" in text
+    assert "| `cifar10-lt-g200-resnet20-fp32-200ep-bf16` | 24 |" in text
     assert f"| `{fp32}-200ep-bf16` |" not in text  # kept: nothing waits on it
     can_start = sum(w is None for w in waits.values())
     assert f"| nothing (can start now) | {can_start} |" in text

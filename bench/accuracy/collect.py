@@ -550,7 +550,10 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "bn2-kd-fp200 rows start from their own), with bf16 autocast for speed on the CPU; `ours + "
         "bn2-kd-fp200` (2 and 4 bits): bn2-kd started from and distilled from that run (QAT itself "
         "in fp32, like every QAT row), and the uniform, lsq and plain climbq (no HomoVar) runs of "
-        "the same name (2 and 4 bits) the same from the same start. `<variant>-pla`: the finished "
+        "the same name (2 and 4 bits) the same from the same start. `paper + fp200`: the paper "
+        "recipe unchanged (no bn2, no distillation), started from that same 200-epoch fp32 run "
+        "(CIFAR-10-LT's paper rows were planned from the shared starts, whose weights are lost). "
+        "`<variant>-pla`: the finished "
         "`<variant>` run, not retrained, with post-hoc logit adjustment folded into its classifier "
         "bias (`climbq adjust-logits`, bias -= tau log(training prior), tau = 1 fixed, not tuned "
         "on test; Menon et al. 2021): the same final-epoch weights, a decision rule for the "
@@ -566,7 +569,9 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     for m in ("climbq+", "climbq", "lsq", "uniform"):
         for b in (4, 2):
             methods += [(m, b, r, None) for r in ("ours", "paper")]
+            methods += [(m, b, "paper", v) for v in grid.PAPER_VARIANTS]
             methods += [(m, b, "ours", v) for v in [*grid.IMPROVEMENTS, *grid.POSTHOC_FROM]]
+    planned = {_row_key(runner_record_key(r)) for r in grid.grid()}
     for title, dataset, gammas, archs in sections:
         for arch in archs:
             rows = []
@@ -582,10 +587,14 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                     groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
                     cells += [f"**{_f(r['top1'])}** ({r['epochs']} ep)", groups,
                               _deployed_cell(r), _f(paper)]  # fmt: skip
-                planned = variant is None and grid.PAPER.get(
-                    (dataset, gammas[0], arch, method, bits)
+                # a row of the paper's protocol (either recipe, no improvement) shows, results
+                # or not, where the grid plans it and the paper has a figure for it
+                protocol = variant is None or variant in grid.PAPER_VARIANTS
+                awaited = protocol and grid.PAPER.get((dataset, gammas[0], arch, method, bits))
+                awaited = awaited and any(
+                    (dataset, g, arch, method, bits, recipe, variant, 0) in planned for g in gammas
                 )
-                if any_result or planned:
+                if any_result or awaited:
                     bits_text = "fp32" if bits == 32 else f"W{bits}A{bits}"
                     label = f"{recipe} + {variant}" if variant else recipe
                     rows.append([method, bits_text, label, *cells])
