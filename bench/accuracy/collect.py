@@ -589,11 +589,12 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                               _deployed_cell(r), _f(paper)]  # fmt: skip
                 # a row of the paper's protocol (either recipe, no improvement) shows, results
                 # or not, where the grid plans it and the paper has a figure for it
-                protocol = variant is None or variant in grid.PAPER_VARIANTS
-                awaited = protocol and grid.PAPER.get((dataset, gammas[0], arch, method, bits))
-                awaited = awaited and any(
-                    (dataset, g, arch, method, bits, recipe, variant, 0) in planned for g in gammas
-                )
+                awaited = (
+                    (variant is None or variant in grid.PAPER_VARIANTS)
+                    and (dataset, gammas[0], arch, method, bits) in grid.PAPER
+                    and any((dataset, g, arch, method, bits, recipe, variant, 0) in planned
+                            for g in gammas)
+                )  # fmt: skip
                 if any_result or awaited:
                     bits_text = "fp32" if bits == 32 else f"W{bits}A{bits}"
                     label = f"{recipe} + {variant}" if variant else recipe
