@@ -150,6 +150,21 @@ def test_long_variant_is_bn2_kd_with_twice_the_epochs(modules) -> None:
     assert a["init"].endswith("cifar10-lt-g50-resnet20-fp32")
 
 
+def test_mobilenetv2_fp32_runs_have_the_grids_60_epochs_whatever_the_runner_says(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    for gamma in (10, 50, 200):
+        mb = by_name[f"syndigits-lt-g{gamma}-mobilenetv2-fp32"]
+        assert mb.fixed_epochs == 60 and mb.epochs(200) == 60 and mb.epochs(30) == 60
+        assert mb.config(mb.epochs(200)).as_dict()["epochs"] == 60
+        qat = by_name[f"syndigits-lt-g{gamma}-mobilenetv2-climbq+-w4a4-ours"]
+        assert qat.fixed_epochs is None and qat.epochs(50) == 50
+        resnet = by_name[f"syndigits-lt-g{gamma}-resnet20-fp32"]  # the runner chooses these
+        assert resnet.fixed_epochs is None and resnet.epochs(200) == 200
+    fp200 = by_name["cifar10-lt-g50-resnet20-fp32-200ep-bf16"]
+    assert fp200.fixed_epochs == 200  # a variant's own count, as before
+
+
 def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(modules) -> None:
     grid, collect = modules
     by_name = {r.name: r for r in grid.grid()}

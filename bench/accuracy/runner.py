@@ -162,7 +162,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     if epochs is None:
         if args.smoke:
             epochs = 1
-        elif run.is_fp and args.fp_seconds and run.variant not in grid.VARIANT_EPOCHS:
+        elif run.is_fp and args.fp_seconds and run.fixed_epochs is None:
             epochs = probe_fp_epochs(run, args)
         else:
             epochs = run.epochs(args.fp_epochs if run.is_fp else args.qat_epochs)
