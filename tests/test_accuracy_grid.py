@@ -766,3 +766,12 @@ def test_seed_spread_keeps_seed_0_in_the_tables_and_sets_the_difference_against_
         "| 80.00 | 1.00 | – | 60.0 / 60.0 / 60.0 (medium) |"
     ) in text
     assert collect.seed_spread([r for r in done if not r["name"].endswith(("-s1", "-s2"))]) == []
+
+
+def test_part_trained_runs_start_before_fresh_ones_of_higher_priority(modules) -> None:
+    runner = importlib.import_module("runner")
+    ready = [(3.2, "c-fresh"), (3.1, "a-fresh"), (4.0, "z-partial"), (3.5, "b-partial")]
+    first = ["b-partial", "z-partial", "a-fresh", "c-fresh"]
+    assert runner.start_order(ready, {"z-partial", "b-partial"}) == first
+    assert runner.start_order(ready, set()) == ["a-fresh", "c-fresh", "b-partial", "z-partial"]
+    assert runner.start_order([(1.0, "b"), (1.0, "a")], set()) == ["a", "b"]  # ties: by name

@@ -223,15 +223,23 @@ def plan_jobs(everything: list[grid.Run], selected: list[grid.Run]) -> dict[str,
     return jobs
 
 
+def start_order(ready: list[tuple[float, str]], part_trained: set[str]) -> list[str]:
+    """Names of the ready jobs ``(priority, name)`` in the order they start: part-trained runs
+    first (a checkpoint and no result: resuming them finishes epochs already paid for, where a
+    fresh start would leave them idle behind it), then by priority, then by name."""
+    return [name for _, name in sorted(ready, key=lambda job: (job[1] not in part_trained, job))]
+
+
 def run_grid(args: argparse.Namespace) -> int:
-    """Schedule the selected runs: highest priority first among those whose dataset and the
-    run they start from are ready, at most ``--jobs`` at a time; a failure blocks its
-    dependents."""
+    """Schedule the selected runs: among those whose dataset and the run they start from are
+    ready, part-trained runs first, then highest priority (:func:`start_order`), at most
+    ``--jobs`` at a time; a failure blocks its dependents."""
     everything = grid.grid()
     for name in starts.restore(everything):
         log(f"restored {name} from {starts.STARTS / name}")
     selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
     jobs = plan_jobs(everything, selected)
+    part_trained = {r.name for r in selected if (r.path / "checkpoint.pt").is_file()}
     log(f"{len(jobs)} jobs ({sum(not k.startswith('data:') for k in jobs)} runs), "
         f"{args.jobs} at a time, device {args.device}")  # fmt: skip
     running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
@@ -268,12 +276,12 @@ def run_grid(args: argparse.Namespace) -> int:
         for name in blocked - failed:
             log(f"{name}: blocked by a failed dependency")
             failed.add(name)
-        ready = sorted(
+        ready = [
             (p, n) for n, (p, deps) in jobs.items()
             if n not in running and n not in finished and n not in failed
             and all(d in finished for d in deps)
-        )  # fmt: skip
-        for _, name in ready[: max(0, args.jobs - len(running))]:
+        ]  # fmt: skip
+        for name in start_order(ready, part_trained)[: max(0, args.jobs - len(running))]:
             command = [sys.executable, str(HERE / "runner.py"), "one", name, *args.passthrough]
             handle = (logs / f"{name}.log").open("ab")
             proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
