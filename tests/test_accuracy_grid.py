@@ -775,3 +775,27 @@ def test_part_trained_runs_start_before_fresh_ones_of_higher_priority(modules) -
     assert runner.start_order(ready, {"z-partial", "b-partial"}) == first
     assert runner.start_order(ready, set()) == ["a-fresh", "c-fresh", "b-partial", "z-partial"]
     assert runner.start_order([(1.0, "b"), (1.0, "a")], set()) == ["a", "b"]  # ties: by name
+
+
+def test_deployed_vs_torch_rounds_the_gap_and_names_each_row_beyond_the_tolerance(modules) -> None:
+    _, collect = modules
+
+    def rec(name, top1, deployed, exact=True, note=None, at_check=None):
+        return {"name": name, "top1": top1, "deployed_top1": deployed, "deploy_data_note": note,
+                "torch_top1_at_check": deployed if at_check is None else at_check,
+                "deploy_exact_match": exact}  # fmt: skip
+
+    done = [rec("edge", 86.25, 86.05), rec("close", 67.5, 67.35), rec("over", 70.0, 70.25),
+            rec("moved", 50.0, 50.0, exact=False),
+            rec("other-build", 99.9, 82.6, note="local build differs", at_check=82.7),
+            {"name": "lsq", "top1": 60.0, "deployed_top1": None}]  # fmt: skip
+    summary = collect.deployed_vs_torch(done)
+    assert (summary["rows"], summary["exact"]) == (5, 4)
+    assert summary["largest"][0]["gap"] == 0.25 and summary["largest"][1]["gap"] == -0.2
+    assert [row["name"] for row in summary["over"]] == ["over"]  # 86.25 - 86.05 is not over
+    other = next(row for row in summary["largest"] if row["name"] == "other-build")
+    assert other["torch_top1"] == 82.7 and other["gap"] == -0.1
+    text = "\\n".join(collect._deploy_markdown(done))
+    assert "4 of them exact" in text and "1 row(s) beyond 0.2: over (+0.25)" in text
+    assert "| moved | 50.00 | 50.00 | 50.00 | +0.00 | NO |" in text
+    assert collect._deploy_markdown([done[-1]]) == []

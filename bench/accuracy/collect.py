@@ -526,6 +526,63 @@ def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
                             "above 0", "tail group by seed"], rows)]  # fmt: skip
 
 
+DEPLOY_TOLERANCE = 0.2  # issue 8: deployed top-1 within 0.2 points of the torch model
+
+
+def deployed_vs_torch(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every record with a deployed (LiteRT) top-1 against its own torch top-1.
+
+    ``gap = deployed_top1 - torch``, in points, rounded to 0.01 (top-1s are whole images over
+    a test set of at most 10,000, so a multiple of 0.01; the rounding only removes float noise
+    such as ``86.25 - 86.05 = 0.2000000000000028``). ``torch`` is the row's top-1 (the trained
+    model's float32 evaluation), or the torch top-1 of the check itself where the check ran on
+    another build of the dataset than the row (``deploy_data_note``). ``exact``: rows whose
+    integer reference and TFLite artifact agreed on every activation code and every top-1.
+    ``over``: rows with ``|gap| > DEPLOY_TOLERANCE``; ``largest``: the five largest ``|gap|``."""
+    rows = []
+    for r in done:
+        if r.get("deployed_top1") is None:
+            continue
+        other_build = bool(r.get("deploy_data_note")) and r.get("torch_top1_at_check") is not None
+        torch_top1 = r["torch_top1_at_check"] if other_build else r["top1"]
+        rows.append({"name": r["name"], "torch_top1": torch_top1,
+                     "deployed_top1": r["deployed_top1"],
+                     "gap": round(r["deployed_top1"] - torch_top1, 2),
+                     "torch_float64_top1": r.get("torch_top1_at_check"),
+                     "exact": r.get("deploy_exact_match") is True})  # fmt: skip
+    by_gap = sorted(rows, key=lambda row: (-abs(row["gap"]), row["name"]))
+    return {"rows": len(rows), "exact": sum(row["exact"] for row in rows),
+            "tolerance": DEPLOY_TOLERANCE,
+            "over": [row for row in by_gap if abs(row["gap"]) > DEPLOY_TOLERANCE],
+            "largest": by_gap[:5]}  # fmt: skip
+
+
+def _deploy_markdown(done: list[dict[str, Any]]) -> list[str]:
+    summary = deployed_vs_torch(done)
+    if not summary["rows"]:
+        return []
+    over = summary["over"]
+    top = summary["largest"][0]
+    largest = f"the largest |gap|: {abs(top['gap']):.2f}, {top['name']}"
+    verdict = (f"every row within {summary['tolerance']} ({largest})" if not over else
+               f"{len(over)} row(s) beyond {summary['tolerance']}: "
+               + ", ".join(f"{row['name']} ({row['gap']:+.2f})" for row in over))  # fmt: skip
+    rows = [[row["name"], f"{row['torch_top1']:.2f}", _f(row["torch_float64_top1"]),
+             f"{row['deployed_top1']:.2f}", f"{row['gap']:+.2f}", "yes" if row["exact"] else "NO"]
+            for row in summary["largest"]]  # fmt: skip
+    return ["", "## Deployed (LiteRT) against torch", "",
+            f"{summary['rows']} rows with a deployed top-1; {summary['exact']} of them exact (the "
+            "NumPy integer reference and the TFLite artifact agree on every activation code and "
+            f"every top-1); {verdict}. gap: deployed minus the row's torch top-1 (the trained "
+            "model's float32 evaluation). The check's own torch evaluation runs in float64 on "
+            "the input quantized to the integer program's input step (`climbq_deploy/check.py`): "
+            "where it equals the deployed top-1, the lowering lost nothing, and the gap is the "
+            "float32 evaluation (on the raw input) moving codes that sit on a threshold (one "
+            "moved code moves the next layer's). The five largest |gap|:", "",
+            markdown_table(["run", "torch top-1 (float32)", "torch top-1 (float64, check)",
+                            "deployed", "gap", "exact"], rows)]  # fmt: skip
+
+
 def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: dict) -> str:
     by = {_row_key(r): r for r in done}
     lines = ["# Accuracy: ClimbQ / ClimbQ+ against the paper (final epoch, balanced test set)", ""]
@@ -607,6 +664,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                             f"γ={g} paper"]  # fmt: skip
             name = title if dataset != "syndigits-lt" else f"{title}, {arch}"
             lines += ["", f"## {name}", "", markdown_table(headers, rows)]
+    lines += _deploy_markdown(done)
     lines += _comparison_markdown(done)
     lines += _seed_markdown(done)
     rows = []
@@ -700,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         "missing": missing,
         "baseline_comparison": baseline_comparison(done),
         "seed_spread": seed_spread(done),
+        "deployed_vs_torch": deployed_vs_torch(done),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     carried = sum("carried_from" in r for r in done)
