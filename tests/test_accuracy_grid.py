@@ -799,3 +799,35 @@ def test_deployed_vs_torch_rounds_the_gap_and_names_each_row_beyond_the_toleranc
     assert "4 of them exact" in text and "1 row(s) beyond 0.2: over (+0.25)" in text
     assert "| moved | 50.00 | 50.00 | 50.00 | +0.00 | NO |" in text
     assert collect._deploy_markdown([done[-1]]) == []
+
+
+def test_the_grid_plans_every_cell_the_issue_names_under_both_recipes(modules) -> None:
+    grid, collect = modules
+    cells = grid.issue_cells()
+    assert len(cells) == len(set(cells)) == 2 * (1 + 2 * 4) + 2 * 3 * 2 * 2 + 2
+    coverage = collect.issue_coverage(grid.grid(), [])
+    for entry in coverage:  # each QAT cell has a paper and an ours run; fp32 is one recipe
+        planned = {recipe: entry[recipe]["planned"] for recipe in grid.RECIPES}
+        assert planned["ours"] >= 1, entry
+        assert (planned["paper"] == 0) == (entry["method"] == "fp32"), entry
+        assert entry["paper"]["done"] == entry["ours"]["done"] == {}
+
+
+def test_issue_coverage_counts_the_done_variants_of_a_cell_by_recipe(modules) -> None:
+    grid, collect = modules
+    runs = grid.grid()
+    names = ["digits-lt-g50-resnet20-climbq+-w4a4-ours", "digits-lt-g50-resnet20-lsq-w4a4-paper",
+             "syndigits-lt-g200-mobilenetv2-lsq-w2a2-ours-bn2-kd"]  # fmt: skip
+    assert {r.name for r in runs} >= set(names)
+    done = [{"name": n, "top1": 50.0 + i} for i, n in enumerate(names)]
+    by_cell = {tuple(e[k] for k in collect.CELL_KEYS): e
+               for e in collect.issue_coverage(runs, done)}  # fmt: skip
+    plus = by_cell[("digits-lt", 50, "resnet20", "climbq+", 4)]
+    assert plus["ours"] == {"planned": 1, "done": {"plain": 50.0}}
+    assert plus["paper"] == {"planned": 1, "done": {}}
+    assert by_cell[("digits-lt", 50, "resnet20", "lsq", 4)]["paper"]["done"] == {"plain": 51.0}
+    mobile = by_cell[("syndigits-lt", 200, "mobilenetv2", "lsq", 2)]["ours"]
+    assert mobile == {"planned": 3, "done": {"bn2-kd": 52.0}}
+    assert collect._coverage_cell(mobile) == "1 of 3"
+    assert collect._coverage_cell(plus["ours"]) == "1 of 1 (plain 50.00)"
+    assert collect._coverage_cell({"planned": 0, "done": {}}) == "not planned"

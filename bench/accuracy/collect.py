@@ -526,6 +526,56 @@ def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
                             "above 0", "tail group by seed"], rows)]  # fmt: skip
 
 
+CELL_KEYS = ("dataset", "gamma", "arch", "method", "wbits")  # grid.Cell
+
+
+def issue_coverage(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each cell of :func:`grid.issue_cells`, per recipe (``paper``, ``ours``): how many
+    seed-0 runs the grid plans for it (its variants) and which of them are done, with their
+    top-1. A cell the grid plans no run for under a recipe has ``planned == 0`` there."""
+    finished = {r["name"]: r for r in done}
+    out = []
+    for cell in grid.issue_cells():
+        entry: dict[str, Any] = dict(zip(CELL_KEYS, cell, strict=True))
+        for recipe in grid.RECIPES:
+            planned = [run for run in runs if run.seed == 0 and run.recipe == recipe
+                       and (run.data.dataset, run.data.gamma, run.arch, run.method,
+                            run.wbits) == cell]  # fmt: skip
+            rows = {run.variant or "plain": finished[run.name]["top1"]
+                    for run in planned if run.name in finished}  # fmt: skip
+            entry[recipe] = {"planned": len(planned), "done": rows}
+        out.append(entry)
+    return out
+
+
+def _coverage_cell(part: dict[str, Any]) -> str:
+    if not part["planned"]:
+        return "not planned"
+    done = part["done"]
+    text = f"{len(done)} of {part['planned']}"
+    return text + (f" (plain {done['plain']:.2f})" if "plain" in done else "")
+
+
+def _coverage_markdown(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[str]:
+    cells = issue_coverage(runs, done)
+    with_any = [c for c in cells if c["paper"]["done"] or c["ours"]["done"]]
+    both = [c for c in cells if all(c[r]["done"] or not c[r]["planned"] for r in grid.RECIPES)]
+    rows = [[c["dataset"], str(c["gamma"]), c["arch"], c["method"],
+             "fp32" if c["method"] == "fp32" else f"W{c['wbits']}A{c['wbits']}",
+             _coverage_cell(c["paper"]), _coverage_cell(c["ours"])]
+            for c in cells]  # fmt: skip
+    return ["", "## The issue's grid, cell by cell", "",
+            f"The {len(cells)} cells issue 8 names (dataset, γ, arch, method, bits; "
+            "`grid.issue_cells`), with the seed-0 runs this grid plans for each under each "
+            f"recipe (its variants) and how many are done. {len(with_any)} of {len(cells)} "
+            f"cells have at least one result; {len(both)} have one under every recipe the grid "
+            "plans for them. `plain`: the recipe with no variant, where it is done. The "
+            "tables above have every row; the missing list below says what each missing run "
+            "waits on.", "",
+            markdown_table(["dataset", "γ", "arch", "method", "bits", "paper recipe",
+                            "ours recipe"], rows)]  # fmt: skip
+
+
 DEPLOY_TOLERANCE = 0.2  # issue 8: deployed top-1 within 0.2 points of the torch model
 
 
@@ -710,6 +760,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                   "folders (runs/accuracy/) are not in this checkout. Each record keeps its "
                   "own training commit, device and time; accuracy.json marks them "
                   "`carried_from`."]  # fmt: skip
+    lines += _coverage_markdown(grid.grid(), done)
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
     if missing:
         lines += _waits_on_markdown(missing)
@@ -759,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_comparison": baseline_comparison(done),
         "seed_spread": seed_spread(done),
         "deployed_vs_torch": deployed_vs_torch(done),
+        "issue_coverage": issue_coverage(runs, done),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     carried = sum("carried_from" in r for r in done)

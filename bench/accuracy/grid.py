@@ -375,6 +375,31 @@ def grid() -> list[Run]:
     return sorted(runs, key=lambda r: r.priority)
 
 
+Cell = tuple[str, int, str, str, int]  # (dataset, gamma, arch, method, wbits)
+
+
+def issue_cells() -> list[Cell]:
+    """The grid issue 8 names (its "Build" item 2), one cell per (dataset, gamma, arch, method,
+    bits), before any recipe or variant: CIFAR-10-LT gamma 50 and 200, ResNet-20, fp32 and
+    uniform / lsq / climbq / climbq+ at 4 and 2 bits; SynDigits-LT gamma 10 / 50 / 200,
+    ResNet-20 and MobileNetV2, climbq+ and lsq at 4 and 2 bits; digits-LT gamma 50, ResNet-20,
+    climbq+ and lsq at 4 bits. :func:`grid` plans each cell with one or more recipes and
+    variants; everything else it plans (ablations, seeds, plain ClimbQ on SynDigits-LT, the
+    fp32 starts the issue leaves implicit) is beyond these cells."""
+    cells: list[Cell] = []
+    for gamma in (50, 200):
+        cells.append(("cifar10-lt", gamma, "resnet20", "fp32", 32))
+        for bits in (4, 2):
+            cells += [("cifar10-lt", gamma, "resnet20", m, bits)
+                      for m in ("uniform", "lsq", "climbq", "climbq+")]  # fmt: skip
+    for arch in ("resnet20", "mobilenetv2"):
+        for gamma in (10, 50, 200):
+            for bits in (4, 2):
+                cells += [("syndigits-lt", gamma, arch, m, bits) for m in ("climbq+", "lsq")]
+    cells += [("digits-lt", 50, "resnet20", m, 4) for m in ("climbq+", "lsq")]
+    return cells
+
+
 def datasets(runs: list[Run]) -> list[DataSpec]:
     """The distinct datasets of ``runs``, in order of first use."""
     return list(dict.fromkeys(r.data for r in runs))
