@@ -793,10 +793,13 @@ def test_deployed_vs_torch_rounds_the_gap_and_names_each_row_beyond_the_toleranc
     assert (summary["rows"], summary["exact"]) == (5, 4)
     assert summary["largest"][0]["gap"] == 0.25 and summary["largest"][1]["gap"] == -0.2
     assert [row["name"] for row in summary["over"]] == ["over"]  # 86.25 - 86.05 is not over
+    assert summary["gap_signs"] == {"above": 1, "below": 3, "zero": 1}
+    assert summary["mean_gap"] == round((-0.2 - 0.15 + 0.25 + 0.0 - 0.1) / 5, 3)
     other = next(row for row in summary["largest"] if row["name"] == "other-build")
     assert other["torch_top1"] == 82.7 and other["gap"] == -0.1
     text = "\\n".join(collect._deploy_markdown(done))
     assert "4 of them exact" in text and "1 row(s) beyond 0.2: over (+0.25)" in text
+    assert "above 0 in 1 rows, below in 3, 0 in 1 (mean -0.040)" in text
     assert "| moved | 50.00 | 50.00 | 50.00 | +0.00 | NO |" in text
     assert collect._deploy_markdown([done[-1]]) == []
 

@@ -601,8 +601,12 @@ def deployed_vs_torch(done: list[dict[str, Any]]) -> dict[str, Any]:
                      "torch_float64_top1": r.get("torch_top1_at_check"),
                      "exact": r.get("deploy_exact_match") is True})  # fmt: skip
     by_gap = sorted(rows, key=lambda row: (-abs(row["gap"]), row["name"]))
+    gaps = [row["gap"] for row in rows]
     return {"rows": len(rows), "exact": sum(row["exact"] for row in rows),
             "tolerance": DEPLOY_TOLERANCE,
+            "mean_gap": round(sum(gaps) / len(gaps), 3) if gaps else None,
+            "gap_signs": {"above": sum(g > 0 for g in gaps), "below": sum(g < 0 for g in gaps),
+                          "zero": sum(g == 0 for g in gaps)},
             "over": [row for row in by_gap if abs(row["gap"]) > DEPLOY_TOLERANCE],
             "largest": by_gap[:5]}  # fmt: skip
 
@@ -612,7 +616,7 @@ def _deploy_markdown(done: list[dict[str, Any]]) -> list[str]:
     if not summary["rows"]:
         return []
     over = summary["over"]
-    top = summary["largest"][0]
+    top, signs = summary["largest"][0], summary["gap_signs"]
     largest = f"the largest |gap|: {abs(top['gap']):.2f}, {top['name']}"
     verdict = (f"every row within {summary['tolerance']} ({largest})" if not over else
                f"{len(over)} row(s) beyond {summary['tolerance']}: "
@@ -628,7 +632,9 @@ def _deploy_markdown(done: list[dict[str, Any]]) -> list[str]:
             "the input quantized to the integer program's input step (`climbq_deploy/check.py`): "
             "where it equals the deployed top-1, the lowering lost nothing, and the gap is the "
             "float32 evaluation (on the raw input) moving codes that sit on a threshold (one "
-            "moved code moves the next layer's). The five largest |gap|:", "",
+            "moved code moves the next layer's). That noise has no sign: the gap is above 0 in "
+            f"{signs['above']} rows, below in {signs['below']}, 0 in {signs['zero']} (mean "
+            f"{summary['mean_gap']:+.3f}). The five largest |gap|:", "",
             markdown_table(["run", "torch top-1 (float32)", "torch top-1 (float64, check)",
                             "deployed", "gap", "exact"], rows)]  # fmt: skip
 
