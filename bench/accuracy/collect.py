@@ -8,6 +8,12 @@ local one is at least as far (finished, or as many epochs in history.jsonl). ``-
 ``check_run(target="tflite")`` for every finished ClimbQ+ run that lacks ``deploy.json`` and
 stores the deployed (LiteRT) top-1 there. The markdown puts the paper's §8 figures beside ours
 and lists every configuration of the grid that has no result yet, with its state.
+
+accuracy.json: the run header (machine, commit, command), then ``records`` (one per finished
+run), ``missing`` (each unfinished run, its state and what it waits on), and the derived views
+the markdown renders: ``baseline_comparison`` (ClimbQ+ against lsq / uniform at equal bits and
+recipe), ``seed_spread``, ``deployed_vs_torch`` (the issue's 0.2-point check over every deployed
+row) and ``issue_coverage`` (the issue's grid cell by cell, per recipe).
 """
 
 from __future__ import annotations
