@@ -28,6 +28,10 @@ from climbq_deploy.export import load_run
 from climbq_deploy.quant.layers import ActQuant
 
 NAME = "activation_codes"
+GPU_NOTE = (
+    "The SynDigits-LT runs were trained on the GPU machine, and their histograms here "
+    "use this machine's render of the dataset."
+)  # the first file's runs
 
 
 def code_usage(run_dir: Path, images: int) -> dict[str, Any]:
@@ -70,9 +74,12 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--name", default=NAME, help="file stem of the results (NAME.json/.md)")
+    parser.add_argument("--note", default=GPU_NOTE, help="closing sentence of the intro")
     args = parser.parse_args()
     records = [code_usage(run, args.images) for run in args.runs]
-    rows = [(Path(r["run"]).name, r["method"], r["abits"], r["top1"], 2 ** r["abits"],
+    rows = [(Path(r["run"]).name, r["method"], r["abits"],
+             f"{r['top1']:.2f}" if isinstance(r["top1"], float) else r["top1"], 2 ** r["abits"],
              f"{r['median_input_std']:.2f}", r["median_levels_over_1pct"],
              min(x["levels_over_1pct"] for x in r["layers"]),
              max(x["levels_over_1pct"] for x in r["layers"])) for r in records]  # fmt: skip
@@ -84,8 +91,7 @@ def main() -> None:
         "thresholds are `2 PhiInv((t - 1/2) / n)` (sigma = 2): +-1.93 and 0 at 2 bits, so inputs "
         "with std ~0.35 never reach the outer codes and 2-bit activations become binary; "
         "LSQ's learned step keeps all four 2-bit codes in use. Top-1: the run's own figure "
-        "(last epoch of its history when unfinished); the SynDigits-LT runs were trained on the "
-        "GPU machine, and their histograms here use this machine's render of the dataset.\n\n"
+        f"(last epoch of its history when unfinished). {args.note}\n\n"
         + markdown_table(("run", "method", "abits", "top-1 %", "codes", "median input std",
                           "median levels > 1 %", "min", "max"), rows)
         + "\n\n" + provenance_markdown(header)
