@@ -96,7 +96,7 @@ def main() -> None:
                           "median levels > 1 %", "min", "max"), rows)
         + "\n\n" + provenance_markdown(header)
     )  # fmt: skip
-    write_results(args.out, NAME, {**header, "records": records}, markdown)
+    write_results(args.out, args.name, {**header, "records": records}, markdown)
     print(markdown)
 
 
