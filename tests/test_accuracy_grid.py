@@ -834,3 +834,57 @@ def test_issue_coverage_counts_the_done_variants_of_a_cell_by_recipe(modules) ->
     assert collect._coverage_cell(mobile) == "1 of 3"
     assert collect._coverage_cell(plus["ours"]) == "1 of 1 (plain 50.00)"
     assert collect._coverage_cell({"planned": 0, "done": {}}) == "not planned"
+
+
+def test_remaining_compute_prices_each_missing_run_at_the_pace_of_finished_runs_of_its_kind(
+    modules,
+) -> None:
+    grid, collect = modules
+    g50, g10 = "syndigits-lt-g50-mobilenetv2", "syndigits-lt-g10-mobilenetv2"
+
+    def done(name: str, pace: float, device: str = "AMD EPYC") -> dict:
+        return {**_result(grid, name, 50.0), "median_epoch_seconds": pace, "device": device}
+
+    records = [
+        done(f"{g50}-climbq+-w4a4-ours", 60.0),
+        done(f"{g50}-lsq-w4a4-ours", 80.0),  # median of the plain QAT kind at gamma 50: 70
+        done(f"{g50}-climbq+-w4a4-paper", 5.0, "NVIDIA H200"),  # a GPU pace: not this machine's
+        done(f"{g50}-climbq+-w2a2-ours-bn2-kd", 96.0),  # the distilling kind apart
+        done(f"{g50}-fp32", 36.0),
+    ]
+    partial = grid.RUNS / f"{g50}-lsq-w2a2-ours"
+    partial.mkdir(parents=True)
+    (partial / "history.jsonl").write_text('{"epoch": 1, "seconds": 70}\n' * 20)
+    missing = [
+        {"name": f"{g50}-climbq+-w2a2-ours", "waits_on": None},
+        {"name": f"{g50}-lsq-w2a2-ours", "waits_on": None},  # 20 of 50 epochs checkpointed
+        {"name": f"{g50}-lsq-w2a2-ours-bn2-kd", "waits_on": None},
+        {"name": f"{g50}-lsq-w2a2-ours-bn2-kd-pla", "waits_on": f"{g50}-lsq-w2a2-ours-bn2-kd"},
+        {"name": f"{g10}-climbq+-w4a4-ours", "waits_on": f"{g10}-fp32"},  # gamma 10: none done
+        {"name": f"{g10}-lsq-w4a4-ours", "waits_on": f"{g10}-fp32"},
+    ]
+    out = collect.remaining_compute(grid.grid(), records, missing)
+    runs = out["runs"]
+    assert runs[f"{g50}-climbq+-w2a2-ours"] == {
+        "cpu_seconds": 3500.0, "epochs_left": 50, "other_gamma": False}  # fmt: skip
+    assert runs[f"{g50}-lsq-w2a2-ours"]["cpu_seconds"] == 30 * 70.0
+    assert runs[f"{g50}-lsq-w2a2-ours-bn2-kd"]["cpu_seconds"] == 50 * 96.0
+    assert runs[f"{g50}-lsq-w2a2-ours-bn2-kd-pla"]["cpu_seconds"] == 0.0  # adjusts, no training
+    assert runs[f"{g10}-climbq+-w4a4-ours"] == {
+        "cpu_seconds": 3500.0, "epochs_left": 50, "other_gamma": True}  # fmt: skip
+    # the lost start both wait on is priced once, at its grid's 60 epochs (fp32 kind, other gamma)
+    assert out["starts"] == {
+        f"{g10}-fp32": {"cpu_seconds": 2160.0, "epochs_left": 60, "other_gamma": True}}  # fmt: skip
+    assert out["cpu_hours"] == round((3500 + 2100 + 4800 + 3500 * 2 + 2160) / 3600, 1) == 5.4
+    assert out["unknown"] == []
+    # digits-LT has no finished run of any kind here: named, not guessed
+    lone = collect.remaining_compute(
+        grid.grid(), records, [{"name": "digits-lt-g50-resnet20-lsq-w4a4-ours", "waits_on": None}]
+    )
+    assert lone["unknown"] == ["digits-lt-g50-resnet20-lsq-w4a4-ours"] and lone["runs"] == {}
+    text = "\n".join(collect._compute_markdown(out))
+    assert (
+        "about 5.4 h of one core, 4.8 h for the missing runs and 0.6 h for 1 start that must "
+        "be (re)trained first" in text
+    )
+    assert "3 of them have no finished run of their kind at their γ" in text

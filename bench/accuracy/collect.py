@@ -13,7 +13,8 @@ accuracy.json: the run header (machine, commit, command), then ``records`` (one 
 run), ``missing`` (each unfinished run, its state and what it waits on), and the derived views
 the markdown renders: ``baseline_comparison`` (ClimbQ+ against lsq / uniform at equal bits and
 recipe), ``seed_spread``, ``deployed_vs_torch`` (the issue's 0.2-point check over every deployed
-row) and ``issue_coverage`` (the issue's grid cell by cell, per recipe).
+row), ``issue_coverage`` (the issue's grid cell by cell, per recipe) and ``remaining_compute``
+(the CPU time the missing runs still need here).
 """
 
 from __future__ import annotations
@@ -292,6 +293,106 @@ def _waits_on_markdown(missing: list[dict[str, Any]]) -> list[str]:
             "weights were lost or it never ran). Retraining a start whose result is carried "
             "makes it a new start: the carried rows trained from the old one are then set "
             "aside, not mixed with the new ones.", ""]  # fmt: skip
+
+
+def _kind(run: grid.Run) -> tuple[str, int, str, bool, bool]:
+    """What sets a run's epoch time here: (dataset, gamma, arch, fp32 or not, distills or
+    not: a teacher forward pass per batch)."""
+    return (run.data.dataset, run.data.gamma, run.arch, run.is_fp,
+            bool(run.options.get("distill")))  # fmt: skip
+
+
+def remaining_compute(
+    runs: list[grid.Run],
+    done: list[dict[str, Any]],
+    missing: list[dict[str, Any]],
+    qat_epochs: int = 50,
+    fp_epochs: int = 200,
+) -> dict[str, Any]:
+    """CPU time still needed to finish the grid, at the pace of the runs finished here.
+
+    A missing run costs ``(epochs - epochs checkpointed) * t_epoch`` seconds of one core, where
+    ``t_epoch`` is the median over finished CPU records (``device`` not an NVIDIA GPU) of the
+    same :func:`_kind` of their ``median_epoch_seconds``; where that gamma has none, the
+    median of the same kind at any gamma (marked ``other_gamma``: a smaller gamma has more
+    training images, so it underestimates there). A post-hoc run (``-pla``) costs nothing: it
+    adjusts a finished run. A start that must be retrained first (a ``waits_on`` whose weights
+    are lost) is counted once, in ``starts``. Epoch counts: the grid's own
+    (:attr:`grid.Run.fixed_epochs`), else the runner's defaults ``qat_epochs`` / ``fp_epochs``.
+    Returns ``{"runs": {name: {"cpu_seconds", "epochs_left", "other_gamma"}}, "starts":
+    {...same...}, "cpu_hours": total (h, 0.1), "unknown": [names with no finished run of
+    their kind]}``."""
+    by_name = {run.name: run for run in runs}
+    paces: dict[tuple, list[float]] = collections.defaultdict(list)
+    for record in done:
+        run, pace = by_name.get(record["name"]), record.get("median_epoch_seconds")
+        if run is not None and pace and "NVIDIA" not in str(record.get("device", "")):
+            paces[_kind(run)].append(float(pace))
+
+    def pace_of(run: grid.Run) -> tuple[float | None, bool]:
+        kind = _kind(run)
+        if paces.get(kind):
+            return statistics.median(paces[kind]), False
+        near = [p for k, ps in paces.items() if k[0] == kind[0] and k[2:] == kind[2:] for p in ps]
+        return (statistics.median(near), True) if near else (None, False)
+
+    def cost(run: grid.Run) -> dict[str, Any] | None:
+        left = run.epochs(fp_epochs if run.is_fp else qat_epochs) - _progress(run.path)[1]
+        if run.is_posthoc:
+            return {"cpu_seconds": 0.0, "epochs_left": 0, "other_gamma": False}
+        pace, other = pace_of(run)
+        if pace is None:
+            return None
+        return {"cpu_seconds": round(max(left, 0) * pace, 1), "epochs_left": max(left, 0),
+                "other_gamma": other}  # fmt: skip
+
+    names = {m["name"] for m in missing}
+    starts_needed = sorted({m["waits_on"] for m in missing if m.get("waits_on")} - names)
+    out: dict[str, Any] = {"runs": {}, "starts": {}, "unknown": []}
+    for group, pool in (("runs", [m["name"] for m in missing]), ("starts", starts_needed)):
+        for name in pool:
+            estimate = cost(by_name[name]) if name in by_name else None
+            if estimate is None:
+                out["unknown"].append(name)
+            else:
+                out[group][name] = estimate
+    total = sum(e["cpu_seconds"] for g in ("runs", "starts") for e in out[g].values())
+    out["cpu_hours"] = round(total / 3600, 1)
+    return out
+
+
+def _hours(estimate: dict[str, Any] | None) -> str:
+    if estimate is None:
+        return "?"
+    mark = " (other γ)" if estimate["other_gamma"] else ""
+    return f"{estimate['cpu_seconds'] / 3600:.1f}{mark}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _compute_markdown(estimate: dict[str, Any]) -> list[str]:
+    """The sentence under the Missing heading: CPU time left, runs and starts apart."""
+    hours = {g: sum(e["cpu_seconds"] for e in estimate[g].values()) / 3600
+             for g in ("runs", "starts")}  # fmt: skip
+    text = (
+        f"CPU time to finish, at the median epoch time of the runs finished on a CPU here "
+        f"(same dataset, γ, arch, fp32 or QAT, with or without distillation): about "
+        f"{estimate['cpu_hours']:.1f} h of one core, {hours['runs']:.1f} h for the missing "
+        f"runs and {hours['starts']:.1f} h for {_plural(len(estimate['starts']), 'start')} "
+        f"that must be (re)trained first."
+    )
+    other = sorted(n for g in ("runs", "starts") for n, e in estimate[g].items()
+                   if e["other_gamma"])  # fmt: skip
+    if other:
+        text += (
+            f" {len(other)} of them have no finished run of their kind at their γ and "
+            "take that kind's pace at another γ (low where their γ has more images)."
+        )
+    if estimate["unknown"]:
+        text += f" No estimate (nothing of their kind finished): {', '.join(estimate['unknown'])}."
+    return [text, ""]
 
 
 def _local_record(run: grid.Run) -> dict[str, Any] | None:
@@ -775,8 +876,11 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     lines += _coverage_markdown(grid.grid(), done)
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
     if missing:
-        lines += _waits_on_markdown(missing)
-        lines += [markdown_table(["config", "state"], [[m["name"], m["state"]] for m in missing])]
+        estimate = remaining_compute(grid.grid(), done, missing)
+        lines += _waits_on_markdown(missing) + _compute_markdown(estimate)
+        rows = [[m["name"], m["state"], _hours(estimate["runs"].get(m["name"]))]
+                for m in missing]  # fmt: skip
+        lines += [markdown_table(["config", "state", "CPU h left"], rows)]
         lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
                   "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
                   "from their checkpoints. SynDigits: runs trained on the GPU machine (device "
@@ -823,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_spread": seed_spread(done),
         "deployed_vs_torch": deployed_vs_torch(done),
         "issue_coverage": issue_coverage(runs, done),
+        "remaining_compute": remaining_compute(runs, done, missing),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     carried = sum("carried_from" in r for r in done)
