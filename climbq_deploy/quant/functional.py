@@ -91,6 +91,17 @@ def climbq_weight_unit(w: Tensor, bits: int) -> Tensor:
     return (2.0 * j / n - 1.0).to(w.dtype)
 
 
+def climbq_weight_unrounded(w: Tensor) -> Tensor:
+    """The weight map of :func:`climbq_weight_unit` without its rounding: ``2 Phi(z) - 1`` with
+    ``z = (w - mean) / std``, in ``(-1, 1)``, float64 inside, result in w's dtype.
+
+    ``climbq_weight_unit(w, b) == 2 round(n u) / n - 1`` with ``u = (this + 1) / 2``: the
+    difference between the two is the rounding alone, which is what a rounding-sensitivity
+    probe (bench/rounding_sensitivity.py) removes one layer group at a time.
+    """
+    return (2.0 * _weight_cdf(w.double()) - 1.0).to(w.dtype)
+
+
 def activation_codes(x: Tensor, bits: int, sigma: float | Tensor = 2.0) -> Tensor:
     """ClimbQ activation codes (§3): ``j = round(n * Phi(x / sigma))``, int64 in ``0..n``.
 
@@ -119,6 +130,16 @@ def climbq_activation(x: Tensor, bits: int, sigma: float | Tensor = 2.0, r: floa
     """
     n = levels(bits)
     return _ClimbQActivation.apply(x, n, sigma, r)
+
+
+def climbq_activation_unrounded(x: Tensor, sigma: float | Tensor = 2.0, r: float = 2.0) -> Tensor:
+    """The activation map of :func:`climbq_activation` without its rounding:
+    ``R (2 Phi(x / sigma) - 1) = R erf(x / (sigma sqrt 2))``, in ``(-R, R)``, in x's dtype.
+
+    :func:`climbq_activation` is this value with ``n Phi`` rounded to the code ``j``, i.e.
+    ``(2 round(n (v / R + 1) / 2) / n - 1) R`` for ``v`` this value (§3).
+    """
+    return torch.erf(x / sigma * _SQRT_HALF) * r
 
 
 class _ClimbQActivation(torch.autograd.Function):

@@ -166,3 +166,31 @@ def test_weight_rounding_error_is_the_residual_of_the_codes(bits: int) -> None:
     assert pair.tolist() == pytest.approx([expected, -expected], abs=1e-12)
     with pytest.raises(ConfigError, match="32 bits"):
         weight_rounding_error(torch.ones(3), 32)
+
+
+def test_unrounded_maps_are_the_quantizers_before_their_rounding() -> None:
+    from climbq_deploy.quant.functional import (
+        activation_codes,
+        climbq_activation_unrounded,
+        climbq_weight_unrounded,
+    )
+
+    x = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    for bits in (2, 4):
+        n = 2**bits - 1
+        soft = climbq_activation_unrounded(x, 2.0, 2.0)
+        expected = 2.0 * (2.0 * norm.cdf(x.numpy() / 2.0) - 1.0)  # R (2 Phi(x / sigma) - 1)
+        np.testing.assert_allclose(soft.numpy(), expected, rtol=0, atol=1e-15)
+        codes = torch.round(n * (soft / 2.0 + 1.0) / 2.0).long()  # j = round(n Phi(x / sigma))
+        assert torch.equal(codes, activation_codes(x, bits, 2.0))
+        dequantized = (2 * codes - n).double() * (2.0 / n)
+        assert torch.allclose(dequantized, climbq_activation(x, bits, 2.0, 2.0), rtol=0, atol=1e-15)
+    w = torch.randn(64, 16, 3, 3, generator=torch.Generator().manual_seed(0))
+    soft_w = climbq_weight_unrounded(w)
+    assert soft_w.dtype == w.dtype and float(soft_w.abs().max()) < 1.0
+    for bits in (2, 4):
+        n = 2**bits - 1
+        u = (climbq_weight_unrounded(w.double()) + 1.0) / 2.0
+        assert torch.equal(
+            (2.0 * torch.round(n * u) / n - 1.0).float(), climbq_weight_unit(w, bits)
+        )
