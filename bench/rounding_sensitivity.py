@@ -1,31 +1,40 @@
-"""What the rounding of each group of a ClimbQ model's quantizers costs in top-1: the trained
-model on its whole test set with the rounding of one group removed, everything else as trained.
+"""How much a trained ClimbQ model depends on the exact grid of each group of its quantizers:
+the model on its whole test set with the rounding of one group removed, everything else as
+trained.
 
 A ClimbQ activation quantizer is ``x_hat = (2j/n - 1) R`` with ``j = round(n Phi(x / sigma))``;
 without its rounding it is ``R (2 Phi(x / sigma) - 1)``
 (:func:`~climbq_deploy.quant.functional.climbq_activation_unrounded`), the same squashing map
-the next layer was trained on, minus the rounding noise. Likewise a ClimbQ weight quantizer
-without its rounding is ``2 Phi((w - mean) / std) - 1``. A group is every quantizer of one
-position in the network: the module name with its block and Sequential indices dropped
-(``blocks.3.shortcut.2`` -> ``blocks.shortcut``). ``delta``: the group's unrounded top-1 minus
-the as-trained top-1, on the same images, so how many points that group's rounding costs
-(the model was trained with that noise, so this is a lower bound of what it would gain from
-being trained without it).
+minus the rounding. Likewise a ClimbQ weight quantizer without its rounding is
+``2 Phi((w - mean) / std) - 1``. A group is every quantizer of one position in the network:
+the module name with its block and Sequential indices dropped (``blocks.3.shortcut.2`` ->
+``blocks.shortcut``). ``delta``: the group's unrounded top-1 minus the as-trained top-1, on the
+same images.
+
+What it measures, and what not: the layers after a group were trained (weights and BatchNorm
+running statistics) on its rounded values. At 2 bits the rounded values are 4 levels whose
+spread differs from the unrounded map's, so removing the rounding moves every later layer off
+the inputs it learned: a negative ``delta`` says the model relies on that group's grid, not
+that the rounding helps. A ``delta`` near 0 says the group's rounding is not where the model's
+points go. It does not measure what a model trained without a group's quantizer would reach;
+only training that model does (``--faithful-mbv2`` for MobileNetV2's shortcut and block
+output quantizers).
 
 Why: 2-bit ClimbQ+ MobileNetV2 reaches 48.20 on SynDigits-LT gamma 200 against the paper's
 67.20, and our integer-friendly MobileNetV2 quantizes the shortcut and the block output of
-each stride-1 block, which the authors' version keeps in float (models/mobilenetv2.py). This
-says whether those two groups are where the points go.
+each stride-1 block, which the authors' version keeps in float (models/mobilenetv2.py).
 
 Usage::
 
     .venv/bin/python bench/rounding_sensitivity.py RUN [RUN ...] [--name NAME]
+    .venv/bin/python bench/rounding_sensitivity.py --render JSON  # the markdown again, from JSON
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -147,10 +156,19 @@ def _pct(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of this results JSON")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--name", default=NAME, help="file stem of the results (NAME.json/.md)")
     args = parser.parse_args()
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        header = {k: v for k, v in payload.items() if k != "records"}
+        write_results(args.render.parent, args.render.stem, payload,
+                      render(payload["records"], header))  # fmt: skip
+        return
+    if not args.runs:
+        parser.error("name at least one run folder (or --render JSON)")
     header = run_header()
     records: list[dict[str, Any]] = []
     for run in args.runs:  # the files are rewritten after each run: a long probe keeps its part
@@ -167,9 +185,12 @@ def render(records: list[dict[str, Any]], header: dict[str, Any]) -> str:
         "Each row: the trained model on its whole test set with the rounding of that group "
         "removed (`R (2 Phi(x / sigma) - 1)` for activations, `2 Phi(z) - 1` for weights), "
         "every other quantizer as trained. `delta`: minus the as-trained top-1 on the same "
-        "images (points that group's rounding costs the trained model). `act:blocks.shortcut` "
-        "and `act:blocks.out_act` are the two quantizers per stride-1 block that our "
-        "integer-friendly MobileNetV2 adds to the authors' version.\n"
+        "images. The layers after a group learned its rounded values (weights and BatchNorm "
+        "statistics), so a negative delta says how much the model relies on that group's "
+        "grid, not that rounding helps; a delta near 0 says the group's rounding is not where "
+        "the points go. It cannot say what a model trained without a group would reach. "
+        "`act:blocks.shortcut` and `act:blocks.out_act` are the two quantizers per stride-1 "
+        "block that our integer-friendly MobileNetV2 adds to the authors' version.\n"
     ]
     for r in records:
         base = r["as_trained"]
