@@ -337,9 +337,9 @@ def remaining_compute(
         return (statistics.median(near), True) if near else (None, False)
 
     def cost(run: grid.Run) -> dict[str, Any] | None:
-        left = run.epochs(fp_epochs if run.is_fp else qat_epochs) - _progress(run.path)[1]
         if run.is_posthoc:
             return {"cpu_seconds": 0.0, "epochs_left": 0, "other_gamma": False}
+        left = run.epochs(fp_epochs if run.is_fp else qat_epochs) - _progress(run.path)[1]
         pace, other = pace_of(run)
         if pace is None:
             return None
