@@ -41,19 +41,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from climbq_deploy.calibration.dataset import load_dataset
-from climbq_deploy.check import _normalised
+from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.quant.functional import climbq_activation_unrounded, climbq_weight_unrounded
 from climbq_deploy.quant.layers import ActQuant, QConv2d
 from climbq_deploy.quant.quantizers import ACTIVATION_RANGE, ClimbQActivation, ClimbQWeight
+from climbq_deploy.train.loop import predict
 from climbq_deploy.train.metrics import long_tail_metrics
 
 NAME = "rounding_sensitivity"
@@ -107,18 +106,11 @@ def unrounded(modules: list[tuple[str, nn.Module]]) -> Iterator[None]:
             setattr(module, slot, quantizer)
 
 
-def evaluate(run: TrainedRun, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Top-1 and many/medium/few of ``run.model`` as it stands, batches of :data:`BATCH`."""
-    predictions = []
-    with torch.no_grad():
-        for i in range(0, len(images), BATCH):
-            batch = _normalised(images[i : i + BATCH], run)
-            logits = run.model(batch.contiguous(memory_format=torch.channels_last))
-            predictions.append(logits.argmax(1).numpy())
-    counts = run.metrics.get("train_counts")
-    if not counts:
-        raise ConfigError(f"{run.folder}: metrics.json has no train_counts (unfinished run?)")
-    metrics = long_tail_metrics(np.concatenate(predictions), labels, counts)
+def evaluate(run: TrainedRun, data: ImageDataset, train_counts: list[int]) -> dict[str, Any]:
+    """Top-1 and many/medium/few of ``run.model`` as it stands on ``data``'s test split,
+    through the training loop's own test path (:func:`~climbq_deploy.train.loop.predict`)."""
+    predictions = predict(run.model, data, BATCH)
+    metrics = long_tail_metrics(predictions, data.test_labels, train_counts)
     return {"top1": metrics.top1, "many": metrics.many, "medium": metrics.medium,
             "few": metrics.few}  # fmt: skip
 
@@ -127,13 +119,15 @@ def sensitivity(run_dir: Path) -> dict[str, Any]:
     """Every group of ``run_dir``'s model, and all activations / all weights / everything, each
     with its rounding removed, against the as-trained model on the whole test set."""
     run = load_run(run_dir)
-    run.model.to(memory_format=torch.channels_last)  # ~1.5x faster convs on the CPU
+    run.model.to(memory_format=torch.channels_last)  # as trained: ~1.5x faster on the CPU
     groups = quantizer_groups(run.model)
     if not groups:
         raise ConfigError(f"{run_dir}: method {run.config.method} has no ClimbQ quantizers")
+    counts = run.metrics.get("train_counts")
+    if not counts:
+        raise ConfigError(f"{run_dir}: metrics.json has no train_counts (unfinished run?)")
     data = load_dataset(run.config.data)
-    images, labels = data.test_images, data.test_labels
-    base = evaluate(run, images, labels)
+    base = evaluate(run, data, counts)
     every_act = [m for k, ms in groups.items() if k.startswith("act:") for m in ms]
     every_weight = [m for k, ms in groups.items() if k.startswith("weight:") for m in ms]
     probes = {**groups, "act:all": every_act, "weight:all": every_weight,
@@ -141,11 +135,11 @@ def sensitivity(run_dir: Path) -> dict[str, Any]:
     rows = []
     for key, modules in tqdm(probes.items(), desc=run_dir.name, unit="group", file=sys.stderr):
         with unrounded(modules):
-            got = evaluate(run, images, labels)
+            got = evaluate(run, data, counts)
         rows.append({"group": key, "quantizers": len(modules), **got,
                      "delta": round(got["top1"] - base["top1"], 2)})  # fmt: skip
     return {"run": str(run_dir), "method": run.config.method, "wbits": run.config.wbits,
-            "abits": run.config.abits, "images": len(images), "as_trained": base,
+            "abits": run.config.abits, "images": len(data.test_labels), "as_trained": base,
             "record_top1": run.metrics.get("top1"),
             "groups": rows}  # fmt: skip
 

@@ -176,17 +176,19 @@ def test_unrounded_maps_are_the_quantizers_before_their_rounding() -> None:
     )
 
     x = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    soft = climbq_activation_unrounded(x, 2.0, 2.0)
+    expected = 2.0 * (2.0 * norm.cdf(x.numpy() / 2.0) - 1.0)  # R (2 Phi(x / sigma) - 1)
+    np.testing.assert_allclose(soft.numpy(), expected, rtol=0, atol=1e-15)
     for bits in (2, 4):
         n = 2**bits - 1
-        soft = climbq_activation_unrounded(x, 2.0, 2.0)
-        expected = 2.0 * (2.0 * norm.cdf(x.numpy() / 2.0) - 1.0)  # R (2 Phi(x / sigma) - 1)
-        np.testing.assert_allclose(soft.numpy(), expected, rtol=0, atol=1e-15)
         codes = torch.round(n * (soft / 2.0 + 1.0) / 2.0).long()  # j = round(n Phi(x / sigma))
         assert torch.equal(codes, activation_codes(x, bits, 2.0))
         dequantized = (2 * codes - n).double() * (2.0 / n)
         assert torch.allclose(dequantized, climbq_activation(x, bits, 2.0, 2.0), rtol=0, atol=1e-15)
     w = torch.randn(64, 16, 3, 3, generator=torch.Generator().manual_seed(0))
     soft_w = climbq_weight_unrounded(w)
+    z = (w.double().numpy() - w.double().numpy().mean()) / w.double().numpy().std(ddof=1)
+    np.testing.assert_allclose(soft_w.double().numpy(), 2.0 * norm.cdf(z) - 1.0, atol=1e-7)
     assert soft_w.dtype == w.dtype and float(soft_w.abs().max()) < 1.0
     for bits in (2, 4):
         n = 2**bits - 1
