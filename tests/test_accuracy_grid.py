@@ -888,3 +888,46 @@ def test_remaining_compute_prices_each_missing_run_at_the_pace_of_finished_runs_
         "be (re)trained first" in text
     )
     assert "3 of them have no finished run of their kind at their γ" in text
+
+
+def test_faithful_diagnosis_is_the_2_bit_bn2_kd_run_with_the_authors_blocks_only(modules) -> None:
+    grid, _ = modules
+    by_name = {r.name: r for r in grid.grid()}
+    stem = "syndigits-lt-g200-mobilenetv2-climbq+-w2a2-ours"
+    faithful, base = by_name[f"{stem}-bn2-kd-faithful"], by_name[f"{stem}-bn2-kd"]
+    a, b = faithful.config(50).as_dict(), base.config(50).as_dict()
+    assert {k for k in a if a[k] != b[k]} == {"faithful_mbv2"} and a["faithful_mbv2"] is True
+    assert a["init"].endswith("syndigits-lt-g200-mobilenetv2-fp32")  # the same start
+    assert not faithful.has_integer_form and base.has_integer_form
+    assert base.priority < faithful.priority
+    assert [r.name for r in by_name.values() if r.options.get("faithful_mbv2")] == [faithful.name]
+
+
+def test_diagnosis_renders_beside_the_run_it_changes_and_is_never_deployed(modules, capsys) -> None:
+    grid, collect = modules
+    stem = "syndigits-lt-g200-mobilenetv2-climbq+-w2a2-ours"
+    runs = grid.grid()
+    done, missing = collect.records(runs)
+    text = collect.render(done, missing, collect.run_header())
+    row = ("| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | missing "
+           "| `ours + bn2-kd`: missing | – | 67.20 |")  # fmt: skip
+    assert row in text  # planned, with no result yet on either side
+    for variant, top1, medium in (("bn2-kd", 48.2, 60.0), ("bn2-kd-faithful", 51.45, 57.5)):
+        name = f"{stem}-{variant}"
+        (grid.RUNS / name).mkdir(parents=True)
+        record = {**_result(grid, name, top1), "medium": medium}
+        (grid.RUNS / name / "result.json").write_text(json.dumps(record))
+    done, missing = collect.records(runs)
+    [entry] = collect.diagnoses(runs, done)
+    assert (entry["top1"], entry["base_top1"], entry["paper"]) == (51.45, 48.2, 67.2)
+    assert (entry["delta_top1"], entry["tail_group"], entry["delta_tail"]) == (3.25, "medium", -2.5)
+    text = collect.render(done, missing, collect.run_header())
+    assert ("| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | **51.45** "
+            "(80.0/57.5/–) | `ours + bn2-kd`: 48.20 (80.0/60.0/–) | +3.25 (medium -2.5) | 67.20 |"
+            ) in text  # fmt: skip
+    # the diagnosis is not a recipe row of the main tables
+    assert "| climbq+ | W2A2 | ours + bn2-kd-faithful |" not in text
+    faithful = next(r for r in runs if r.name == f"{stem}-bn2-kd-faithful")
+    collect.deploy([faithful])
+    assert "has no integer form" in capsys.readouterr().out
+    assert not (faithful.path / collect.DEPLOY).exists()

@@ -149,6 +149,10 @@ def deploy(runs: list[grid.Run], again: bool = False) -> None:
             continue
         if (run.path / DEPLOY).is_file() and not again:
             continue
+        if not run.has_integer_form:
+            print(f"deploy check (tflite) skipped for {run.name}: its model has no integer "
+                  "form (--faithful-mbv2)", flush=True)  # fmt: skip
+            continue
         name = _dataset_name(run)
         if not (grid.DATA / name / "meta.json").is_file():
             print(f"deploy check (tflite) skipped for {run.name}: dataset {name} is not built "
@@ -554,6 +558,69 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
                                 *BASELINES, "verdict"], rows)]  # fmt: skip
 
 
+def diagnoses(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every planned diagnosis run (:data:`grid.DIAGNOSES`, seed 0) beside the run it changes:
+    the same dataset, gamma, arch, method, bits and recipe with the diagnosis's base variant.
+    ``top1`` / ``base_top1`` are None where that run has no result yet; ``delta_top1`` =
+    diagnosis top-1 - base top-1 and ``delta_tail`` the same on the tail group (points), where
+    both have one."""
+    by = {_row_key(r): r for r in done}
+    out = []
+    for run in runs:
+        if run.variant not in grid.DIAGNOSES or run.seed:
+            continue
+        base_variant = grid.DIAGNOSES[run.variant][0]
+        key = runner_record_key(run)
+        r, base = by.get(_row_key(key)), by.get(_row_key({**key, "variant": base_variant}))
+        tail = _tail_group(r or base) if (r or base) else None
+        entry: dict[str, Any] = {
+            **{k: key[k] for k in ("dataset", "gamma", "arch", "method", "recipe")},
+            "bits": run.wbits, "variant": run.variant, "base_variant": base_variant,
+            "top1": r["top1"] if r else None, "base_top1": base["top1"] if base else None,
+            "tail_group": tail, "delta_top1": None, "delta_tail": None,
+            "paper": grid.PAPER.get((run.data.dataset, run.data.gamma, run.arch, run.method,
+                                     run.wbits)),
+        }  # fmt: skip
+        if r and base:
+            entry["delta_top1"] = round(r["top1"] - base["top1"], 2)
+            entry["delta_tail"] = round(r[tail] - base[tail], 2)
+        entry["groups"] = {n: _groups(x) if x else None for n, x in (("top1", r), ("base", base))}
+        out.append(entry)
+    return out
+
+
+def _groups(r: dict[str, Any]) -> str:
+    return "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
+
+
+def _diagnosis_markdown(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for d in diagnoses(runs, done):
+        config = f"{d['dataset']} γ={d['gamma']} {d['arch']} {d['method']} W{d['bits']}A{d['bits']}"
+        result = (f"**{_f(d['top1'])}** ({d['groups']['top1']})" if d["top1"] is not None
+                  else "missing")  # fmt: skip
+        base = (f"{_f(d['base_top1'])} ({d['groups']['base']})" if d["base_top1"] is not None
+                else "missing")  # fmt: skip
+        delta = "–"
+        if d["delta_top1"] is not None:
+            delta = f"{d['delta_top1']:+.2f} ({d['tail_group']} {d['delta_tail']:+.1f})"
+        base_run = f"`{d['recipe']} + {d['base_variant']}`: {base}"
+        changed = f"`{d['recipe']} + {d['variant']}`"
+        rows.append([config, changed, result, base_run, delta, _f(d["paper"])])
+    if not rows:
+        return []
+    return ["", "## Diagnoses (one change to a row above)", "",
+            "Each: top-1 (many/med/few) of the run with the change, of the run it changes, and "
+            "the difference (overall, and on the tail group), seed 0 on both. `bn2-kd-faithful`: "
+            "the authors' MobileNetV2 blocks (`--faithful-mbv2`: their conv shortcut and block "
+            "output left unquantized), where the toolkit's integer-friendly blocks quantize both "
+            "so that every conv input is on an integer grid. It asks whether those two extra "
+            "quantizers per block are why 2-bit MobileNetV2 stays under the paper. Its model has "
+            "no integer form, so it is never deployed.", "",
+            markdown_table(["config", "diagnosis", "top-1", "base run", "diagnosis − base",
+                            "paper"], rows)]  # fmt: skip
+
+
 def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every config (dataset, gamma, arch, bits, recipe, variant) trained with more than one
     seed: per method that has more than one seed the top-1 and tail-group accuracy of each
@@ -830,6 +897,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
     lines += _deploy_markdown(done)
     lines += _comparison_markdown(done)
     lines += _seed_markdown(done)
+    lines += _diagnosis_markdown(grid.grid(), done)
     rows = []
     for base, variants in grid.ABLATION_SETS.items():
         start_text = grid.ABLATION_STARTS[base]
@@ -925,6 +993,7 @@ def main(argv: list[str] | None = None) -> int:
         "missing": missing,
         "baseline_comparison": baseline_comparison(done),
         "seed_spread": seed_spread(done),
+        "diagnoses": diagnoses(runs, done),
         "deployed_vs_torch": deployed_vs_torch(done),
         "issue_coverage": issue_coverage(runs, done),
         "remaining_compute": remaining_compute(runs, done, missing),
