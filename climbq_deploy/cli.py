@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_key_value,
         metavar="KEY=VALUE",
-        help="loss keyword, repeatable: homovar alpha/beta/variant/form, cb beta/form, la tau",
+        help="loss keyword, repeatable: homovar alpha/beta/variant/form/tau, cb beta/form, la tau",
     )
     tr.add_argument("--act-scaling", choices=("faithful", "off"), default="faithful")
     tr.add_argument("--faithful-mbv2", action="store_true")

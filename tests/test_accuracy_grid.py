@@ -229,6 +229,40 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
     assert row in text and "beats uniform; no result for the rest |" in text
 
 
+def test_la_variant_is_bn2_kd_fp200_with_each_methods_loss_on_adjusted_logits(modules) -> None:
+    grid, collect = modules
+    by_name = {r.name: r for r in grid.grid()}
+    stem = "cifar10-lt-g50-resnet20"
+    la = {
+        m: by_name[f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-la"] for m in ("climbq+", "lsq", "uniform")
+    }
+    assert not any(n.startswith("cifar10-lt-g200") and n.endswith("-la") for n in by_name)
+    for method, run in la.items():
+        base = by_name[f"{stem}-{method}-w2a2-ours-bn2-kd-fp200"]
+        a, b = run.config(50).as_dict(), base.config(50).as_dict()
+        assert {k for k in a if a[k] != b[k]} == {"loss", "loss_options"}  # one change
+        assert run.fp_name == base.fp_name == f"{stem}-fp32-200ep-bf16"
+        assert a["init"] == b["init"] and a["distill"] == 0.5 and a["init_bn_gamma"] == 2.0
+        assert base.priority < run.priority
+    # ClimbQ+ keeps HomoVar (its weights on the adjusted logits); the baselines' CE becomes la
+    assert la["climbq+"].config(50).loss_name == "homovar"
+    assert la["climbq+"].config(50).loss_options == {"tau": 1.0}
+    for method in ("lsq", "uniform"):
+        assert la[method].config(50).loss_name == "la"
+        assert la[method].config(50).loss_options == {"tau": 1.0}
+    # the comparison table pairs them like any equal-recipe variant
+    _finish(grid, la["climbq+"].name, 74.0)
+    _finish(grid, la["lsq"].name, 63.5)
+    _finish(grid, la["uniform"].name, 71.25)
+    done, missing = collect.records(grid.grid())
+    text = collect.render(done, missing, collect.run_header())
+    assert (
+        "| cifar10-lt | 50 | resnet20 | W2A2 | ours + bn2-kd-fp200-la | **74.00** | 63.50 (+10.50"
+    ) in text
+    assert "| 71.25 (+2.75, medium +0.0) | beats lsq and uniform |" in text
+    assert "| climbq+ | W2A2 | ours + bn2-kd-fp200-la | **74.00** (50 ep) |" in text
+
+
 def _methods(pool: list, ref) -> set[str]:
     """Methods of the runs in ``pool`` with ``ref``'s variant, data, arch, bits and seed."""
     where = (ref.variant, ref.data, ref.arch, ref.wbits, ref.seed)

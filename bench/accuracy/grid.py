@@ -99,6 +99,20 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
     # bn2-kd started from (and distilled from) the 200-epoch fp32 run (FP_FROM) instead of the
     # shared one, which the GPU time budget cut to 90 epochs at gamma 50.
     "bn2-kd-fp200": _BN2_KD,
+    # bn2-kd-fp200 with a better long-tail task loss (§5): each method's loss on logit-adjusted
+    # logits, x + tau log(prior) with tau 1 (fixed beforehand, as in the fp32 recipe's loss; the
+    # loss per method is LA_LOSSES). The fp32 teacher was trained on the same adjustment, so the
+    # task and distillation terms no longer pull the raw logits toward different priors, the
+    # gap the `-pla` rows close after training.
+    "bn2-kd-fp200-la": _BN2_KD,
+}
+# The task loss of a `-la` variant per method: ClimbQ+ keeps its HomoVar weights and applies
+# them to the adjusted logits (``homovar`` with tau 1); every other method's cross-entropy
+# becomes the logit-adjusted loss (``la``, tau 1).
+LA_VARIANTS = ("bn2-kd-fp200-la",)
+LA_LOSSES: dict[str, dict[str, Any]] = {
+    "climbq+": {"loss": "homovar", "loss_options": {"tau": 1.0}},
+    "other": {"loss": "la", "loss_options": {"tau": 1.0}},
 }
 # The paper recipe (§7) unchanged, started from the kept 200-epoch fp32 run (FP_FROM): the CIFAR
 # paper rows were first planned from the shared starts, whose weights are lost, and retraining
@@ -118,6 +132,7 @@ ARCH_FP_EPOCHS: dict[str, int] = {"mobilenetv2": 60}
 # distill, learn from it).
 FP_FROM: dict[str, str] = {
     "bn2-kd-fp200": "200ep-bf16",
+    "bn2-kd-fp200-la": "200ep-bf16",
     "fp200": "200ep-bf16",
     **{v: "200ep-bf16" for v in _ABLATION_RUNS},
 }
@@ -145,7 +160,14 @@ DIAGNOSES: dict[str, tuple[str, dict[str, Any]]] = {
 # 2-bit baselines given ClimbQ+'s recipe improvements, so the best 2-bit ClimbQ+ rows have an
 # equal-recipe comparison (CIFAR-10-LT gamma 50: bn2, bn2-kd and bn2-kd-fp200; SynDigits-LT:
 # bn2-kd; the plain 2-bit ClimbQ+ run collapses on both).
-EQUAL_VARIANTS = ("bn2", "bn2-kd", "bn2-kd-fp200", "bn2-kd-fp200-pla", "bn2-kd-pla")
+EQUAL_VARIANTS = (
+    "bn2",
+    "bn2-kd",
+    "bn2-kd-fp200",
+    "bn2-kd-fp200-pla",
+    "bn2-kd-pla",
+    "bn2-kd-fp200-la",
+)
 # Seed spread: configs trained again with other seeds from the same fp32 start (the seed moves
 # data order, augmentation and the new quantizer parameters), so that a ClimbQ+ - lsq
 # difference can be set against seed-to-seed spread; seed 0 is each config's row of the main
@@ -294,6 +316,8 @@ def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priorit
     options = {**_ABLATION_RUNS, **EARLY_ABLATIONS, **IMPROVEMENTS, **PAPER_VARIANTS,
                **{v: o for v, (_, o) in DIAGNOSES.items()}}  # fmt: skip
     options = options[POSTHOC_FROM.get(variant, variant)] if variant else {}
+    if POSTHOC_FROM.get(variant, variant) in LA_VARIANTS:
+        options = {**options, **LA_LOSSES.get(method, LA_LOSSES["other"])}
     return Run(data, arch, method, bits, bits, recipe, variant, priority, options, seed)
 
 
@@ -340,6 +364,11 @@ def grid() -> list[Run]:
             for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
                 runs.append(_qat(data, "resnet20", method, bits, "ours", p + 0.047 + j / 1000
                                  + k / 10000, variant))  # fmt: skip
+    # gamma 50, 2-bit: bn2-kd-fp200 with the logit-adjusted task losses (LA_LOSSES), ClimbQ+
+    # and its two baselines from the same start
+    for j, method in enumerate(("climbq+", "lsq", "uniform")):
+        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.6995 + j / 10000,
+                         "bn2-kd-fp200-la"))  # fmt: skip
     # the paper recipe as it stands from the same start, ClimbQ+ and lsq at 4 bits first
     for i, data in enumerate(cifar):
         for j, (bits, method) in enumerate(

@@ -308,6 +308,11 @@ class HomoVarLoss(nn.Module):
     ``forward(logits, labels, features)``: logits (B, K), labels (B,), penultimate features
     (B, D). The weights of the last call are kept in ``last_weights`` (K,) and all intermediates
     in ``last_statistics`` for reports and plots.
+
+    ``tau`` (default 0, the paper's loss) applies the HomoVar weights to logit-adjusted logits
+    (Menon et al. 2021): ``weighted_loss(x + tau log pi, y, w, form)`` with the dataset prior
+    ``pi_k = n_k / N``, a fixed (K,) offset in nats. The weights are unchanged (they read the
+    features, not the logits); predict with the raw logits, as for the ``la`` loss.
     """
 
     def __init__(
@@ -317,9 +322,16 @@ class HomoVarLoss(nn.Module):
         beta: float = 0.999,
         variant: str = "faithful",
         form: str = "bce",
+        tau: float = 0.0,
     ) -> None:
         super().__init__()
-        self.class_counts = tuple(int(c) for c in check_counts(class_counts))
+        counts = check_counts(class_counts)
+        self.class_counts = tuple(int(c) for c in counts)
+        if isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
+            raise ConfigError(f"tau must be a finite number, got {tau!r}")
+        self.tau = float(tau)
+        log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+        self.register_buffer("log_prior", log_prior, persistent=False)
         self.alpha = check_open_unit("alpha", alpha)
         self.beta = check_open_unit("beta", beta)
         self.variant = check_choice("variant", variant, VARIANTS)
@@ -340,10 +352,13 @@ class HomoVarLoss(nn.Module):
         )
         self.last_statistics = statistics
         self.last_weights = statistics.weights.to(torch.float32)
+        if self.tau:
+            logits = logits + self.tau * self.log_prior.to(logits.device, logits.dtype)
         return weighted_loss(logits, labels, self.last_weights, self.form)
 
     def extra_repr(self) -> str:
+        tau = f", tau={self.tau}" if self.tau else ""
         return (
             f"K={len(self.class_counts)}, alpha={self.alpha}, beta={self.beta}, "
-            f"variant={self.variant!r}, form={self.form!r}"
+            f"variant={self.variant!r}, form={self.form!r}{tau}"
         )

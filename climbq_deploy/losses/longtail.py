@@ -7,7 +7,8 @@
   HomoVar's weights equal these whenever its bounds do not bite (method card §10).
 - ``la``: logit-adjusted loss (Menon et al. 2021), ``CE(x + tau log pi, y)`` with the prior
   ``pi_k = n_k / N``; ``tau = 1`` is the balanced softmax.
-- ``homovar``: :class:`~climbq_deploy.losses.homovar.HomoVarLoss`.
+- ``homovar``: :class:`~climbq_deploy.losses.homovar.HomoVarLoss` (option ``tau``: its weights on
+  logit-adjusted logits).
 
 Every loss is called alike, ``loss(logits, labels, features=None)``; only HomoVar reads the
 features.
@@ -115,7 +116,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "ce": (),
     "cb": ("beta", "form"),
     "la": ("tau",),
-    "homovar": ("alpha", "beta", "variant", "form"),
+    "homovar": ("alpha", "beta", "variant", "form", "tau"),
 }
 
 
@@ -123,7 +124,7 @@ def make_loss(name: str, class_counts: Counts | None = None, **options: Any) -> 
     """Build the loss ``name`` (one of :data:`LOSS_NAMES`) for dataset counts ``class_counts``.
 
     ``options`` are the named loss's keyword arguments: ``cb`` beta, form; ``la`` tau;
-    ``homovar`` alpha, beta, variant, form; ``ce`` none (``class_counts`` may be None).
+    ``homovar`` alpha, beta, variant, form, tau; ``ce`` none (``class_counts`` may be None).
 
     Raises:
         ConfigError: unknown name or option, missing counts, or an invalid option value.

@@ -220,6 +220,36 @@ def test_ce_form_is_normalised_by_the_sample_weights() -> None:
     assert float(got) == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize("form", ["bce", "ce"])
+def test_tau_applies_the_weights_to_logit_adjusted_logits(form: str) -> None:
+    features, labels = make_batch(4)
+    logits = np.random.default_rng(3).normal(scale=3.0, size=(B, K))
+    adjusted = logits + 1.5 * np.log(np.array(COUNTS) / sum(COUNTS))
+    loss = HomoVarLoss(COUNTS, variant="corrected", form=form, tau=1.5)
+    got = loss(torch.tensor(logits), torch.tensor(labels), torch.tensor(features))
+    w = reference(features, labels, COUNTS, variant="corrected")["weights"]
+    p, t = softmax64(adjusted), np.eye(K)[labels]
+    if form == "bce":
+        want = -np.mean(w[labels][:, None] * (t * np.log(p) + (1 - t) * np.log(1 - p)))
+    else:
+        want = np.sum(w[labels] * -np.log(p[np.arange(B), labels])) / w[labels].sum()
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(loss.last_weights.numpy(), w, rtol=1e-5)  # weights unmoved
+    plain = HomoVarLoss(COUNTS, variant="corrected", form=form)
+    untouched = plain(torch.tensor(logits), torch.tensor(labels), torch.tensor(features))
+    assert abs(float(untouched) - float(got)) > 1e-3  # tau moved the loss
+    zero = HomoVarLoss(COUNTS, variant="corrected", form=form, tau=0.0)
+    assert float(zero(torch.tensor(logits), torch.tensor(labels), torch.tensor(features))) == (
+        float(untouched)
+    )
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), "1", True])
+def test_tau_must_be_a_finite_number(tau: object) -> None:
+    with pytest.raises(ConfigError, match="tau must be a finite number"):
+        HomoVarLoss(COUNTS, tau=tau)  # type: ignore[arg-type]
+
+
 def test_log1m_softmax_stays_exact_where_softmax_rounds_to_one() -> None:
     rows = [[30.0, 0.0, -5.0], [2.0, 2.0, -1.0], [0.0, 0.0, 0.0], [-3.0, 1.5, 200.0]]
     logits = torch.tensor(rows, requires_grad=True)

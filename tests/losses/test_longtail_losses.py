@@ -155,13 +155,17 @@ def test_make_loss_passes_options() -> None:
     assert cb.form == "ce"
     np.testing.assert_allclose(cb.weights.numpy(), class_balanced_weights(COUNTS, 0.5).numpy())
     assert make_loss("la", COUNTS, tau=0.25).tau == 0.25
-    homovar = make_loss("homovar", COUNTS, alpha=0.1, beta=0.99, variant="corrected", form="ce")
-    assert (homovar.alpha, homovar.beta, homovar.variant, homovar.form) == (
+    homovar = make_loss(
+        "homovar", COUNTS, alpha=0.1, beta=0.99, variant="corrected", form="ce", tau=1.0
+    )
+    assert (homovar.alpha, homovar.beta, homovar.variant, homovar.form, homovar.tau) == (
         0.1,
         0.99,
         "corrected",
         "ce",
+        1.0,
     )
+    assert make_loss("homovar", COUNTS).tau == 0.0  # the paper's loss by default
     assert isinstance(make_loss("ce"), CrossEntropyLoss)
 
 
