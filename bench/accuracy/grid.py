@@ -364,12 +364,11 @@ def grid() -> list[Run]:
             for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
                 runs.append(_qat(data, "resnet20", method, bits, "ours", p + 0.047 + j / 1000
                                  + k / 10000, variant))  # fmt: skip
-    # 2-bit bn2-kd-fp200 with the logit-adjusted task losses (LA_LOSSES), ClimbQ+ and its two
-    # baselines from the same start, after that start's other 2- and 4-bit rows
-    for i, data in enumerate(cifar):
-        for j, method in enumerate(("climbq+", "lsq", "uniform")):
-            runs.append(_qat(data, "resnet20", method, 2, "ours", 10.6995 + i + j / 10000,
-                             "bn2-kd-fp200-la"))  # fmt: skip
+    # gamma 50, 2-bit: bn2-kd-fp200 with the logit-adjusted task losses (LA_LOSSES), ClimbQ+
+    # and its two baselines from the same start
+    for j, method in enumerate(("climbq+", "lsq", "uniform")):
+        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.6995 + j / 10000,
+                         "bn2-kd-fp200-la"))  # fmt: skip
     # the paper recipe as it stands from the same start, ClimbQ+ and lsq at 4 bits first
     for i, data in enumerate(cifar):
         for j, (bits, method) in enumerate(
