@@ -252,6 +252,14 @@ def homovar_class_weights(
     return statistics.weights.to(torch.float32)
 
 
+def log_prior(counts: np.ndarray, tau: object) -> tuple[float, Tensor]:
+    """``(tau, log pi)`` for a logit adjustment ``x + tau log pi``: ``tau`` checked finite and
+    made a float, ``pi_k = n_k / N`` the prior of ``counts`` (K,), float32 log in nats."""
+    if isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
+        raise ConfigError(f"tau must be a finite number, got {tau!r}")
+    return float(tau), torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+
+
 def log1m_softmax(logits: Tensor) -> Tensor:
     """``log(1 - softmax(logits))`` along the last axis, accurate where ``softmax`` rounds to 1.
 
@@ -327,11 +335,8 @@ class HomoVarLoss(nn.Module):
         super().__init__()
         counts = check_counts(class_counts)
         self.class_counts = tuple(int(c) for c in counts)
-        if isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
-            raise ConfigError(f"tau must be a finite number, got {tau!r}")
-        self.tau = float(tau)
-        log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-        self.register_buffer("log_prior", log_prior, persistent=False)
+        self.tau, prior = log_prior(counts, tau)
+        self.register_buffer("log_prior", prior, persistent=False)
         self.alpha = check_open_unit("alpha", alpha)
         self.beta = check_open_unit("beta", beta)
         self.variant = check_choice("variant", variant, VARIANTS)

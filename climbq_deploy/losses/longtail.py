@@ -31,6 +31,7 @@ from climbq_deploy.losses.homovar import (
     check_choice,
     check_counts,
     check_open_unit,
+    log_prior,
     weighted_loss,
 )
 
@@ -93,12 +94,8 @@ class LogitAdjustedLoss(nn.Module):
 
     def __init__(self, class_counts: Counts, tau: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(tau, int | float) or not math.isfinite(tau):
-            raise ConfigError(f"tau must be a finite number, got {tau!r}")
-        self.tau = float(tau)
-        counts = check_counts(class_counts)
-        log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-        self.register_buffer("log_prior", log_prior, persistent=False)
+        self.tau, prior = log_prior(check_counts(class_counts), tau)
+        self.register_buffer("log_prior", prior, persistent=False)
 
     def forward(self, logits: Tensor, labels: Tensor, features: Tensor | None = None) -> Tensor:
         if logits.shape[-1] != self.log_prior.shape[0]:
