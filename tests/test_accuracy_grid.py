@@ -236,7 +236,9 @@ def test_la_variant_is_bn2_kd_fp200_with_each_methods_loss_on_adjusted_logits(mo
     la = {
         m: by_name[f"{stem}-{m}-w2a2-ours-bn2-kd-fp200-la"] for m in ("climbq+", "lsq", "uniform")
     }
-    assert not any(n.startswith("cifar10-lt-g200") and n.endswith("-la") for n in by_name)
+    assert sorted(n for n in by_name if n.endswith("-kd-fp200-la")) == sorted(
+        la_run.name for la_run in la.values()
+    )
     for method, run in la.items():
         base = by_name[f"{stem}-{method}-w2a2-ours-bn2-kd-fp200"]
         a, b = run.config(50).as_dict(), base.config(50).as_dict()

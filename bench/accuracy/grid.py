@@ -107,12 +107,12 @@ IMPROVEMENTS: dict[str, dict[str, Any]] = {
     "bn2-kd-fp200-la": _BN2_KD,
 }
 # The task loss of a `-la` variant per method: ClimbQ+ keeps its HomoVar weights and applies
-# them to the adjusted logits (``homovar`` with tau 1); every other method's cross-entropy
-# becomes the logit-adjusted loss (``la``, tau 1).
+# them to the adjusted logits (``homovar`` with tau 1); the cross-entropy of the others becomes
+# the logit-adjusted loss (``la``, tau 1). A method not listed has no `-la` run (KeyError).
 LA_VARIANTS = ("bn2-kd-fp200-la",)
 LA_LOSSES: dict[str, dict[str, Any]] = {
     "climbq+": {"loss": "homovar", "loss_options": {"tau": 1.0}},
-    "other": {"loss": "la", "loss_options": {"tau": 1.0}},
+    **{m: {"loss": "la", "loss_options": {"tau": 1.0}} for m in ("climbq", "lsq", "uniform")},
 }
 # The paper recipe (§7) unchanged, started from the kept 200-epoch fp32 run (FP_FROM): the CIFAR
 # paper rows were first planned from the shared starts, whose weights are lost, and retraining
@@ -317,7 +317,7 @@ def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priorit
                **{v: o for v, (_, o) in DIAGNOSES.items()}}  # fmt: skip
     options = options[POSTHOC_FROM.get(variant, variant)] if variant else {}
     if POSTHOC_FROM.get(variant, variant) in LA_VARIANTS:
-        options = {**options, **LA_LOSSES.get(method, LA_LOSSES["other"])}
+        options = {**options, **LA_LOSSES[method]}
     return Run(data, arch, method, bits, bits, recipe, variant, priority, options, seed)
 
 
