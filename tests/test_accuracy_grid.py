@@ -23,12 +23,12 @@ def modules(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIMBQ_ACC_STARTS", str(tmp_path / "starts"))
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.syspath_prepend(str(BENCH / "accuracy"))
-    for name in ("grid", "collect", "runner", "starts"):
+    for name in ("grid", "collect", "runner", "starts", "bars"):
         sys.modules.pop(name, None)
     grid = importlib.import_module("grid")
     collect = importlib.import_module("collect")
     yield grid, collect
-    for name in ("grid", "collect", "runner", "starts"):
+    for name in ("grid", "collect", "runner", "starts", "bars"):
         sys.modules.pop(name, None)
 
 
@@ -351,6 +351,12 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2` | shared fp32, 90 ep (lost) "
             "| **70.50** (homovar) |") in text  # fmt: skip
     assert "| `scaling-off`: scaling-off | shared fp32, 90 ep (lost) | missing |" in text
+    # the issue's bars, above the tables: the 2-bit gamma-50 bar from the two trained rows
+    assert text.index("## The issue's bars") < text.index("## CIFAR-10-LT, ResNet-20")
+    assert (
+        "| 50 | W2A2 | 71.7 | 74.0 | 21.25 | **70.50** (`ours + bn2`; best of 3) | – "
+        "| 0 of 3 / 0 of 0 | bar NOT met; goal not met |"
+    ) in text
     assert (
         "| cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2 | not run; waits on its start "
         "cifar10-lt-g50-resnet20-fp32, not trained yet |"
@@ -967,3 +973,57 @@ def test_diagnosis_renders_beside_the_run_it_changes_and_is_never_deployed(modul
     collect.deploy([faithful])
     assert "has no integer form" in capsys.readouterr().out
     assert not (faithful.path / collect.DEPLOY).exists()
+
+
+def test_issue_bars_keep_trained_and_post_hoc_rows_apart_and_name_the_best_of_each(modules) -> None:
+    del modules  # (imported bars with collect)
+    bars = sys.modules["bars"]
+
+    def rec(gamma, bits, variant, top1, recipe="ours", seed=0, dataset="cifar10-lt"):
+        name = f"{dataset}-g{gamma}-w{bits}-{recipe}-{variant}-s{seed}"
+        return {"name": name, "dataset": dataset, "gamma": gamma, "arch": "resnet20",
+                "method": "climbq+", "wbits": bits, "recipe": recipe, "variant": variant,
+                "seed": seed, "top1": top1, "deployed_top1": top1 + 0.05}  # fmt: skip
+
+    done = [
+        rec(50, 2, None, 26.79),
+        rec(50, 2, "bn2-kd", 71.18),
+        rec(50, 2, "bn2-kd-100ep", 71.24),
+        rec(50, 2, "bn2-kd-fp200-pla", 73.0),
+        rec(50, 2, "bn2-kd", 80.0, seed=1),
+        rec(50, 2, "bn2-kd", 90.0, dataset="syndigits-lt"),
+        rec(50, 4, None, 71.38),
+        rec(50, 4, "bn2-kd-fp200", 73.13),
+        rec(50, 4, "bn2-kd-fp200-pla", 75.99999999999),
+        rec(200, 2, "paper-x", 61.099999999),
+        rec(200, 2, "bn2-kd-fp200", 60.0, recipe="ours"),
+        rec(50, 2, "bn2-fp200-loss-ce", 72.0),
+    ]  # (the last: an ablation, not counted)
+    by = {(e["gamma"], e["bits"]): e for e in bars.issue_bars(done)}
+    two = by[(50, 2)]
+    assert (two["bar"], two["goal"], two["paper"], two["plain_ours"]) == (71.7, 74.0, 71.73, 26.79)
+    assert two["trained"]["rows"] == 3 and two["trained"]["at_bar"] == []
+    assert two["trained"]["best"]["recipe"] == "ours + bn2-kd-100ep"
+    assert two["trained"]["best"]["top1"] == 71.24
+    assert two["posthoc"]["rows"] == 1 and two["posthoc"]["best"]["top1"] == 73.0
+    assert two["verdict"] == "bar met only with post-hoc adjustment; goal not met"
+    four = by[(50, 4)]  # 75.99999999999 is 76.00 in the tables: it reaches the goal
+    assert four["trained"]["at_bar"] == ["cifar10-lt-g50-w4-ours-bn2-kd-fp200-s0"]
+    assert four["posthoc"]["at_goal"] == ["cifar10-lt-g50-w4-ours-bn2-kd-fp200-pla-s0"]
+    assert four["verdict"] == "bar met by a trained row; goal met only with post-hoc adjustment"
+    assert by[(200, 2)]["verdict"] == "bar met by a trained row"  # 61.099999999 -> 61.10
+    assert by[(200, 2)]["plain_ours"] is None
+    assert by[(200, 4)]["verdict"] == "no result" and by[(200, 4)]["trained"]["best"] is None
+    lone = {
+        "goal": None,
+        "trained": {"rows": 1, "at_bar": []},
+        "posthoc": {"rows": 0, "at_bar": []},
+    }
+    assert bars.verdict(lone) == "bar NOT met"
+    text = "\n".join(bars.bars_markdown(done))
+    assert (
+        "| 50 | W2A2 | 71.7 | 74.0 | 26.79 | **71.24** (`ours + bn2-kd-100ep`, deployed "
+        "71.29; best of 3) | **73.00** (`ours + bn2-kd-fp200-pla`, deployed 73.05; best of "
+        "1) | 0 of 3 / 1 of 1 | bar met only with post-hoc adjustment; goal not met |"
+    ) in text
+    assert "| 200 | W4A4 | 61.7 | – | – | – | – | 0 of 0 / 0 of 0 | no result |" in text

@@ -13,8 +13,9 @@ accuracy.json: the run header (machine, commit, command), then ``records`` (one 
 run), ``missing`` (each unfinished run, its state and what it waits on), and the derived views
 the markdown renders: ``baseline_comparison`` (ClimbQ+ against lsq / uniform at equal bits and
 recipe), ``seed_spread``, ``deployed_vs_torch`` (the issue's 0.2-point check over every deployed
-row), ``issue_coverage`` (the issue's grid cell by cell, per recipe) and ``remaining_compute``
-(the CPU time the missing runs still need here).
+row), ``issue_coverage`` (the issue's grid cell by cell, per recipe), ``issue_bars`` (the issue's
+CIFAR-10-LT ClimbQ+ figures checked, ``bars.py``) and ``remaining_compute`` (the CPU time the
+missing runs still need here).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import bars  # noqa: E402
 import grid  # noqa: E402
 import numpy as np  # noqa: E402
 import starts  # noqa: E402
@@ -853,6 +855,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "training wall time (a pause of the process counts) and `median_epoch_seconds` its median "
         "epoch, which a pause does not move."
     )
+    lines += bars.bars_markdown(done)
     sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
                 ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
                 ("digits-LT", "digits-lt", (50,), ("resnet20",))]  # fmt: skip
@@ -1001,6 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
         "diagnoses": diagnoses(runs, done),
         "deployed_vs_torch": deployed_vs_torch(done),
         "issue_coverage": issue_coverage(runs, done),
+        "issue_bars": bars.issue_bars(done),
         "remaining_compute": remaining_compute(runs, done, missing),
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
