@@ -57,10 +57,10 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The row of highest top-1 (the first in name order on a tie), as a small summary."""
+    """The row of highest top-1 (the first of ``rows`` on a tie), as a small summary."""
     if not rows:
         return None
-    r = max(sorted(rows, key=lambda r: r["name"]), key=lambda r: round(r["top1"], 2))
+    r = max(rows, key=lambda r: round(r["top1"], 2))
     return {"name": r["name"], "recipe": _label(r), "top1": round(r["top1"], 2),
             "deployed_top1": r.get("deployed_top1")}  # fmt: skip
 
@@ -107,6 +107,7 @@ def issue_bars(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "plain_ours": round(plain["top1"], 2) if plain else None,
         }  # fmt: skip
         for group, posthoc in (("trained", False), ("posthoc", True)):
+            # in name order: ties go to the first name, and the listings read in order
             mine = sorted((r for r in rows if (r.get("variant") in grid.POSTHOC_FROM) == posthoc),
                           key=lambda r: r["name"])  # fmt: skip
             entry[group] = {
