@@ -51,18 +51,13 @@ BARS: tuple[Bar, ...] = (
 )
 
 
-def _label(r: dict[str, Any]) -> str:
-    variant = r.get("variant")
-    return f"{r['recipe']} + {variant}" if variant else r["recipe"]
-
-
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The row of highest top-1 (the first of ``rows`` on a tie), as a small summary."""
     if not rows:
         return None
     r = max(rows, key=lambda r: round(r["top1"], 2))
-    return {"name": r["name"], "recipe": _label(r), "top1": round(r["top1"], 2),
-            "deployed_top1": r.get("deployed_top1")}  # fmt: skip
+    return {"name": r["name"], "recipe": grid.recipe_label(r["recipe"], r.get("variant")),
+            "top1": round(r["top1"], 2), "deployed_top1": r.get("deployed_top1")}  # fmt: skip
 
 
 def _reaches(top1: float, level: float | None) -> bool:

@@ -541,7 +541,7 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
                    + ("the grid has no " + " or ".join(unplanned)
                       if len(above) + len(unplanned) == len(BASELINES)
                       else "no result for the rest"))  # fmt: skip
-        recipe = f"{c['recipe']} + {c['variant']}" if c["variant"] else c["recipe"]
+        recipe = grid.recipe_label(c["recipe"], c["variant"])
         rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
                      recipe, f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
     if not rows:
@@ -673,7 +673,7 @@ def _spread(seeds: list[int], top1: list[float], tail: list[float]) -> dict[str,
 def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
     rows = []
     for entry in seed_spread(done):
-        recipe = f"{entry['recipe']} + {entry['variant']}" if entry["variant"] else entry["recipe"]
+        recipe = grid.recipe_label(entry["recipe"], entry["variant"])
         config = (f"{entry['dataset']} γ={entry['gamma']} {entry['arch']} "
                   f"W{entry['bits']}A{entry['bits']} {recipe}")  # fmt: skip
         lines = [(method, s, False) for method, s in entry["methods"].items()]
@@ -892,7 +892,7 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                 )  # fmt: skip
                 if any_result or awaited:
                     bits_text = "fp32" if bits == 32 else f"W{bits}A{bits}"
-                    label = f"{recipe} + {variant}" if variant else recipe
+                    label = grid.recipe_label(recipe, variant)
                     rows.append([method, bits_text, label, *cells])
             if not rows:
                 continue

@@ -449,6 +449,11 @@ def issue_cells() -> list[Cell]:
     return cells
 
 
+def recipe_label(recipe: str, variant: str | None) -> str:
+    """How the tables name a row's recipe: ``ours``, or ``ours + bn2-kd`` with a variant."""
+    return f"{recipe} + {variant}" if variant else recipe
+
+
 def datasets(runs: list[Run]) -> list[DataSpec]:
     """The distinct datasets of ``runs``, in order of first use."""
     return list(dict.fromkeys(r.data for r in runs))
