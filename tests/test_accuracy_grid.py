@@ -265,6 +265,35 @@ def test_la_variant_is_bn2_kd_fp200_with_each_methods_loss_on_adjusted_logits(mo
     assert "| climbq+ | W2A2 | ours + bn2-kd-fp200-la | **74.00** (50 ep) |" in text
 
 
+def test_la_variant_without_distillation_is_bn2_fp200_with_each_methods_la_loss(modules) -> None:
+    grid, collect = modules
+    by_name = {r.name: r for r in grid.grid()}
+    stem = "cifar10-lt-g50-resnet20"
+    la = {m: by_name[f"{stem}-{m}-w2a2-ours-bn2-fp200-la"] for m in ("climbq+", "lsq", "uniform")}
+    assert sorted(n for n in by_name if n.endswith("-bn2-fp200-la")) == sorted(
+        la_run.name for la_run in la.values()
+    )
+    # ClimbQ+: one change to the ablation base, its loss (HomoVar on the adjusted logits)
+    base = by_name[f"{stem}-climbq+-w2a2-ours-bn2-fp200"]
+    a, b = la["climbq+"].config(50).as_dict(), base.config(50).as_dict()
+    assert {k for k in a if a[k] != b[k]} == {"loss", "loss_options"}
+    assert a["loss"] == "homovar" and a["loss_options"] == {"tau": 1.0}
+    for method, run in la.items():
+        # each: its distilled `-la` run without the distillation, from the same start
+        kd = by_name[f"{stem}-{method}-w2a2-ours-bn2-kd-fp200-la"]
+        a, b = run.config(50).as_dict(), kd.config(50).as_dict()
+        assert {k for k in a if a[k] != b[k]} == {"distill"}
+        assert a["distill"] == 0.0 and b["distill"] == 0.5
+        assert run.fp_name == kd.fp_name == f"{stem}-fp32-200ep-bf16"
+        assert a["init_bn_gamma"] == 2.0
+    # a trained recipe row: it counts in the issue's bars (not an ablation's one change)
+    _finish(grid, la["climbq+"].name, 71.9)
+    done, missing = collect.records(grid.grid())
+    text = collect.render(done, missing, collect.run_header())
+    assert "| climbq+ | W2A2 | ours + bn2-fp200-la | **71.90** (50 ep) |" in text
+    assert "**71.90** (`ours + bn2-fp200-la`" in text
+
+
 def _methods(pool: list, ref) -> set[str]:
     """Methods of the runs in ``pool`` with ``ref``'s variant, data, arch, bits and seed."""
     where = (ref.variant, ref.data, ref.arch, ref.wbits, ref.seed)
