@@ -46,13 +46,22 @@ def code_usage(run_dir: Path, images: int) -> dict[str, Any]:
             values, counts = torch.unique(out.detach().flatten(), return_counts=True)
             share = (counts.double() / out.numel()).tolist()
             codes = {f"{float(v):.3f}": s for v, s in zip(values, share, strict=True)}
-            layers.append({"layer": name, "input_std": float(inputs[0].std()), "codes": codes,
-                           "levels_over_1pct": sum(s > 0.01 for s in share)})  # fmt: skip
+            layers.append(
+                {
+                    "layer": name,
+                    "input_std": float(inputs[0].std()),
+                    "codes": codes,
+                    "levels_over_1pct": sum(s > 0.01 for s in share),
+                }
+            )
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in run.model.named_modules()
-               if isinstance(m, ActQuant) and m.quantizer is not None]  # fmt: skip
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in run.model.named_modules()
+        if isinstance(m, ActQuant) and m.quantizer is not None
+    ]
     with torch.no_grad():
         run.model(_normalised(test[chosen], run))
     for h in handles:
@@ -62,11 +71,16 @@ def code_usage(run_dir: Path, images: int) -> dict[str, Any]:
     if top1 is None and history.is_file():  # an unfinished run: its last epoch's test top-1
         last = json.loads(history.read_text().splitlines()[-1])
         top1 = f"{last['test_top1']:.2f} (epoch {last['epoch']}/{run.config.epochs})"
-    return {"run": str(run_dir), "abits": run.config.abits, "method": run.config.method,
-            "top1": top1, "images": len(chosen), "layers": layers,
-            "median_input_std": statistics.median(x["input_std"] for x in layers),
-            "median_levels_over_1pct": statistics.median(
-                x["levels_over_1pct"] for x in layers)}  # fmt: skip
+    return {
+        "run": str(run_dir),
+        "abits": run.config.abits,
+        "method": run.config.method,
+        "top1": top1,
+        "images": len(chosen),
+        "layers": layers,
+        "median_input_std": statistics.median(x["input_std"] for x in layers),
+        "median_levels_over_1pct": statistics.median(x["levels_over_1pct"] for x in layers),
+    }
 
 
 def main() -> None:
@@ -78,11 +92,20 @@ def main() -> None:
     parser.add_argument("--note", default=GPU_NOTE, help="closing sentence of the intro")
     args = parser.parse_args()
     records = [code_usage(run, args.images) for run in args.runs]
-    rows = [(Path(r["run"]).name, r["method"], r["abits"],
-             f"{r['top1']:.2f}" if isinstance(r["top1"], float) else r["top1"], 2 ** r["abits"],
-             f"{r['median_input_std']:.2f}", r["median_levels_over_1pct"],
-             min(x["levels_over_1pct"] for x in r["layers"]),
-             max(x["levels_over_1pct"] for x in r["layers"])) for r in records]  # fmt: skip
+    rows = [
+        (
+            Path(r["run"]).name,
+            r["method"],
+            r["abits"],
+            f"{r['top1']:.2f}" if isinstance(r["top1"], float) else r["top1"],
+            2 ** r["abits"],
+            f"{r['median_input_std']:.2f}",
+            r["median_levels_over_1pct"],
+            min(x["levels_over_1pct"] for x in r["layers"]),
+            max(x["levels_over_1pct"] for x in r["layers"]),
+        )
+        for r in records
+    ]
     header = run_header()
     markdown = (
         "# Activation codes actually used (per quantizer, evenly spaced test images)\n\n"
@@ -92,10 +115,23 @@ def main() -> None:
         "with std ~0.35 never reach the outer codes and 2-bit activations become binary; "
         "LSQ's learned step keeps all four 2-bit codes in use. Top-1: the run's own figure "
         f"(last epoch of its history when unfinished). {args.note}\n\n"
-        + markdown_table(("run", "method", "abits", "top-1 %", "codes", "median input std",
-                          "median levels > 1 %", "min", "max"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            (
+                "run",
+                "method",
+                "abits",
+                "top-1 %",
+                "codes",
+                "median input std",
+                "median levels > 1 %",
+                "min",
+                "max",
+            ),
+            rows,
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, args.name, {**header, "records": records}, markdown)
     print(markdown)
 

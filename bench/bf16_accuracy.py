@@ -48,30 +48,49 @@ def main() -> None:
             for precision in ("fp32", "bf16"):
                 fp_dir = root / f"fp-{precision}-{seed}"
                 fp_recipe = {**SHORT_FP32_PRETRAINING, "epochs": args.epochs}
-                fp = train(TrainConfig(data, seed=seed, precision=precision, **fp_recipe),
-                           fp_dir, progress=False)  # fmt: skip
-                q4 = train(TrainConfig(data, method="climbq+", wbits=4, abits=4, seed=seed,
-                                       precision=precision, init=str(root / f"fp-fp32-{seed}"),
-                                       **SHORT_QAT),
-                           root / f"q4-{precision}-{seed}", progress=False)  # fmt: skip
+                fp = train(
+                    TrainConfig(data, seed=seed, precision=precision, **fp_recipe),
+                    fp_dir,
+                    progress=False,
+                )
+                q4 = train(
+                    TrainConfig(
+                        data,
+                        method="climbq+",
+                        wbits=4,
+                        abits=4,
+                        seed=seed,
+                        precision=precision,
+                        init=str(root / f"fp-fp32-{seed}"),
+                        **SHORT_QAT,
+                    ),
+                    root / f"q4-{precision}-{seed}",
+                    progress=False,
+                )
                 for recipe, metrics in (("fp32 pretraining", fp), ("4-bit ClimbQ+ QAT", q4)):
                     entry = results.setdefault(f"{recipe} | {precision}", {"top1": [], "few": []})
                     entry["top1"].append(metrics["top1"])
                     entry["few"].append(metrics["few"])
                 print(seed, precision, fp["top1"], q4["top1"], flush=True)
     rows = [
-        (*key.split(" | "), " / ".join(f"{v:.2f}" for v in r["top1"]),
-         f"{statistics.median(r['top1']):.2f}", f"{statistics.median(r['few']):.2f}")
+        (
+            *key.split(" | "),
+            " / ".join(f"{v:.2f}" for v in r["top1"]),
+            f"{statistics.median(r['top1']):.2f}",
+            f"{statistics.median(r['few']):.2f}",
+        )
         for key, r in results.items()
-    ]  # fmt: skip
+    ]
     header = run_header()
     payload = {**header, "epochs": args.epochs, "seeds": args.seeds, "results": results}
     markdown = (
         "# bf16 autocast vs fp32: final-epoch accuracy, SynDigits-LT gamma 50, ResNet-20\n\n"
-        + markdown_table(("recipe", "precision", "top-1 % per seed", "median top-1 %",
-                          "median few-shot %"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            ("recipe", "precision", "top-1 % per seed", "median top-1 %", "median few-shot %"), rows
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, payload, markdown)
     print(markdown)
 

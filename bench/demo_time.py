@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--collect", action="store_true", help="read a finished demo only")
     parser.add_argument("--results", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--wall", type=float, default=None,
-                        help="with --collect: wall seconds measured outside")  # fmt: skip
+    parser.add_argument(
+        "--wall", type=float, default=None, help="with --collect: wall seconds measured outside"
+    )
     args = parser.parse_args()
     load = warn_if_busy()
     wall = args.wall
@@ -58,11 +59,21 @@ def main() -> None:
     def fmt(value: object) -> object:
         return f"{value:.2f}" if isinstance(value, float) else value
 
-    targets = [(t["label"], t["status"], t.get("n_images"), t.get("exact_match"),
-                fmt(t.get("top1_agreement")), fmt((t.get("latency_ms") or {}).get("p50")))
-               for t in summary["targets"]]  # fmt: skip
-    models = [tuple(fmt(m[k]) for k in ("name", "top1", "many", "medium", "few", "epochs"))
-              for m in summary["models"]]  # fmt: skip
+    targets = [
+        (
+            t["label"],
+            t["status"],
+            t.get("n_images"),
+            t.get("exact_match"),
+            fmt(t.get("top1_agreement")),
+            fmt((t.get("latency_ms") or {}).get("p50")),
+        )
+        for t in summary["targets"]
+    ]
+    models = [
+        tuple(fmt(m[k]) for k in ("name", "top1", "many", "medium", "few", "epochs"))
+        for m in summary["models"]
+    ]
     header = run_header(load)
     markdown = (
         f"# `climbq demo{' --quick' if summary['quick'] else ''}`: wall time per stage\n\n"

@@ -68,24 +68,43 @@ def main() -> None:
     for name, arch, method, bits, head in MODELS:
         fp = args.runs / f"{arch}-fp32"
         fp_epochs, qat_epochs = (4, 2) if arch == "resnet20" else (2, 1)  # MobileNetV2: ~6x
-        ensure_run(TrainConfig(str(data), arch=arch,
-                               **{**SHORT_FP32_PRETRAINING, "epochs": fp_epochs}), fp)  # fmt: skip
+        ensure_run(
+            TrainConfig(str(data), arch=arch, **{**SHORT_FP32_PRETRAINING, "epochs": fp_epochs}), fp
+        )
         run = args.runs / name
-        metrics = ensure_run(TrainConfig(str(data), arch=arch, method=method, wbits=bits,
-                                         abits=bits, init=str(fp),
-                                         **{**SHORT_QAT, "epochs": qat_epochs}), run)  # fmt: skip
+        metrics = ensure_run(
+            TrainConfig(
+                str(data),
+                arch=arch,
+                method=method,
+                wbits=bits,
+                abits=bits,
+                init=str(fp),
+                **{**SHORT_QAT, "epochs": qat_epochs},
+            ),
+            run,
+        )
         began = time.perf_counter()
         record = check_run(run, head=head, progress=False)
         record["check_seconds"] = time.perf_counter() - began
         record["train_top1"] = metrics["top1"]
         record["model"] = name
         records.append(record)
-        rows.append((name, head, record["n_images"], f"{record['code_agreement']:.6f}",
-                     f"{record['top1_agreement']:.4f}", f"{record['max_abs_logit_diff']:.2e}",
-                     f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
-                     f"{record['torch_fp32_top1']:.2f}",
-                     f"{record['torch_fp32_top1_agreement']:.4f}",
-                     record["first_divergent_layer"]))  # fmt: skip
+        rows.append(
+            (
+                name,
+                head,
+                record["n_images"],
+                f"{record['code_agreement']:.6f}",
+                f"{record['top1_agreement']:.4f}",
+                f"{record['max_abs_logit_diff']:.2e}",
+                f"{record['ref_top1']:.2f}",
+                f"{record['torch_top1']:.2f}",
+                f"{record['torch_fp32_top1']:.2f}",
+                f"{record['torch_fp32_top1_agreement']:.4f}",
+                record["first_divergent_layer"],
+            )
+        )
         print(rows[-1], flush=True)
     header = run_header(load)
     payload = {**header, "dataset": str(data), "records": records}
@@ -95,12 +114,25 @@ def main() -> None:
         "in float64 on the program's quantized input (the comparison that isolates the "
         "lowering); `torch fp32` = the trained model as evaluated in training (float32, raw "
         "input).\n\n"
-        + markdown_table(("model", "head", "images", "code agreement", "top-1 agreement",
-                          "max |logit diff|", "ref top-1 %", "torch top-1 %",
-                          "torch fp32 top-1 %", "ref vs torch fp32 top-1 agreement",
-                          "first divergent layer"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            (
+                "model",
+                "head",
+                "images",
+                "code agreement",
+                "top-1 agreement",
+                "max |logit diff|",
+                "ref top-1 %",
+                "torch top-1 %",
+                "torch fp32 top-1 %",
+                "ref vs torch fp32 top-1 agreement",
+                "first divergent layer",
+            ),
+            rows,
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, payload, markdown)
     print(markdown)
 

@@ -45,14 +45,20 @@ from climbq_deploy.kernels import ReferenceModel
 from climbq_deploy.targets.tensorrt import OnnxRuntimeRunner, TensorrtTarget
 
 NAME = "onnx_check"
-RUNS = ["resnet20-climbq+-w4a4", "resnet20-climbq+-w2a2", "mobilenetv2-climbq+-w4a4",
-        "mobilenetv2-climbq+-w2a2", "resnet20-uniform-w4a4"]  # fmt: skip
+RUNS = [
+    "resnet20-climbq+-w4a4",
+    "resnet20-climbq+-w2a2",
+    "mobilenetv2-climbq+-w4a4",
+    "mobilenetv2-climbq+-w2a2",
+    "resnet20-uniform-w4a4",
+]
 LATENCY_RUNS = ["resnet20-climbq+-w4a4", "mobilenetv2-climbq+-w4a4"]
 
 
 def predict(runner: OnnxRuntimeRunner, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([runner.run(images[i : i + 250]).logits
-                           for i in range(0, len(images), 250)])  # fmt: skip
+    return np.concatenate(
+        [runner.run(images[i : i + 250]).logits for i in range(0, len(images), 250)]
+    )
 
 
 def int4_versus_int8(run_dir: Path, int8_path: Path, limit: int | None) -> dict[str, Any]:
@@ -107,7 +113,7 @@ def latency(run_dir: Path) -> dict[str, Any]:
         out[f"onnxruntime_b{batch}_p50_ms"] = record["latency_ms"]["p50"]
         out[f"numpy_reference_b{batch}_p50_ms"] = p50_ms(
             lambda b=batch: reference.run(images[:b]), max(3, repeats // 5), warmup=1
-        )  # fmt: skip
+        )
     tflite = run_dir / "model.tflite"
     if tflite.is_file():
         from climbq_deploy.bench import bench_tflite
@@ -132,30 +138,54 @@ def main() -> None:
         record.update(model=name, onnx_bytes=Path(record["artifact"]).stat().st_size)
         record.update(int4_versus_int8(run_dir, Path(record["artifact"]), args.limit))
         records.append(record)
-        keys = ("exact_match", "top1_agreement", "ref_top1", "torch_top1",
-                "int4_vs_int8_top1_agreement")  # fmt: skip
+        keys = (
+            "exact_match",
+            "top1_agreement",
+            "ref_top1",
+            "torch_top1",
+            "int4_vs_int8_top1_agreement",
+        )
         print(name, {k: record[k] for k in keys})
-        rows.append((name, record["n_images"], record["exact_match"],
-                     f"{record['code_agreement']:.6f}", f"{record['top1_agreement']:.4f}",
-                     f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
-                     f"{record['torch_fp32_top1']:.2f}",
-                     f"{record['reference_max_abs_logit_diff']:.1e}",
-                     f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
-                     f"{record['int4_vs_int8_top1_agreement']:.4f}",
-                     record["int4_vs_int8_code_mismatches_first_200"],
-                     f"{record['int4_top1']:.2f}",
-                     f"{record['onnx_bytes'] / 1024:.0f} / {record['int4_bytes'] / 1024:.0f}",
-                     f"{record['seconds']:.0f}"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                record["n_images"],
+                record["exact_match"],
+                f"{record['code_agreement']:.6f}",
+                f"{record['top1_agreement']:.4f}",
+                f"{record['ref_top1']:.2f}",
+                f"{record['torch_top1']:.2f}",
+                f"{record['torch_fp32_top1']:.2f}",
+                f"{record['reference_max_abs_logit_diff']:.1e}",
+                f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
+                f"{record['int4_vs_int8_top1_agreement']:.4f}",
+                record["int4_vs_int8_code_mismatches_first_200"],
+                f"{record['int4_top1']:.2f}",
+                f"{record['onnx_bytes'] / 1024:.0f} / {record['int4_bytes'] / 1024:.0f}",
+                f"{record['seconds']:.0f}",
+            )
+        )
     latencies = {}
     if not args.skip_latency:
         for name in LATENCY_RUNS:
             if name in (args.only or RUNS) and (args.runs / name / "model.onnx").is_file():
                 latencies[name] = latency(args.runs / name)
                 lat = latencies[name]
-                lat_rows.append((name, *(f"{lat[k]:.2f}" if k in lat else "-" for k in (
-                    "onnxruntime_b1_p50_ms", "onnxruntime_b64_p50_ms",
-                    "numpy_reference_b1_p50_ms", "numpy_reference_b64_p50_ms",
-                    "litert_xnnpack_b1_p50_ms"))))  # fmt: skip
+                lat_rows.append(
+                    (
+                        name,
+                        *(
+                            f"{lat[k]:.2f}" if k in lat else "-"
+                            for k in (
+                                "onnxruntime_b1_p50_ms",
+                                "onnxruntime_b64_p50_ms",
+                                "numpy_reference_b1_p50_ms",
+                                "numpy_reference_b64_p50_ms",
+                                "litert_xnnpack_b1_p50_ms",
+                            )
+                        ),
+                    )
+                )
     header = run_header(load)
     markdown = (
         "# TensorRT target (explicit-quantization ONNX) under ONNX Runtime 1.32 CPU: whole "
@@ -166,19 +196,35 @@ def main() -> None:
         "(block-quantized, weight-only; convs stay INT8), compared with the INT8 model on the "
         "whole test set (top-1) and code by code on the first 200 images. TensorRT itself was "
         "not run (not installable here).\n\n"
-        + markdown_table(("model", "images", "exact_match", "code agreement vs torch",
-                          "top-1 agreement vs torch", "onnx top-1 %", "torch top-1 %",
-                          "torch fp32 top-1 %", "max logit diff vs reference",
-                          "deployed gap to torch fp32 (points)", "int4 vs int8 top-1 agreement",
-                          "int4 vs int8 code mismatches",
-                          "int4 top-1 %", "KiB int8 / int4", "check seconds"), rows)
+        + markdown_table(
+            (
+                "model",
+                "images",
+                "exact_match",
+                "code agreement vs torch",
+                "top-1 agreement vs torch",
+                "onnx top-1 %",
+                "torch top-1 %",
+                "torch fp32 top-1 %",
+                "max logit diff vs reference",
+                "deployed gap to torch fp32 (points)",
+                "int4 vs int8 top-1 agreement",
+                "int4 vs int8 code mismatches",
+                "int4 top-1 %",
+                "KiB int8 / int4",
+                "check seconds",
+            ),
+            rows,
+        )
         + "\n\n## CPU latency, p50 ms per invoke, 1 thread\n\n"
-        + markdown_table(("model", "ORT b1", "ORT b64", "NumPy ref b1", "NumPy ref b64",
-                          "LiteRT XNNPACK b1"), lat_rows)
+        + markdown_table(
+            ("model", "ORT b1", "ORT b64", "NumPy ref b1", "NumPy ref b64", "LiteRT XNNPACK b1"),
+            lat_rows,
+        )
         + "\n\nORT: `session.run` of the float32 input (host quantization excluded); NumPy "
         "reference: `ReferenceModel.run` on uint8 images; LiteRT: `climbq bench model.tflite`.\n\n"
         + provenance_markdown(header)
-    )  # fmt: skip
+    )
     write_results(args.out, NAME, {**header, "records": records, "latency": latencies}, markdown)
     print(markdown)
 

@@ -72,22 +72,40 @@ def main() -> None:
             "bytes": sizes,
         }
         records.append(record)
-        rows.append((run_dir.name, record["n_images"], record["identical_logits"],
-                     f"{record['max_abs_logit_diff']:.1e}",
-                     f"{record['int4_vs_reference_top1_agreement']:.4f}",
-                     f"{record['int8_top1']:.2f}", f"{record['int4_top1']:.2f}",
-                     f"{sizes['int8']} / {sizes['int4']}"))  # fmt: skip
+        rows.append(
+            (
+                run_dir.name,
+                record["n_images"],
+                record["identical_logits"],
+                f"{record['max_abs_logit_diff']:.1e}",
+                f"{record['int4_vs_reference_top1_agreement']:.4f}",
+                f"{record['int8_top1']:.2f}",
+                f"{record['int4_top1']:.2f}",
+                f"{sizes['int8']} / {sizes['int4']}",
+            )
+        )
     header = run_header(load)
     markdown = (
         "# One program (`--head int4`), INT8 vs INT4 head storage, ONNX Runtime, whole test "
         "set\n\nThe 4-bit head is part of the program, so both files compute the same numbers; "
         "the convs stay INT8 Q/DQ in both (TensorRT has no INT4 convolution), so the files "
         "differ only in the head.\n\n"
-        + markdown_table(("run", "images", "identical logits", "max logit diff",
-                          "INT4 top-1 agreement vs reference", "INT8 top-1 %", "INT4 top-1 %",
-                          "bytes INT8 / INT4"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            (
+                "run",
+                "images",
+                "identical logits",
+                "max logit diff",
+                "INT4 top-1 agreement vs reference",
+                "INT8 top-1 %",
+                "INT4 top-1 %",
+                "bytes INT8 / INT4",
+            ),
+            rows,
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, {**header, "records": records}, markdown)
     print(markdown)
 

@@ -79,16 +79,23 @@ def main() -> None:
         for i, (method, fused) in enumerate(VARIANTS):
             step_seconds, states[i] = train_steps(data, method, fused, args.steps)
             times[i] += step_seconds
-            print(f"[{repeat + 1}/{args.repeats}] {method} fused={fused}: "
-                  f"{1000 * statistics.median(step_seconds):.0f} ms", flush=True)  # fmt: skip
+            print(
+                f"[{repeat + 1}/{args.repeats}] {method} fused={fused}: "
+                f"{1000 * statistics.median(step_seconds):.0f} ms",
+                flush=True,
+            )
     medians = {i: 1000 * statistics.median(t) for i, t in times.items()}
     results: list[dict[str, Any]] = []
     rows = []
     for i, (method, fused) in enumerate(VARIANTS):
-        record: dict[str, Any] = {"method": method, "fused": fused,
-                                  "median_step_ms": medians[i], "steps_timed": len(times[i]),
-                                  "min_step_ms": 1000 * min(times[i]),
-                                  "max_step_ms": 1000 * max(times[i])}  # fmt: skip
+        record: dict[str, Any] = {
+            "method": method,
+            "fused": fused,
+            "median_step_ms": medians[i],
+            "steps_timed": len(times[i]),
+            "min_step_ms": 1000 * min(times[i]),
+            "max_step_ms": 1000 * max(times[i]),
+        }
         if not fused:
             j = VARIANTS.index((method, True))
             record["fused_over_unfused"] = medians[j] / medians[i]
@@ -98,19 +105,38 @@ def main() -> None:
             if not record["identical_weights_after_steps"]:
                 raise SystemExit(f"{method}: fused and unfused training diverged (not bit-exact)")
         results.append(record)
-        rows.append((method, "fused" if fused else "unfused", f"{medians[i]:.0f}",
-                     f"{record['min_step_ms']:.0f}-{record['max_step_ms']:.0f}",
-                     f"{record['fused_over_unfused']:.2f}x" if not fused else "",
-                     str(record.get("identical_weights_after_steps", ""))))  # fmt: skip
+        rows.append(
+            (
+                method,
+                "fused" if fused else "unfused",
+                f"{medians[i]:.0f}",
+                f"{record['min_step_ms']:.0f}-{record['max_step_ms']:.0f}",
+                f"{record['fused_over_unfused']:.2f}x" if not fused else "",
+                str(record.get("identical_weights_after_steps", "")),
+            )
+        )
     header = run_header(load)
-    payload = {**header, "dataset": str(data), "arch": "resnet20", "bits": "w2a2",
-               "batch_size": 128, "steps_per_round": args.steps, "rounds": args.repeats,
-               "variants": results}  # fmt: skip
+    payload = {
+        **header,
+        "dataset": str(data),
+        "arch": "resnet20",
+        "bits": "w2a2",
+        "batch_size": 128,
+        "steps_per_round": args.steps,
+        "rounds": args.repeats,
+        "variants": results,
+    }
     table = markdown_table(
-        ("method", "quantizer", "median step ms", "min-max ms", "fused / unfused",
-         f"same weights after {args.steps + 2} steps"),
+        (
+            "method",
+            "quantizer",
+            "median step ms",
+            "min-max ms",
+            "fused / unfused",
+            f"same weights after {args.steps + 2} steps",
+        ),
         rows,
-    )  # fmt: skip
+    )
     markdown = (
         "# Baseline quantizers fused vs unfused: one ResNet-20 W2A2 training step "
         f"(batch 128), medians of {args.repeats} x {args.steps} steps\n\n"

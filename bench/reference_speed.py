@@ -110,8 +110,10 @@ def main() -> None:
     rows = []
     for name, values in times.items():
         median = statistics.median(values)
-        results[name] = {"seconds_per_batch": summarize(values),
-                         "images_per_second": args.batch / median}  # fmt: skip
+        results[name] = {
+            "seconds_per_batch": summarize(values),
+            "images_per_second": args.batch / median,
+        }
         relative = median / statistics.median(times[ref_name])
         rows.append(
             (name, f"{1000 * median:.0f}", f"{args.batch / median:.0f}", f"{relative:.2f}x")
@@ -121,9 +123,15 @@ def main() -> None:
         for name in sides
         if name != ref_name
     }
-    payload = {**header, "batch": args.batch, "repeats": args.repeats, "model": source,
-               "results": results, "reference_over_torch_images_per_second": ratios,
-               "goal": ">= 0.5x torch fp32 eager"}  # fmt: skip
+    payload = {
+        **header,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "model": source,
+        "results": results,
+        "reference_over_torch_images_per_second": ratios,
+        "goal": ">= 0.5x torch fp32 eager",
+    }
     markdown = (
         f"# NumPy integer reference vs torch fp32 eager: ResNet-20, batch {args.batch}\n\n"
         f"Model: 4-bit ClimbQ+ ResNet-20 ({source}); medians of {args.repeats} alternating "

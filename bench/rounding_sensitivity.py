@@ -111,8 +111,12 @@ def evaluate(run: TrainedRun, data: ImageDataset, train_counts: list[int]) -> di
     through the training loop's own test path (:func:`~climbq_deploy.train.loop.predict`)."""
     predictions = predict(run.model, data, BATCH)
     metrics = long_tail_metrics(predictions, data.test_labels, train_counts)
-    return {"top1": metrics.top1, "many": metrics.many, "medium": metrics.medium,
-            "few": metrics.few}  # fmt: skip
+    return {
+        "top1": metrics.top1,
+        "many": metrics.many,
+        "medium": metrics.medium,
+        "few": metrics.few,
+    }
 
 
 def sensitivity(run_dir: Path) -> dict[str, Any]:
@@ -130,18 +134,34 @@ def sensitivity(run_dir: Path) -> dict[str, Any]:
     base = evaluate(run, data, counts)
     every_act = [m for k, ms in groups.items() if k.startswith("act:") for m in ms]
     every_weight = [m for k, ms in groups.items() if k.startswith("weight:") for m in ms]
-    probes = {**groups, "act:all": every_act, "weight:all": every_weight,
-              "all": every_act + every_weight}  # fmt: skip
+    probes = {
+        **groups,
+        "act:all": every_act,
+        "weight:all": every_weight,
+        "all": every_act + every_weight,
+    }
     rows = []
     for key, modules in tqdm(probes.items(), desc=run_dir.name, unit="group", file=sys.stderr):
         with unrounded(modules):
             got = evaluate(run, data, counts)
-        rows.append({"group": key, "quantizers": len(modules), **got,
-                     "delta": round(got["top1"] - base["top1"], 2)})  # fmt: skip
-    return {"run": str(run_dir), "method": run.config.method, "wbits": run.config.wbits,
-            "abits": run.config.abits, "images": len(data.test_labels), "as_trained": base,
-            "record_top1": run.metrics.get("top1"),
-            "groups": rows}  # fmt: skip
+        rows.append(
+            {
+                "group": key,
+                "quantizers": len(modules),
+                **got,
+                "delta": round(got["top1"] - base["top1"], 2),
+            }
+        )
+    return {
+        "run": str(run_dir),
+        "method": run.config.method,
+        "wbits": run.config.wbits,
+        "abits": run.config.abits,
+        "images": len(data.test_labels),
+        "as_trained": base,
+        "record_top1": run.metrics.get("top1"),
+        "groups": rows,
+    }
 
 
 def _pct(value: float | None) -> str:
@@ -158,8 +178,9 @@ def main() -> None:
     if args.render:
         payload = json.loads(args.render.read_text())
         header = {k: v for k, v in payload.items() if k != "records"}
-        write_results(args.render.parent, args.render.stem, payload,
-                      render(payload["records"], header))  # fmt: skip
+        write_results(
+            args.render.parent, args.render.stem, payload, render(payload["records"], header)
+        )
         return
     if not args.runs:
         parser.error("name at least one run folder (or --render JSON)")
@@ -188,9 +209,16 @@ def render(records: list[dict[str, Any]], header: dict[str, Any]) -> str:
     ]
     for r in records:
         base = r["as_trained"]
-        rows = [[g["group"], g["quantizers"], f"{g['top1']:.2f}", f"{g['delta']:+.2f}",
-                 "/".join(_pct(g[k]) for k in ("many", "medium", "few"))]
-                for g in sorted(r["groups"], key=lambda g: -g["delta"])]  # fmt: skip
+        rows = [
+            [
+                g["group"],
+                g["quantizers"],
+                f"{g['top1']:.2f}",
+                f"{g['delta']:+.2f}",
+                "/".join(_pct(g[k]) for k in ("many", "medium", "few")),
+            ]
+            for g in sorted(r["groups"], key=lambda g: -g["delta"])
+        ]
         parts += [
             f"## {Path(r['run']).name} (W{r['wbits']}A{r['abits']}, {r['images']} test images)"
             f"\n\nAs trained: top-1 {base['top1']:.2f} (the run's own record: "

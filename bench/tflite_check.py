@@ -33,10 +33,16 @@ from _common import (
 from climbq_deploy.fileio import write_json
 
 NAME = "tflite_check"
-CHECKS = [(run, kernels)
-          for run in ("resnet20-climbq+-w4a4", "resnet20-climbq+-w2a2", "mobilenetv2-climbq+-w4a4",
-                      "mobilenetv2-climbq+-w2a2")
-          for kernels in ("ref", "xnnpack", "optimized")]  # fmt: skip
+CHECKS = [
+    (run, kernels)
+    for run in (
+        "resnet20-climbq+-w4a4",
+        "resnet20-climbq+-w2a2",
+        "mobilenetv2-climbq+-w4a4",
+        "mobilenetv2-climbq+-w2a2",
+    )
+    for kernels in ("ref", "xnnpack", "optimized")
+]
 
 
 def _relative(path: str) -> str:
@@ -52,8 +58,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
     parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
     parser.add_argument("--collect", action="store_true")
-    parser.add_argument("--keep", action="store_true",
-                        help="reuse records already written; run the missing checks")  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse records already written; run the missing checks"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
@@ -65,8 +72,18 @@ def main() -> None:
         if args.only and run not in args.only:
             continue
         if not args.collect and not (args.keep and path.is_file()):
-            command = [sys.executable, "-m", "climbq_deploy", "check", str(args.runs / run),
-                       "--target", "tflite", "--kernels", kernels, "--json"]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "climbq_deploy",
+                "check",
+                str(args.runs / run),
+                "--target",
+                "tflite",
+                "--kernels",
+                kernels,
+                "--json",
+            ]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             stamp = {"measured_commit": git_commit(), "measured_utc": utc_timestamp()}
             write_json(path, {**json.loads(output), **stamp})
@@ -87,27 +104,52 @@ def main() -> None:
             )
         )
         records.append(record)
-        rows.append((_relative(record["run"]), kernels, record["n_images"], record["exact_match"],
-                     f"{record['code_agreement']:.6f}", f"{record['top1_agreement']:.4f}",
-                     f"{record['ref_top1']:.2f}", f"{record['torch_top1']:.2f}",
-                     f"{record['torch_fp32_top1']:.2f}",
-                     f"{record['reference_max_abs_logit_diff']:.1e}",
-                     f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
-                     f"{record['seconds']:.0f}", when))  # fmt: skip
+        rows.append(
+            (
+                _relative(record["run"]),
+                kernels,
+                record["n_images"],
+                record["exact_match"],
+                f"{record['code_agreement']:.6f}",
+                f"{record['top1_agreement']:.4f}",
+                f"{record['ref_top1']:.2f}",
+                f"{record['torch_top1']:.2f}",
+                f"{record['torch_fp32_top1']:.2f}",
+                f"{record['reference_max_abs_logit_diff']:.1e}",
+                f"{abs(record['ref_top1'] - record['torch_fp32_top1']):.2f}",
+                f"{record['seconds']:.0f}",
+                when,
+            )
+        )
     markdown = (
         "# TFLite (LiteRT) target: whole SynDigits-LT gamma 50 test set\n\n"
         "`exact_match`: every activation code and the top-1 of LiteRT equal the NumPy reference "
         "of the same (20-bit-input) program. `torch`: the trained model in float64 on that "
         "input; `torch fp32`: as evaluated in training (float32, raw input).\n\n"
-        + markdown_table(("model", "kernels", "images", "exact_match", "code agreement vs torch",
-                          "top-1 agreement vs torch", "tflite top-1 %", "torch top-1 %",
-                          "torch fp32 top-1 %", "max logit diff vs reference",
-                          "deployed gap to torch fp32 (points)", "check seconds",
-                          "measured at commit"), rows)
+        + markdown_table(
+            (
+                "model",
+                "kernels",
+                "images",
+                "exact_match",
+                "code agreement vs torch",
+                "top-1 agreement vs torch",
+                "tflite top-1 %",
+                "torch top-1 %",
+                "torch fp32 top-1 %",
+                "max logit diff vs reference",
+                "deployed gap to torch fp32 (points)",
+                "check seconds",
+                "measured at commit",
+            ),
+            rows,
+        )
         + "\n\nRecords produced by `climbq check RUN --target tflite --kernels K "
         "--json` (one per row; RUN as in the first column); this file collects them. Not run: "
-        + (", ".join(missing) or "none") + ".\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + (", ".join(missing) or "none")
+        + ".\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, {**header, "records": records, "missing": missing}, markdown)
     print(markdown)
 

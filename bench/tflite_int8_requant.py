@@ -62,8 +62,9 @@ def requantized(graph: Graph, span: int) -> tuple[Graph, int]:
             shift = span_shifts(node.thresholds, node.direction, span)
             snapped = snap_thresholds_to_shift(node.thresholds, shift)
             shifted += int(np.count_nonzero(shift))
-            node = replace(node, shift=shift.astype(np.int8) if shift.any() else None,
-                           thresholds=snapped)  # fmt: skip
+            node = replace(
+                node, shift=shift.astype(np.int8) if shift.any() else None, thresholds=snapped
+            )
         nodes.append(node)
     return graph.replace_nodes(nodes), shifted
 
@@ -91,12 +92,19 @@ def compare(run_dir: Path, spans: list[int], images: int) -> list[dict]:
             total += sum(ref[t].size for t in acts)
             preds.append(out[program.output].argmax(1))
         pred = np.concatenate(preds)
-        records.append({"run": str(run_dir), "span": span, "images": len(x),
-                        "shifted_channels": shifted, "code_agreement": equal / total,
-                        "top1_agreement": float(np.mean(pred == exact_pred)),
-                        "top1_exact": 100 * float(np.mean(exact_pred == y)),
-                        "top1_requantized": 100 * float(np.mean(pred == y)),
-                        "seconds": time.perf_counter() - began})  # fmt: skip
+        records.append(
+            {
+                "run": str(run_dir),
+                "span": span,
+                "images": len(x),
+                "shifted_channels": shifted,
+                "code_agreement": equal / total,
+                "top1_agreement": float(np.mean(pred == exact_pred)),
+                "top1_exact": 100 * float(np.mean(exact_pred == y)),
+                "top1_requantized": 100 * float(np.mean(pred == y)),
+                "seconds": time.perf_counter() - began,
+            }
+        )
         print(records[-1], flush=True)
     return records
 
@@ -110,10 +118,19 @@ def main() -> None:
     args = parser.parse_args()
     header = run_header()
     records = [r for run in args.runs for r in compare(run, args.spans, args.images)]
-    rows = [(Path(r["run"]).name, f"{r['span']:,}", r["shifted_channels"], r["images"],
-             f"{r['code_agreement']:.5f}", f"{r['top1_agreement']:.4f}",
-             f"{r['top1_exact']:.2f}", f"{r['top1_requantized']:.2f}")
-            for r in records]  # fmt: skip
+    rows = [
+        (
+            Path(r["run"]).name,
+            f"{r['span']:,}",
+            r["shifted_channels"],
+            r["images"],
+            f"{r['code_agreement']:.5f}",
+            f"{r['top1_agreement']:.4f}",
+            f"{r['top1_exact']:.2f}",
+            f"{r['top1_requantized']:.2f}",
+        )
+        for r in records
+    ]
     markdown = (
         "# ClimbQ activation counted on a requantized accumulator (int8 emulation)\n\n"
         "Each conv-fed activation but the stem counts `(v + 2**(s-1)) >> s` against "
@@ -122,10 +139,22 @@ def main() -> None:
         "the exact program (NumPy reference) on evenly spaced test images; a flipped code moves "
         "every later accumulator, so flips spread through the network. span 2,147,483,647: no "
         "shift (control).\n\n"
-        + markdown_table(("run", "span", "shifted channels", "images", "code agreement",
-                          "top-1 agreement", "top-1 exact %", "top-1 requantized %"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            (
+                "run",
+                "span",
+                "shifted channels",
+                "images",
+                "code agreement",
+                "top-1 agreement",
+                "top-1 exact %",
+                "top-1 requantized %",
+            ),
+            rows,
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, {**header, "records": records}, markdown)
     print(markdown)
 

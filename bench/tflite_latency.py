@@ -55,8 +55,9 @@ def count_probe(graph: Graph) -> bytes:
     """The plain int8 model plus an int8 compare-and-count after every conv (module docstring).
     Built by rewriting each conv's output into the probe's three ops."""
 
-    def conv_then_count(b: ModelBuilder, conv: IntConv, x, in_shape, batch, out, in_scale,
-                        multipliers, activation) -> None:  # fmt: skip
+    def conv_then_count(
+        b: ModelBuilder, conv: IntConv, x, in_shape, batch, out, in_scale, multipliers, activation
+    ) -> None:
         act = next(
             n for n in graph.nodes if isinstance(n, ThresholdAct) and n.inputs[0] == conv.output
         )
@@ -69,18 +70,31 @@ def count_probe(graph: Graph) -> bytes:
 
         def const(name: str, values: np.ndarray, axis: int = 0) -> int:
             scales = [1.0] * values.shape[axis]
-            return b.add_tensor(f"{conv.output}/{name}", values.shape, str(values.dtype),
-                                data=values, scale=scales, quantized_dimension=axis)  # fmt: skip
+            return b.add_tensor(
+                f"{conv.output}/{name}",
+                values.shape,
+                str(values.dtype),
+                data=values,
+                scale=scales,
+                quantized_dimension=axis,
+            )
 
         signs = b.add_tensor(f"{conv.output}/signs", (batch, h, w, k), "int8", scale=1.0, **unit)
         two = const("two", np.full((1, 1, 1, k), 2, np.int8), axis=3)
         one_minus_2t = const("one_minus_2t", np.ones(k, np.int32))
-        b.add_operator("DEPTHWISE_CONV_2D", [y, two, one_minus_2t], [signs], depth_multiplier=n,
-                       padding="VALID", fused_activation="RELU_N1_TO_1")  # fmt: skip
+        b.add_operator(
+            "DEPTHWISE_CONV_2D",
+            [y, two, one_minus_2t],
+            [signs],
+            depth_multiplier=n,
+            padding="VALID",
+            fused_activation="RELU_N1_TO_1",
+        )
         ones = const("sum", np.ones((c, 1, 1, n), np.int8))
         zero = const("sum_bias", np.zeros(c, np.int32))
-        b.add_operator("CONV_2D", [signs, ones, zero], [out], padding="VALID",
-                       fused_activation=activation)  # fmt: skip
+        b.add_operator(
+            "CONV_2D", [signs, ones, zero], [out], padding="VALID", fused_activation=activation
+        )
 
     return write_plain_int8(graph, conv_writer=conv_then_count)
 
@@ -111,8 +125,9 @@ def interpreter(content: bytes, threads: int, kernels: str):
     return it, detail["index"], x
 
 
-def time_round_robin(models: dict[str, bytes], threads: int, kernels: str, rounds: int,
-                     repeats: int) -> dict[str, list[float]]:  # fmt: skip
+def time_round_robin(
+    models: dict[str, bytes], threads: int, kernels: str, rounds: int, repeats: int
+) -> dict[str, list[float]]:
     live = {name: interpreter(content, threads, kernels) for name, content in models.items()}
     for it, index, x in live.values():
         for _ in range(10):
@@ -147,16 +162,32 @@ def main() -> None:
                 plain = statistics.median(times[PLAIN])
                 for name, values in times.items():
                     p50 = statistics.median(values)
-                    records.append({
-                        "run": str(run_dir), "model": name, "threads": threads,
-                        "kernels": kernels, "bytes": len(models[name]),
-                        "p50_ms": p50, "p90_ms": float(np.percentile(values, 90)),
-                        "p99_ms": float(np.percentile(values, 99)),
-                        "ratio_to_plain_int8": p50 / plain, "times_ms": values,
-                    })  # fmt: skip
-                    rows.append((run_dir.name, threads, kernels, name, len(models[name]),
-                                 f"{p50:.3f}", f"{np.percentile(values, 90):.3f}",
-                                 f"{p50 / plain:.1f}x"))  # fmt: skip
+                    records.append(
+                        {
+                            "run": str(run_dir),
+                            "model": name,
+                            "threads": threads,
+                            "kernels": kernels,
+                            "bytes": len(models[name]),
+                            "p50_ms": p50,
+                            "p90_ms": float(np.percentile(values, 90)),
+                            "p99_ms": float(np.percentile(values, 99)),
+                            "ratio_to_plain_int8": p50 / plain,
+                            "times_ms": values,
+                        }
+                    )
+                    rows.append(
+                        (
+                            run_dir.name,
+                            threads,
+                            kernels,
+                            name,
+                            len(models[name]),
+                            f"{p50:.3f}",
+                            f"{np.percentile(values, 90):.3f}",
+                            f"{p50 / plain:.1f}x",
+                        )
+                    )
     header = run_header(load)
     markdown = (
         "# ClimbQ TFLite models vs a plain int8 model of the same shape, batch 1\n\n"
@@ -164,10 +195,13 @@ def main() -> None:
         "round-robin in one process; ratio = p50 / p50 of the plain int8 model in the same "
         "run (threads, kernels). `int8 count probe` is a timing probe, not a usable model "
         "(see bench/tflite_latency.py).\n\n"
-        + markdown_table(("run", "threads", "kernels", "model", "bytes", "p50 ms", "p90 ms",
-                          "p50 / plain int8"), rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + markdown_table(
+            ("run", "threads", "kernels", "model", "bytes", "p50 ms", "p90 ms", "p50 / plain int8"),
+            rows,
+        )
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, {**header, "records": records}, markdown)
     print(markdown)
 

@@ -37,8 +37,16 @@ from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.targets.tflite import TfliteTarget
 
 NAME = "tflite_size"
-CATEGORIES = ("filters", "thresholds", "biases, sum terms", "head", "other constants",
-              "quantization", "program", "structure")  # fmt: skip
+CATEGORIES = (
+    "filters",
+    "thresholds",
+    "biases, sum terms",
+    "head",
+    "other constants",
+    "quantization",
+    "program",
+    "structure",
+)
 FLOAT32, INT16, INT32 = 0, 7, 2  # TFLite TensorType codes
 
 
@@ -112,12 +120,14 @@ def main() -> None:
             / (int8["bytes"] - c8["program"]),
         }
         label = f"{run.config.arch} {run.config.method} W{run.config.wbits}A{run.config.abits}"
-        records.append({"run": str(run_dir), "model": label, "int8": int8, "int4": int4,
-                        "ratios": ratios})  # fmt: skip
+        records.append(
+            {"run": str(run_dir), "model": label, "int8": int8, "int4": int4, "ratios": ratios}
+        )
         for weights, record in files.items():
             cats = record["categories"]
-            rows.append([label, weights, f"{record['bytes']:,}",
-                         *(f"{cats[c]:,}" for c in CATEGORIES)])  # fmt: skip
+            rows.append(
+                [label, weights, f"{record['bytes']:,}", *(f"{cats[c]:,}" for c in CATEGORIES)]
+            )
         t = int4["thresholds"]
         kinds = f"{t['int16']:,} / {t['int32']:,} ({t['int32 fitting int16']:,})"
         ratio_rows.append([label, *(f"{ratios[k]:.3f}" for k in ratios), kinds])
@@ -143,8 +153,12 @@ def main() -> None:
             ratio_rows,
         ),
     ]
-    write_results(args.out, NAME, {**header, "records": records},
-                  "\n".join(lines) + "\n\n" + provenance_markdown(header))  # fmt: skip
+    write_results(
+        args.out,
+        NAME,
+        {**header, "records": records},
+        "\n".join(lines) + "\n\n" + provenance_markdown(header),
+    )
 
 
 if __name__ == "__main__":

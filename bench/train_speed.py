@@ -88,8 +88,9 @@ def ensure_dataset(data: Path | None) -> Path:
 
 
 def one_epoch(data: Path, method: str, bits: int, precision: str) -> dict[str, Any]:
-    config = TrainConfig(str(data), method=method, wbits=bits, abits=bits, epochs=1,
-                         precision=precision)  # fmt: skip
+    config = TrainConfig(
+        str(data), method=method, wbits=bits, abits=bits, epochs=1, precision=precision
+    )
     with tempfile.TemporaryDirectory() as tmp:
         metrics = train(config, tmp, progress=False)
         record = json.loads((Path(tmp) / "history.jsonl").read_text().splitlines()[-1])
@@ -114,8 +115,9 @@ def timed_steps(
     two (warm-up / compilation), and the model after them."""
     dataset = load_dataset(data)
     torch.manual_seed(0)
-    model = build_model("resnet20", 10, TrainConfig(str(data), method=method, wbits=bits,
-                        abits=bits).quant_spec).to(memory_format=torch.channels_last)  # fmt: skip
+    model = build_model(
+        "resnet20", 10, TrainConfig(str(data), method=method, wbits=bits, abits=bits).quant_spec
+    ).to(memory_format=torch.channels_last)
     loss_name = "homovar" if method == "climbq+" else "ce"
     criterion = make_loss(loss_name, dataset.counts("train"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.04, momentum=0.9, weight_decay=1e-4)
@@ -145,12 +147,18 @@ def compile_probe(data: Path, method: str, bits: int, steps: int) -> dict[str, A
     except Exception as exc:  # torch.compile failures are data here, not a crash
         lines = "".join(traceback.format_exception_only(exc)).splitlines()
         named = [line.strip() for line in lines if "Error" in line] or lines or ["?"]
-        return {"eager_step_ms": 1000 * eager, "compiled_step_ms": None,
-                "error": f"{type(exc).__name__}: {named[0][:200]}"}  # fmt: skip
+        return {
+            "eager_step_ms": 1000 * eager,
+            "compiled_step_ms": None,
+            "error": f"{type(exc).__name__}: {named[0][:200]}",
+        }
     finally:
         torch._dynamo.reset()
-    return {"eager_step_ms": 1000 * eager, "compiled_step_ms": 1000 * compiled,
-            "ratio_compiled_over_eager": compiled / eager}  # fmt: skip
+    return {
+        "eager_step_ms": 1000 * eager,
+        "compiled_step_ms": 1000 * compiled,
+        "ratio_compiled_over_eager": compiled / eager,
+    }
 
 
 def main() -> None:
@@ -170,8 +178,13 @@ def main() -> None:
             print(runs[i][-1], flush=True)
     rows, results = [], []
     for i, (label, method, bits, precision) in enumerate(VARIANTS):
-        result: dict[str, Any] = {"variant": label, "method": method, "bits": bits,
-                                  "precision": precision, "runs": runs[i]}  # fmt: skip
+        result: dict[str, Any] = {
+            "variant": label,
+            "method": method,
+            "bits": bits,
+            "precision": precision,
+            "runs": runs[i],
+        }
         for key in ("train_seconds", "test_seconds", "epoch_seconds"):
             result[key] = summarize([r[key] for r in runs[i]])
         result["test_top1_after_1_epoch"] = [r["test_top1_after_1_epoch"] for r in runs[i]]
@@ -179,41 +192,70 @@ def main() -> None:
         result["authors_epoch_seconds"] = AUTHORS_EPOCH_SECONDS[label]
         result["ratio_to_authors"] = epoch / AUTHORS_EPOCH_SECONDS[label]
         results.append(result)
-        rows.append((label, precision, f"{result['train_seconds']['median']:.1f}",
-                     f"{result['test_seconds']['median']:.1f}", f"{epoch:.1f}",
-                     f"{result['epoch_seconds']['min']:.1f}-{result['epoch_seconds']['max']:.1f}",
-                     f"{AUTHORS_EPOCH_SECONDS[label]:.0f}", f"{result['ratio_to_authors']:.2f}x",
-                     f"{runs[i][0]['test_top1_after_1_epoch']:.2f}"))  # fmt: skip
+        rows.append(
+            (
+                label,
+                precision,
+                f"{result['train_seconds']['median']:.1f}",
+                f"{result['test_seconds']['median']:.1f}",
+                f"{epoch:.1f}",
+                f"{result['epoch_seconds']['min']:.1f}-{result['epoch_seconds']['max']:.1f}",
+                f"{AUTHORS_EPOCH_SECONDS[label]:.0f}",
+                f"{result['ratio_to_authors']:.2f}x",
+                f"{runs[i][0]['test_top1_after_1_epoch']:.2f}",
+            )
+        )
     compiles = {}
     for label, method, bits in (("fp32", "fp32", 32), ("climbq+ w4a4", "climbq+", 4)):
         print(f"torch.compile probe: {label} ...", flush=True)
         compiles[label] = compile_probe(data, method, bits, args.compile_steps)
         print(compiles[label], flush=True)
     header = run_header(load)
-    payload = {**header, "dataset": str(data), "batch_size": 128, "eval_batch_size": 100,
-               "authors_epoch_seconds": AUTHORS_EPOCH_SECONDS,
-               "authors_4bit_split_seconds": AUTHORS_4BIT_SPLIT, "epochs": results,
-               "torch_compile": compiles}  # fmt: skip
+    payload = {
+        **header,
+        "dataset": str(data),
+        "batch_size": 128,
+        "eval_batch_size": 100,
+        "authors_epoch_seconds": AUTHORS_EPOCH_SECONDS,
+        "authors_4bit_split_seconds": AUTHORS_4BIT_SPLIT,
+        "epochs": results,
+        "torch_compile": compiles,
+    }
     compile_rows = [
-        (label, f"{c['eager_step_ms']:.0f}",
-         f"{c['compiled_step_ms']:.0f}" if c["compiled_step_ms"] else "failed",
-         f"{c['ratio_compiled_over_eager']:.2f}x" if c["compiled_step_ms"] else c["error"])
+        (
+            label,
+            f"{c['eager_step_ms']:.0f}",
+            f"{c['compiled_step_ms']:.0f}" if c["compiled_step_ms"] else "failed",
+            f"{c['ratio_compiled_over_eager']:.2f}x" if c["compiled_step_ms"] else c["error"],
+        )
         for label, c in compiles.items()
-    ]  # fmt: skip
+    ]
     markdown = (
         "# Training speed: one ResNet-20 epoch on CIFAR-10-LT gamma 50 (13,988 images, "
         f"batch 128) + the 10,000-image test pass; medians of {args.repeats} runs\n\n"
-        + markdown_table(("variant", "precision", "train s", "test pass s", "epoch s",
-                          "epoch s min-max", "authors s", "ours / authors",
-                          "test top-1 after 1 epoch %"), rows)
+        + markdown_table(
+            (
+                "variant",
+                "precision",
+                "train s",
+                "test pass s",
+                "epoch s",
+                "epoch s min-max",
+                "authors s",
+                "ours / authors",
+                "test top-1 after 1 epoch %",
+            ),
+            rows,
+        )
         + "\n\nAuthors' figures: their PyTorch code on this machine type's CPU (torch 2.13, "
         "2 threads), from the training-side issue. Every variant starts from the same seed; "
         "the 1-epoch top-1 shows bf16 autocast does not cost accuracy at this point (one "
         "epoch, one seed: a sanity check, not a study).\n\n"
         "## torch.compile (median training step, ms)\n\n"
         + markdown_table(("model", "eager", "compiled", "compiled / eager"), compile_rows)
-        + "\n\n" + provenance_markdown(header)
-    )  # fmt: skip
+        + "\n\n"
+        + provenance_markdown(header)
+    )
     write_results(args.out, NAME, payload, markdown)
     print(markdown)
 

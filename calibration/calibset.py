@@ -52,8 +52,13 @@ class CalibrationSet:
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready record (mode, seed, size, per-class counts, the indices themselves)."""
-        return {"mode": self.mode, "seed": self.seed, "size": self.size,
-                "counts": list(self.counts), "indices": self.indices.tolist()}  # fmt: skip
+        return {
+            "mode": self.mode,
+            "seed": self.seed,
+            "size": self.size,
+            "counts": list(self.counts),
+            "indices": self.indices.tolist(),
+        }
 
 
 def balanced_quota(available: list[int] | np.ndarray, size: int) -> np.ndarray:
@@ -64,8 +69,10 @@ def balanced_quota(available: list[int] | np.ndarray, size: int) -> np.ndarray:
     """
     have = np.asarray(available, dtype=np.int64)
     if size > int(have.sum()):
-        raise DataError(f"calibration set of {size} images asked for, the training split has "
-                        f"only {int(have.sum())}")  # fmt: skip
+        raise DataError(
+            f"calibration set of {size} images asked for, the training split has "
+            f"only {int(have.sum())}"
+        )
     quota = np.zeros_like(have)
     open_ = have > 0
     left = size
@@ -101,19 +108,23 @@ def draw_calibration_set(
         raise ConfigError(f"calibration seed must be an integer >= 0, got {seed!r}")
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"labels must be a non-empty 1-D integer array, got {labels.dtype} "
-                        f"{labels.shape}")  # fmt: skip
+        raise DataError(
+            f"labels must be a non-empty 1-D integer array, got {labels.dtype} {labels.shape}"
+        )
     k = max(int(num_classes), int(labels.max()) + 1)
     if size > len(labels):
-        raise DataError(f"calibration set of {size} images asked for, the training split has "
-                        f"only {len(labels)}")  # fmt: skip
+        raise DataError(
+            f"calibration set of {size} images asked for, the training split has only {len(labels)}"
+        )
     rng = np.random.default_rng(int(seed))
     if mode == "natural":
         indices = rng.choice(len(labels), size=int(size), replace=False)
     else:
         quota = balanced_quota(np.bincount(labels, minlength=k), int(size))
-        parts = [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
-                 for c, q in enumerate(quota)]  # fmt: skip
+        parts = [
+            rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
+            for c, q in enumerate(quota)
+        ]
         indices = np.concatenate(parts)
     indices = np.sort(indices.astype(np.int64))
     counts = tuple(int(c) for c in np.bincount(labels[indices], minlength=k))

@@ -228,8 +228,9 @@ def load_dataset(folder: str | Path) -> ImageDataset:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"{data_path} is corrupt or truncated: {exc}") from None
     extras = {k: v for k, v in arrays.items() if not k.startswith(("train_", "test_"))}
-    missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels")
-               if k not in arrays]  # fmt: skip
+    missing = [
+        k for k in ("train_images", "train_labels", "test_images", "test_labels") if k not in arrays
+    ]
     if missing or not isinstance(meta.get("class_names"), list):
         raise ArtifactError(f"{folder}: {META_FILE} lacks class_names or the arrays {missing}")
     try:

@@ -50,8 +50,9 @@ class _Pool:
 # Pillow modes whose channels are 8-bit: converting them to RGB keeps every value. 16-bit
 # ("I;16"), 32-bit ("I") and float ("F") images would be clipped to 0..255 by that conversion
 # (65535 and NaN both become a plain colour), so they are refused rather than silently ruined.
-EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
-                             "CMYK", "YCbCr", "LAB", "HSV"})  # fmt: skip
+EIGHT_BIT_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+)
 
 
 def _decoder(source: ImageSource, size: int) -> Callable[[str], np.ndarray]:

@@ -151,8 +151,10 @@ def bench_artifact(
         names.setdefault(_suffix_of(name), name)
     target_name = names.get(path.suffix)
     if target_name is None:
-        raise ConfigError(f"{path}: unknown artifact kind {path.suffix!r}; expected one of "
-                          f"{', '.join(sorted(names))}")  # fmt: skip
+        raise ConfigError(
+            f"{path}: unknown artifact kind {path.suffix!r}; expected one of "
+            f"{', '.join(sorted(names))}"
+        )
     if target_name == "tflite":
         if batch != 1:
             raise ConfigError("the TFLite model's batch is fixed at export (1)")
@@ -172,10 +174,12 @@ def bench_artifact(
         dataset = load_dataset(data)
         runner = _load_runner(target_name, path, kernels, threads)
         _check_images(dataset, runner.graph, data, path)
-        predictions = np.concatenate([
-            runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
-            for i in range(0, len(dataset.test_images), 256)
-        ])  # fmt: skip
+        predictions = np.concatenate(
+            [
+                runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
+                for i in range(0, len(dataset.test_images), 256)
+            ]
+        )
         record["top1"] = float(100.0 * np.mean(predictions == dataset.test_labels))
         record["n_images"] = len(predictions)
         if target_name != "numpy":

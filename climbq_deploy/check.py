@@ -65,11 +65,14 @@ class _Tally:
             "torch_fp32_top1": 100.0 * self.fp32_correct / self.n,
             "torch_fp32_top1_agreement": self.fp32_equal / self.n,
             "layers": [
-                {"layer": name, "codes": self.total[name],
-                 "mismatches": self.total[name] - self.equal[name]}
+                {
+                    "layer": name,
+                    "codes": self.total[name],
+                    "mismatches": self.total[name] - self.equal[name],
+                }
                 for name in self.layers
             ],
-        }  # fmt: skip
+        }
 
 
 class _TorchCodes:
@@ -173,8 +176,9 @@ def check_run(
                     np.array_equal(values[tensor], out.codes[source])
                     for tensor, source in acts.items()
                 )
-                tally.oracle_equal &= bool(np.array_equal(
-                    values[graph.output].argmax(1), out.logits.argmax(1)))  # fmt: skip
+                tally.oracle_equal &= bool(
+                    np.array_equal(values[graph.output].argmax(1), out.logits.argmax(1))
+                )
                 diff = float(np.abs(values[graph.output] - out.logits).max())
                 tally.oracle_logit_diff = max(tally.oracle_logit_diff, diff)
             ref_pred, torch_pred = out.logits.argmax(1), torch_logits.argmax(1)
@@ -197,13 +201,21 @@ def check_run(
             reference_max_abs_logit_diff=tally.oracle_logit_diff,
             kernels=kernels or getattr(client, "kernels", "xnnpack"),
         )
-    record.update(target=target, artifact=str(artifact), run=str(run_dir), head=head,
-                  input_step=step.step, seconds=time.perf_counter() - began)  # fmt: skip
+    record.update(
+        target=target,
+        artifact=str(artifact),
+        run=str(run_dir),
+        head=head,
+        input_step=step.step,
+        seconds=time.perf_counter() - began,
+    )
     if getattr(client, "exact", False) and not tally.oracle_equal:
-        raise DataError(f"target {target!r} ({record['kernels']}) differs from the NumPy reference "
-                        f"of its program on {artifact} (codes or top-1) although it should be "
-                        f"exact; top-1 agreement with torch {record['top1_agreement']}, max logit "
-                        f"diff to the reference {tally.oracle_logit_diff:.3g}")  # fmt: skip
+        raise DataError(
+            f"target {target!r} ({record['kernels']}) differs from the NumPy reference "
+            f"of its program on {artifact} (codes or top-1) although it should be "
+            f"exact; top-1 agreement with torch {record['top1_agreement']}, max logit "
+            f"diff to the reference {tally.oracle_logit_diff:.3g}"
+        )
     return record
 
 

@@ -157,8 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     tr.add_argument("--warmup-epochs", type=_non_negative_int, default=0)
     tr.add_argument("--seed", type=_non_negative_int, default=0)
-    tr.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
-                    help="test-set pass every N epochs (always after the last)")  # fmt: skip
+    tr.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="test-set pass every N epochs (always after the last)",
+    )
     tr.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast convs"
     )
@@ -169,13 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out this share of each training class; report the best epoch on it",
     )
     tr.add_argument(
-        "--device", choices=("cpu", "cuda", "auto"), default="cpu",
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
         help="where to train (auto: cuda if available); checkpoints always load on a CPU",
-    )  # fmt: skip
+    )
     tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
-    tr.add_argument("--init-bn-gamma", type=_positive_float, default=None, metavar="G",
-                    help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
-                    "2 spreads ClimbQ's 2-bit codes")  # fmt: skip
+    tr.add_argument(
+        "--init-bn-gamma",
+        type=_positive_float,
+        default=None,
+        metavar="G",
+        help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
+        "2 spreads ClimbQ's 2-bit codes",
+    )
     tr.add_argument(
         "--distill",
         type=float,
@@ -223,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
     cal.add_argument("--out", required=True, type=Path, help="output RUN folder")
     cal.add_argument("--json", action="store_true", help="print metrics.json")
-    cal.set_defaults(handler=_cmd_calibrate)  # fmt: skip
+    cal.set_defaults(handler=_cmd_calibrate)
 
     adj = commands.add_parser(
         "adjust-logits", help="post-hoc logit adjustment of a finished run (no training)"
@@ -240,11 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     ex.add_argument("--target", default="numpy", help="numpy (model.climbq) or tflite")
     ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
-    ex.add_argument("--head", choices=("float", "int8", "int4"), default="float",
-                    help="classifier head (int4: a 4-bit head in the program itself)")  # fmt: skip
+    ex.add_argument(
+        "--head",
+        choices=("float", "int8", "int4"),
+        default="float",
+        help="classifier head (int4: a 4-bit head in the program itself)",
+    )
     ex.add_argument("--no-pack", action="store_true", help="store weights as int8, not packed")
-    ex.add_argument("--weights", choices=("int8", "int4"), default=None,
-                    help="int8 (default) or int4 (tensorrt: INT4 weight-only head)")  # fmt: skip
+    ex.add_argument(
+        "--weights",
+        choices=("int8", "int4"),
+        default=None,
+        help="int8 (default) or int4 (tensorrt: INT4 weight-only head)",
+    )
     ex.add_argument("--json", action="store_true", help="print a JSON summary")
     ex.set_defaults(handler=_cmd_export)
 
@@ -257,8 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tflite: LiteRT default (XNNPACK), builtin optimized, or reference",
     )
-    ck.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default=None,
-                    help="tensorrt: ONNX Runtime (CPU) or a TensorRT engine (GPU)")  # fmt: skip
+    ck.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "tensorrt"),
+        default=None,
+        help="tensorrt: ONNX Runtime (CPU) or a TensorRT engine (GPU)",
+    )
     ck.add_argument("--artifact", type=Path, default=None, help="default: export afresh")
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
     ck.add_argument("--head", choices=("float", "int8", "int4"), default="float")
@@ -270,15 +294,27 @@ def build_parser() -> argparse.ArgumentParser:
     bn = commands.add_parser("bench", help="latency (p50/p90/p99) and accuracy of a model file")
     bn.add_argument("model", type=Path, help="a .tflite, .onnx or .climbq from `climbq export`")
     bn.add_argument("--threads", type=_positive_int, default=1)
-    bn.add_argument("--kernels", choices=("xnnpack", "optimized", "ref"), default=None,
-                    help=".tflite: LiteRT kernels (default xnnpack)")  # fmt: skip
+    bn.add_argument(
+        "--kernels",
+        choices=("xnnpack", "optimized", "ref"),
+        default=None,
+        help=".tflite: LiteRT kernels (default xnnpack)",
+    )
     bn.add_argument("--warmup", type=_non_negative_int, default=10)
     bn.add_argument("--repeats", type=_positive_int, default=100)
     bn.add_argument("--data", type=Path, default=None, help="dataset folder: also top-1")
-    bn.add_argument("--runtime", choices=("onnxruntime", "tensorrt"), default=None,
-                    help=".onnx: ONNX Runtime (CPU, default) or TensorRT (GPU)")  # fmt: skip
-    bn.add_argument("--batch", type=_positive_int, default=1,
-                    help=".onnx/.climbq: images per invoke (.tflite: 1)")  # fmt: skip
+    bn.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "tensorrt"),
+        default=None,
+        help=".onnx: ONNX Runtime (CPU, default) or TensorRT (GPU)",
+    )
+    bn.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        help=".onnx/.climbq: images per invoke (.tflite: 1)",
+    )
     bn.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bn.set_defaults(handler=_cmd_bench)
 
@@ -290,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = commands.add_parser("demo", help="the main job: data, train, export, check, bench, report")
     dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    dm.add_argument("--quick", action="store_true",
-                    help="every stage, fewer epochs, 200-image checks")  # fmt: skip
+    dm.add_argument(
+        "--quick", action="store_true", help="every stage, fewer epochs, 200-image checks"
+    )
     dm.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -322,15 +359,24 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     kernels = {".onnx": args.runtime or "onnxruntime", ".tflite": args.kernels or "xnnpack"}.get(
         suffix
     )
-    record = bench_artifact(args.model, threads=args.threads, kernels=kernels, batch=args.batch,
-                            warmup=args.warmup, repeats=args.repeats, data=args.data)  # fmt: skip
+    record = bench_artifact(
+        args.model,
+        threads=args.threads,
+        kernels=kernels,
+        batch=args.batch,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        data=args.data,
+    )
     if args.json:
         print(json.dumps(record, indent=2))
         return
     lat = record["latency_ms"]
-    print(f"{record['model']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 "
-          f"{lat['p99']:.2f} ms, {record['images_per_second']:.1f} img/s "
-          f"({record['kernels']}, {record['threads']} thread(s), {record['cpu']})")  # fmt: skip
+    print(
+        f"{record['model']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 "
+        f"{lat['p99']:.2f} ms, {record['images_per_second']:.1f} img/s "
+        f"({record['kernels']}, {record['threads']} thread(s), {record['cpu']})"
+    )
     if record["top1"] is not None:
         print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")
 
@@ -339,9 +385,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     from climbq_deploy.ptq import CalibrateConfig, calibrate
 
     _output_folder(args.out)
-    config = CalibrateConfig(str(args.fp_run), args.method, args.calib, args.calib_size,
-                             args.range, args.percentile, args.seed, args.batch_size,
-                             args.data)  # fmt: skip
+    config = CalibrateConfig(
+        str(args.fp_run),
+        args.method,
+        args.calib,
+        args.calib_size,
+        args.range,
+        args.percentile,
+        args.seed,
+        args.batch_size,
+        args.data,
+    )
     metrics = calibrate(config, args.out)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -350,8 +404,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
         f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
     )
     counts = metrics["calibration"]["set"]["counts"]
-    print(f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
-          f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}")  # fmt: skip
+    print(
+        f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
+        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+    )
 
 
 def _cmd_adjust_logits(args: argparse.Namespace) -> None:
@@ -367,8 +423,10 @@ def _cmd_adjust_logits(args: argparse.Namespace) -> None:
         for g in ("many", "medium", "few")
         if metrics[g] is not None and before.get(g) is not None
     )
-    print(f"logit adjustment (tau {args.tau:g}): top-1 {before['top1']:.2f} -> "
-          f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}")  # fmt: skip
+    print(
+        f"logit adjustment (tau {args.tau:g}): top-1 {before['top1']:.2f} -> "
+        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+    )
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -386,8 +444,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
     else:
         path = target.export(graph, out)
     size = path.stat().st_size
-    summary = {"artifact": str(path), "target": args.target, "bytes": size,
-               "nodes": len(graph.nodes), "head": args.head}  # fmt: skip
+    summary = {
+        "artifact": str(path),
+        "target": args.target,
+        "bytes": size,
+        "nodes": len(graph.nodes),
+        "head": args.head,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -401,15 +464,32 @@ def _cmd_check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--kernels applies to --target tflite, not {args.target!r}")
     if args.runtime is not None and args.target != "tensorrt":
         raise ConfigError(f"--runtime applies to --target tensorrt, not {args.target!r}")
-    record = check_run(args.run, target=args.target, artifact=args.artifact, data=args.data,
-                       batch_size=args.batch_size, limit=args.limit, head=args.head,
-                       progress=True, kernels=args.kernels or args.runtime)  # fmt: skip
+    record = check_run(
+        args.run,
+        target=args.target,
+        artifact=args.artifact,
+        data=args.data,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        head=args.head,
+        progress=True,
+        kernels=args.kernels or args.runtime,
+    )
     if args.json:
         print(json.dumps(record, indent=2))
         return
-    keys = ("n_images", "top1_agreement", "code_agreement", "max_abs_logit_diff", "ref_top1",
-            "torch_top1", "first_divergent_layer", "torch_fp32_top1",
-            "torch_fp32_top1_agreement", "exact_match")  # fmt: skip
+    keys = (
+        "n_images",
+        "top1_agreement",
+        "code_agreement",
+        "max_abs_logit_diff",
+        "ref_top1",
+        "torch_top1",
+        "first_divergent_layer",
+        "torch_fp32_top1",
+        "torch_fp32_top1_agreement",
+        "exact_match",
+    )
     for key in keys:
         if key in record:
             print(f"{key:>26}: {record[key]}")
@@ -421,28 +501,48 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     _output_folder(args.out)
     config = TrainConfig(
-        data=args.data, arch=args.arch, method=args.method, wbits=args.wbits, abits=args.abits,
-        loss=args.loss, act_scaling=args.act_scaling, faithful_mbv2=args.faithful_mbv2,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, seed=args.seed, init=args.init,
-        loss_options=dict(args.loss_option), precision=args.precision,
-        val_fraction=args.val_fraction, device=args.device, init_bn_gamma=args.init_bn_gamma,
-        eval_every=args.eval_every, distill=args.distill,
-        distill_temperature=args.distill_temperature, teacher=args.teacher,
-    )  # fmt: skip
+        data=args.data,
+        arch=args.arch,
+        method=args.method,
+        wbits=args.wbits,
+        abits=args.abits,
+        loss=args.loss,
+        act_scaling=args.act_scaling,
+        faithful_mbv2=args.faithful_mbv2,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        init=args.init,
+        loss_options=dict(args.loss_option),
+        precision=args.precision,
+        val_fraction=args.val_fraction,
+        device=args.device,
+        init_bn_gamma=args.init_bn_gamma,
+        eval_every=args.eval_every,
+        distill=args.distill,
+        distill_temperature=args.distill_temperature,
+        teacher=args.teacher,
+    )
     metrics = train(config, args.out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
         return
     groups = ", ".join(
         f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
     )
-    print(f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
-          f"{metrics['seconds']:.1f} s; wrote {args.out / 'metrics.json'}")  # fmt: skip
+    print(
+        f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
+        f"{metrics['seconds']:.1f} s; wrote {args.out / 'metrics.json'}"
+    )
     if metrics["best_val"] is not None:
         best = metrics["best_val"]
-        print(f"best on validation: epoch {best['epoch']} (balanced val top-1 "
-              f"{best['val_balanced_top1']:.2f}%, test top-1 {best['test']['top1']:.2f}%); "
-              f"weights in {args.out / 'best.pt'}")  # fmt: skip
+        print(
+            f"best on validation: epoch {best['epoch']} (balanced val top-1 "
+            f"{best['val_balanced_top1']:.2f}%, test top-1 {best['test']['top1']:.2f}%); "
+            f"weights in {args.out / 'best.pt'}"
+        )
 
 
 def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bool = True) -> None:

@@ -112,11 +112,16 @@ def _dataset(out: Path) -> Path:
 
 def _config(spec: ModelSpec, data: Path, plan: DemoPlan, init: Path | None) -> TrainConfig:
     if spec.method == "fp32":
-        return TrainConfig(data=str(data), **{**SHORT_FP32_PRETRAINING,
-                                              "epochs": plan.fp32_epochs})  # fmt: skip
-    return TrainConfig(data=str(data), method=spec.method, wbits=spec.bits, abits=spec.bits,
-                       act_scaling=spec.act_scaling, init=str(init),
-                       **{**SHORT_QAT, "epochs": plan.qat_epochs})  # fmt: skip
+        return TrainConfig(data=str(data), **{**SHORT_FP32_PRETRAINING, "epochs": plan.fp32_epochs})
+    return TrainConfig(
+        data=str(data),
+        method=spec.method,
+        wbits=spec.bits,
+        abits=spec.bits,
+        act_scaling=spec.act_scaling,
+        init=str(init),
+        **{**SHORT_QAT, "epochs": plan.qat_epochs},
+    )
 
 
 def _train(spec: ModelSpec, config: TrainConfig, run: Path) -> dict[str, Any]:
@@ -154,12 +159,19 @@ def _deploy(run: Path, spec: TargetSpec, plan: DemoPlan, data: Path) -> dict[str
     graph = lower_run(load_run(run), input_bits=target.input_bits)
     target.export(graph, artifact)
     record.update(artifact=str(artifact), bytes=artifact.stat().st_size)
-    check = check_run(run, spec.target, artifact=artifact, limit=plan.check_limit,
-                      progress=True, kernels=spec.kernels)  # fmt: skip
+    check = check_run(
+        run,
+        spec.target,
+        artifact=artifact,
+        limit=plan.check_limit,
+        progress=True,
+        kernels=spec.kernels,
+    )
     write_json(folder / "check.json", check)
     try:
-        bench = bench_artifact(artifact, threads=1, kernels=spec.kernels,
-                               repeats=plan.bench_repeats, data=None)  # fmt: skip
+        bench = bench_artifact(
+            artifact, threads=1, kernels=spec.kernels, repeats=plan.bench_repeats, data=None
+        )
     except TargetUnavailableError as exc:
         bench = {"status": "unavailable", "reason": str(exc)}
     write_json(folder / "bench.json", bench)
@@ -180,25 +192,54 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> di
         run = out / "runs" / spec.name
         init = runs.get("fp32")
         config = _config(spec, data, plan, init)
-        metrics = _stage(f"train {spec.name}", seconds, lambda s=spec, c=config, r=run:
-                         _train(s, c, r))  # fmt: skip
+        metrics = _stage(
+            f"train {spec.name}", seconds, lambda s=spec, c=config, r=run: _train(s, c, r)
+        )
         runs[spec.name] = run
-        models.append({"name": spec.name, "run": str(run),
-                       **{k: metrics.get(k) for k in ("method", "arch", "wbits", "abits", "top1",
-                                                      "many", "medium", "few", "per_class",
-                                                      "train_counts", "epochs", "seconds")},
-                       "act_scaling": spec.act_scaling})  # fmt: skip
+        models.append(
+            {
+                "name": spec.name,
+                "run": str(run),
+                **{
+                    k: metrics.get(k)
+                    for k in (
+                        "method",
+                        "arch",
+                        "wbits",
+                        "abits",
+                        "top1",
+                        "many",
+                        "medium",
+                        "few",
+                        "per_class",
+                        "train_counts",
+                        "epochs",
+                        "seconds",
+                    )
+                },
+                "act_scaling": spec.act_scaling,
+            }
+        )
     deployments: list[dict[str, Any]] = []
     for spec in MODELS:
         if not spec.deploy:
             continue
         for target in TARGETS:
-            deployments.append(_stage(f"deploy {spec.name} {target.label}", seconds,
-                                      lambda t=target, s=spec: {
-                                          "model": s.name,
-                                          **_deploy(runs[s.name], t, plan, data)}))  # fmt: skip
-    not_deployed = [{"model": spec.name, "reason": _not_deployed_reason(spec)}
-                    for spec in MODELS if not spec.deploy]  # fmt: skip
+            deployments.append(
+                _stage(
+                    f"deploy {spec.name} {target.label}",
+                    seconds,
+                    lambda t=target, s=spec: {
+                        "model": s.name,
+                        **_deploy(runs[s.name], t, plan, data),
+                    },
+                )
+            )
+    not_deployed = [
+        {"model": spec.name, "reason": _not_deployed_reason(spec)}
+        for spec in MODELS
+        if not spec.deploy
+    ]
     report = _stage("report", seconds, lambda: _report(list(runs.values()), out))
     summary = {
         "plan": asdict(plan),
@@ -225,12 +266,31 @@ def _not_deployed_reason(spec: ModelSpec) -> str:
 
 
 def _target_summary(record: dict[str, Any]) -> dict[str, Any]:
-    summary = {k: record.get(k) for k in ("model", "label", "target", "kernels", "weights",
-                                          "status", "reason", "artifact", "bytes")}  # fmt: skip
+    summary = {
+        k: record.get(k)
+        for k in (
+            "model",
+            "label",
+            "target",
+            "kernels",
+            "weights",
+            "status",
+            "reason",
+            "artifact",
+            "bytes",
+        )
+    }
     check = record.get("check") or {}
     bench = record.get("bench") or {}
-    for key in ("n_images", "top1_agreement", "code_agreement", "exact_match", "ref_top1",
-                "torch_top1", "torch_fp32_top1"):  # fmt: skip
+    for key in (
+        "n_images",
+        "top1_agreement",
+        "code_agreement",
+        "exact_match",
+        "ref_top1",
+        "torch_top1",
+        "torch_fp32_top1",
+    ):
         summary[key] = check.get(key)
     summary["latency_ms"] = bench.get("latency_ms")
     summary["images_per_second"] = bench.get("images_per_second")
@@ -248,8 +308,12 @@ def _report(runs: list[Path], out: Path) -> dict[str, Any]:
         files = make_report(runs, out, progress=True)
     finally:
         torch.set_num_threads(threads)
-    return {"markdown": str(files.markdown), "html": str(files.html), "json": str(files.json),
-            "plots": [str(p) for p in files.plots]}  # fmt: skip
+    return {
+        "markdown": str(files.markdown),
+        "html": str(files.html),
+        "json": str(files.json),
+        "plots": [str(p) for p in files.plots],
+    }
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -265,9 +329,11 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines += ["", f"{'target':<24}{'status':<13}{'exact':>7}{'agree':>8}{'top-1':>8}{'p50 ms':>9}"]
     for t in summary["targets"]:
         p50 = (t.get("latency_ms") or {}).get("p50")
-        lines.append(f"{t['label']:<24}{t['status']:<13}{_fmt(t.get('exact_match')):>7}"
-                     f"{_fmt(t.get('top1_agreement'), '.4f'):>8}{_fmt(t.get('ref_top1')):>8}"
-                     f"{_fmt(p50, '.2f'):>9}")  # fmt: skip
+        lines.append(
+            f"{t['label']:<24}{t['status']:<13}{_fmt(t.get('exact_match')):>7}"
+            f"{_fmt(t.get('top1_agreement'), '.4f'):>8}{_fmt(t.get('ref_top1')):>8}"
+            f"{_fmt(p50, '.2f'):>9}"
+        )
         if t["status"] != "ok":
             lines.append(f"    {t.get('reason')}")
     report = summary["report"]

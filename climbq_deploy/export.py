@@ -70,8 +70,10 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
         detail = lines[min(1, len(lines) - 1)]
         detail = detail if len(detail) <= 200 else detail[:197] + "..."
-        raise ArtifactError(f"{folder / CHECKPOINT}: weights do not fit {config.arch} "
-                            f"with {num_classes} classes ({detail})") from None  # fmt: skip
+        raise ArtifactError(
+            f"{folder / CHECKPOINT}: weights do not fit {config.arch} "
+            f"with {num_classes} classes ({detail})"
+        ) from None
     metrics_path = folder / "metrics.json"
     metrics = _read_metrics(metrics_path) if metrics_path.is_file() else {}
     return TrainedRun(folder, config, model.eval(), metrics, mean, std, size, num_classes)
@@ -129,8 +131,12 @@ def _input_description(
         stats[key] = tuple(float(v) for v in values)
     arrays = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
     size = meta.get("image_shape") or arrays.get("test_images", {}).get("shape", [])[1:]
-    if not (isinstance(size, list) and len(size) == 3 and size[2] == 3
-            and all(type(v) is int and v > 0 for v in size)):  # fmt: skip
+    if not (
+        isinstance(size, list)
+        and len(size) == 3
+        and size[2] == 3
+        and all(type(v) is int and v > 0 for v in size)
+    ):
         raise DataError(f"{where}: image_shape must be [H, W, 3] with H, W >= 1, got {size!r}")
     return stats["mean"], stats["std"], (size[0], size[1], size[2])
 
@@ -139,8 +145,18 @@ def provenance(run: TrainedRun) -> dict[str, Any]:
     """What the artifact records about where it came from."""
     # "calibration": the record of runs made by `climbq calibrate` (post-training quantization);
     # "posthoc_logit_adjustment": that of `climbq adjust-logits` (the head's bias adjustment)
-    keep = ("top1", "many", "medium", "few", "per_class", "epochs", "dataset", "train_counts",
-            "calibration", "posthoc_logit_adjustment")  # fmt: skip
+    keep = (
+        "top1",
+        "many",
+        "medium",
+        "few",
+        "per_class",
+        "epochs",
+        "dataset",
+        "train_counts",
+        "calibration",
+        "posthoc_logit_adjustment",
+    )
     return {
         "climbq_deploy": __version__,
         "run": run.folder.name,

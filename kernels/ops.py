@@ -42,15 +42,21 @@ def input_quant(
     p = images.astype(np.float64) / 255.0
     values = np.rint((p - np.asarray(mean)) / np.asarray(std) / step)
     if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
-        raise KernelError(f"input_quant: values [{values.min()}, {values.max()}] leave int32 "
-                          f"(mean {mean}, std {std}, step {step})")  # fmt: skip
+        raise KernelError(
+            f"input_quant: values [{values.min()}, {values.max()}] leave int32 "
+            f"(mean {mean}, std {std}, step {step})"
+        )
     return values.astype(np.int32)
 
 
 def int_conv(
-    x: np.ndarray, weight: np.ndarray, stride: int, padding: int, groups: int,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: int,
+    padding: int,
+    groups: int,
     partial_bound: int,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """``acc[n, y, x, o] = sum_{i, j, c} W[o, i, j, c] * X[n, s y + i - p, s x + j - p, g(o) c]``.
 
     Inputs: integer NHWC ``x``, int8 OHWI ``weight`` (``I = C / groups``), zero padding.
@@ -81,17 +87,29 @@ def int_conv(
         acc = np.zeros((n, ho, wo, c), dtype)
         for i in range(kh):
             for j in range(kw):
-                window = xf[:, i : i + stride * (ho - 1) + 1 : stride,
-                            j : j + stride * (wo - 1) + 1 : stride, :]  # fmt: skip
+                window = xf[
+                    :,
+                    i : i + stride * (ho - 1) + 1 : stride,
+                    j : j + stride * (wo - 1) + 1 : stride,
+                    :,
+                ]
                 acc += window * wf[:, i, j, 0]
         return acc.astype(np.int32)
     if kh == kw == 1:
         patches = xf[:, ::stride, ::stride, :][:, :ho, :wo, :].reshape(n * ho * wo, c)
     else:  # im2col: kh * kw shifted views side by side, columns ordered (i, j, c) as OHWI
         patches = np.concatenate(
-            [xf[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
-             for i in range(kh) for j in range(kw)], axis=-1,
-        ).reshape(n * ho * wo, kh * kw * c)  # fmt: skip
+            [
+                xf[
+                    :,
+                    i : i + stride * (ho - 1) + 1 : stride,
+                    j : j + stride * (wo - 1) + 1 : stride,
+                ]
+                for i in range(kh)
+                for j in range(kw)
+            ],
+            axis=-1,
+        ).reshape(n * ho * wo, kh * kw * c)
     if groups == 1:
         acc = patches @ wf.reshape(out_ch, -1).T
     else:
@@ -138,8 +156,10 @@ def threshold_act(
     if shift is not None and np.any(shift):
         s = np.asarray(shift)
         if s.shape != (channels,) or s.dtype.kind not in "iu" or s.min() < 0 or s.max() > 31:
-            raise KernelError(f"threshold_act: shift must be ({channels},) integers in 0..31, "
-                              f"got shape {s.shape}, dtype {s.dtype}")  # fmt: skip
+            raise KernelError(
+                f"threshold_act: shift must be ({channels},) integers in 0..31, "
+                f"got shape {s.shape}, dtype {s.dtype}"
+            )
         s = s.astype(np.int64)
         half = np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
         wide = x.astype(np.int64) * direction.astype(np.int64)

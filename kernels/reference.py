@@ -55,8 +55,10 @@ class ReferenceModel:
             if isinstance(node, IntConv):
                 bounds = graph.tensors[node.inputs[0]].bounds
                 if bounds is None:
-                    raise DataError(f"conv {node.source!r}: input has no proven bounds; lower "
-                                    "the graph (bounds pass) before running it")  # fmt: skip
+                    raise DataError(
+                        f"conv {node.source!r}: input has no proven bounds; lower "
+                        "the graph (bounds pass) before running it"
+                    )
                 self._partial[node.name] = partial_sum_bound(node.weight, *bounds)
 
     @classmethod
@@ -106,21 +108,33 @@ class ReferenceModel:
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """float64 logits ``(N, classes)``, in batches."""
         images = self._check(images)
-        parts = [self.run(images[i : i + batch_size])[self.graph.output]
-                 for i in range(0, len(images), batch_size)]  # fmt: skip
-        return np.concatenate(parts) if parts else np.zeros((0, self.graph.tensors[
-            self.graph.output].shape[0]))  # fmt: skip
+        parts = [
+            self.run(images[i : i + batch_size])[self.graph.output]
+            for i in range(0, len(images), batch_size)
+        ]
+        return (
+            np.concatenate(parts)
+            if parts
+            else np.zeros((0, self.graph.tensors[self.graph.output].shape[0]))
+        )
 
     def _execute(self, node: Node, inputs: list[np.ndarray]) -> np.ndarray:
         tensors = self.graph.tensors
         if isinstance(node, InputQuant):
             return ops.input_quant(inputs[0], node.mean, node.std, node.step)
         if isinstance(node, IntConv):
-            return ops.int_conv(inputs[0], node.weight, node.stride, node.padding, node.groups,
-                                self._partial[node.name])  # fmt: skip
+            return ops.int_conv(
+                inputs[0],
+                node.weight,
+                node.stride,
+                node.padding,
+                node.groups,
+                self._partial[node.name],
+            )
         if isinstance(node, ThresholdAct):
-            return ops.threshold_act(inputs[0], node.thresholds, node.direction, node.mult,
-                                     node.offset, node.shift)  # fmt: skip
+            return ops.threshold_act(
+                inputs[0], node.thresholds, node.direction, node.mult, node.offset, node.shift
+            )
         if isinstance(node, Relu):
             return ops.relu(inputs[0])
         if isinstance(node, Add):
@@ -132,5 +146,6 @@ class ReferenceModel:
             return ops.linear(inputs[0], node.weight, node.bias, scale)
         if isinstance(node, IntLinear):
             return ops.int_linear(inputs[0], node.weight, node.weight_scale, node.bias, scale)
-        raise DataError(f"node {node.name!r}: op {node.op!r} has no reference kernel "
-                        "(lower the graph first)")  # fmt: skip
+        raise DataError(
+            f"node {node.name!r}: op {node.op!r} has no reference kernel (lower the graph first)"
+        )

@@ -72,11 +72,15 @@ class Tally:
     def table(self) -> str:
         lines = [f"{'kind':<26}{'tried':>7}{'rejected':>10}{'accepted':>10}"]
         for kind, tried in self.tried.items():
-            lines.append(f"{kind:<26}{tried:>7}{self.rejected.get(kind, 0):>10}"
-                         f"{self.accepted.get(kind, 0):>10}")  # fmt: skip
+            lines.append(
+                f"{kind:<26}{tried:>7}{self.rejected.get(kind, 0):>10}"
+                f"{self.accepted.get(kind, 0):>10}"
+            )
         total = sum(self.tried.values())
-        lines.append(f"{'total':<26}{total:>7}{sum(self.rejected.values()):>10}"
-                     f"{sum(self.accepted.values()):>10}")  # fmt: skip
+        lines.append(
+            f"{'total':<26}{total:>7}{sum(self.rejected.values()):>10}"
+            f"{sum(self.accepted.values()):>10}"
+        )
         lines.append(f"foreign: {len(self.foreign)}; slowest case {self.slowest:.3f} s")
         return "\n".join(lines)
 
@@ -117,9 +121,23 @@ def overwrite_word(data: bytes, rng: random.Random, position: int | None = None)
     if position is None:
         position = rng.randrange(0, max(1, len(out) - 4)) & ~3
     current = int.from_bytes(out[position : position + 4], "little")
-    value = rng.choice([0, 1, 4, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, len(data), len(data) - 4,
-                        len(data) + 4, rng.randrange(2**32), position, position + 4,
-                        current ^ (1 << rng.randrange(32))])  # fmt: skip
+    value = rng.choice(
+        [
+            0,
+            1,
+            4,
+            0xFFFFFFFF,
+            0x7FFFFFFF,
+            0x80000000,
+            len(data),
+            len(data) - 4,
+            len(data) + 4,
+            rng.randrange(2**32),
+            position,
+            position + 4,
+            current ^ (1 << rng.randrange(32)),
+        ]
+    )
     out[position : position + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
     return bytes(out[: len(data)])
 
@@ -139,8 +157,9 @@ def rezip(members: list[tuple[str, bytes]]) -> bytes:
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate names we want
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, content in members:
-                archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content,
-                                 zipfile.ZIP_DEFLATED)  # fmt: skip
+                archive.writestr(
+                    zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), content, zipfile.ZIP_DEFLATED
+                )
     return buffer.getvalue()
 
 
@@ -157,8 +176,17 @@ def mutate_members(data: bytes, rng: random.Random) -> bytes:
     elif action == "duplicate":
         members.insert(rng.randrange(len(members) + 1), rng.choice(members))
     elif action == "add":
-        name = rng.choice(["extra.bin", "arrays/extra.bin", "../evil", "arrays/x/../../y.bin",
-                           "manifest.json/", "/abs.bin", "arrays/conv2.bin.bak"])  # fmt: skip
+        name = rng.choice(
+            [
+                "extra.bin",
+                "arrays/extra.bin",
+                "../evil",
+                "arrays/x/../../y.bin",
+                "manifest.json/",
+                "/abs.bin",
+                "arrays/conv2.bin.bak",
+            ]
+        )
         members.append((name, rng.randbytes(rng.randrange(64))))
     elif action == "rename":
         i = rng.randrange(len(members))
@@ -194,11 +222,43 @@ def _edge_value(rng: random.Random, current: Json, names: list[str], raws: list[
     """A value of another type or an edge value of the same type."""
     deep = rng.randint(200, 20000)
     options: list[Json] = [
-        -1, 0, 1, -(2**31) - 1, 2**31, 2**63, 2**70, -(2**70), 1.5, -0.0, float("nan"),
-        float("inf"), float("-inf"), 1e308, 5e-324, "", "x", "int8", "float64", "uint8",
-        "codes", "int", "../up", None, True, False, [], [1], [1, 2, 3], [-1, 2**40], [[1]],
-        {}, {"a": 1}, [None], ["a", "b"], {"a": {"b": {"c": [1, {"d": None}]}}},
-    ]  # fmt: skip
+        -1,
+        0,
+        1,
+        -(2**31) - 1,
+        2**31,
+        2**63,
+        2**70,
+        -(2**70),
+        1.5,
+        -0.0,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        1e308,
+        5e-324,
+        "",
+        "x",
+        "int8",
+        "float64",
+        "uint8",
+        "codes",
+        "int",
+        "../up",
+        None,
+        True,
+        False,
+        [],
+        [1],
+        [1, 2, 3],
+        [-1, 2**40],
+        [[1]],
+        {},
+        {"a": 1},
+        [None],
+        ["a", "b"],
+        {"a": {"b": {"c": [1, {"d": None}]}}},
+    ]
     if names:
         options += [rng.choice(names), [rng.choice(names)], [rng.choice(names)] * 2]
     if isinstance(current, bool):
@@ -302,8 +362,20 @@ def mutate_payload(data: bytes, rng: random.Random) -> bytes:
     entry = manifest["arrays"][name]
     content = members[entry["member"]]
     dtype = np.dtype(entry["dtype"]).newbyteorder("<")
-    action = rng.choice(["element", "element", "bytes", "reshape", "retype", "grow", "shrink",
-                         "bits", "unsort", "unsort"])  # fmt: skip
+    action = rng.choice(
+        [
+            "element",
+            "element",
+            "bytes",
+            "reshape",
+            "retype",
+            "grow",
+            "shrink",
+            "bits",
+            "unsort",
+            "unsort",
+        ]
+    )
     if action == "unsort" and ".thresholds" in name:
         content = _unsort_thresholds(manifest, name, content, rng)
     elif action == "element" and entry["packed_bits"] is None and len(content) >= dtype.itemsize:
@@ -312,11 +384,13 @@ def mutate_payload(data: bytes, rng: random.Random) -> bytes:
         content = values.tobytes()
     elif action == "reshape":
         size = math.prod(entry["shape"])
-        entry["shape"] = rng.choice([[size], [1, size], [*entry["shape"], 1],
-                                     entry["shape"][::-1], [size, 1, 1, 1]])  # fmt: skip
+        entry["shape"] = rng.choice(
+            [[size], [1, size], [*entry["shape"], 1], entry["shape"][::-1], [size, 1, 1, 1]]
+        )
     elif action == "retype" and entry["packed_bits"] is None:
-        other = rng.choice(["int8", "int16", "int32", "int64", "uint8", "float32", "float64",
-                            "bool"])  # fmt: skip
+        other = rng.choice(
+            ["int8", "int16", "int32", "int64", "uint8", "float32", "float64", "bool"]
+        )
         width = np.dtype(other).itemsize
         if len(content) % width == 0:
             entry["dtype"], entry["shape"] = other, [len(content) // width]
@@ -364,9 +438,11 @@ def _unsort_thresholds(manifest: Json, name: str, content: bytes, rng: random.Ra
 
 
 def recode_thresholds(
-    manifest: Json, name: str, content: bytes,
+    manifest: Json,
+    name: str,
+    content: bytes,
     change: Callable[[np.ndarray, np.ndarray], None],
-) -> bytes:  # fmt: skip
+) -> bytes:
     """The thresholds member ``name`` decoded to ``(thresholds, direction)`` (int64, int8),
     changed in place by ``change`` and encoded again; the node's ``threshold_steps`` and the
     manifest entry's shape follow (hashes are the caller's)."""
@@ -377,12 +453,14 @@ def recode_thresholds(
         _from_byte_planes,
     )
 
-    node = next(n for n in manifest["program"]["nodes"]
-                if n.get("arrays", {}).get("thresholds") == name)  # fmt: skip
+    node = next(
+        n for n in manifest["program"]["nodes"] if n.get("arrays", {}).get("thresholds") == name
+    )
     spec = node["threshold_steps"]
     planes = np.frombuffer(content, np.uint8).reshape(manifest["arrays"][name]["shape"])
-    thresholds, direction = _delta_decode(_from_byte_planes(planes, spec["dtype"],
-                                                            tuple(spec["shape"])))  # fmt: skip
+    thresholds, direction = _delta_decode(
+        _from_byte_planes(planes, spec["dtype"], tuple(spec["shape"]))
+    )
     thresholds, direction = thresholds.astype(np.int64), direction.copy()
     change(thresholds, direction)
     steps = _delta_encode(thresholds, direction)

@@ -99,8 +99,9 @@ def test_syndigits_bn2_kd_pairs_climbq_plus_and_lsq_on_one_recipe(modules) -> No
         assert a["init"].endswith(f"{stem}-fp32")
         # after the four plain runs of their gamma, before the next gamma's
         assert by_name[f"{stem}-lsq-w2a2-ours"].priority < ours.priority < lsq.priority
-        assert lsq.priority < min(r.priority for r in by_name.values()
-                                  if r.name.startswith(stem) and "paper" in r.name)  # fmt: skip
+        assert lsq.priority < min(
+            r.priority for r in by_name.values() if r.name.startswith(stem) and "paper" in r.name
+        )
 
 
 def test_cifar_paper_rows_are_the_paper_recipe_from_the_200_epoch_fp32_run(modules) -> None:
@@ -117,8 +118,11 @@ def test_cifar_paper_rows_are_the_paper_recipe_from_the_200_epoch_fp32_run(modul
     b = by_name[f"{stem}-climbq+-w4a4-ours-bn2-kd-fp200"].config(50).as_dict()
     assert a["init"] == b["init"] == str(grid.RUNS / f"{stem}-fp32-200ep-bf16")
     assert {k for k in a if a[k] != b[k]} == {
-        "schedule", "warmup_epochs", "init_bn_gamma", "distill"
-    }  # fmt: skip
+        "schedule",
+        "warmup_epochs",
+        "init_bn_gamma",
+        "distill",
+    }
     assert (a["schedule"], a["lr"], a["weight_decay"], a["batch_size"], a["epochs"]) == (
         "constant",
         0.04,
@@ -208,8 +212,9 @@ def test_fp200_baselines_share_the_start_and_recipe_of_the_climbq_plus_run(modul
     qat200 = [r for r in by_name.values() if r.name.startswith("cifar10-lt-g200") and not r.is_fp]
     for bits in (4, 2):  # at both bit widths
         ours = by_name[f"{stem}-climbq+-w{bits}a{bits}-ours-bn2-kd-fp200"]
-        uniform, lsq = (by_name[f"{stem}-{m}-w{bits}a{bits}-ours-bn2-kd-fp200"]
-                        for m in ("uniform", "lsq"))  # fmt: skip
+        uniform, lsq = (
+            by_name[f"{stem}-{m}-w{bits}a{bits}-ours-bn2-kd-fp200"] for m in ("uniform", "lsq")
+        )
         a = ours.config(50).as_dict()
         for base in (uniform, lsq):
             b = base.config(50).as_dict()
@@ -311,7 +316,13 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
         base = by_name[run.init_name]
         assert base.variant == grid.POSTHOC_FROM[run.variant] and not base.is_posthoc
         assert (base.data, base.arch, base.method, base.wbits, base.recipe, base.seed) == (
-            run.data, run.arch, run.method, run.wbits, run.recipe, run.seed)  # fmt: skip
+            run.data,
+            run.arch,
+            run.method,
+            run.wbits,
+            run.recipe,
+            run.seed,
+        )
         assert run.config(50) == base.config(50) and run.fp_name == base.fp_name
         # every method the base variant is planned for at these bits gets the adjustment
         assert _methods(posthoc, run) == _methods(runs, base), run.name
@@ -344,8 +355,16 @@ def _result(grid, name: str, top1: float, epochs: int = 50) -> dict:
     """The record ``runner.py`` writes for a finished run, from made-up metrics."""
     runner = importlib.import_module("runner")
     run = {r.name: r for r in grid.grid()}[name]
-    metrics = {"loss": "homovar", "top1": top1, "many": 80.0, "medium": 60.0, "few": None,
-               "per_class": [top1] * 10, "epochs": epochs, "seconds": 1.0}  # fmt: skip
+    metrics = {
+        "loss": "homovar",
+        "top1": top1,
+        "many": 80.0,
+        "medium": 60.0,
+        "few": None,
+        "per_class": [top1] * 10,
+        "epochs": epochs,
+        "seconds": 1.0,
+    }
     return runner.result_record(run, metrics, "test cpu")
 
 
@@ -372,13 +391,19 @@ def test_collect_renders_the_improved_recipe_as_its_own_row(modules) -> None:
     assert "71.73" in improved  # the paper's figure beside it
     # an improvement with no result yet gets no row; the bn2-fp200 run is the ablations' base
     assert not any(r.startswith("| climbq+ | W4A4 | ours + bn2 |") for r in text.splitlines())
-    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2-fp200` | fp32 `200ep-bf16` "
-            "(kept) | **69.75** (homovar) |") in text  # fmt: skip
-    assert ("| `bn2-fp200-scaling-off`: scaling-off | fp32 `200ep-bf16` (kept) | missing | – | – "
-            "| 68.71 | 21,856 |") in text  # fmt: skip
+    assert (
+        "| faithful (scaling on, HomoVar faithful): `ours + bn2-fp200` | fp32 `200ep-bf16` "
+        "(kept) | **69.75** (homovar) |"
+    ) in text
+    assert (
+        "| `bn2-fp200-scaling-off`: scaling-off | fp32 `200ep-bf16` (kept) | missing | – | – "
+        "| 68.71 | 21,856 |"
+    ) in text
     # the first plan's set keeps its base (the bn2 row) and its scaling-off row
-    assert ("| faithful (scaling on, HomoVar faithful): `ours + bn2` | shared fp32, 90 ep (lost) "
-            "| **70.50** (homovar) |") in text  # fmt: skip
+    assert (
+        "| faithful (scaling on, HomoVar faithful): `ours + bn2` | shared fp32, 90 ep (lost) "
+        "| **70.50** (homovar) |"
+    ) in text
     assert "| `scaling-off`: scaling-off | shared fp32, 90 ep (lost) | missing |" in text
     # the issue's bars, above the tables: the 2-bit gamma-50 bar from the two trained rows
     assert text.index("## The issue's bars") < text.index("## CIFAR-10-LT, ResNet-20")
@@ -407,8 +432,11 @@ def test_deployed_cell_names_the_local_build_when_the_check_used_one(modules) ->
     assert collect._deployed_cell({"deployed_top1": None}) == "–"
     same = {"deployed_top1": 71.4, "torch_top1_at_check": 71.38, "deploy_data_note": None}
     assert collect._deployed_cell(same) == "71.40"
-    other = {"deployed_top1": 82.6, "torch_top1_at_check": 82.6,
-             "deploy_data_note": "the local syndigits-lt-g200 differs"}  # fmt: skip
+    other = {
+        "deployed_top1": 82.6,
+        "torch_top1_at_check": 82.6,
+        "deploy_data_note": "the local syndigits-lt-g200 differs",
+    }
     assert collect._deployed_cell(other) == "82.60 (torch 82.60, local build)"
 
 
@@ -421,10 +449,13 @@ def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
     for variant in grid.ABLATIONS:
         a = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{variant}"].config(50).as_dict()
         changed[variant] = {k for k in a if a[k] != b[k]}
-    assert changed == {"bn2-fp200-scaling-off": {"act_scaling"},
-                       "bn2-fp200-loss-corrected": {"loss", "loss_options"},
-                       "bn2-fp200-loss-ce": {"loss"}, "bn2-fp200-loss-cb": {"loss"},
-                       "bn2-fp200-loss-la": {"loss"}}  # fmt: skip
+    assert changed == {
+        "bn2-fp200-scaling-off": {"act_scaling"},
+        "bn2-fp200-loss-corrected": {"loss", "loss_options"},
+        "bn2-fp200-loss-ce": {"loss"},
+        "bn2-fp200-loss-cb": {"loss"},
+        "bn2-fp200-loss-la": {"loss"},
+    }
     early = by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{grid.EARLY_ABLATION_BASE}"]
     e = early.config(50).as_dict()
     for variant in grid.EARLY_ABLATIONS:
@@ -432,9 +463,10 @@ def test_each_ablation_is_one_change_to_its_base_run(modules) -> None:
         changed[variant] = {k for k in a if a[k] != e[k]}
     assert changed["scaling-off"] == {"act_scaling"}
     # the bn2-fp200 set, base included, starts from the kept 200-epoch fp32 run
-    assert {by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{v}"].init_name
-            for v in (grid.ABLATION_BASE, *grid.ABLATIONS)} == {
-        "cifar10-lt-g50-resnet20-fp32-200ep-bf16"}  # fmt: skip
+    assert {
+        by_name[f"cifar10-lt-g50-resnet20-climbq+-w2a2-ours-{v}"].init_name
+        for v in (grid.ABLATION_BASE, *grid.ABLATIONS)
+    } == {"cifar10-lt-g50-resnet20-fp32-200ep-bf16"}
 
 
 def test_total_weight_error_sums_squared_residuals_of_every_quantized_conv(modules) -> None:
@@ -619,14 +651,18 @@ def _record(grid, name: str, top1: float, finished: str) -> dict:
 def test_collect_carries_over_results_whose_run_folder_is_not_here(modules, tmp_path) -> None:
     grid, collect = modules
     fp32, qat = "cifar10-lt-g50-resnet20-fp32", "cifar10-lt-g50-resnet20-lsq-w4a4-ours"
-    records = [_record(grid, fp32, 74.63, "2026-11-20T10:00:00+00:00"),
-               _record(grid, qat, 69.62, "2026-11-21T10:00:00+00:00")]  # fmt: skip
+    records = [
+        _record(grid, fp32, 74.63, "2026-11-20T10:00:00+00:00"),
+        _record(grid, qat, 69.62, "2026-11-21T10:00:00+00:00"),
+    ]
     path = _previous(tmp_path, records)
     previous, commit = collect.previous_records(path)
     assert commit == "abc1234"
     done, missing = collect.records(grid.grid(), previous, commit)
     assert [(r["name"], r["top1"], r["carried_from"]) for r in done] == [
-        (fp32, 74.63, "abc1234"), (qat, 69.62, "abc1234")]  # fmt: skip
+        (fp32, 74.63, "abc1234"),
+        (qat, 69.62, "abc1234"),
+    ]
     assert {fp32, qat}.isdisjoint(m["name"] for m in missing)
     text = collect.render(done, missing, collect.run_header())
     assert (
@@ -643,10 +679,14 @@ def test_a_local_result_replaces_the_carried_one_and_sets_aside_runs_from_the_ol
     grid, collect = modules
     fp32, qat = "cifar10-lt-g50-resnet20-fp32", "cifar10-lt-g50-resnet20-lsq-w4a4-ours"
     other = "cifar10-lt-g200-resnet20-lsq-w4a4-ours"
-    previous = {r["name"]: r for r in [
-        _record(grid, fp32, 74.63, "2020-01-01T00:00:00+00:00"),
-        _record(grid, qat, 69.62, "2020-01-02T00:00:00+00:00"),
-        _record(grid, other, 60.0, "2020-01-02T00:00:00+00:00")]}  # fmt: skip
+    previous = {
+        r["name"]: r
+        for r in [
+            _record(grid, fp32, 74.63, "2020-01-01T00:00:00+00:00"),
+            _record(grid, qat, 69.62, "2020-01-02T00:00:00+00:00"),
+            _record(grid, other, 60.0, "2020-01-02T00:00:00+00:00"),
+        ]
+    }
     _finish(grid, fp32, 75.5, epochs=200)  # retrained here, now: after the QAT run's record
     done, missing = collect.records(grid.grid(), previous, "abc1234")
     by = {r["name"]: r for r in done}
@@ -679,8 +719,10 @@ def _fp32_run(grid, name: str, weight: float) -> Path:
     _finish(grid, name, 74.0)
     folder = grid.RUNS / name
     model = {"fc.weight": torch.full((2, 3), weight)}
-    save_checkpoint(folder / "checkpoint.pt", {"model": model, "optimizer": {"state": {}},
-                                               "config": {"epochs": 90}})  # fmt: skip
+    save_checkpoint(
+        folder / "checkpoint.pt",
+        {"model": model, "optimizer": {"state": {}}, "config": {"epochs": 90}},
+    )
     (folder / "metrics.json").write_text('{"top1": 74.0}')
     (folder / "history.jsonl").write_text('{"epoch": 1, "seconds": 9.0}\n')
     return folder
@@ -732,8 +774,11 @@ def test_a_record_names_the_pixels_of_the_dataset_build_it_used(modules) -> None
     assert _result(grid, name, 95.0)["data_sha256"] is None  # not built
     meta = grid.DATA / "syndigits-lt-g50" / "meta.json"
     meta.parent.mkdir(parents=True)
-    arrays = {"train_images": {"sha256": "aa"}, "test_images": {"sha256": "bb"},
-              "train_labels": {"sha256": "cc"}}  # fmt: skip
+    arrays = {
+        "train_images": {"sha256": "aa"},
+        "test_images": {"sha256": "bb"},
+        "train_labels": {"sha256": "cc"},
+    }
     meta.write_text(json.dumps({"arrays": arrays}))
     assert _result(grid, name, 95.0)["data_sha256"] == {"train_images": "aa", "test_images": "bb"}
 
@@ -812,7 +857,11 @@ def test_seed_spread_keeps_seed_0_in_the_tables_and_sets_the_difference_against_
     [entry] = collect.seed_spread(done)
     assert sorted(entry["methods"]) == ["climbq+", "lsq"]
     assert (entry["dataset"], entry["gamma"], entry["bits"], entry["variant"]) == (
-        "syndigits-lt", 200, 4, None)  # fmt: skip
+        "syndigits-lt",
+        200,
+        4,
+        None,
+    )
     climbq, lsq = entry["methods"]["climbq+"], entry["methods"]["lsq"]
     assert climbq["seeds"] == [0, 1, 2] and climbq["top1"] == [79.0, 80.0, 81.0]
     assert climbq["top1_mean"] == 80.0 and climbq["top1_sd"] == 1.0
@@ -852,14 +901,23 @@ def test_deployed_vs_torch_rounds_the_gap_and_names_each_row_beyond_the_toleranc
     _, collect = modules
 
     def rec(name, top1, deployed, exact=True, note=None, at_check=None):
-        return {"name": name, "top1": top1, "deployed_top1": deployed, "deploy_data_note": note,
-                "torch_top1_at_check": deployed if at_check is None else at_check,
-                "deploy_exact_match": exact}  # fmt: skip
+        return {
+            "name": name,
+            "top1": top1,
+            "deployed_top1": deployed,
+            "deploy_data_note": note,
+            "torch_top1_at_check": deployed if at_check is None else at_check,
+            "deploy_exact_match": exact,
+        }
 
-    done = [rec("edge", 86.25, 86.05), rec("close", 67.5, 67.35), rec("over", 70.0, 70.25),
-            rec("moved", 50.0, 50.0, exact=False),
-            rec("other-build", 99.9, 82.6, note="local build differs", at_check=82.7),
-            {"name": "lsq", "top1": 60.0, "deployed_top1": None}]  # fmt: skip
+    done = [
+        rec("edge", 86.25, 86.05),
+        rec("close", 67.5, 67.35),
+        rec("over", 70.0, 70.25),
+        rec("moved", 50.0, 50.0, exact=False),
+        rec("other-build", 99.9, 82.6, note="local build differs", at_check=82.7),
+        {"name": "lsq", "top1": 60.0, "deployed_top1": None},
+    ]
     summary = collect.deployed_vs_torch(done)
     assert (summary["rows"], summary["exact"]) == (5, 4)
     assert summary["largest"][0]["gap"] == 0.25 and summary["largest"][1]["gap"] == -0.2
@@ -890,12 +948,16 @@ def test_the_grid_plans_every_cell_the_issue_names_under_both_recipes(modules) -
 def test_issue_coverage_counts_the_done_variants_of_a_cell_by_recipe(modules) -> None:
     grid, collect = modules
     runs = grid.grid()
-    names = ["digits-lt-g50-resnet20-climbq+-w4a4-ours", "digits-lt-g50-resnet20-lsq-w4a4-paper",
-             "syndigits-lt-g200-mobilenetv2-lsq-w2a2-ours-bn2-kd"]  # fmt: skip
+    names = [
+        "digits-lt-g50-resnet20-climbq+-w4a4-ours",
+        "digits-lt-g50-resnet20-lsq-w4a4-paper",
+        "syndigits-lt-g200-mobilenetv2-lsq-w2a2-ours-bn2-kd",
+    ]
     assert {r.name for r in runs} >= set(names)
     done = [{"name": n, "top1": 50.0 + i} for i, n in enumerate(names)]
-    by_cell = {tuple(e[k] for k in collect.CELL_KEYS): e
-               for e in collect.issue_coverage(runs, done)}  # fmt: skip
+    by_cell = {
+        tuple(e[k] for k in collect.CELL_KEYS): e for e in collect.issue_coverage(runs, done)
+    }
     plus = by_cell[("digits-lt", 50, "resnet20", "climbq+", 4)]
     assert plus["ours"] == {"planned": 1, "done": {"plain": 50.0}}
     assert plus["paper"] == {"planned": 1, "done": {}}
@@ -937,15 +999,22 @@ def test_remaining_compute_prices_each_missing_run_at_the_pace_of_finished_runs_
     out = collect.remaining_compute(grid.grid(), records, missing)
     runs = out["runs"]
     assert runs[f"{g50}-climbq+-w2a2-ours"] == {
-        "cpu_seconds": 3500.0, "epochs_left": 50, "other_gamma": False}  # fmt: skip
+        "cpu_seconds": 3500.0,
+        "epochs_left": 50,
+        "other_gamma": False,
+    }
     assert runs[f"{g50}-lsq-w2a2-ours"]["cpu_seconds"] == 30 * 70.0
     assert runs[f"{g50}-lsq-w2a2-ours-bn2-kd"]["cpu_seconds"] == 50 * 96.0
     assert runs[f"{g50}-lsq-w2a2-ours-bn2-kd-pla"]["cpu_seconds"] == 0.0  # adjusts, no training
     assert runs[f"{g10}-climbq+-w4a4-ours"] == {
-        "cpu_seconds": 3500.0, "epochs_left": 50, "other_gamma": True}  # fmt: skip
+        "cpu_seconds": 3500.0,
+        "epochs_left": 50,
+        "other_gamma": True,
+    }
     # the lost start both wait on is priced once, at its grid's 60 epochs (fp32 kind, other gamma)
     assert out["starts"] == {
-        f"{g10}-fp32": {"cpu_seconds": 2160.0, "epochs_left": 60, "other_gamma": True}}  # fmt: skip
+        f"{g10}-fp32": {"cpu_seconds": 2160.0, "epochs_left": 60, "other_gamma": True}
+    }
     assert out["cpu_hours"] == round((3500 + 2100 + 4800 + 3500 * 2 + 2160) / 3600, 1) == 5.4
     assert out["unknown"] == []
     # digits-LT has no finished run of any kind here: named, not guessed
@@ -980,8 +1049,10 @@ def test_diagnosis_renders_beside_the_run_it_changes_and_is_never_deployed(modul
     runs = grid.grid()
     done, missing = collect.records(runs)
     text = collect.render(done, missing, collect.run_header())
-    row = ("| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | missing "
-           "| `ours + bn2-kd`: missing | – | 67.20 |")  # fmt: skip
+    row = (
+        "| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | missing "
+        "| `ours + bn2-kd`: missing | – | 67.20 |"
+    )
     assert row in text  # planned, with no result yet on either side
     for variant, top1, medium in (("bn2-kd", 48.2, 60.0), ("bn2-kd-faithful", 51.45, 57.5)):
         name = f"{stem}-{variant}"
@@ -993,9 +1064,10 @@ def test_diagnosis_renders_beside_the_run_it_changes_and_is_never_deployed(modul
     assert (entry["top1"], entry["base_top1"], entry["paper"]) == (51.45, 48.2, 67.2)
     assert (entry["delta_top1"], entry["tail_group"], entry["delta_tail"]) == (3.25, "medium", -2.5)
     text = collect.render(done, missing, collect.run_header())
-    assert ("| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | **51.45** "
-            "(80.0/57.5/–) | `ours + bn2-kd`: 48.20 (80.0/60.0/–) | +3.25 (medium -2.5) | 67.20 |"
-            ) in text  # fmt: skip
+    assert (
+        "| syndigits-lt γ=200 mobilenetv2 climbq+ W2A2 | `ours + bn2-kd-faithful` | **51.45** "
+        "(80.0/57.5/–) | `ours + bn2-kd`: 48.20 (80.0/60.0/–) | +3.25 (medium -2.5) | 67.20 |"
+    ) in text
     # the diagnosis is not a recipe row of the main tables
     assert "| climbq+ | W2A2 | ours + bn2-kd-faithful |" not in text
     faithful = next(r for r in runs if r.name == f"{stem}-bn2-kd-faithful")
@@ -1010,9 +1082,19 @@ def test_issue_bars_keep_trained_and_post_hoc_rows_apart_and_name_the_best_of_ea
 
     def rec(gamma, bits, variant, top1, recipe="ours", seed=0, dataset="cifar10-lt"):
         name = f"{dataset}-g{gamma}-w{bits}-{recipe}-{variant}-s{seed}"
-        return {"name": name, "dataset": dataset, "gamma": gamma, "arch": "resnet20",
-                "method": "climbq+", "wbits": bits, "recipe": recipe, "variant": variant,
-                "seed": seed, "top1": top1, "deployed_top1": top1 + 0.05}  # fmt: skip
+        return {
+            "name": name,
+            "dataset": dataset,
+            "gamma": gamma,
+            "arch": "resnet20",
+            "method": "climbq+",
+            "wbits": bits,
+            "recipe": recipe,
+            "variant": variant,
+            "seed": seed,
+            "top1": top1,
+            "deployed_top1": top1 + 0.05,
+        }
 
     done = [
         rec(50, 2, None, 26.79),

@@ -75,8 +75,9 @@ def _make_run(folder: Path, data: Path, method: str, bits: int) -> Path:
     torch.manual_seed(0)
     model = build_model(config.arch, 2, config.quant_spec).eval()
     folder.mkdir(parents=True)
-    save_checkpoint(folder / "checkpoint.pt", {"config": config.as_dict(),
-                                                "model": model.state_dict()})  # fmt: skip
+    save_checkpoint(
+        folder / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
+    )
     (folder / "metrics.json").write_text(json.dumps({"top1": 50.0}))
     return folder
 
@@ -144,8 +145,9 @@ def _edit_meta(folder: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
     return folder
 
 
-def _run_with(world: World, out: Path, edit: Callable[[dict[str, Any]], None],
-              src: Path | None = None) -> Path:  # fmt: skip
+def _run_with(
+    world: World, out: Path, edit: Callable[[dict[str, Any]], None], src: Path | None = None
+) -> Path:
     """A copy of a run (q4 by default) whose checkpoint state went through ``edit``."""
     folder = _copy(src or world.q4, out)
     state = torch.load(folder / "checkpoint.pt", weights_only=True)
@@ -319,13 +321,21 @@ def bad_labels(w: World, t: Path) -> Path:
 
 
 def empty_dataset(w: World, t: Path) -> Path:
-    return _dataset_with(w, t / "d", train_images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
-                         train_labels=np.zeros((0,), np.int64))  # fmt: skip
+    return _dataset_with(
+        w,
+        t / "d",
+        train_images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
+        train_labels=np.zeros((0,), np.int64),
+    )
 
 
 def no_test_images(w: World, t: Path) -> Path:
-    return _dataset_with(w, t / "d", test_images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
-                         test_labels=np.zeros((0,), np.int64))  # fmt: skip
+    return _dataset_with(
+        w,
+        t / "d",
+        test_images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
+        test_labels=np.zeros((0,), np.int64),
+    )
 
 
 def zero_image_class(w: World, t: Path) -> Path:
@@ -339,10 +349,18 @@ def small_images(w: World, t: Path) -> Path:
 
 def three_classes(w: World, t: Path) -> Path:
     base = _tiny_dataset()
-    return save_dataset(ImageDataset("three", ("a", "b", "c"), base.train_images,
-                                     np.array([0, 0, 0, 0, 1, 1, 2, 2], np.int64),
-                                     base.test_images, np.array([0, 1, 2, 2], np.int64),
-                                     base.info), t / "d3")  # fmt: skip
+    return save_dataset(
+        ImageDataset(
+            "three",
+            ("a", "b", "c"),
+            base.train_images,
+            np.array([0, 0, 0, 0, 1, 1, 2, 2], np.int64),
+            base.test_images,
+            np.array([0, 1, 2, 2], np.int64),
+            base.info,
+        ),
+        t / "d3",
+    )
 
 
 def corrupt_image_tree(w: World, t: Path) -> Path:
@@ -523,8 +541,9 @@ def huge_image_run(w: World, t: Path) -> Path:
 
 
 def schema2_artifact(w: World, t: Path) -> Path:
-    return _rewrite_zip(w.climbq, t / "new.climbq",
-                        _manifest_edit(lambda m: m.update(schema_version=2)))  # fmt: skip
+    return _rewrite_zip(
+        w.climbq, t / "new.climbq", _manifest_edit(lambda m: m.update(schema_version=2))
+    )
 
 
 def hash_mismatch_artifact(w: World, t: Path) -> Path:
@@ -597,7 +616,6 @@ EXPORT = ("--out", lambda w, t: t / "model.climbq")
 CAL = ("--method", "ptq-int8", "--calib-size", "4", "--out", out_dir)
 SRC = ("data", "folder", "--gamma", "1", "--size", str(SIZE), "--out", out_dir, "--source")
 
-# fmt: off
 CASES: list[Case] = [
     # climbq data
     case("show-missing-folder", "data", "show", missing, expect="does not exist"),
@@ -605,185 +623,613 @@ CASES: list[Case] = [
     case("show-corrupt-meta", "data", "show", broken_meta, expect="meta.json is not valid JSON"),
     case("show-newer-format", "data", "show", newer_dataset, expect="format_version 2"),
     case("show-truncated-npz", "data", "show", truncated_npz, expect="corrupt or truncated"),
-    case("show-tampered-array", "data", "show", tampered_npz,
-         expect="test_images fails its sha256 check"),
-    case("show-nan-float-images", "data", "show", nan_images,
-         expect="train images must be uint8"),
-    case("show-labels-out-of-range", "data", "show", bad_labels,
-         expect="labels must lie in 0..1"),
-    case("show-empty-dataset", "data", "show", empty_dataset,
-         expect="train split holds no images"),
-    case("show-class-with-zero-images", "data", "show", zero_image_class,
-         expect="class 'b' (id 1) has no training images"),
+    case(
+        "show-tampered-array",
+        "data",
+        "show",
+        tampered_npz,
+        expect="test_images fails its sha256 check",
+    ),
+    case("show-nan-float-images", "data", "show", nan_images, expect="train images must be uint8"),
+    case("show-labels-out-of-range", "data", "show", bad_labels, expect="labels must lie in 0..1"),
+    case("show-empty-dataset", "data", "show", empty_dataset, expect="train split holds no images"),
+    case(
+        "show-class-with-zero-images",
+        "data",
+        "show",
+        zero_image_class,
+        expect="class 'b' (id 1) has no training images",
+    ),
     case("folder-missing-source", *SRC, missing, expect="does not exist"),
     case("folder-png-as-source", *SRC, png_file, expect="neither a folder nor a zip"),
-    case("folder-corrupt-image", *SRC, corrupt_image_tree,
-         expect="src/train/a/0001.png: not an image format Pillow reads"),
-    case("folder-corrupt-image-in-zip", *SRC, corrupt_image_zip,
-         expect="src.zip:train/a/0001.png: image file is truncated"),
-    case("folder-class-with-zero-images", *SRC, empty_class_tree,
-         expect="train class folder(s) c hold no images"),
+    case(
+        "folder-corrupt-image",
+        *SRC,
+        corrupt_image_tree,
+        expect="src/train/a/0001.png: not an image format Pillow reads",
+    ),
+    case(
+        "folder-corrupt-image-in-zip",
+        *SRC,
+        corrupt_image_zip,
+        expect="src.zip:train/a/0001.png: image file is truncated",
+    ),
+    case(
+        "folder-class-with-zero-images",
+        *SRC,
+        empty_class_tree,
+        expect="train class folder(s) c hold no images",
+    ),
     case("folder-16-bit-image", *SRC, sixteen_bit_tree, expect="train/a/0000.png"),
     case("folder-float-nan-image", *SRC, float_tiff_tree, expect="train/b/0000.tiff"),
-    case("folder-truncated-zip", *SRC, truncated_zip,
-         expect="src.zip is neither a folder nor a readable zip (truncated or corrupt?)"),
-    case("cifar10-malicious-pickle-batch", "data", "cifar10", "--source", malicious_cifar_batches,
-         "--gamma", "10", "--out", out_dir, expect="global posix.mkdir is not allowed"),
-    case("folder-zip-absolute-member", *SRC, absolute_member_zip,
-         expect="'/etc/evil.png' (absolute path)"),
+    case(
+        "folder-truncated-zip",
+        *SRC,
+        truncated_zip,
+        expect="src.zip is neither a folder nor a readable zip (truncated or corrupt?)",
+    ),
+    case(
+        "cifar10-malicious-pickle-batch",
+        "data",
+        "cifar10",
+        "--source",
+        malicious_cifar_batches,
+        "--gamma",
+        "10",
+        "--out",
+        out_dir,
+        expect="global posix.mkdir is not allowed",
+    ),
+    case(
+        "folder-zip-absolute-member",
+        *SRC,
+        absolute_member_zip,
+        expect="'/etc/evil.png' (absolute path)",
+    ),
     case("folder-zip-dotdot-member", *SRC, dotdot_member_zip, expect="'..' path component"),
-    case("folder-zip-symlink-member", *SRC, symlink_member_zip,
-         expect="'train/a/link.png' (symbolic link)"),
-    case("folder-csv-label-not-integer", *SRC, tree, "--split-csv", csv_bad_label,
-         expect="label 'zero' is not an integer"),
-    case("syndigits-infinite-gamma", "data", "syndigits", "--gamma", "inf", "--out", out_dir,
-         expect="gamma must be a finite number"),
+    case(
+        "folder-zip-symlink-member",
+        *SRC,
+        symlink_member_zip,
+        expect="'train/a/link.png' (symbolic link)",
+    ),
+    case(
+        "folder-csv-label-not-integer",
+        *SRC,
+        tree,
+        "--split-csv",
+        csv_bad_label,
+        expect="label 'zero' is not an integer",
+    ),
+    case(
+        "syndigits-infinite-gamma",
+        "data",
+        "syndigits",
+        "--gamma",
+        "inf",
+        "--out",
+        out_dir,
+        expect="gamma must be a finite number",
+    ),
     # climbq train
     case("train-missing-data", "train", "--data", missing, *TRAIN, expect="does not exist"),
     case("train-png-as-data", "train", "--data", png_file, *TRAIN, expect="is not a folder"),
-    case("train-unknown-arch", "train", "--data", data, "--arch", "resnet99", *TRAIN,
-         expect="unknown arch 'resnet99'"),
-    case("train-ptq-method", "train", "--data", data, "--method", "ptq", "--wbits", "4",
-         "--abits", "4", *TRAIN, expect="make PTQ runs with `climbq calibrate`"),
-    case("train-unknown-method", "train", "--data", data, "--method", "binary", *TRAIN,
-         expect="unknown method 'binary'"),
-    case("train-unsupported-bits", "train", "--data", data, "--method", "climbq", "--wbits",
-         "9", "--abits", "4", *TRAIN, expect="9"),
-    case("train-unknown-loss", "train", "--data", data, "--loss", "focal", *TRAIN,
-         expect="unknown loss 'focal'"),
-    case("train-infinite-lr", "train", "--data", data, "--lr", "inf", *TRAIN,
-         expect="--lr: expected a finite number > 0, got 'inf'"),
-    case("train-nan-val-fraction", "train", "--data", data, "--val-fraction", "nan", *TRAIN,
-         expect="val_fraction"),
-    case("train-out-is-a-file", "train", "--data", data, "--epochs", "1", "--out", png_out,
-         expect="out.png exists and is not a folder"),
-    case("train-empty-dataset", "train", "--data", empty_dataset, *TRAIN,
-         expect="train split holds no images"),
-    case("train-class-with-zero-images", "train", "--data", zero_image_class, *TRAIN,
-         expect="has no training images"),
-    case("train-init-corrupt-checkpoint", "train", "--data", data, "--method", "climbq",
-         "--wbits", "4", "--abits", "4", "--init", garbage_checkpoint, *TRAIN,
-         expect="corrupt, truncated or unsafe"),
+    case(
+        "train-unknown-arch",
+        "train",
+        "--data",
+        data,
+        "--arch",
+        "resnet99",
+        *TRAIN,
+        expect="unknown arch 'resnet99'",
+    ),
+    case(
+        "train-ptq-method",
+        "train",
+        "--data",
+        data,
+        "--method",
+        "ptq",
+        "--wbits",
+        "4",
+        "--abits",
+        "4",
+        *TRAIN,
+        expect="make PTQ runs with `climbq calibrate`",
+    ),
+    case(
+        "train-unknown-method",
+        "train",
+        "--data",
+        data,
+        "--method",
+        "binary",
+        *TRAIN,
+        expect="unknown method 'binary'",
+    ),
+    case(
+        "train-unsupported-bits",
+        "train",
+        "--data",
+        data,
+        "--method",
+        "climbq",
+        "--wbits",
+        "9",
+        "--abits",
+        "4",
+        *TRAIN,
+        expect="9",
+    ),
+    case(
+        "train-unknown-loss",
+        "train",
+        "--data",
+        data,
+        "--loss",
+        "focal",
+        *TRAIN,
+        expect="unknown loss 'focal'",
+    ),
+    case(
+        "train-infinite-lr",
+        "train",
+        "--data",
+        data,
+        "--lr",
+        "inf",
+        *TRAIN,
+        expect="--lr: expected a finite number > 0, got 'inf'",
+    ),
+    case(
+        "train-nan-val-fraction",
+        "train",
+        "--data",
+        data,
+        "--val-fraction",
+        "nan",
+        *TRAIN,
+        expect="val_fraction",
+    ),
+    case(
+        "train-out-is-a-file",
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--out",
+        png_out,
+        expect="out.png exists and is not a folder",
+    ),
+    case(
+        "train-empty-dataset",
+        "train",
+        "--data",
+        empty_dataset,
+        *TRAIN,
+        expect="train split holds no images",
+    ),
+    case(
+        "train-class-with-zero-images",
+        "train",
+        "--data",
+        zero_image_class,
+        *TRAIN,
+        expect="has no training images",
+    ),
+    case(
+        "train-init-corrupt-checkpoint",
+        "train",
+        "--data",
+        data,
+        "--method",
+        "climbq",
+        "--wbits",
+        "4",
+        "--abits",
+        "4",
+        "--init",
+        garbage_checkpoint,
+        *TRAIN,
+        expect="corrupt, truncated or unsafe",
+    ),
     # climbq calibrate
     case("calibrate-missing-run", "calibrate", missing, *CAL, expect="is not a training run"),
     case("calibrate-quantized-run", "calibrate", q4, *CAL, expect="full-precision run"),
-    case("calibrate-nan-percentile", "calibrate", fp, "--range", "percentile", "--percentile",
-         "nan", *CAL, expect="percentile must be in (0, 100], got nan"),
-    case("calibrate-nan-weights", "calibrate", nan_fp_weights, *CAL,
-         expect="tensor 'layers.0.conv1.weight' (16, 16, 3, 3) holds 2304 NaN/inf"),
-    case("calibrate-overflowing-activations", "calibrate", overflowing_fp_weights, *CAL,
-         expect="enter activation quantizer 'act1'"),
-    case("calibrate-zero-range", "calibrate", zero_fp_weights, *CAL,
-         expect="activation quantizer 'layers.0.act1': activation range must be finite and > 0"),
-    case("calibrate-more-images-than-data", "calibrate", fp, "--method", "ptq-int8",
-         "--calib-size", "999", "--out", out_dir, expect="999"),
+    case(
+        "calibrate-nan-percentile",
+        "calibrate",
+        fp,
+        "--range",
+        "percentile",
+        "--percentile",
+        "nan",
+        *CAL,
+        expect="percentile must be in (0, 100], got nan",
+    ),
+    case(
+        "calibrate-nan-weights",
+        "calibrate",
+        nan_fp_weights,
+        *CAL,
+        expect="tensor 'layers.0.conv1.weight' (16, 16, 3, 3) holds 2304 NaN/inf",
+    ),
+    case(
+        "calibrate-overflowing-activations",
+        "calibrate",
+        overflowing_fp_weights,
+        *CAL,
+        expect="enter activation quantizer 'act1'",
+    ),
+    case(
+        "calibrate-zero-range",
+        "calibrate",
+        zero_fp_weights,
+        *CAL,
+        expect="activation quantizer 'layers.0.act1': activation range must be finite and > 0",
+    ),
+    case(
+        "calibrate-more-images-than-data",
+        "calibrate",
+        fp,
+        "--method",
+        "ptq-int8",
+        "--calib-size",
+        "999",
+        "--out",
+        out_dir,
+        expect="999",
+    ),
     # climbq export
     case("export-missing-run", "export", missing, *EXPORT, expect="is not a training run"),
     case("export-png-as-run", "export", png_file, *EXPORT, expect="is not a training run"),
     case("export-full-precision-run", "export", fp, *EXPORT, expect="is full precision"),
-    case("export-unknown-target", "export", q4, "--target", "coreml", *EXPORT,
-         expect="unknown target 'coreml'"),
-    case("export-weights-on-numpy", "export", q4, "--weights", "int4", *EXPORT,
-         expect="weights='int4' applies to tflite and tensorrt"),
-    case("export-garbage-checkpoint", "export", garbage_checkpoint, *EXPORT,
-         expect="corrupt, truncated or unsafe"),
-    case("export-truncated-checkpoint", "export", truncated_checkpoint, *EXPORT,
-         expect="corrupt, truncated or unsafe"),
-    case("export-malicious-pickle", "export", malicious_checkpoint, *EXPORT,
-         expect="corrupt, truncated or unsafe"),
-    case("export-malicious-legacy-pickle", "export", malicious_legacy_checkpoint, *EXPORT,
-         expect="corrupt, truncated or unsafe"),
-    case("export-newer-checkpoint", "export", newer_checkpoint, *EXPORT,
-         expect="checkpoint_version 2"),
-    case("export-checkpoint-without-config", "export", checkpoint_without_config, *EXPORT,
-         expect="checkpoint.pt has no 'config'"),
-    case("export-checkpoint-of-other-arch", "export", checkpoint_of_other_arch, *EXPORT,
-         expect="do not fit resnet32"),
-    case("export-checkpoint-of-unknown-arch", "export", checkpoint_of_unknown_arch, *EXPORT,
-         expect="unknown arch 'vgg11'"),
-    case("export-corrupt-metrics", "export", corrupt_metrics, *EXPORT,
-         expect="metrics.json is not readable JSON"),
-    case("export-out-is-a-folder", "export", q4, "--out", folder_out,
-         expect="is a folder; give the artifact's file name"),
-    case("export-nan-batchnorm-gamma", "export", nan_batchnorm_gamma, *EXPORT,
-         expect="tensor 'layers.1.bn1.weight' (16,) holds 16 NaN/inf"),
-    case("export-negative-batchnorm-variance", "export", negative_batchnorm_variance, *EXPORT,
-         expect="BatchNorm 'layers.2.bn2' channel 0: var + eps"),
-    case("export-nan-conv-weight", "export", nan_conv_weight, *EXPORT,
-         expect="tensor 'layers.0.conv2.weight'"),
-    case("export-nan-ptq-range", "export", nan_ptq_range, *EXPORT,
-         expect="tensor 'layers.3.act1.quantizer.range' () holds 1 NaN/inf"),
-    case("export-zero-std-normalization", "export", zero_std_run, *EXPORT,
-         expect="normalization std must be 3 finite numbers > 0, got [0.25, 0.0, 0.25]"),
-    case("export-nan-mean-normalization", "export", nan_mean_run, *EXPORT,
-         expect="normalization mean must be 3 finite numbers"),
-    case("export-pooled-sum-exceeds-int32", "export", huge_image_run, *EXPORT,
-         expect="exceeds int32"),
+    case(
+        "export-unknown-target",
+        "export",
+        q4,
+        "--target",
+        "coreml",
+        *EXPORT,
+        expect="unknown target 'coreml'",
+    ),
+    case(
+        "export-weights-on-numpy",
+        "export",
+        q4,
+        "--weights",
+        "int4",
+        *EXPORT,
+        expect="weights='int4' applies to tflite and tensorrt",
+    ),
+    case(
+        "export-garbage-checkpoint",
+        "export",
+        garbage_checkpoint,
+        *EXPORT,
+        expect="corrupt, truncated or unsafe",
+    ),
+    case(
+        "export-truncated-checkpoint",
+        "export",
+        truncated_checkpoint,
+        *EXPORT,
+        expect="corrupt, truncated or unsafe",
+    ),
+    case(
+        "export-malicious-pickle",
+        "export",
+        malicious_checkpoint,
+        *EXPORT,
+        expect="corrupt, truncated or unsafe",
+    ),
+    case(
+        "export-malicious-legacy-pickle",
+        "export",
+        malicious_legacy_checkpoint,
+        *EXPORT,
+        expect="corrupt, truncated or unsafe",
+    ),
+    case(
+        "export-newer-checkpoint",
+        "export",
+        newer_checkpoint,
+        *EXPORT,
+        expect="checkpoint_version 2",
+    ),
+    case(
+        "export-checkpoint-without-config",
+        "export",
+        checkpoint_without_config,
+        *EXPORT,
+        expect="checkpoint.pt has no 'config'",
+    ),
+    case(
+        "export-checkpoint-of-other-arch",
+        "export",
+        checkpoint_of_other_arch,
+        *EXPORT,
+        expect="do not fit resnet32",
+    ),
+    case(
+        "export-checkpoint-of-unknown-arch",
+        "export",
+        checkpoint_of_unknown_arch,
+        *EXPORT,
+        expect="unknown arch 'vgg11'",
+    ),
+    case(
+        "export-corrupt-metrics",
+        "export",
+        corrupt_metrics,
+        *EXPORT,
+        expect="metrics.json is not readable JSON",
+    ),
+    case(
+        "export-out-is-a-folder",
+        "export",
+        q4,
+        "--out",
+        folder_out,
+        expect="is a folder; give the artifact's file name",
+    ),
+    case(
+        "export-nan-batchnorm-gamma",
+        "export",
+        nan_batchnorm_gamma,
+        *EXPORT,
+        expect="tensor 'layers.1.bn1.weight' (16,) holds 16 NaN/inf",
+    ),
+    case(
+        "export-negative-batchnorm-variance",
+        "export",
+        negative_batchnorm_variance,
+        *EXPORT,
+        expect="BatchNorm 'layers.2.bn2' channel 0: var + eps",
+    ),
+    case(
+        "export-nan-conv-weight",
+        "export",
+        nan_conv_weight,
+        *EXPORT,
+        expect="tensor 'layers.0.conv2.weight'",
+    ),
+    case(
+        "export-nan-ptq-range",
+        "export",
+        nan_ptq_range,
+        *EXPORT,
+        expect="tensor 'layers.3.act1.quantizer.range' () holds 1 NaN/inf",
+    ),
+    case(
+        "export-zero-std-normalization",
+        "export",
+        zero_std_run,
+        *EXPORT,
+        expect="normalization std must be 3 finite numbers > 0, got [0.25, 0.0, 0.25]",
+    ),
+    case(
+        "export-nan-mean-normalization",
+        "export",
+        nan_mean_run,
+        *EXPORT,
+        expect="normalization mean must be 3 finite numbers",
+    ),
+    case(
+        "export-pooled-sum-exceeds-int32", "export", huge_image_run, *EXPORT, expect="exceeds int32"
+    ),
     # climbq check
     case("check-tflite-file-as-run", "check", tflite_model, expect="is not a training run"),
-    case("check-tflite-as-climbq-artifact", "check", q4_copy, "--artifact", tflite_as_climbq,
-         expect="is not a climbq artifact"),
-    case("check-climbq-as-tflite-artifact", "check", q4_copy, "--target", "tflite",
-         "--artifact", climbq_model, expect="not a readable .tflite"),
-    case("check-kernels-on-numpy", "check", q4_copy, "--kernels", "ref",
-         expect="--kernels applies to --target tflite"),
-    case("check-runtime-on-tflite", "check", q4_copy, "--target", "tflite", "--runtime",
-         "tensorrt", expect="--runtime applies to --target tensorrt"),
-    case("check-newer-schema-artifact", "check", q4_copy, "--artifact", schema2_artifact,
-         expect="schema_version 2"),
-    case("check-hash-mismatch-artifact", "check", q4_copy, "--artifact",
-         hash_mismatch_artifact, expect="fails its sha256 check"),
-    case("check-truncated-artifact", "check", q4_copy, "--artifact", truncated_artifact,
-         expect="truncated or corrupt zip"),
-    case("check-data-with-other-classes", "check", q4_copy, "--data", three_classes,
-         expect="with 3 classes"),
+    case(
+        "check-tflite-as-climbq-artifact",
+        "check",
+        q4_copy,
+        "--artifact",
+        tflite_as_climbq,
+        expect="is not a climbq artifact",
+    ),
+    case(
+        "check-climbq-as-tflite-artifact",
+        "check",
+        q4_copy,
+        "--target",
+        "tflite",
+        "--artifact",
+        climbq_model,
+        expect="not a readable .tflite",
+    ),
+    case(
+        "check-kernels-on-numpy",
+        "check",
+        q4_copy,
+        "--kernels",
+        "ref",
+        expect="--kernels applies to --target tflite",
+    ),
+    case(
+        "check-runtime-on-tflite",
+        "check",
+        q4_copy,
+        "--target",
+        "tflite",
+        "--runtime",
+        "tensorrt",
+        expect="--runtime applies to --target tensorrt",
+    ),
+    case(
+        "check-newer-schema-artifact",
+        "check",
+        q4_copy,
+        "--artifact",
+        schema2_artifact,
+        expect="schema_version 2",
+    ),
+    case(
+        "check-hash-mismatch-artifact",
+        "check",
+        q4_copy,
+        "--artifact",
+        hash_mismatch_artifact,
+        expect="fails its sha256 check",
+    ),
+    case(
+        "check-truncated-artifact",
+        "check",
+        q4_copy,
+        "--artifact",
+        truncated_artifact,
+        expect="truncated or corrupt zip",
+    ),
+    case(
+        "check-data-with-other-classes",
+        "check",
+        q4_copy,
+        "--data",
+        three_classes,
+        expect="with 3 classes",
+    ),
     # climbq bench
     case("bench-missing-model", "bench", missing, *FAST_BENCH, expect="no artifact at"),
-    case("bench-png-as-model", "bench", png_file, *FAST_BENCH,
-         expect="unknown artifact kind '.png'"),
+    case(
+        "bench-png-as-model", "bench", png_file, *FAST_BENCH, expect="unknown artifact kind '.png'"
+    ),
     case("bench-run-folder-as-model", "bench", q4, *FAST_BENCH, expect="is a folder"),
-    case("bench-truncated-climbq", "bench", truncated_artifact, *FAST_BENCH,
-         expect="truncated or corrupt zip"),
-    case("bench-image-zip-as-climbq", "bench", image_zip_as_artifact, *FAST_BENCH,
-         expect="no manifest.json"),
-    case("bench-truncated-tflite", "bench", truncated_tflite, *FAST_BENCH,
-         expect="cut.tflite"),
-    case("bench-png-as-tflite", "bench", png_as_tflite, *FAST_BENCH,
-         expect="picture.tflite"),
-    case("bench-truncated-onnx", "bench", truncated_onnx, *FAST_BENCH,
-         expect="cut.onnx: not a readable ONNX model"),
-    case("bench-onnx-on-tensorrt-here", "bench", onnx_model, "--runtime", "tensorrt",
-         *FAST_BENCH, expect="cannot run here", code=3),
-    case("bench-newer-schema", "bench", schema2_artifact, *FAST_BENCH,
-         expect="schema_version 2"),
-    case("bench-hash-mismatch", "bench", hash_mismatch_artifact, *FAST_BENCH,
-         expect="fails its sha256 check"),
-    case("bench-data-of-other-shape", "bench", climbq_model, "--data", small_images,
-         *FAST_BENCH, expect="test images are 8x8x3 but"),
-    case("bench-tflite-data-of-other-shape", "bench", tflite_model, "--data", small_images,
-         *FAST_BENCH, expect="model.tflite expects 16x16x3"),
-    case("bench-data-nan-images", "bench", climbq_model, "--data", nan_images, *FAST_BENCH,
-         expect="train images must be uint8"),
-    case("bench-data-out-of-range-pixels", "bench", climbq_model, "--data", wide_images,
-         *FAST_BENCH, expect="test images must be uint8"),
-    case("bench-kernels-on-climbq", "bench", climbq_model, "--kernels", "ref", *FAST_BENCH,
-         expect="--kernels applies to .tflite"),
-    case("bench-runtime-on-tflite", "bench", tflite_model, "--runtime", "onnxruntime",
-         *FAST_BENCH, expect="--runtime applies to .onnx"),
-    case("bench-data-without-test-images", "bench", climbq_model, "--data", no_test_images,
-         *FAST_BENCH, expect="test split holds no images"),
+    case(
+        "bench-truncated-climbq",
+        "bench",
+        truncated_artifact,
+        *FAST_BENCH,
+        expect="truncated or corrupt zip",
+    ),
+    case(
+        "bench-image-zip-as-climbq",
+        "bench",
+        image_zip_as_artifact,
+        *FAST_BENCH,
+        expect="no manifest.json",
+    ),
+    case("bench-truncated-tflite", "bench", truncated_tflite, *FAST_BENCH, expect="cut.tflite"),
+    case("bench-png-as-tflite", "bench", png_as_tflite, *FAST_BENCH, expect="picture.tflite"),
+    case(
+        "bench-truncated-onnx",
+        "bench",
+        truncated_onnx,
+        *FAST_BENCH,
+        expect="cut.onnx: not a readable ONNX model",
+    ),
+    case(
+        "bench-onnx-on-tensorrt-here",
+        "bench",
+        onnx_model,
+        "--runtime",
+        "tensorrt",
+        *FAST_BENCH,
+        expect="cannot run here",
+        code=3,
+    ),
+    case("bench-newer-schema", "bench", schema2_artifact, *FAST_BENCH, expect="schema_version 2"),
+    case(
+        "bench-hash-mismatch",
+        "bench",
+        hash_mismatch_artifact,
+        *FAST_BENCH,
+        expect="fails its sha256 check",
+    ),
+    case(
+        "bench-data-of-other-shape",
+        "bench",
+        climbq_model,
+        "--data",
+        small_images,
+        *FAST_BENCH,
+        expect="test images are 8x8x3 but",
+    ),
+    case(
+        "bench-tflite-data-of-other-shape",
+        "bench",
+        tflite_model,
+        "--data",
+        small_images,
+        *FAST_BENCH,
+        expect="model.tflite expects 16x16x3",
+    ),
+    case(
+        "bench-data-nan-images",
+        "bench",
+        climbq_model,
+        "--data",
+        nan_images,
+        *FAST_BENCH,
+        expect="train images must be uint8",
+    ),
+    case(
+        "bench-data-out-of-range-pixels",
+        "bench",
+        climbq_model,
+        "--data",
+        wide_images,
+        *FAST_BENCH,
+        expect="test images must be uint8",
+    ),
+    case(
+        "bench-kernels-on-climbq",
+        "bench",
+        climbq_model,
+        "--kernels",
+        "ref",
+        *FAST_BENCH,
+        expect="--kernels applies to .tflite",
+    ),
+    case(
+        "bench-runtime-on-tflite",
+        "bench",
+        tflite_model,
+        "--runtime",
+        "onnxruntime",
+        *FAST_BENCH,
+        expect="--runtime applies to .onnx",
+    ),
+    case(
+        "bench-data-without-test-images",
+        "bench",
+        climbq_model,
+        "--data",
+        no_test_images,
+        *FAST_BENCH,
+        expect="test split holds no images",
+    ),
     # climbq report, demo
     case("report-missing-run", "report", missing, "--out", out_dir, expect="does not exist"),
-    case("report-png-as-run", "report", png_file, "--out", out_dir,
-         expect="picture.png is a file, not a run folder"),
-    case("report-corrupt-metrics", "report", corrupt_metrics, "--out", out_dir,
-         expect="metrics.json"),
-    case("report-out-is-a-file", "report", q4, "--out", png_out,
-         expect="out.png exists and is not a folder"),
-    case("demo-out-is-a-file", "demo", "--quick", "--out", png_out,
-         expect="out.png exists and is not a folder"),
+    case(
+        "report-png-as-run",
+        "report",
+        png_file,
+        "--out",
+        out_dir,
+        expect="picture.png is a file, not a run folder",
+    ),
+    case(
+        "report-corrupt-metrics", "report", corrupt_metrics, "--out", out_dir, expect="metrics.json"
+    ),
+    case(
+        "report-out-is-a-file",
+        "report",
+        q4,
+        "--out",
+        png_out,
+        expect="out.png exists and is not a folder",
+    ),
+    case(
+        "demo-out-is-a-file",
+        "demo",
+        "--quick",
+        "--out",
+        png_out,
+        expect="out.png exists and is not a folder",
+    ),
 ]
-# fmt: on
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -795,8 +1241,9 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gives_one_clear_error(bad: Case, world: World, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bad_input_gives_one_clear_error(
+    bad: Case, world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = _run(bad.make(world, tmp_path), capsys)
     assert code == bad.code, err
     assert "Traceback" not in err and "internal error" not in err, err
@@ -815,8 +1262,10 @@ def test_malicious_pickles_never_run_their_payload(
     pickle.loads(pickle.dumps(_Mkdir(control)))  # the payload is live under plain pickle
     assert control.is_dir()
     source = str(malicious_cifar_batches(world, tmp_path))
-    code, err = _run(["data", "cifar10", "--source", source, "--gamma", "10", "--out",
-                      str(tmp_path / "o")], capsys)  # fmt: skip
+    code, err = _run(
+        ["data", "cifar10", "--source", source, "--gamma", "10", "--out", str(tmp_path / "o")],
+        capsys,
+    )
     assert code == 2 and "is not allowed" in err and not (tmp_path / "pwned").exists()
     for legacy in (False, True):
         run = _malicious_checkpoint(world, tmp_path / f"run{legacy}", legacy=legacy)
@@ -847,25 +1296,34 @@ def test_malicious_pickles_never_run_their_payload(
 def test_debug_shows_the_traceback(world: World, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="fails its sha256 check"):
         main(["--debug", "bench", str(hash_mismatch_artifact(world, tmp_path)), *FAST_BENCH])
-    result = subprocess.run([sys.executable, "-m", "climbq_deploy", "--debug", "export",
-                             str(tmp_path / "nope")], capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", "--debug", "export", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ArtifactError" in result.stderr
 
 
 ENTRY_POINT = Path(sys.executable).parent / "climbq"
-END_TO_END = ["bench-hash-mismatch", "export-malicious-pickle", "folder-zip-symlink-member",
-              "check-tflite-file-as-run"]  # fmt: skip
+END_TO_END = [
+    "bench-hash-mismatch",
+    "export-malicious-pickle",
+    "folder-zip-symlink-member",
+    "check-tflite-file-as-run",
+]
 
 
 @pytest.mark.parametrize("case_id", END_TO_END)
 def test_real_process_exit_code_and_stderr(case_id: str, world: World, tmp_path: Path) -> None:
     bad = next(c for c in CASES if c.id == case_id)
-    command = [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [sys.executable, "-m",
-                                                                "climbq_deploy"]  # fmt: skip
-    result = subprocess.run([*command, *bad.make(world, tmp_path)], capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    command = (
+        [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [sys.executable, "-m", "climbq_deploy"]
+    )
+    result = subprocess.run(
+        [*command, *bad.make(world, tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == bad.code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("climbq: error: ") and bad.expect in lines[-1], result.stderr

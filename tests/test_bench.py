@@ -48,16 +48,29 @@ def test_bench_cli_json_and_bad_options(exported) -> None:
     path = exported[0]
     result = subprocess.run(
         [sys.executable, "-m", "climbq_deploy", "bench", str(path), "--repeats", "3", "--json"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)["latency_ms"]) == {"p50", "p90", "p99"}
     with pytest.raises(ConfigError, match="kernels"):
         bench_tflite(path, kernels="gpu")
 
 
-SHAPE_KEYS = {"model", "target", "kernels", "threads", "batch", "latency_ms", "images_per_second",
-              "cpu", "cores", "top1", "reference_agreement"}  # fmt: skip
+SHAPE_KEYS = {
+    "model",
+    "target",
+    "kernels",
+    "threads",
+    "batch",
+    "latency_ms",
+    "images_per_second",
+    "cpu",
+    "cores",
+    "top1",
+    "reference_agreement",
+}
 
 
 def test_bench_artifact_numpy_and_tflite_share_one_record_shape(exported, tmp_path) -> None:

@@ -16,8 +16,15 @@ from climbq_deploy.ir.serialize import save_program
 from climbq_deploy.train.config import TrainConfig
 from climbq_deploy.train.loop import train
 
-RECORD_KEYS = {"n_images", "top1_agreement", "code_agreement", "max_abs_logit_diff", "ref_top1",
-               "torch_top1", "first_divergent_layer"}  # fmt: skip
+RECORD_KEYS = {
+    "n_images",
+    "top1_agreement",
+    "code_agreement",
+    "max_abs_logit_diff",
+    "ref_top1",
+    "torch_top1",
+    "first_divergent_layer",
+}
 
 
 def assert_agrees(record: dict) -> None:
@@ -46,8 +53,9 @@ def test_four_bit_climbq_plus_resnet20_whole_test_set(trained_syndigits, tmp_pat
 @pytest.mark.parametrize(("method", "bits"), [("climbq+", 2), ("uniform", 4)])
 def test_other_resnets_agree(trained_syndigits, tmp_path, method, bits) -> None:
     data, fp, _, _ = trained_syndigits
-    config = TrainConfig(data, method=method, wbits=bits, abits=bits, epochs=1, batch_size=64,
-                         lr=0.01, init=str(fp))  # fmt: skip
+    config = TrainConfig(
+        data, method=method, wbits=bits, abits=bits, epochs=1, batch_size=64, lr=0.01, init=str(fp)
+    )
     train(config, tmp_path / "run", progress=False)
     record = check_run(tmp_path / "run", progress=False)
     assert record["n_images"] == 2000
@@ -59,8 +67,16 @@ def test_mobilenetv2_agrees(small_syndigits, tmp_path) -> None:
     """MobileNetV2 is ~6x ResNet-20 per image here: one epoch on the small set (the trained
     SynDigits-LT figures are in bench/results/lowering_check.md)."""
     data = str(save_dataset(small_syndigits, tmp_path / "syn"))
-    config = TrainConfig(data, arch="mobilenetv2", method="climbq+", wbits=4, abits=4, epochs=1,
-                         batch_size=32, lr=0.01)  # fmt: skip
+    config = TrainConfig(
+        data,
+        arch="mobilenetv2",
+        method="climbq+",
+        wbits=4,
+        abits=4,
+        epochs=1,
+        batch_size=32,
+        lr=0.01,
+    )
     train(config, tmp_path / "run", progress=False)
     record = check_run(tmp_path / "run", progress=False)
     assert record["n_images"] == 100
@@ -73,14 +89,29 @@ def test_cli_export_and_check_json(trained_syndigits, tmp_path) -> None:
     out = tmp_path / "m.climbq"
     exported = subprocess.run(
         [sys.executable, "-m", "climbq_deploy", "export", str(q4), "--out", str(out), "--json"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["bytes"] == out.stat().st_size
     checked = subprocess.run(
-        [sys.executable, "-m", "climbq_deploy", "check", str(q4), "--artifact", str(out),
-         "--limit", "200", "--json"], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "climbq_deploy",
+            "check",
+            str(q4),
+            "--artifact",
+            str(out),
+            "--limit",
+            "200",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert checked.returncode == 0, checked.stderr
     record = json.loads(checked.stdout)  # stdout is exactly one JSON object
     assert set(record) >= RECORD_KEYS and record["n_images"] == 200
@@ -92,8 +123,10 @@ def test_export_refuses_full_precision_and_missing_runs(tmp_path) -> None:
         load_run(tmp_path)
     bad = subprocess.run(
         [sys.executable, "-m", "climbq_deploy", "check", str(tmp_path / "nope")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "not a training run" in bad.stderr
     assert "Traceback" not in bad.stderr
 

@@ -40,8 +40,13 @@ def climbq(*args: str, pause: str | None = None, marker: Path | None = None) -> 
     if pause is not None and marker is not None:
         env[TEST_PAUSE_ENV], env[TEST_MARKER_ENV] = pause, str(marker)
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process)
-    proc = subprocess.Popen([sys.executable, "-m", "climbq_deploy", *args], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "climbq_deploy", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -74,8 +79,9 @@ def kill_inside_write(args: list[str], pause: str, marker: Path) -> Path:
         deadline = time.monotonic() + 240
         while not marker.exists():
             if proc.poll() is not None:
-                pytest.fail(f"climbq {args[0]} ended ({proc.returncode}) before {pause}: "
-                            f"{output(proc)}")  # fmt: skip
+                pytest.fail(
+                    f"climbq {args[0]} ended ({proc.returncode}) before {pause}: {output(proc)}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"climbq {args[0]} never reached the write of {pause}")
             time.sleep(0.05)
@@ -118,8 +124,21 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, small_syndigits: Any) -> 
 
 @pytest.fixture(scope="module")
 def train_args(data_dir: str) -> list[str]:
-    return ["train", "--data", data_dir, "--method", "climbq", "--wbits", "4", "--abits", "4",
-            "--epochs", str(EPOCHS), "--batch-size", "32"]  # fmt: skip
+    return [
+        "train",
+        "--data",
+        data_dir,
+        "--method",
+        "climbq",
+        "--wbits",
+        "4",
+        "--abits",
+        "4",
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +160,11 @@ def test_stale_temps_of_dead_writers_only_are_removed(
     stale = tmp_path / f".model.climbq.{dead.pid}.abc123.tmp"
     live = tmp_path / f".model.climbq.{os.getppid()}.abc123.tmp"  # a running process
     mine = tmp_path / f".model.climbq.{os.getpid()}.abc123.tmp"
-    other = [tmp_path / f".other.{dead.pid}.abc123.tmp", tmp_path / ".model.climbq.x.tmp",
-             tmp_path / f".model.climbq.{dead.pid}.tmp"]  # fmt: skip
+    other = [
+        tmp_path / f".other.{dead.pid}.abc123.tmp",
+        tmp_path / ".model.climbq.x.tmp",
+        tmp_path / f".model.climbq.{dead.pid}.tmp",
+    ]
     for path in [stale, live, mine, *other]:
         path.write_bytes(b"partial")
         os.utime(path, (time.time() - 3600, time.time() - 3600))

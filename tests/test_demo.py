@@ -14,16 +14,23 @@ pytest.importorskip("ai_edge_litert")
 
 def test_summary_table_lists_every_model_and_target() -> None:
     summary = {
-        "models": [{"name": "fp32", "top1": 50.0, "many": 60.0, "medium": None, "few": 20.5,
-                    "epochs": 4}],
+        "models": [
+            {"name": "fp32", "top1": 50.0, "many": 60.0, "medium": None, "few": 20.5, "epochs": 4}
+        ],
         "targets": [
-            {"label": "numpy", "status": "ok", "exact_match": None, "top1_agreement": 1.0,
-             "ref_top1": 40.65, "latency_ms": {"p50": 3.5}},
+            {
+                "label": "numpy",
+                "status": "ok",
+                "exact_match": None,
+                "top1_agreement": 1.0,
+                "ref_top1": 40.65,
+                "latency_ms": {"p50": 3.5},
+            },
             {"label": "tensorrt-gpu", "status": "unavailable", "reason": "no GPU here"},
         ],
         "total_seconds": 12.0,
         "report": "D/report.md",
-    }  # fmt: skip
+    }
     table = summary_table(summary)
     assert "fp32" in table and "50.00" in table and "20.50" in table
     assert "1.0000" in table and "40.65" in table and "3.50" in table
@@ -35,8 +42,10 @@ def test_quick_demo_leaves_report_summary_and_artifacts(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "climbq_deploy", "demo", "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("report.md", "report.html", "summary.json"):
         assert (out / name).is_file(), name

@@ -20,9 +20,18 @@ def test_dockerfile_runs_the_demo_by_default() -> None:
 
 @pytest.mark.slow
 def test_install_step_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
-    modules = ["ai_edge_litert.interpreter", "onnxruntime", "onnx", "torch", "climbq_deploy.demo",
-               "climbq_deploy.report", "climbq_deploy.targets.tensorrt"]  # fmt: skip
+    modules = [
+        "ai_edge_litert.interpreter",
+        "onnxruntime",
+        "onnx",
+        "torch",
+        "climbq_deploy.demo",
+        "climbq_deploy.report",
+        "climbq_deploy.targets.tensorrt",
+    ]
     run_dockerfile_install_step(
-        DOCKERFILE, 'pip install ".[tflite,onnx]" && climbq demo --help > /dev/null', tmp_path,
+        DOCKERFILE,
+        'pip install ".[tflite,onnx]" && climbq demo --help > /dev/null',
+        tmp_path,
         modules,
-    )  # fmt: skip
+    )

@@ -85,8 +85,9 @@ def test_bases_load_and_run(climbq_bases: dict[str, bytes]) -> None:
         assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
 
-def fuzz(bases: dict[str, bytes], kinds: dict[str, tuple[int, Mutator]],
-         load: Callable[[bytes], object]) -> Tally:  # fmt: skip
+def fuzz(
+    bases: dict[str, bytes], kinds: dict[str, tuple[int, Mutator]], load: Callable[[bytes], object]
+) -> Tally:
     tally = Tally()
     names = sorted(bases)
     for kind, (count, mutate) in kinds.items():
@@ -160,24 +161,43 @@ def _off_grid(manifest: dict, members: dict[str, bytes]) -> None:
 
 
 TARGETED = {
-    "unsorted-thresholds": ("2bit", _unsorted,
-                            r"node 'act4': thresholds of channel 5 are not sorted"),
+    "unsorted-thresholds": (
+        "2bit",
+        _unsorted,
+        r"node 'act4': thresholds of channel 5 are not sorted",
+    ),
     "direction-2": ("2bit", _direction, r"'act8.thresholds'.*directions \[.*2\] are not all in"),
-    "weight-off-grid": ("4bit-int", _off_grid,
-                        r"node 'conv6': weight 0 is off the 4-bit grid 2 \* code \+ -15"),
-    "stride": ("2bit", lambda m, _: _node(m, "conv6").update(stride=2),
-               r"node 'conv6': output 'bn7' has shape \(8, 8, 16\), the op gives \(4, 4, 16\)"),
-    "narrowed-bounds": ("2bit", lambda m, _: _tensor(m, "bn7").update(bounds=[-400, 414]),
-                        r"'bn7' declares bounds \[-400, 414\] but its inputs reach \[-405, 414\]"),
-    "accumulator-overflow": ("2bit",
-                             lambda m, _: _tensor(m, "relu5").update(bounds=[0, 2**30],
-                                                                     dtype="int32"),
-                             r"node 'conv6': accumulator bound \d+ exceeds int32"),
-    "huge-shape": ("2bit", lambda m, _: _tensor(m, "bn7").update(shape=[2**40, 8, 16]),
-                   r"tensor 'bn7': shape .* has more than 2147483647 elements"),
-    "image-read-by-conv": ("2bit", lambda m, _: _node(m, "conv2").update(inputs=["image"]),
-                           r"node 'conv2': only input_quant reads the image"),
-}  # fmt: skip
+    "weight-off-grid": (
+        "4bit-int",
+        _off_grid,
+        r"node 'conv6': weight 0 is off the 4-bit grid 2 \* code \+ -15",
+    ),
+    "stride": (
+        "2bit",
+        lambda m, _: _node(m, "conv6").update(stride=2),
+        r"node 'conv6': output 'bn7' has shape \(8, 8, 16\), the op gives \(4, 4, 16\)",
+    ),
+    "narrowed-bounds": (
+        "2bit",
+        lambda m, _: _tensor(m, "bn7").update(bounds=[-400, 414]),
+        r"'bn7' declares bounds \[-400, 414\] but its inputs reach \[-405, 414\]",
+    ),
+    "accumulator-overflow": (
+        "2bit",
+        lambda m, _: _tensor(m, "relu5").update(bounds=[0, 2**30], dtype="int32"),
+        r"node 'conv6': accumulator bound \d+ exceeds int32",
+    ),
+    "huge-shape": (
+        "2bit",
+        lambda m, _: _tensor(m, "bn7").update(shape=[2**40, 8, 16]),
+        r"tensor 'bn7': shape .* has more than 2147483647 elements",
+    ),
+    "image-read-by-conv": (
+        "2bit",
+        lambda m, _: _node(m, "conv2").update(inputs=["image"]),
+        r"node 'conv2': only input_quant reads the image",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(TARGETED))
@@ -388,14 +408,20 @@ def test_mutated_tflite_files_through_litert_in_a_child_process(
         if passed >= 40:
             break
     script = RUNNER_SCRIPT.format(size=SIZE)
-    child = subprocess.run([sys.executable, "-c", script, *map(str, paths)],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line.split(" ", 2) for line in child.stdout.splitlines()]
     started = [line[1] for line in lines if line[0] == "start"]
     assert child.returncode == 0, f"LiteRT crashed ({child.returncode}) on {started[-1:]}"
     outcomes = {line[1]: line[0] for line in lines if line[0] != "start"}
     foreign = [line for line in lines if line[0] == "foreign"]
-    print(f"\nLiteRT child: {len(paths)} files ({passed} pass the reader): "
-          f"{sum(v == 'rejected' for v in outcomes.values())} rejected, "
-          f"{sum(v == 'accepted' for v in outcomes.values())} accepted")  # fmt: skip
+    print(
+        f"\nLiteRT child: {len(paths)} files ({passed} pass the reader): "
+        f"{sum(v == 'rejected' for v in outcomes.values())} rejected, "
+        f"{sum(v == 'accepted' for v in outcomes.values())} accepted"
+    )
     assert len(outcomes) == len(paths) and not foreign, foreign[:5]

@@ -56,8 +56,12 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not rows:
         return None
     r = max(rows, key=lambda r: round(r["top1"], 2))
-    return {"name": r["name"], "recipe": grid.recipe_label(r["recipe"], r.get("variant")),
-            "top1": round(r["top1"], 2), "deployed_top1": r.get("deployed_top1")}  # fmt: skip
+    return {
+        "name": r["name"],
+        "recipe": grid.recipe_label(r["recipe"], r.get("variant")),
+        "top1": round(r["top1"], 2),
+        "deployed_top1": r.get("deployed_top1"),
+    }
 
 
 def _reaches(top1: float, level: float | None) -> bool:
@@ -91,20 +95,29 @@ def issue_bars(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (trained, post-hoc) the number of rows, the best row and the rows at the bar and goal."""
     out = []
     for b in BARS:
-        rows = [r for r in done
-                if (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"])
-                == (DATASET, b.gamma, ARCH, METHOD, b.bits) and r.get("seed", 0) == 0
-                and r.get("variant") not in ABLATION_VARIANTS]  # fmt: skip
+        rows = [
+            r
+            for r in done
+            if (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"])
+            == (DATASET, b.gamma, ARCH, METHOD, b.bits)
+            and r.get("seed", 0) == 0
+            and r.get("variant") not in ABLATION_VARIANTS
+        ]
         plain = next((r for r in rows if r["recipe"] == "ours" and not r.get("variant")), None)
         entry: dict[str, Any] = {
-            "gamma": b.gamma, "bits": b.bits, "bar": b.bar, "goal": b.goal,
+            "gamma": b.gamma,
+            "bits": b.bits,
+            "bar": b.bar,
+            "goal": b.goal,
             "paper": grid.PAPER.get((DATASET, b.gamma, ARCH, METHOD, b.bits)),
             "plain_ours": round(plain["top1"], 2) if plain else None,
-        }  # fmt: skip
+        }
         for group, posthoc in (("trained", False), ("posthoc", True)):
             # in name order: ties go to the first name, and the listings read in order
-            mine = sorted((r for r in rows if (r.get("variant") in grid.POSTHOC_FROM) == posthoc),
-                          key=lambda r: r["name"])  # fmt: skip
+            mine = sorted(
+                (r for r in rows if (r.get("variant") in grid.POSTHOC_FROM) == posthoc),
+                key=lambda r: r["name"],
+            )
             entry[group] = {
                 "rows": len(mine),
                 "best": _best(mine),
@@ -129,21 +142,47 @@ def bars_markdown(done: list[dict[str, Any]]) -> list[str]:
     """The section of accuracy.md that checks the issue's bars."""
     rows = []
     for e in issue_bars(done):
-        reach = (f"{len(e['trained']['at_bar'])} of {e['trained']['rows']} / "
-                 f"{len(e['posthoc']['at_bar'])} of {e['posthoc']['rows']}")  # fmt: skip
-        rows.append([str(e["gamma"]), f"W{e['bits']}A{e['bits']}", f"{e['bar']:.1f}",
-                     "–" if e["goal"] is None else f"{e['goal']:.1f}",
-                     "–" if e["plain_ours"] is None else f"{e['plain_ours']:.2f}",
-                     _best_cell(e["trained"]), _best_cell(e["posthoc"]), reach,
-                     e["verdict"]])  # fmt: skip
-    return ["", "## The issue's bars: ClimbQ+ ResNet-20, CIFAR-10-LT, final epoch", "",
-            "bar: the paper's best-on-test figure the issue asks for (method §8); goal: the "
-            "issue's aim. Every row is its final epoch (seed 0). trained: a recipe as trained "
-            "(plain `ours`, `paper`, the recipe improvements); post-hoc: a trained row with "
-            "post-hoc logit adjustment (`-pla`, tau = 1 fixed, not tuned on test); the "
-            "ablations' one-change rows (scaling off, another loss) are not counted. The best of "
-            "a group is a maximum over its recipes, read on the test set: the count beside it "
-            "says over how many rows, and the rows at the bar how many reach it.", "",
-            markdown_table(["γ", "bits", "bar", "goal", "`ours` (plain)", "best trained row",
-                            "best post-hoc row", "rows at the bar (trained / post-hoc)",
-                            "verdict"], rows)]  # fmt: skip
+        reach = (
+            f"{len(e['trained']['at_bar'])} of {e['trained']['rows']} / "
+            f"{len(e['posthoc']['at_bar'])} of {e['posthoc']['rows']}"
+        )
+        rows.append(
+            [
+                str(e["gamma"]),
+                f"W{e['bits']}A{e['bits']}",
+                f"{e['bar']:.1f}",
+                "–" if e["goal"] is None else f"{e['goal']:.1f}",
+                "–" if e["plain_ours"] is None else f"{e['plain_ours']:.2f}",
+                _best_cell(e["trained"]),
+                _best_cell(e["posthoc"]),
+                reach,
+                e["verdict"],
+            ]
+        )
+    return [
+        "",
+        "## The issue's bars: ClimbQ+ ResNet-20, CIFAR-10-LT, final epoch",
+        "",
+        "bar: the paper's best-on-test figure the issue asks for (method §8); goal: the "
+        "issue's aim. Every row is its final epoch (seed 0). trained: a recipe as trained "
+        "(plain `ours`, `paper`, the recipe improvements); post-hoc: a trained row with "
+        "post-hoc logit adjustment (`-pla`, tau = 1 fixed, not tuned on test); the "
+        "ablations' one-change rows (scaling off, another loss) are not counted. The best of "
+        "a group is a maximum over its recipes, read on the test set: the count beside it "
+        "says over how many rows, and the rows at the bar how many reach it.",
+        "",
+        markdown_table(
+            [
+                "γ",
+                "bits",
+                "bar",
+                "goal",
+                "`ours` (plain)",
+                "best trained row",
+                "best post-hoc row",
+                "rows at the bar (trained / post-hoc)",
+                "verdict",
+            ],
+            rows,
+        ),
+    ]

@@ -132,9 +132,10 @@ def _local_build_differs(name: str) -> str | None:
 def _device_build_note(name: str) -> str | None:
     """For a missing config: a note when dataset ``name`` was built on the device machine and
     this machine has no identical build (a device checkpoint of it cannot resume here)."""
-    return {"device-only": f"{name} built on the device only",
-            "differs": f"the device build of {name} differs from the local one"}.get(
-        _device_build(name))  # fmt: skip
+    return {
+        "device-only": f"{name} built on the device only",
+        "differs": f"the device build of {name} differs from the local one",
+    }.get(_device_build(name))
 
 
 def deploy(runs: list[grid.Run], again: bool = False) -> None:
@@ -152,20 +153,26 @@ def deploy(runs: list[grid.Run], again: bool = False) -> None:
         if (run.path / DEPLOY).is_file() and not again:
             continue
         if not run.has_integer_form:
-            print(f"deploy check (tflite) skipped for {run.name}: its model has no integer "
-                  "form (--faithful-mbv2)", flush=True)  # fmt: skip
+            print(
+                f"deploy check (tflite) skipped for {run.name}: its model has no integer "
+                "form (--faithful-mbv2)",
+                flush=True,
+            )
             continue
         name = _dataset_name(run)
         if not (grid.DATA / name / "meta.json").is_file():
-            print(f"deploy check (tflite) skipped for {run.name}: dataset {name} is not built "
-                  "here", flush=True)  # fmt: skip
+            print(
+                f"deploy check (tflite) skipped for {run.name}: dataset {name} is not built here",
+                flush=True,
+            )
             continue
         reason = _local_build_differs(name)
-        print(f"deploy check (tflite): {run.name}" + (f" ({reason})" if reason else ""),
-              flush=True)  # fmt: skip
+        print(f"deploy check (tflite): {run.name}" + (f" ({reason})" if reason else ""), flush=True)
         record = check_run(run.path, target="tflite", progress=False)
-        write_json(run.path / DEPLOY, {"deployed_top1": record["ref_top1"], "check": record,
-                                       "data_note": reason})  # fmt: skip
+        write_json(
+            run.path / DEPLOY,
+            {"deployed_top1": record["ref_top1"], "check": record, "data_note": reason},
+        )
 
 
 def total_weight_error(run: grid.Run) -> float | None:
@@ -185,8 +192,10 @@ def total_weight_error(run: grid.Run) -> float | None:
     num_classes = state["model"]["fc.weight"].shape[0]
     model = build_model(config.arch, num_classes, config.quant_spec, config.faithful_mbv2)
     model.load_state_dict(state["model"])
-    return sum(float((weight_rounding_error(conv.weight, config.wbits) ** 2).sum())
-               for _, conv in quantized_convs(model))  # fmt: skip
+    return sum(
+        float((weight_rounding_error(conv.weight, config.wbits) ** 2).sum())
+        for _, conv in quantized_convs(model)
+    )
 
 
 def previous_records(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -257,8 +266,14 @@ def records(
             state += f"; a result from an earlier start ({origin}) is set aside: {reason}"
         blocked = _blocked_start(run, previous)
         state += f"; {blocked[1]}" if blocked else ""
-        missing.append({"name": run.name, "state": state, "priority": run.priority,
-                        "waits_on": blocked[0] if blocked else None})  # fmt: skip
+        missing.append(
+            {
+                "name": run.name,
+                "state": state,
+                "priority": run.priority,
+                "waits_on": blocked[0] if blocked else None,
+            }
+        )
     return list(effective.values()), missing
 
 
@@ -292,20 +307,25 @@ def _waits_on_markdown(missing: list[dict[str, Any]]) -> list[str]:
         return name or ""
 
     counts = collections.Counter(root(m.get("waits_on")) for m in missing)
-    rows = [[f"`{k}`" if k else "nothing (can start now)", str(v)]
-            for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]  # fmt: skip
-    return [markdown_table(["waits on", "configs"], rows), "",
-            "A start named here must be trained first (its `state` below says whether its "
-            "weights were lost or it never ran). Retraining a start whose result is carried "
-            "makes it a new start: the carried rows trained from the old one are then set "
-            "aside, not mixed with the new ones.", ""]  # fmt: skip
+    rows = [
+        [f"`{k}`" if k else "nothing (can start now)", str(v)]
+        for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return [
+        markdown_table(["waits on", "configs"], rows),
+        "",
+        "A start named here must be trained first (its `state` below says whether its "
+        "weights were lost or it never ran). Retraining a start whose result is carried "
+        "makes it a new start: the carried rows trained from the old one are then set "
+        "aside, not mixed with the new ones.",
+        "",
+    ]
 
 
 def _kind(run: grid.Run) -> tuple[str, int, str, bool, bool]:
     """What sets a run's epoch time here: (dataset, gamma, arch, fp32 or not, distills or
     not: a teacher forward pass per batch)."""
-    return (run.data.dataset, run.data.gamma, run.arch, run.is_fp,
-            bool(run.options.get("distill")))  # fmt: skip
+    return (run.data.dataset, run.data.gamma, run.arch, run.is_fp, bool(run.options.get("distill")))
 
 
 def remaining_compute(
@@ -349,8 +369,11 @@ def remaining_compute(
         pace, other = pace_of(run)
         if pace is None:
             return None
-        return {"cpu_seconds": round(max(left, 0) * pace, 1), "epochs_left": max(left, 0),
-                "other_gamma": other}  # fmt: skip
+        return {
+            "cpu_seconds": round(max(left, 0) * pace, 1),
+            "epochs_left": max(left, 0),
+            "other_gamma": other,
+        }
 
     names = {m["name"] for m in missing}
     starts_needed = sorted({m["waits_on"] for m in missing if m.get("waits_on")} - names)
@@ -380,8 +403,9 @@ def _plural(count: int, noun: str) -> str:
 
 def _compute_markdown(estimate: dict[str, Any]) -> list[str]:
     """The sentence under the Missing heading: CPU time left, runs and starts apart."""
-    hours = {g: sum(e["cpu_seconds"] for e in estimate[g].values()) / 3600
-             for g in ("runs", "starts")}  # fmt: skip
+    hours = {
+        g: sum(e["cpu_seconds"] for e in estimate[g].values()) / 3600 for g in ("runs", "starts")
+    }
     text = (
         f"CPU time to finish, at the median epoch time of the runs finished on a CPU here "
         f"(same dataset, γ, arch, fp32 or QAT, with or without distillation): about "
@@ -389,8 +413,9 @@ def _compute_markdown(estimate: dict[str, Any]) -> list[str]:
         f"runs and {hours['starts']:.1f} h for {_plural(len(estimate['starts']), 'start')} "
         f"that must be (re)trained first."
     )
-    other = sorted(n for g in ("runs", "starts") for n, e in estimate[g].items()
-                   if e["other_gamma"])  # fmt: skip
+    other = sorted(
+        n for g in ("runs", "starts") for n, e in estimate[g].items() if e["other_gamma"]
+    )
     if other:
         text += (
             f" {len(other)} of them have no finished run of their kind at their γ and "
@@ -439,16 +464,31 @@ def _deployed_cell(r: dict[str, Any]) -> str:
 
 def runner_record_key(run: grid.Run) -> dict[str, Any]:
     """The fields of ``run`` that ``_row_key`` reads from a finished run's record."""
-    return {"dataset": run.data.dataset, "gamma": run.data.gamma, "arch": run.arch,
-            "method": run.method, "wbits": run.wbits, "recipe": run.recipe,
-            "variant": run.variant, "seed": run.seed}  # fmt: skip
+    return {
+        "dataset": run.data.dataset,
+        "gamma": run.data.gamma,
+        "arch": run.arch,
+        "method": run.method,
+        "wbits": run.wbits,
+        "recipe": run.recipe,
+        "variant": run.variant,
+        "seed": run.seed,
+    }
 
 
 def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
     """(dataset, gamma, arch, method, wbits, recipe, variant, seed): one result each. A record
     from before seeds were recorded has seed 0, the seed of every run then."""
-    return (r["dataset"], r["gamma"], r["arch"], r["method"], r["wbits"], r["recipe"],
-            r.get("variant"), r.get("seed", 0))  # fmt: skip
+    return (
+        r["dataset"],
+        r["gamma"],
+        r["arch"],
+        r["method"],
+        r["wbits"],
+        r["recipe"],
+        r.get("variant"),
+        r.get("seed", 0),
+    )
 
 
 BASELINES = ("lsq", "uniform")
@@ -476,16 +516,24 @@ def baseline_comparison(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not any(found.values()):
             continue
         tail = _tail_group(r)
-        out.append({
-            "dataset": r["dataset"], "gamma": r["gamma"], "arch": r["arch"],
-            "bits": r["wbits"], "recipe": r["recipe"], "variant": variant,
-            "climbq+": r["top1"], "tail_group": tail,
-            "baselines": {b: f["top1"] if f else None for b, f in found.items()},
-            "delta_top1": {b: r["top1"] - f["top1"] for b, f in found.items() if f},
-            "delta_tail": {b: r[tail] - f[tail] for b, f in found.items()
-                           if f and f[tail] is not None},
-            "beats_all": all(f is not None and r["top1"] > f["top1"] for f in found.values()),
-        })  # fmt: skip
+        out.append(
+            {
+                "dataset": r["dataset"],
+                "gamma": r["gamma"],
+                "arch": r["arch"],
+                "bits": r["wbits"],
+                "recipe": r["recipe"],
+                "variant": variant,
+                "climbq+": r["top1"],
+                "tail_group": tail,
+                "baselines": {b: f["top1"] if f else None for b, f in found.items()},
+                "delta_top1": {b: r["top1"] - f["top1"] for b, f in found.items() if f},
+                "delta_tail": {
+                    b: r[tail] - f[tail] for b, f in found.items() if f and f[tail] is not None
+                },
+                "beats_all": all(f is not None and r["top1"] > f["top1"] for f in found.values()),
+            }
+        )
     return out
 
 
@@ -506,8 +554,10 @@ def relu_levels(method: str, bits: int) -> int:
 
 
 def _relu_levels_note() -> str:
-    cells = [f"{m} " + ", ".join(f"W{b} {relu_levels(m, b)}" for b in (2, 4))
-             for m in ("climbq+", "uniform", "lsq")]  # fmt: skip
+    cells = [
+        f"{m} " + ", ".join(f"W{b} {relu_levels(m, b)}" for b in (2, 4))
+        for m in ("climbq+", "uniform", "lsq")
+    ]
     return (
         "Values an `actQ -> ReLU` output can take (the stem and the first conv of each block, "
         "counted from each quantizer's integer grid): " + "; ".join(cells) + ". At 2 bits "
@@ -535,29 +585,52 @@ def _comparison_markdown(done: list[dict[str, Any]]) -> list[str]:
             cells += [f"{top1:.2f} ({c['delta_top1'][b]:+.2f}{tail_text})"]
         below = [b for b, delta in c["delta_top1"].items() if delta <= 0]
         above = [b for b, delta in c["delta_top1"].items() if delta > 0]
-        verdict = ("beats " + " and ".join(BASELINES) if c["beats_all"]
-                   else f"not above {', '.join(below)}" if below
-                   else f"beats {' and '.join(above)}; "
-                   + ("the grid has no " + " or ".join(unplanned)
-                      if len(above) + len(unplanned) == len(BASELINES)
-                      else "no result for the rest"))  # fmt: skip
+        verdict = (
+            "beats " + " and ".join(BASELINES)
+            if c["beats_all"]
+            else f"not above {', '.join(below)}"
+            if below
+            else f"beats {' and '.join(above)}; "
+            + (
+                "the grid has no " + " or ".join(unplanned)
+                if len(above) + len(unplanned) == len(BASELINES)
+                else "no result for the rest"
+            )
+        )
         recipe = grid.recipe_label(c["recipe"], c["variant"])
-        rows.append([c["dataset"], str(c["gamma"]), c["arch"], f"W{c['bits']}A{c['bits']}",
-                     recipe, f"**{c['climbq+']:.2f}**", *cells, verdict])  # fmt: skip
+        rows.append(
+            [
+                c["dataset"],
+                str(c["gamma"]),
+                c["arch"],
+                f"W{c['bits']}A{c['bits']}",
+                recipe,
+                f"**{c['climbq+']:.2f}**",
+                *cells,
+                verdict,
+            ]
+        )
     if not rows:
         return []
     unpaired = ", ".join(v for v in grid.IMPROVEMENTS if v not in grid.EQUAL_VARIANTS)
-    return ["", "## ClimbQ+ against the baselines (equal bits, equal recipe)", "",
-            "Each baseline cell: its top-1, then (ClimbQ+ minus it, in points, overall and on "
-            "the tail group: few, or medium where no class has <20 training images). Same fp32 "
-            "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
-            "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
-            f"({unpaired}, the 4-bit `bn2` and `bn2-kd` runs) has no row here. Seed 0 on both "
-            "sides; the configs trained with more seeds are in the seed spread below, the "
-            "measure of how large a single-seed difference has to be to mean anything.", "",
-            _relu_levels_note(),
-            "", markdown_table(["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+",
-                                *BASELINES, "verdict"], rows)]  # fmt: skip
+    return [
+        "",
+        "## ClimbQ+ against the baselines (equal bits, equal recipe)",
+        "",
+        "Each baseline cell: its top-1, then (ClimbQ+ minus it, in points, overall and on "
+        "the tail group: few, or medium where no class has <20 training images). Same fp32 "
+        "start, same QAT recipe, variant and epochs on both sides (a `bn2` ClimbQ+ run "
+        "against `bn2` baseline runs). A ClimbQ+ variant the baselines were never given "
+        f"({unpaired}, the 4-bit `bn2` and `bn2-kd` runs) has no row here. Seed 0 on both "
+        "sides; the configs trained with more seeds are in the seed spread below, the "
+        "measure of how large a single-seed difference has to be to mean anything.",
+        "",
+        _relu_levels_note(),
+        "",
+        markdown_table(
+            ["dataset", "γ", "arch", "bits", "recipe", "ClimbQ+", *BASELINES, "verdict"], rows
+        ),
+    ]
 
 
 def diagnoses(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -577,12 +650,18 @@ def diagnoses(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[dict[str
         tail = _tail_group(r or base) if (r or base) else None
         entry: dict[str, Any] = {
             **{k: key[k] for k in ("dataset", "gamma", "arch", "method", "recipe")},
-            "bits": run.wbits, "variant": run.variant, "base_variant": base_variant,
-            "top1": r["top1"] if r else None, "base_top1": base["top1"] if base else None,
-            "tail_group": tail, "delta_top1": None, "delta_tail": None,
-            "paper": grid.PAPER.get((run.data.dataset, run.data.gamma, run.arch, run.method,
-                                     run.wbits)),
-        }  # fmt: skip
+            "bits": run.wbits,
+            "variant": run.variant,
+            "base_variant": base_variant,
+            "top1": r["top1"] if r else None,
+            "base_top1": base["top1"] if base else None,
+            "tail_group": tail,
+            "delta_top1": None,
+            "delta_tail": None,
+            "paper": grid.PAPER.get(
+                (run.data.dataset, run.data.gamma, run.arch, run.method, run.wbits)
+            ),
+        }
         if r and base:
             entry["delta_top1"] = round(r["top1"] - base["top1"], 2)
             entry["delta_tail"] = round(r[tail] - base[tail], 2)
@@ -599,10 +678,14 @@ def _diagnosis_markdown(runs: list[grid.Run], done: list[dict[str, Any]]) -> lis
     rows = []
     for d in diagnoses(runs, done):
         config = f"{d['dataset']} γ={d['gamma']} {d['arch']} {d['method']} W{d['bits']}A{d['bits']}"
-        result = (f"**{_f(d['top1'])}** ({d['groups']['top1']})" if d["top1"] is not None
-                  else "missing")  # fmt: skip
-        base = (f"{_f(d['base_top1'])} ({d['groups']['base']})" if d["base_top1"] is not None
-                else "missing")  # fmt: skip
+        result = (
+            f"**{_f(d['top1'])}** ({d['groups']['top1']})" if d["top1"] is not None else "missing"
+        )
+        base = (
+            f"{_f(d['base_top1'])} ({d['groups']['base']})"
+            if d["base_top1"] is not None
+            else "missing"
+        )
         delta = "–"
         if d["delta_top1"] is not None:
             delta = f"{d['delta_top1']:+.2f} ({d['tail_group']} {d['delta_tail']:+.1f})"
@@ -611,16 +694,22 @@ def _diagnosis_markdown(runs: list[grid.Run], done: list[dict[str, Any]]) -> lis
         rows.append([config, changed, result, base_run, delta, _f(d["paper"])])
     if not rows:
         return []
-    return ["", "## Diagnoses (one change to a row above)", "",
-            "Each: top-1 (many/med/few) of the run with the change, of the run it changes, and "
-            "the difference (overall, and on the tail group), seed 0 on both. `bn2-kd-faithful`: "
-            "the authors' MobileNetV2 blocks (`--faithful-mbv2`: their conv shortcut and block "
-            "output left unquantized), where the toolkit's integer-friendly blocks quantize both "
-            "so that every conv input is on an integer grid. It asks whether those two extra "
-            "quantizers per block are why 2-bit MobileNetV2 stays under the paper. Its model has "
-            "no integer form, so it is never deployed.", "",
-            markdown_table(["config", "diagnosis", "top-1", "base run", "diagnosis − base",
-                            "paper"], rows)]  # fmt: skip
+    return [
+        "",
+        "## Diagnoses (one change to a row above)",
+        "",
+        "Each: top-1 (many/med/few) of the run with the change, of the run it changes, and "
+        "the difference (overall, and on the tail group), seed 0 on both. `bn2-kd-faithful`: "
+        "the authors' MobileNetV2 blocks (`--faithful-mbv2`: their conv shortcut and block "
+        "output left unquantized), where the toolkit's integer-friendly blocks quantize both "
+        "so that every conv input is on an integer grid. It asks whether those two extra "
+        "quantizers per block are why 2-bit MobileNetV2 stays under the paper. Its model has "
+        "no integer form, so it is never deployed.",
+        "",
+        markdown_table(
+            ["config", "diagnosis", "top-1", "base run", "diagnosis − base", "paper"], rows
+        ),
+    ]
 
 
 def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -638,8 +727,9 @@ def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not any(len(by_seed) > 1 for by_seed in methods.values()):
             continue
         tail = _tail_group(next(r for by_seed in methods.values() for r in by_seed.values()))
-        entry: dict[str, Any] = dict(zip(("dataset", "gamma", "arch", "bits", "recipe",
-                                          "variant"), key, strict=True))  # fmt: skip
+        entry: dict[str, Any] = dict(
+            zip(("dataset", "gamma", "arch", "bits", "recipe", "variant"), key, strict=True)
+        )
         entry["tail_group"], entry["methods"] = tail, {}
         for method, by_seed in sorted(methods.items()):
             if len(by_seed) < 2:  # (a method of the same config with its seed-0 row only)
@@ -654,7 +744,8 @@ def seed_spread(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
             delta = [climbq[s]["top1"] - lsq[s]["top1"] for s in both]
             entry["climbq+_minus_lsq"] = {
                 **_spread(both, delta, [climbq[s][tail] - lsq[s][tail] for s in both]),
-                "above_zero": sum(d > 0 for d in delta)}  # fmt: skip
+                "above_zero": sum(d > 0 for d in delta),
+            }
         out.append(entry)
     return out
 
@@ -674,32 +765,56 @@ def _seed_markdown(done: list[dict[str, Any]]) -> list[str]:
     rows = []
     for entry in seed_spread(done):
         recipe = grid.recipe_label(entry["recipe"], entry["variant"])
-        config = (f"{entry['dataset']} γ={entry['gamma']} {entry['arch']} "
-                  f"W{entry['bits']}A{entry['bits']} {recipe}")  # fmt: skip
+        config = (
+            f"{entry['dataset']} γ={entry['gamma']} {entry['arch']} "
+            f"W{entry['bits']}A{entry['bits']} {recipe}"
+        )
         lines = [(method, s, False) for method, s in entry["methods"].items()]
         if "climbq+_minus_lsq" in entry:  # a difference: signed, with its count above 0
             lines.append(("ClimbQ+ − lsq", entry["climbq+_minus_lsq"], True))
         for label, s, signed in lines:
             fmt = "{:+.2f}" if signed else "{:.2f}"
             sd = "–" if s["top1_sd"] is None else f"{s['top1_sd']:.2f}"
-            rows.append([
-                config, label, ", ".join(str(x) for x in s["seeds"]),
-                " / ".join(fmt.format(v) for v in s["top1"]), fmt.format(s["top1_mean"]), sd,
-                f"{s['above_zero']} of {len(s['seeds'])}" if signed else "–",
-                " / ".join(("{:+.1f}" if signed else "{:.1f}").format(v) for v in s["tail"])
-                + f" ({entry['tail_group']})",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    config,
+                    label,
+                    ", ".join(str(x) for x in s["seeds"]),
+                    " / ".join(fmt.format(v) for v in s["top1"]),
+                    fmt.format(s["top1_mean"]),
+                    sd,
+                    f"{s['above_zero']} of {len(s['seeds'])}" if signed else "–",
+                    " / ".join(("{:+.1f}" if signed else "{:.1f}").format(v) for v in s["tail"])
+                    + f" ({entry['tail_group']})",
+                ]
+            )
     if not rows:
         return []
-    return ["", "## Seed spread (the same config trained with other seeds)", "",
-            "Configs trained again from the same fp32 start with other training seeds (data "
-            "order, augmentation, the new quantizer parameters); seed 0 is its row in the "
-            "tables above; a method of the config with seed 0 only is left out. sd: sample "
-            "standard deviation over the seeds (n - 1). `ClimbQ+ − lsq`: the difference seed "
-            "by seed, and at how many seeds it is above 0. A difference between single-seed "
-            "rows elsewhere in this file is to be read against this spread.", "",
-            markdown_table(["config", "method", "seeds", "top-1 by seed", "mean", "sd",
-                            "above 0", "tail group by seed"], rows)]  # fmt: skip
+    return [
+        "",
+        "## Seed spread (the same config trained with other seeds)",
+        "",
+        "Configs trained again from the same fp32 start with other training seeds (data "
+        "order, augmentation, the new quantizer parameters); seed 0 is its row in the "
+        "tables above; a method of the config with seed 0 only is left out. sd: sample "
+        "standard deviation over the seeds (n - 1). `ClimbQ+ − lsq`: the difference seed "
+        "by seed, and at how many seeds it is above 0. A difference between single-seed "
+        "rows elsewhere in this file is to be read against this spread.",
+        "",
+        markdown_table(
+            [
+                "config",
+                "method",
+                "seeds",
+                "top-1 by seed",
+                "mean",
+                "sd",
+                "above 0",
+                "tail group by seed",
+            ],
+            rows,
+        ),
+    ]
 
 
 CELL_KEYS = ("dataset", "gamma", "arch", "method", "wbits")  # grid.Cell
@@ -714,11 +829,18 @@ def issue_coverage(runs: list[grid.Run], done: list[dict[str, Any]]) -> list[dic
     for cell in grid.issue_cells():
         entry: dict[str, Any] = dict(zip(CELL_KEYS, cell, strict=True))
         for recipe in grid.RECIPES:
-            planned = [run for run in runs if run.seed == 0 and run.recipe == recipe
-                       and (run.data.dataset, run.data.gamma, run.arch, run.method,
-                            run.wbits) == cell]  # fmt: skip
-            rows = {run.variant or "plain": finished[run.name]["top1"]
-                    for run in planned if run.name in finished}  # fmt: skip
+            planned = [
+                run
+                for run in runs
+                if run.seed == 0
+                and run.recipe == recipe
+                and (run.data.dataset, run.data.gamma, run.arch, run.method, run.wbits) == cell
+            ]
+            rows = {
+                run.variant or "plain": finished[run.name]["top1"]
+                for run in planned
+                if run.name in finished
+            }
             entry[recipe] = {"planned": len(planned), "done": rows}
         out.append(entry)
     return out
@@ -736,20 +858,34 @@ def _coverage_markdown(runs: list[grid.Run], done: list[dict[str, Any]]) -> list
     cells = issue_coverage(runs, done)
     with_any = [c for c in cells if c["paper"]["done"] or c["ours"]["done"]]
     both = [c for c in cells if all(c[r]["done"] or not c[r]["planned"] for r in grid.RECIPES)]
-    rows = [[c["dataset"], str(c["gamma"]), c["arch"], c["method"],
-             "fp32" if c["method"] == "fp32" else f"W{c['wbits']}A{c['wbits']}",
-             _coverage_cell(c["paper"]), _coverage_cell(c["ours"])]
-            for c in cells]  # fmt: skip
-    return ["", "## The issue's grid, cell by cell", "",
-            f"The {len(cells)} cells issue 8 names (dataset, γ, arch, method, bits; "
-            "`grid.issue_cells`), with the seed-0 runs this grid plans for each under each "
-            f"recipe (its variants) and how many are done. {len(with_any)} of {len(cells)} "
-            f"cells have at least one result; {len(both)} have one under every recipe the grid "
-            "plans for them. `plain`: the recipe with no variant, where it is done. The "
-            "tables above have every row; the missing list below says what each missing run "
-            "waits on.", "",
-            markdown_table(["dataset", "γ", "arch", "method", "bits", "paper recipe",
-                            "ours recipe"], rows)]  # fmt: skip
+    rows = [
+        [
+            c["dataset"],
+            str(c["gamma"]),
+            c["arch"],
+            c["method"],
+            "fp32" if c["method"] == "fp32" else f"W{c['wbits']}A{c['wbits']}",
+            _coverage_cell(c["paper"]),
+            _coverage_cell(c["ours"]),
+        ]
+        for c in cells
+    ]
+    return [
+        "",
+        "## The issue's grid, cell by cell",
+        "",
+        f"The {len(cells)} cells issue 8 names (dataset, γ, arch, method, bits; "
+        "`grid.issue_cells`), with the seed-0 runs this grid plans for each under each "
+        f"recipe (its variants) and how many are done. {len(with_any)} of {len(cells)} "
+        f"cells have at least one result; {len(both)} have one under every recipe the grid "
+        "plans for them. `plain`: the recipe with no variant, where it is done. The "
+        "tables above have every row; the missing list below says what each missing run "
+        "waits on.",
+        "",
+        markdown_table(
+            ["dataset", "γ", "arch", "method", "bits", "paper recipe", "ours recipe"], rows
+        ),
+    ]
 
 
 DEPLOY_TOLERANCE = 0.2  # issue 8: deployed top-1 within 0.2 points of the torch model
@@ -771,20 +907,31 @@ def deployed_vs_torch(done: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         other_build = bool(r.get("deploy_data_note")) and r.get("torch_top1_at_check") is not None
         torch_top1 = r["torch_top1_at_check"] if other_build else r["top1"]
-        rows.append({"name": r["name"], "torch_top1": torch_top1,
-                     "deployed_top1": r["deployed_top1"],
-                     "gap": round(r["deployed_top1"] - torch_top1, 2),
-                     "torch_float64_top1": r.get("torch_top1_at_check"),
-                     "exact": r.get("deploy_exact_match") is True})  # fmt: skip
+        rows.append(
+            {
+                "name": r["name"],
+                "torch_top1": torch_top1,
+                "deployed_top1": r["deployed_top1"],
+                "gap": round(r["deployed_top1"] - torch_top1, 2),
+                "torch_float64_top1": r.get("torch_top1_at_check"),
+                "exact": r.get("deploy_exact_match") is True,
+            }
+        )
     by_gap = sorted(rows, key=lambda row: (-abs(row["gap"]), row["name"]))
     gaps = [row["gap"] for row in rows]
-    return {"rows": len(rows), "exact": sum(row["exact"] for row in rows),
-            "tolerance": DEPLOY_TOLERANCE,
-            "mean_gap": round(sum(gaps) / len(gaps), 3) if gaps else None,
-            "gap_signs": {"above": sum(g > 0 for g in gaps), "below": sum(g < 0 for g in gaps),
-                          "zero": sum(g == 0 for g in gaps)},
-            "over": [row for row in by_gap if abs(row["gap"]) > DEPLOY_TOLERANCE],
-            "largest": by_gap[:5]}  # fmt: skip
+    return {
+        "rows": len(rows),
+        "exact": sum(row["exact"] for row in rows),
+        "tolerance": DEPLOY_TOLERANCE,
+        "mean_gap": round(sum(gaps) / len(gaps), 3) if gaps else None,
+        "gap_signs": {
+            "above": sum(g > 0 for g in gaps),
+            "below": sum(g < 0 for g in gaps),
+            "zero": sum(g == 0 for g in gaps),
+        },
+        "over": [row for row in by_gap if abs(row["gap"]) > DEPLOY_TOLERANCE],
+        "largest": by_gap[:5],
+    }
 
 
 def _deploy_markdown(done: list[dict[str, Any]]) -> list[str]:
@@ -794,25 +941,50 @@ def _deploy_markdown(done: list[dict[str, Any]]) -> list[str]:
     over = summary["over"]
     top, signs = summary["largest"][0], summary["gap_signs"]
     largest = f"the largest |gap|: {abs(top['gap']):.2f}, {top['name']}"
-    verdict = (f"every row within {summary['tolerance']} ({largest})" if not over else
-               f"{len(over)} row(s) beyond {summary['tolerance']}: "
-               + ", ".join(f"{row['name']} ({row['gap']:+.2f})" for row in over))  # fmt: skip
-    rows = [[row["name"], f"{row['torch_top1']:.2f}", _f(row["torch_float64_top1"]),
-             f"{row['deployed_top1']:.2f}", f"{row['gap']:+.2f}", "yes" if row["exact"] else "NO"]
-            for row in summary["largest"]]  # fmt: skip
-    return ["", "## Deployed (LiteRT) against torch", "",
-            f"{summary['rows']} rows with a deployed top-1; {summary['exact']} of them exact (the "
-            "NumPy integer reference and the TFLite artifact agree on every activation code and "
-            f"every top-1); {verdict}. gap: deployed minus the row's torch top-1 (the trained "
-            "model's float32 evaluation). The check's own torch evaluation runs in float64 on "
-            "the input quantized to the integer program's input step (`climbq_deploy/check.py`): "
-            "where it equals the deployed top-1, the lowering lost nothing, and the gap is the "
-            "float32 evaluation (on the raw input) moving codes that sit on a threshold (one "
-            "moved code moves the next layer's). That noise has no sign: the gap is above 0 in "
-            f"{signs['above']} rows, below in {signs['below']}, 0 in {signs['zero']} (mean "
-            f"{summary['mean_gap']:+.3f}). The five largest |gap|:", "",
-            markdown_table(["run", "torch top-1 (float32)", "torch top-1 (float64, check)",
-                            "deployed", "gap", "exact"], rows)]  # fmt: skip
+    verdict = (
+        f"every row within {summary['tolerance']} ({largest})"
+        if not over
+        else f"{len(over)} row(s) beyond {summary['tolerance']}: "
+        + ", ".join(f"{row['name']} ({row['gap']:+.2f})" for row in over)
+    )
+    rows = [
+        [
+            row["name"],
+            f"{row['torch_top1']:.2f}",
+            _f(row["torch_float64_top1"]),
+            f"{row['deployed_top1']:.2f}",
+            f"{row['gap']:+.2f}",
+            "yes" if row["exact"] else "NO",
+        ]
+        for row in summary["largest"]
+    ]
+    return [
+        "",
+        "## Deployed (LiteRT) against torch",
+        "",
+        f"{summary['rows']} rows with a deployed top-1; {summary['exact']} of them exact (the "
+        "NumPy integer reference and the TFLite artifact agree on every activation code and "
+        f"every top-1); {verdict}. gap: deployed minus the row's torch top-1 (the trained "
+        "model's float32 evaluation). The check's own torch evaluation runs in float64 on "
+        "the input quantized to the integer program's input step (`climbq_deploy/check.py`): "
+        "where it equals the deployed top-1, the lowering lost nothing, and the gap is the "
+        "float32 evaluation (on the raw input) moving codes that sit on a threshold (one "
+        "moved code moves the next layer's). That noise has no sign: the gap is above 0 in "
+        f"{signs['above']} rows, below in {signs['below']}, 0 in {signs['zero']} (mean "
+        f"{summary['mean_gap']:+.3f}). The five largest |gap|:",
+        "",
+        markdown_table(
+            [
+                "run",
+                "torch top-1 (float32)",
+                "torch top-1 (float64, check)",
+                "deployed",
+                "gap",
+                "exact",
+            ],
+            rows,
+        ),
+    ]
 
 
 def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: dict) -> str:
@@ -859,9 +1031,11 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "epoch, which a pause does not move."
     )
     lines += bars.bars_markdown(done)
-    sections = [("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
-                ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
-                ("digits-LT", "digits-lt", (50,), ("resnet20",))]  # fmt: skip
+    sections = [
+        ("CIFAR-10-LT, ResNet-20", "cifar10-lt", (50, 200), ("resnet20",)),
+        ("SynDigits-LT", "syndigits-lt", (10, 50, 200), ("resnet20", "mobilenetv2")),
+        ("digits-LT", "digits-lt", (50,), ("resnet20",)),
+    ]
     methods: list[tuple[str, int, str, str | None]] = [("fp32", 32, "ours", None)]
     methods += [("fp32", 32, "ours", v) for v in grid.FP_VARIANTS]
     for m in ("climbq+", "climbq", "lsq", "uniform"):
@@ -883,16 +1057,22 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                         cells += ["missing", "–", "–", _f(paper)]
                         continue
                     groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
-                    cells += [f"**{_f(r['top1'])}** ({r['epochs']} ep)", groups,
-                              _deployed_cell(r), _f(paper)]  # fmt: skip
+                    cells += [
+                        f"**{_f(r['top1'])}** ({r['epochs']} ep)",
+                        groups,
+                        _deployed_cell(r),
+                        _f(paper),
+                    ]
                 # a row of the paper's protocol (either recipe, no improvement) shows, results
                 # or not, where the grid plans it and the paper has a figure for it
                 awaited = (
                     (variant is None or variant in grid.PAPER_VARIANTS)
                     and (dataset, gammas[0], arch, method, bits) in grid.PAPER
-                    and any((dataset, g, arch, method, bits, recipe, variant, 0) in planned
-                            for g in gammas)
-                )  # fmt: skip
+                    and any(
+                        (dataset, g, arch, method, bits, recipe, variant, 0) in planned
+                        for g in gammas
+                    )
+                )
                 if any_result or awaited:
                     bits_text = "fp32" if bits == 32 else f"W{bits}A{bits}"
                     label = grid.recipe_label(recipe, variant)
@@ -901,8 +1081,12 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
                 continue
             headers = ["method", "bits", "recipe"]
             for g in gammas:
-                headers += [f"γ={g} top-1", f"γ={g} many/med/few", f"γ={g} deployed",
-                            f"γ={g} paper"]  # fmt: skip
+                headers += [
+                    f"γ={g} top-1",
+                    f"γ={g} many/med/few",
+                    f"γ={g} deployed",
+                    f"γ={g} paper",
+                ]
             name = title if dataset != "syndigits-lt" else f"{title}, {arch}"
             lines += ["", f"## {name}", "", markdown_table(headers, rows)]
     lines += _deploy_markdown(done)
@@ -916,60 +1100,93 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
             r = by.get(("cifar10-lt", 50, "resnet20", "climbq+", 2, "ours", variant, 0))
             change = None if variant == base else variant.removeprefix(f"{base}-")
             paper, error = grid.PAPER_ABLATION.get(change), grid.PAPER_WEIGHT_ERROR.get(change)
-            label = (f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
-                     if change is None else f"`{variant}`: {change}")  # fmt: skip
+            label = (
+                f"faithful (scaling on, HomoVar faithful): `ours + {variant}`"
+                if change is None
+                else f"`{variant}`: {change}"
+            )
             if r is None:
                 rows.append([label, start_text, "missing", "–", "–", _f(paper), _count(error)])
             else:
                 groups = "/".join(_f(r[g], 1) for g in ("many", "medium", "few"))
-                rows.append([label, start_text, f"**{_f(r['top1'])}** ({r['loss']})", groups,
-                             _count(r.get("weight_error")), _f(paper), _count(error)])  # fmt: skip
-    lines += ["", "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (one change each "
-              "to its set's base)", "",
-              f"`{grid.ABLATION_BASE}`: BatchNorm |gamma| set to 2 after the start (`bn2`), "
-              "from the kept 200-epoch fp32 start, no distillation, so a loss row changes the "
-              f"whole loss. `{grid.EARLY_ABLATION_BASE}`: the same from the shared 90-epoch "
-              "start, which was lost before its loss rows ran; compare rows within a set "
-              "only.", "",
-              markdown_table(["variant", "start", "top-1 (loss)", "many/med/few",
-                              "weight error", "paper top-1", "paper weight error"], rows),
-              "", "weight error: the total weight quantization error of the paper's Table 6 "
-              "(scaling on vs off), in our reading: the sum over every quantized conv weight "
-              "of the squared rounding residual `(n Phi(z) - round(n Phi(z)))^2` in code units "
-              f"(residuals spread uniformly give N/12 = {270256 / 12:,.0f} for ResNet-20's "
-              "270,256 conv weights). The paper gives no formula; its unscaled figure is on "
-              "this scale. The class scaling of the authors' code, which `faithful` follows, "
-              "only moves the activation quantizer's sigma during training (method §3: "
-              "sigma in about (1.98, 2.0) at batch 128; sigma = 2 when off), so it reaches the "
-              "weights only through training; one seed per row."]  # fmt: skip
+                rows.append(
+                    [
+                        label,
+                        start_text,
+                        f"**{_f(r['top1'])}** ({r['loss']})",
+                        groups,
+                        _count(r.get("weight_error")),
+                        _f(paper),
+                        _count(error),
+                    ]
+                )
+    lines += [
+        "",
+        "## Ablations: CIFAR-10-LT γ=50, ResNet-20, W2A2 ClimbQ+ (one change each "
+        "to its set's base)",
+        "",
+        f"`{grid.ABLATION_BASE}`: BatchNorm |gamma| set to 2 after the start (`bn2`), "
+        "from the kept 200-epoch fp32 start, no distillation, so a loss row changes the "
+        f"whole loss. `{grid.EARLY_ABLATION_BASE}`: the same from the shared 90-epoch "
+        "start, which was lost before its loss rows ran; compare rows within a set "
+        "only.",
+        "",
+        markdown_table(
+            [
+                "variant",
+                "start",
+                "top-1 (loss)",
+                "many/med/few",
+                "weight error",
+                "paper top-1",
+                "paper weight error",
+            ],
+            rows,
+        ),
+        "",
+        "weight error: the total weight quantization error of the paper's Table 6 "
+        "(scaling on vs off), in our reading: the sum over every quantized conv weight "
+        "of the squared rounding residual `(n Phi(z) - round(n Phi(z)))^2` in code units "
+        f"(residuals spread uniformly give N/12 = {270256 / 12:,.0f} for ResNet-20's "
+        "270,256 conv weights). The paper gives no formula; its unscaled figure is on "
+        "this scale. The class scaling of the authors' code, which `faithful` follows, "
+        "only moves the activation quantizer's sigma during training (method §3: "
+        "sigma in about (1.98, 2.0) at batch 128; sigma = 2 when off), so it reaches the "
+        "weights only through training; one seed per row.",
+    ]
     devices = sorted({r["device"] for r in done})
     lines += ["", f"Devices of the finished runs: {', '.join(devices) or 'none'}."]
     carried = sorted({str(r["carried_from"]) for r in done if "carried_from" in r})
     if carried:
         count = sum("carried_from" in r for r in done)
-        lines += ["", f"{count} of the {len(done)} results were carried over from the "
-                  f"accuracy.json collected at {', '.join(c[:8] for c in carried)}: their run "
-                  "folders (runs/accuracy/) are not in this checkout. Each record keeps its "
-                  "own training commit, device and time; accuracy.json marks them "
-                  "`carried_from`."]  # fmt: skip
+        lines += [
+            "",
+            f"{count} of the {len(done)} results were carried over from the "
+            f"accuracy.json collected at {', '.join(c[:8] for c in carried)}: their run "
+            "folders (runs/accuracy/) are not in this checkout. Each record keeps its "
+            "own training commit, device and time; accuracy.json marks them "
+            "`carried_from`.",
+        ]
     lines += _coverage_markdown(grid.grid(), done)
     lines += ["", f"## Missing ({len(missing)} of {len(missing) + len(done)} configs)", ""]
     if missing:
         estimate = remaining_compute(grid.grid(), done, missing)
         lines += _waits_on_markdown(missing) + _compute_markdown(estimate)
-        rows = [[m["name"], m["state"], _hours(estimate["runs"].get(m["name"]))]
-                for m in missing]  # fmt: skip
+        rows = [[m["name"], m["state"], _hours(estimate["runs"].get(m["name"]))] for m in missing]
         lines += [markdown_table(["config", "state", "CPU h left"], rows)]
-        lines += ["", "Why: not yet trained within the compute so far (2 CPU cores here; one "
-                  "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
-                  "from their checkpoints. SynDigits: runs trained on the GPU machine (device "
-                  "NVIDIA in accuracy.json) used that machine's build of SynDigits, which this "
-                  "machine does not reproduce byte for byte (same fonts, draw seeds and labels, "
-                  "other pixels: the device's numpy/scipy versions or its CPU; its Pillow "
-                  "version renders the same bytes here), so their partial runs continue only "
-                  "on that build; the SynDigits rows trained here start from local fp32 runs "
-                  "on the local build (`data_sha256` in accuracy.json names the "
-                  "pixels)."]  # fmt: skip
+        lines += [
+            "",
+            "Why: not yet trained within the compute so far (2 CPU cores here; one "
+            "15-minute GPU lease); `runner.py run` continues them, partial ones resume "
+            "from their checkpoints. SynDigits: runs trained on the GPU machine (device "
+            "NVIDIA in accuracy.json) used that machine's build of SynDigits, which this "
+            "machine does not reproduce byte for byte (same fonts, draw seeds and labels, "
+            "other pixels: the device's numpy/scipy versions or its CPU; its Pillow "
+            "version renders the same bytes here), so their partial runs continue only "
+            "on that build; the SynDigits rows trained here start from local fp32 runs "
+            "on the local build (`data_sha256` in accuracy.json names the "
+            "pixels).",
+        ]
     else:
         lines += ["none"]
     return "\n".join(lines) + "\n\n" + provenance_markdown(header)
@@ -977,15 +1194,26 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from-tar", nargs="+", type=Path, default=[],
-                        help="tarballs, or folders holding them, from runner.py pack")  # fmt: skip
+    parser.add_argument(
+        "--from-tar",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="tarballs, or folders holding them, from runner.py pack",
+    )
     parser.add_argument("--deploy", action="store_true", help="TFLite check of ClimbQ+ runs")
-    parser.add_argument("--redeploy", action="store_true",
-                        help="with --deploy: check runs that have deploy.json again")  # fmt: skip
+    parser.add_argument(
+        "--redeploy",
+        action="store_true",
+        help="with --deploy: check runs that have deploy.json again",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--previous", default=str(REPO / "bench" / "results" / "accuracy.json"),
-                        help="an earlier accuracy.json whose records are kept for runs with no "
-                             "folder here ('' for none)")  # fmt: skip
+    parser.add_argument(
+        "--previous",
+        default=str(REPO / "bench" / "results" / "accuracy.json"),
+        help="an earlier accuracy.json whose records are kept for runs with no "
+        "folder here ('' for none)",
+    )
     args = parser.parse_args(argv)
     args.from_tar = [p.resolve() for p in args.from_tar]
     args.previous = str(Path(args.previous).resolve()) if args.previous else ""
@@ -1012,8 +1240,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_results(args.out, "accuracy", payload, render(done, missing, header))
     carried = sum("carried_from" in r for r in done)
-    print(f"{len(done)} results ({carried} carried from the previous accuracy.json), "
-          f"{len(missing)} missing")  # fmt: skip
+    print(
+        f"{len(done)} results ({carried} carried from the previous accuracy.json), "
+        f"{len(missing)} missing"
+    )
     return 0
 
 

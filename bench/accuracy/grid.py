@@ -28,13 +28,24 @@ from climbq_deploy.train.config import TrainConfig
 RUNS = Path(os.environ.get("CLIMBQ_ACC_RUNS", "runs/accuracy"))  # smoke tests use another
 DATA = RUNS / "data"
 RECIPES = ("paper", "ours")
-FP_RECIPE: dict[str, Any] = {"lr": 0.1, "weight_decay": 5e-4, "batch_size": 128,
-                             "schedule": "cosine", "warmup_epochs": 5, "loss": "la"}  # fmt: skip
+FP_RECIPE: dict[str, Any] = {
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "batch_size": 128,
+    "schedule": "cosine",
+    "warmup_epochs": 5,
+    "loss": "la",
+}
 QAT_RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"lr": 0.04, "weight_decay": 1e-4, "batch_size": 128, "schedule": "constant"},
-    "ours": {"lr": 0.04, "weight_decay": 1e-4, "batch_size": 128, "schedule": "cosine",
-             "warmup_epochs": 2},
-}  # fmt: skip
+    "ours": {
+        "lr": 0.04,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "schedule": "cosine",
+        "warmup_epochs": 2,
+    },
+}
 EVAL_BATCH = 500  # evaluation is batch-independent (eval mode); larger batches are faster
 EVAL_EVERY = 5  # a test pass costs ~1/4 of a CPU epoch; the final epoch is always tested
 # CIFAR-10-LT gamma 50, 2-bit ClimbQ+ (issue §3), each one change to the `ours + bn2-fp200` run:
@@ -46,12 +57,15 @@ _BN2 = {"init_bn_gamma": 2.0}
 _BN2_KD = {**_BN2, "distill": 0.5, "distill_temperature": 4.0}
 ABLATIONS: dict[str, dict[str, Any]] = {
     f"{ABLATION_BASE}-scaling-off": {**_BN2, "act_scaling": "off"},
-    f"{ABLATION_BASE}-loss-corrected": {**_BN2, "loss": "homovar",
-                                        "loss_options": {"variant": "corrected"}},
+    f"{ABLATION_BASE}-loss-corrected": {
+        **_BN2,
+        "loss": "homovar",
+        "loss_options": {"variant": "corrected"},
+    },
     f"{ABLATION_BASE}-loss-ce": {**_BN2, "loss": "ce"},
     f"{ABLATION_BASE}-loss-cb": {**_BN2, "loss": "cb"},
     f"{ABLATION_BASE}-loss-la": {**_BN2, "loss": "la"},
-}  # fmt: skip
+}
 _ABLATION_RUNS: dict[str, dict[str, Any]] = {ABLATION_BASE: _BN2, **ABLATIONS}
 # The first plan's set: one change each to `ours + bn2` from the shared gamma-50 fp32 start (90
 # epochs, lost since). Only scaling-off ran before that start was lost; it stays in the grid
@@ -59,28 +73,42 @@ _ABLATION_RUNS: dict[str, dict[str, Any]] = {ABLATION_BASE: _BN2, **ABLATIONS}
 EARLY_ABLATION_BASE = "bn2"
 EARLY_ABLATIONS: dict[str, dict[str, Any]] = {"scaling-off": {**_BN2, "act_scaling": "off"}}
 # Each ablation set, base variant -> its one-change variants (the ablation table's blocks).
-ABLATION_SETS: dict[str, tuple[str, ...]] = {EARLY_ABLATION_BASE: tuple(EARLY_ABLATIONS),
-                                             ABLATION_BASE: tuple(ABLATIONS)}  # fmt: skip
+ABLATION_SETS: dict[str, tuple[str, ...]] = {
+    EARLY_ABLATION_BASE: tuple(EARLY_ABLATIONS),
+    ABLATION_BASE: tuple(ABLATIONS),
+}
 # ... and the fp32 start of each set, as the ablation table names it
-ABLATION_STARTS: dict[str, str] = {EARLY_ABLATION_BASE: "shared fp32, 90 ep (lost)",
-                                   ABLATION_BASE: "fp32 `200ep-bf16` (kept)"}  # fmt: skip
+ABLATION_STARTS: dict[str, str] = {
+    EARLY_ABLATION_BASE: "shared fp32, 90 ep (lost)",
+    ABLATION_BASE: "fp32 `200ep-bf16` (kept)",
+}
 # The paper's figures (method §8), top-1 %: (dataset, gamma, arch, method, bits) -> value.
 PAPER: dict[tuple[str, int, str, str, int], float] = {
     ("cifar10-lt", 50, "resnet20", "climbq+", 4): 72.28,
     ("cifar10-lt", 200, "resnet20", "climbq+", 4): 61.69,
     ("cifar10-lt", 50, "resnet20", "climbq+", 2): 71.73,
     ("cifar10-lt", 200, "resnet20", "climbq+", 2): 61.06,
-    **{("syndigits-lt", g, "resnet20", "climbq+", 4): v
-       for g, v in ((10, 96.45), (50, 89.55), (200, 80.70))},
-    **{("syndigits-lt", g, "resnet20", "climbq+", 2): v
-       for g, v in ((10, 95.75), (50, 88.90), (200, 80.55))},
-    **{("syndigits-lt", g, "mobilenetv2", "climbq+", 4): v
-       for g, v in ((10, 95.45), (50, 83.50), (200, 66.90))},
-    **{("syndigits-lt", g, "mobilenetv2", "climbq+", 2): v
-       for g, v in ((10, 93.50), (50, 83.20), (200, 67.20))},
-    **{("syndigits-lt", g, "resnet20", "climbq", 4): v
-       for g, v in ((10, 95.90), (50, 88.07), (200, 77.25))},
-}  # fmt: skip
+    **{
+        ("syndigits-lt", g, "resnet20", "climbq+", 4): v
+        for g, v in ((10, 96.45), (50, 89.55), (200, 80.70))
+    },
+    **{
+        ("syndigits-lt", g, "resnet20", "climbq+", 2): v
+        for g, v in ((10, 95.75), (50, 88.90), (200, 80.55))
+    },
+    **{
+        ("syndigits-lt", g, "mobilenetv2", "climbq+", 4): v
+        for g, v in ((10, 95.45), (50, 83.50), (200, 66.90))
+    },
+    **{
+        ("syndigits-lt", g, "mobilenetv2", "climbq+", 2): v
+        for g, v in ((10, 93.50), (50, 83.20), (200, 67.20))
+    },
+    **{
+        ("syndigits-lt", g, "resnet20", "climbq", 4): v
+        for g, v in ((10, 95.90), (50, 88.07), (200, 77.25))
+    },
+}
 # Recipe improvements, reported as their own rows beside the plain recipe (issue 8 §5).
 IMPROVEMENTS: dict[str, dict[str, Any]] = {
     # Every BatchNorm |gamma| set to 2 after --init: the CDF quantizer's thresholds sit at
@@ -189,11 +217,17 @@ EQUAL_VARIANTS = (
 #   the run it adjusts.
 SEED_RUNS: tuple[tuple[tuple[str, int], tuple[str, int, str, str | None], tuple[int, ...]], ...]
 SEED_RUNS = (
-    *((("syndigits-lt", g), (m, 4, "ours", None), (1, 2))
-      for g in (50, 200) for m in ("climbq+", "lsq")),
-    *((("cifar10-lt", 50), (m, 4, "ours", v), (1,))
-      for v in ("bn2-kd-fp200", "bn2-kd-fp200-pla") for m in ("climbq+", "lsq")),
-)  # fmt: skip
+    *(
+        (("syndigits-lt", g), (m, 4, "ours", None), (1, 2))
+        for g in (50, 200)
+        for m in ("climbq+", "lsq")
+    ),
+    *(
+        (("cifar10-lt", 50), (m, 4, "ours", v), (1,))
+        for v in ("bn2-kd-fp200", "bn2-kd-fp200-pla")
+        for m in ("climbq+", "lsq")
+    ),
+)
 # keyed by the change (None: the base), whichever set's base it is made to
 PAPER_ABLATION = {"scaling-off": 68.71, None: 70.33}  # 2-bit ResNet-20 CIFAR-10-LT gamma 50
 PAPER_WEIGHT_ERROR = {"scaling-off": 21856.0, None: 11306.0}  # the same runs, Table 6
@@ -306,10 +340,18 @@ class Run:
         variant's is that of the run it adjusts: its model was trained so)."""
         if self.is_posthoc:
             return replace(self, variant=self.trained_variant).config(epochs, device)
-        common = {"data": str(self.data.path), "arch": self.arch, "method": self.method,
-                  "wbits": self.wbits, "abits": self.abits, "epochs": epochs,
-                  "eval_batch_size": EVAL_BATCH, "eval_every": EVAL_EVERY, "device": device,
-                  "seed": self.seed}  # fmt: skip
+        common = {
+            "data": str(self.data.path),
+            "arch": self.arch,
+            "method": self.method,
+            "wbits": self.wbits,
+            "abits": self.abits,
+            "epochs": epochs,
+            "eval_batch_size": EVAL_BATCH,
+            "eval_every": EVAL_EVERY,
+            "device": device,
+            "seed": self.seed,
+        }
         if self.is_fp:
             warmup = min(FP_RECIPE["warmup_epochs"], epochs - 1)
             return TrainConfig(**common, **{**FP_RECIPE, "warmup_epochs": warmup, **self.options})
@@ -317,14 +359,28 @@ class Run:
         if "warmup_epochs" in recipe:
             recipe["warmup_epochs"] = min(recipe["warmup_epochs"], epochs - 1)
         teacher = {"teacher": str(RUNS / self.fp_name)} if self.variant in INIT_FROM else {}
-        return TrainConfig(**common, **recipe, **self.options, **teacher,
-                           init=str(RUNS / self.init_name))  # fmt: skip
+        return TrainConfig(
+            **common, **recipe, **self.options, **teacher, init=str(RUNS / self.init_name)
+        )
 
 
-def _qat(data: DataSpec, arch: str, method: str, bits: int, recipe: str, priority: float,
-         variant: str | None = None, seed: int = 0) -> Run:  # fmt: skip
-    options = {**_ABLATION_RUNS, **EARLY_ABLATIONS, **IMPROVEMENTS, **PAPER_VARIANTS,
-               **{v: o for v, (_, o) in DIAGNOSES.items()}}  # fmt: skip
+def _qat(
+    data: DataSpec,
+    arch: str,
+    method: str,
+    bits: int,
+    recipe: str,
+    priority: float,
+    variant: str | None = None,
+    seed: int = 0,
+) -> Run:
+    options = {
+        **_ABLATION_RUNS,
+        **EARLY_ABLATIONS,
+        **IMPROVEMENTS,
+        **PAPER_VARIANTS,
+        **{v: o for v, (_, o) in DIAGNOSES.items()},
+    }
     options = options[POSTHOC_FROM.get(variant, variant)] if variant else {}
     if POSTHOC_FROM.get(variant, variant) in LA_VARIANTS:
         options = {**options, **LA_LOSSES[method]}
@@ -361,8 +417,9 @@ def grid() -> list[Run]:
             )
         # ... and the three post-hoc adjusted (a minute each once their base runs are done)
         for j, method in enumerate(("climbq+", "uniform", "lsq")):
-            runs.append(_qat(data, "resnet20", method, 2, "ours", p + 0.04 + j / 1000,
-                             "bn2-kd-fp200-pla"))  # fmt: skip
+            runs.append(
+                _qat(data, "resnet20", method, 2, "ours", p + 0.04 + j / 1000, "bn2-kd-fp200-pla")
+            )
         # 4-bit ClimbQ+ from the same start, and adjusted, so both bit widths share one start
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.045, "bn2-kd-fp200"))
         runs.append(_qat(data, "resnet20", "climbq+", 4, "ours", p + 0.046, "bn2-kd-fp200-pla"))
@@ -372,17 +429,28 @@ def grid() -> list[Run]:
         rest = (("uniform", 4), ("lsq", 4), ("climbq", 4), ("climbq", 2))
         for j, (method, bits) in enumerate(rest):
             for k, variant in enumerate(("bn2-kd-fp200", "bn2-kd-fp200-pla")):
-                runs.append(_qat(data, "resnet20", method, bits, "ours", p + 0.047 + j / 1000
-                                 + k / 10000, variant))  # fmt: skip
+                runs.append(
+                    _qat(
+                        data,
+                        "resnet20",
+                        method,
+                        bits,
+                        "ours",
+                        p + 0.047 + j / 1000 + k / 10000,
+                        variant,
+                    )
+                )
     # gamma 50, 2-bit: bn2-kd-fp200 with the logit-adjusted task losses (LA_LOSSES), ClimbQ+
     # and its two baselines from the same start
     for j, method in enumerate(("climbq+", "lsq", "uniform")):
-        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.6995 + j / 10000,
-                         "bn2-kd-fp200-la"))  # fmt: skip
+        runs.append(
+            _qat(cifar[0], "resnet20", method, 2, "ours", 10.6995 + j / 10000, "bn2-kd-fp200-la")
+        )
     # ... and the same without distillation (ClimbQ+ first)
     for j, method in enumerate(("climbq+", "lsq", "uniform")):
-        runs.append(_qat(cifar[0], "resnet20", method, 2, "ours", 10.69975 + j / 100000,
-                         "bn2-fp200-la"))  # fmt: skip
+        runs.append(
+            _qat(cifar[0], "resnet20", method, 2, "ours", 10.69975 + j / 100000, "bn2-fp200-la")
+        )
     # the paper recipe as it stands from the same start, ClimbQ+ and lsq at 4 bits first
     for i, data in enumerate(cifar):
         for j, (bits, method) in enumerate(
@@ -416,10 +484,20 @@ def grid() -> list[Run]:
             # CIFAR recipe, and lsq given the same for an equal-recipe comparison; then the
             # same pair at 4 bits (plain 4-bit ClimbQ+ is below plain lsq at gamma 50)
             for j, (bits, method) in enumerate((b, m) for b in (2, 4) for m in ("climbq+", "lsq")):
-                runs.append(_qat(data, arch, method, bits, "ours", 30.04 + a + i / 10 + j / 100,
-                                 "bn2-kd"))  # fmt: skip
-                runs.append(_qat(data, arch, method, bits, "ours", 30.045 + a + i / 10 + j / 100,
-                                 "bn2-kd-pla"))  # fmt: skip
+                runs.append(
+                    _qat(data, arch, method, bits, "ours", 30.04 + a + i / 10 + j / 100, "bn2-kd")
+                )
+                runs.append(
+                    _qat(
+                        data,
+                        arch,
+                        method,
+                        bits,
+                        "ours",
+                        30.045 + a + i / 10 + j / 100,
+                        "bn2-kd-pla",
+                    )
+                )
     # the authors' MobileNetV2 blocks at 2 bits, where ours stay furthest under the paper
     runs.append(_qat(syn[2], "mobilenetv2", "climbq+", 2, "ours", 31.28, "bn2-kd-faithful"))
     for i, data in enumerate(syn):  # plain ClimbQ (no HomoVar), the paper's 4-bit figure
@@ -427,8 +505,18 @@ def grid() -> list[Run]:
         runs.append(_qat(data, "resnet20", "climbq", 4, "paper", 45.05 + i / 10))
     for i, ((dataset, gamma), (method, bits, recipe, variant), seeds) in enumerate(SEED_RUNS):
         for seed in seeds:  # (see SEED_RUNS)
-            runs.append(_qat(DataSpec(dataset, gamma), "resnet20", method, bits, recipe,
-                             46 + i / 100 + seed / 1000, variant, seed))  # fmt: skip
+            runs.append(
+                _qat(
+                    DataSpec(dataset, gamma),
+                    "resnet20",
+                    method,
+                    bits,
+                    recipe,
+                    46 + i / 100 + seed / 1000,
+                    variant,
+                    seed,
+                )
+            )
     digits = DataSpec("digits-lt", 50)
     runs.append(Run(digits, "resnet20", "fp32", priority=5))
     for j, (method, recipe) in enumerate(
@@ -453,8 +541,10 @@ def issue_cells() -> list[Cell]:
     for gamma in (50, 200):
         cells.append(("cifar10-lt", gamma, "resnet20", "fp32", 32))
         for bits in (4, 2):
-            cells += [("cifar10-lt", gamma, "resnet20", m, bits)
-                      for m in ("uniform", "lsq", "climbq", "climbq+")]  # fmt: skip
+            cells += [
+                ("cifar10-lt", gamma, "resnet20", m, bits)
+                for m in ("uniform", "lsq", "climbq", "climbq+")
+            ]
     for arch in ("resnet20", "mobilenetv2"):
         for gamma in (10, 50, 200):
             for bits in (4, 2):

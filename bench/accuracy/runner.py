@@ -76,8 +76,10 @@ def build_data(spec: grid.DataSpec, source: Path) -> None:
     else:
         raise SystemExit(f"unknown dataset {spec.dataset!r}")
     save_dataset(dataset, spec.path)
-    log(f"built {spec.name}: {len(dataset.train_labels)} train + {len(dataset.test_labels)} "
-        f"test images in {time.perf_counter() - began:.1f} s")  # fmt: skip
+    log(
+        f"built {spec.name}: {len(dataset.train_labels)} train + {len(dataset.test_labels)} "
+        f"test images in {time.perf_counter() - began:.1f} s"
+    )
 
 
 def device_name(device: str) -> str:
@@ -128,15 +130,30 @@ def data_hashes(spec: grid.DataSpec) -> dict[str, str] | None:
 def result_record(run: grid.Run, metrics: dict[str, Any], device: str) -> dict[str, Any]:
     """The benchmark's record of one finished run (collect.py adds deployed_top1)."""
     return {
-        "name": run.name, "dataset": run.data.dataset, "gamma": run.data.gamma,
-        "arch": run.arch, "method": run.method, "wbits": run.wbits, "abits": run.abits,
-        "recipe": run.recipe, "variant": run.variant, "seed": run.seed, "loss": metrics["loss"],
-        "top1": metrics["top1"], "many": metrics["many"], "medium": metrics["medium"],
-        "few": metrics["few"], "per_class": metrics["per_class"], "deployed_top1": None,
-        "epochs": metrics["epochs"], "seconds": metrics["seconds"],
+        "name": run.name,
+        "dataset": run.data.dataset,
+        "gamma": run.data.gamma,
+        "arch": run.arch,
+        "method": run.method,
+        "wbits": run.wbits,
+        "abits": run.abits,
+        "recipe": run.recipe,
+        "variant": run.variant,
+        "seed": run.seed,
+        "loss": metrics["loss"],
+        "top1": metrics["top1"],
+        "many": metrics["many"],
+        "medium": metrics["medium"],
+        "few": metrics["few"],
+        "per_class": metrics["per_class"],
+        "deployed_top1": None,
+        "epochs": metrics["epochs"],
+        "seconds": metrics["seconds"],
         "commit": git_commit() or os.environ.get("CLIMBQ_COMMIT"),
-        "device": device, "finished_utc": utc_timestamp(), "data_sha256": data_hashes(run.data),
-    }  # fmt: skip
+        "device": device,
+        "finished_utc": utc_timestamp(),
+        "data_sha256": data_hashes(run.data),
+    }
 
 
 def run_one(name: str, args: argparse.Namespace) -> None:
@@ -171,8 +188,10 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     log(f"{name}: {epochs} epochs on {device}")
     metrics = train(config, run.path, resume=True, progress=False)
     write_json(run.path / RESULT, result_record(run, metrics, device))
-    log(f"{name}: top-1 {metrics['top1']:.2f} after {metrics['epochs']} epochs, "
-        f"{metrics['seconds']:.0f} s")  # fmt: skip
+    log(
+        f"{name}: top-1 {metrics['top1']:.2f} after {metrics['epochs']} epochs, "
+        f"{metrics['seconds']:.0f} s"
+    )
 
 
 def adjust_run(run: grid.Run, base: grid.Run) -> None:
@@ -186,8 +205,10 @@ def adjust_run(run: grid.Run, base: grid.Run) -> None:
     log(f"{run.name}: logit adjustment (tau {grid.POSTHOC_TAU:g}) of {base.name}")
     metrics = adjust_logits(base.path, run.path, grid.POSTHOC_TAU)
     write_json(run.path / RESULT, result_record(run, metrics, base_record["device"]))
-    log(f"{run.name}: top-1 {metrics['unadjusted']['top1']:.2f} -> {metrics['top1']:.2f} "
-        f"({metrics[RECORD]['seconds']:.0f} s)")  # fmt: skip
+    log(
+        f"{run.name}: top-1 {metrics['unadjusted']['top1']:.2f} -> {metrics['top1']:.2f} "
+        f"({metrics[RECORD]['seconds']:.0f} s)"
+    )
 
 
 # ---------------------------------------------------------------------------------- the grid
@@ -215,8 +236,10 @@ def plan_jobs(everything: list[grid.Run], selected: list[grid.Run]) -> dict[str,
         starts_from = None if run.is_fp else by_name[run.init_name]  # fp32 or a QAT run
         if starts_from is not None and not is_done(starts_from):
             if starts_from not in selected:
-                log(f"skip {run.name}: the run it starts from, {starts_from.name}, is neither "
-                    "done nor selected")  # fmt: skip
+                log(
+                    f"skip {run.name}: the run it starts from, {starts_from.name}, is neither "
+                    "done nor selected"
+                )
                 continue
             deps.append(starts_from.name)
         jobs[run.name] = (run.priority, deps)
@@ -240,8 +263,10 @@ def run_grid(args: argparse.Namespace) -> int:
     selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
     jobs = plan_jobs(everything, selected)
     part_trained = {r.name for r in selected if (r.path / "checkpoint.pt").is_file()}
-    log(f"{len(jobs)} jobs ({sum(not k.startswith('data:') for k in jobs)} runs), "
-        f"{args.jobs} at a time, device {args.device}")  # fmt: skip
+    log(
+        f"{len(jobs)} jobs ({sum(not k.startswith('data:') for k in jobs)} runs), "
+        f"{args.jobs} at a time, device {args.device}"
+    )
     running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
     finished, failed, seen_epochs = set(), set(), {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
@@ -269,18 +294,23 @@ def run_grid(args: argparse.Namespace) -> int:
                 for line in lines[seen_epochs.get(name, 0) :]:
                     r = json.loads(line)
                     top1 = "–" if r["test_top1"] is None else f"{r['test_top1']:.2f}"
-                    log(f"  {name} epoch {r['epoch']}: train {r['seconds']:.1f} s total, "
-                        f"test {r['test_seconds']:.2f} s, top-1 {top1}")  # fmt: skip
+                    log(
+                        f"  {name} epoch {r['epoch']}: train {r['seconds']:.1f} s total, "
+                        f"test {r['test_seconds']:.2f} s, top-1 {top1}"
+                    )
                 seen_epochs[name] = len(lines)
         blocked = {n for n, (_, deps) in jobs.items() if any(d in failed for d in deps)}
         for name in blocked - failed:
             log(f"{name}: blocked by a failed dependency")
             failed.add(name)
         ready = [
-            (p, n) for n, (p, deps) in jobs.items()
-            if n not in running and n not in finished and n not in failed
+            (p, n)
+            for n, (p, deps) in jobs.items()
+            if n not in running
+            and n not in finished
+            and n not in failed
             and all(d in finished for d in deps)
-        ]  # fmt: skip
+        ]
         for name in start_order(ready, part_trained)[: max(0, args.jobs - len(running))]:
             command = [sys.executable, str(HERE / "runner.py"), "one", name, *args.passthrough]
             handle = (logs / f"{name}.log").open("ab")
@@ -321,8 +351,17 @@ def pack(args: argparse.Namespace) -> None:
         if not checkpoint.is_file():
             continue
         done = is_done(run)
-        rank = (0 if run.is_fp and done else 1 if not done and run.data.dataset == "cifar10-lt"
-                else 2 if done and run.method == "climbq+" else 3 if not done else 4)  # fmt: skip
+        rank = (
+            0
+            if run.is_fp and done
+            else 1
+            if not done and run.data.dataset == "cifar10-lt"
+            else 2
+            if done and run.method == "climbq+"
+            else 3
+            if not done
+            else 4
+        )
         candidates.append((rank, order[run.name], run, done))
     tars: list[list[tuple[str, bytes]]] = [[]]
     sizes, total = [0], 0
@@ -361,8 +400,10 @@ def pack(args: argparse.Namespace) -> None:
         if stale.name not in names:
             stale.unlink()
     kept = sum(len(m) for m in tars[1:]) + sum(a.endswith(".pt") for a, _ in tars[0])
-    log(f"pack: {len(names)} tarball(s), {total / MiB:.1f} MiB, {kept}/{len(candidates)} "
-        f"checkpoints, {len(small)} small files")  # fmt: skip
+    log(
+        f"pack: {len(names)} tarball(s), {total / MiB:.1f} MiB, {kept}/{len(candidates)} "
+        f"checkpoints, {len(small)} small files"
+    )
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -376,8 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("--filter", action="append", help="name contains (!: does not)")
         p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-        p.add_argument("--source", default=str(REPO.parent / "shared" / "data"),
-                       help="folder with cifar10-jpg.zip and climbq-splits/")  # fmt: skip
+        p.add_argument(
+            "--source",
+            default=str(REPO.parent / "shared" / "data"),
+            help="folder with cifar10-jpg.zip and climbq-splits/",
+        )
         p.add_argument("--fp-epochs", type=int, default=200, help="fp32 epochs (cap)")
         p.add_argument("--fp-seconds", type=float, default=0, help="fit fp32 into S seconds")
         p.add_argument("--fp-min-epochs", type=int, default=30)
@@ -413,11 +457,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"not kept: {why}")
         return 0
     args.passthrough = [
-        f"--device={args.device}", f"--source={args.source}", f"--fp-epochs={args.fp_epochs}",
-        f"--fp-seconds={args.fp_seconds}", f"--fp-min-epochs={args.fp_min_epochs}",
-        f"--qat-epochs={args.qat_epochs}", f"--threads={args.threads}",
+        f"--device={args.device}",
+        f"--source={args.source}",
+        f"--fp-epochs={args.fp_epochs}",
+        f"--fp-seconds={args.fp_seconds}",
+        f"--fp-min-epochs={args.fp_min_epochs}",
+        f"--qat-epochs={args.qat_epochs}",
+        f"--threads={args.threads}",
         *(["--smoke"] if args.smoke else []),
-    ]  # fmt: skip
+    ]
     if args.command == "list":
         starts.restore(grid.grid())
         for run in grid.select(grid.grid(), args.filter):

@@ -201,17 +201,21 @@ def _read_member(archive: zipfile.ZipFile, member: str, path: Path | str, limit:
             "climbq artifacts use only stored (0) and deflated (8) members"
         )
     if info.flag_bits & _UNSUPPORTED_FLAGS:
-        raise ArtifactError(f"{path}: member {member} is encrypted or patched (zip flags "
-                            f"0x{info.flag_bits:04x}); climbq artifacts never are")  # fmt: skip
+        raise ArtifactError(
+            f"{path}: member {member} is encrypted or patched (zip flags "
+            f"0x{info.flag_bits:04x}); climbq artifacts never are"
+        )
     if info.file_size > limit:
         raise ArtifactError(
             f"{path}: member {member} claims {info.file_size} bytes, more than the {limit} "
             "its manifest entry allows"
         )
     if info.file_size > max(BOMB_MIN_BYTES, BOMB_RATIO * info.compress_size):
-        raise ArtifactError(f"{path}: member {member} inflates {info.compress_size} bytes to "
-                            f"{info.file_size} (over {BOMB_RATIO}:1): refused as a decompression "
-                            "bomb")  # fmt: skip
+        raise ArtifactError(
+            f"{path}: member {member} inflates {info.compress_size} bytes to "
+            f"{info.file_size} (over {BOMB_RATIO}:1): refused as a decompression "
+            "bomb"
+        )
     try:
         with archive.open(info) as handle:
             data = handle.read(limit + 1)
@@ -326,8 +330,10 @@ def _read(
     for name, entry in entries.items():
         declared = archive.getinfo(entry["member"]).file_size
         if declared != entry["bytes"]:
-            raise ArtifactError(f"{source}: array {name!r} member holds {declared} bytes, "
-                                f"manifest says {entry['bytes']}")  # fmt: skip
+            raise ArtifactError(
+                f"{source}: array {name!r} member holds {declared} bytes, "
+                f"manifest says {entry['bytes']}"
+            )
         data = _read_member(archive, entry["member"], source, entry["bytes"])
         if len(data) != entry["bytes"]:
             raise ArtifactError(

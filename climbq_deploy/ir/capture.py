@@ -42,8 +42,13 @@ from climbq_deploy.quant.layers import ActQuant as TorchActQuant
 from climbq_deploy.quant.layers import QConv2d
 
 MAX_INPUT_BITS = 24
-SHORT_NAMES = {"input_quant": "input", "batchnorm": "bn", "act_quant": "act",
-               "global_sum_pool": "pool", "linear": "fc"}  # fmt: skip
+SHORT_NAMES = {
+    "input_quant": "input",
+    "batchnorm": "bn",
+    "act_quant": "act",
+    "global_sum_pool": "pool",
+    "linear": "fc",
+}
 
 
 def input_scale(
@@ -77,9 +82,16 @@ class _Builder:
         # per-output-channel weight scales of a conv output, consumed by the BatchNorm after it
         self.channel_scales: dict[str, np.ndarray] = {}
 
-    def add(self, cls: type[Node], inputs: tuple[str, ...], shape: tuple[int, ...],
-            dtype: str = "float64", scale: float | None = None, source: str = "",
-            **attrs: Any) -> str:  # fmt: skip
+    def add(
+        self,
+        cls: type[Node],
+        inputs: tuple[str, ...],
+        shape: tuple[int, ...],
+        dtype: str = "float64",
+        scale: float | None = None,
+        source: str = "",
+        **attrs: Any,
+    ) -> str:
         self.count += 1
         name = f"{SHORT_NAMES.get(cls.op, cls.op)}{self.count}"
         axis = len(shape) - 1  # channels last: (H, W, C) or (C,)
@@ -110,11 +122,19 @@ def _conv(b: _Builder, x: str, conv: nn.Module, source: str) -> str:
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
     ohwi = w_int.permute(0, 2, 3, 1).numpy().astype(np.float64)  # torch OIHW -> OHWI
-    out = b.add(Conv, (x,), (*out_hw, conv.out_channels), source=source,
-                weight=ohwi * scale, weight_scale=scale,
-                weight_bits=conv.weight_quantizer.bits,
-                weight_grid=conv.weight_quantizer.integer_grid(), stride=s, padding=p,
-                groups=conv.groups)  # fmt: skip
+    out = b.add(
+        Conv,
+        (x,),
+        (*out_hw, conv.out_channels),
+        source=source,
+        weight=ohwi * scale,
+        weight_scale=scale,
+        weight_bits=conv.weight_quantizer.bits,
+        weight_grid=conv.weight_quantizer.integer_grid(),
+        stride=s,
+        padding=p,
+        groups=conv.groups,
+    )
     if channel_scale is not None:
         b.channel_scales[out] = channel_scale
     return out
@@ -128,9 +148,17 @@ def _bn(b: _Builder, x: str, bn: nn.BatchNorm2d, source: str) -> str:
     channel_scale = b.channel_scales.pop(x, None)
     if channel_scale is not None:  # BN(s z) = (gamma s) (z - mean / s) / sqrt(var + eps) + beta
         gamma, mean = gamma * channel_scale, mean / channel_scale
-    return b.add(BatchNorm, (x,), b.shape(x), source=source, gamma=gamma,
-                 beta=arr(bn.bias), mean=mean, var=arr(bn.running_var),
-                 eps=float(bn.eps))  # fmt: skip
+    return b.add(
+        BatchNorm,
+        (x,),
+        b.shape(x),
+        source=source,
+        gamma=gamma,
+        beta=arr(bn.bias),
+        mean=mean,
+        var=arr(bn.running_var),
+        eps=float(bn.eps),
+    )
 
 
 def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
@@ -142,12 +170,23 @@ def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
         raise ConfigError(f"layer {source!r}: {exc}") from None
     finite = np.isfinite(np.asarray(grid.thresholds, np.float64))
     if not (finite.all() and math.isfinite(grid.step) and grid.step > 0):
-        raise ConfigError(f"layer {source!r}: activation grid is not finite (step {grid.step}, "
-                          f"{int((~finite).sum())} non-finite thresholds)")  # fmt: skip
-    return b.add(ActQuant, (x,), b.shape(x), "int32", grid.step, source=source,
-                 thresholds=grid.thresholds,
-                 mult=grid.mult, offset=grid.offset, step=grid.step,
-                 bits=act.quantizer.bits)  # fmt: skip
+        raise ConfigError(
+            f"layer {source!r}: activation grid is not finite (step {grid.step}, "
+            f"{int((~finite).sum())} non-finite thresholds)"
+        )
+    return b.add(
+        ActQuant,
+        (x,),
+        b.shape(x),
+        "int32",
+        grid.step,
+        source=source,
+        thresholds=grid.thresholds,
+        mult=grid.mult,
+        offset=grid.offset,
+        step=grid.step,
+        bits=act.quantizer.bits,
+    )
 
 
 def _seq(b: _Builder, x: str, seq: nn.Sequential, prefix: str, relu: bool) -> str:
@@ -222,23 +261,35 @@ def capture(
     """The float-level IR of ``model`` in eval mode, fed uint8 images normalised by mean/std."""
     channels, stats = image_shape[2], [*mean, *std]
     if not len(mean) == len(std) == channels or not all(map(math.isfinite, stats)) or min(std) <= 0:
-        raise ConfigError(f"input normalization must be {channels} finite means and stds > 0, "
-                          f"got mean {tuple(mean)}, std {tuple(std)}")  # fmt: skip
+        raise ConfigError(
+            f"input normalization must be {channels} finite means and stds > 0, "
+            f"got mean {tuple(mean)}, std {tuple(std)}"
+        )
     model = model.eval()
     b = _Builder(image_shape)
     stem = next(m for m in model.modules() if isinstance(m, QConv2d))
     if stem.weight_quantizer is None:
-        raise ConfigError("the model's first conv has full-precision weights; only quantized "
-                          "runs lower to integers")  # fmt: skip
+        raise ConfigError(
+            "the model's first conv has full-precision weights; only quantized "
+            "runs lower to integers"
+        )
     mult, offset = stem.weight_quantizer.integer_grid()
     n = 2**stem.weight_quantizer.bits - 1
     taps = stem.in_channels // stem.groups * stem.kernel_size[0] * stem.kernel_size[1]
     peak = max(abs(offset), abs(mult * n + offset))
     scale = input_scale(tuple(mean), tuple(std), taps, peak, input_bits)
     h, w, c = image_shape
-    x = b.add(InputQuant, ("image",), (h, w, c), dtype="int32", scale=scale, source="input",
-              mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-              step=scale)  # fmt: skip
+    x = b.add(
+        InputQuant,
+        ("image",),
+        (h, w, c),
+        dtype="int32",
+        scale=scale,
+        source="input",
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        step=scale,
+    )
     with torch.no_grad():
         if isinstance(model, CifarResNet):
             feats = _resnet(b, model, x)
@@ -247,12 +298,19 @@ def capture(
         else:
             raise ConfigError(f"no integer lowering for {type(model).__name__}")
         if b.channel_scales:
-            raise ConfigError(f"convs {sorted(b.channel_scales)} have per-channel weight scales "
-                              "but no BatchNorm after them to absorb the scales")  # fmt: skip
+            raise ConfigError(
+                f"convs {sorted(b.channel_scales)} have per-channel weight scales "
+                "but no BatchNorm after them to absorb the scales"
+            )
         h_out, w_out, c_out = b.shape(feats)
         pool_scale = b.tensors[feats].scale / (h_out * w_out)
         pooled = b.add(GlobalSumPool, (feats,), (c_out,), "int32", pool_scale, source="pool")
-        logits = b.add(Linear, (pooled,), (model.num_classes,), source="fc",
-                       weight=model.fc.weight.detach().numpy().copy(),
-                       bias=model.fc.bias.detach().numpy().copy())  # fmt: skip
+        logits = b.add(
+            Linear,
+            (pooled,),
+            (model.num_classes,),
+            source="fc",
+            weight=model.fc.weight.detach().numpy().copy(),
+            bias=model.fc.bias.detach().numpy().copy(),
+        )
     return Graph(tuple(b.nodes), b.tensors, "image", logits, dict(meta or {})).validate()

@@ -245,9 +245,20 @@ class IntLinear(Node):
 
 OPS: dict[str, type[Node]] = {
     cls.op: cls
-    for cls in (InputQuant, Conv, BatchNorm, ActQuant, IntConv, ThresholdAct, Relu, Add,
-                GlobalSumPool, Linear, IntLinear)
-}  # fmt: skip
+    for cls in (
+        InputQuant,
+        Conv,
+        BatchNorm,
+        ActQuant,
+        IntConv,
+        ThresholdAct,
+        Relu,
+        Add,
+        GlobalSumPool,
+        Linear,
+        IntLinear,
+    )
+}
 INTEGER_OPS = ("input_quant", "int_conv", "threshold_act", "relu", "add", "global_sum_pool")
 HEAD_OPS = ("linear", "int_linear")
 
@@ -284,8 +295,9 @@ class Graph:
         for n in nodes:
             used.update(n.inputs)
             used.add(n.output)
-        return replace(self, nodes=tuple(nodes), tensors={k: v for k, v in tensors.items()
-                                                          if k in used})  # fmt: skip
+        return replace(
+            self, nodes=tuple(nodes), tensors={k: v for k, v in tensors.items() if k in used}
+        )
 
     def validate(self) -> Graph:
         """Check names resolve and every input is produced before use; return self."""

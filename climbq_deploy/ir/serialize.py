@@ -139,15 +139,26 @@ def save_program(
             entry["arrays"][field] = name
         nodes.append(entry)
     tensors = [
-        {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "channel_axis": t.channel_axis,
-         "scale": t.scale, "bounds": list(t.bounds) if t.bounds else None}
+        {
+            "name": t.name,
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "channel_axis": t.channel_axis,
+            "scale": t.scale,
+            "bounds": list(t.bounds) if t.bounds else None,
+        }
         for t in graph.tensors.values()
-    ]  # fmt: skip
+    ]
     manifest = {
-        "program": {"version": PROGRAM_VERSION, "input": graph.input, "output": graph.output,
-                    "tensors": tensors, "nodes": nodes},
+        "program": {
+            "version": PROGRAM_VERSION,
+            "input": graph.input,
+            "output": graph.output,
+            "tensors": tensors,
+            "nodes": nodes,
+        },
         "provenance": dict(provenance or graph.meta),
-    }  # fmt: skip
+    }
     return write_artifact(path, manifest, arrays, packed)
 
 
@@ -170,8 +181,9 @@ def _program(manifest: dict[str, Any], arrays: dict[str, np.ndarray], path: str)
     if not isinstance(program, dict):
         raise ArtifactError(f"{path}: manifest has no 'program' object")
     if type(program.get("version")) is not int or program["version"] != PROGRAM_VERSION:
-        raise ArtifactError(f"{path}: program version {program.get('version')!r} is not "
-                            f"{PROGRAM_VERSION}")  # fmt: skip
+        raise ArtifactError(
+            f"{path}: program version {program.get('version')!r} is not {PROGRAM_VERSION}"
+        )
     specs = _field(program, "tensors", list, f"{path}: program")
     tensors: dict[str, TensorSpec] = {}
     for i, entry in enumerate(specs):
@@ -184,8 +196,13 @@ def _program(manifest: dict[str, Any], arrays: dict[str, np.ndarray], path: str)
     provenance = manifest.get("provenance", {})
     if not isinstance(provenance, dict):
         raise ArtifactError(f"{path}: provenance must be an object, got {provenance!r}")
-    graph = Graph(tuple(nodes), tensors, _field(program, "input", str, f"{path}: program"),
-                  _field(program, "output", str, f"{path}: program"), provenance)  # fmt: skip
+    graph = Graph(
+        tuple(nodes),
+        tensors,
+        _field(program, "input", str, f"{path}: program"),
+        _field(program, "output", str, f"{path}: program"),
+        provenance,
+    )
     return validate_program(graph, path)
 
 
@@ -215,13 +232,18 @@ def _tensor(entry: object, where: str) -> TensorSpec:
     scale, bounds = entry.get("scale"), entry.get("bounds")
     if scale is not None and not _number(scale):
         raise ArtifactError(f"{where}: scale {scale!r} must be a number or null")
-    if bounds is not None and (not isinstance(bounds, list) or len(bounds) != 2
-                               or not all(type(b) is int for b in bounds)):  # fmt: skip
+    if bounds is not None and (
+        not isinstance(bounds, list) or len(bounds) != 2 or not all(type(b) is int for b in bounds)
+    ):
         raise ArtifactError(f"{where}: bounds {bounds!r} must be [lo, hi] ints or null")
-    return TensorSpec(name, _field(entry, "dtype", str, where), tuple(shape),
-                      _field(entry, "channel_axis", int, where),
-                      None if scale is None else float(scale),
-                      None if bounds is None else (bounds[0], bounds[1]))  # fmt: skip
+    return TensorSpec(
+        name,
+        _field(entry, "dtype", str, where),
+        tuple(shape),
+        _field(entry, "channel_axis", int, where),
+        None if scale is None else float(scale),
+        None if bounds is None else (bounds[0], bounds[1]),
+    )
 
 
 _ATTRIBUTE_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -300,8 +322,9 @@ def _layer_shift(value: object, thresholds: np.ndarray, where: str) -> np.ndarra
     return None if value == 0 else np.full(thresholds.shape[0], value, np.int8)
 
 
-def _weights(entry: dict[str, Any], array: np.ndarray, values: dict[str, Any],
-             where: str) -> np.ndarray:  # fmt: skip
+def _weights(
+    entry: dict[str, Any], array: np.ndarray, values: dict[str, Any], where: str
+) -> np.ndarray:
     """``W_int`` of a conv: stored as is (``weight_storage`` "int") or as unsigned codes
     (``"codes"``: ``W = mult * code + offset``, code below ``2**weight_bits``)."""
     storage = entry.get("weight_storage", "int")
@@ -311,12 +334,19 @@ def _weights(entry: dict[str, Any], array: np.ndarray, values: dict[str, Any],
         raise ArtifactError(f"{where}: weight_storage {storage!r} is not 'codes' or 'int'")
     bits = values.get("weight_bits")
     mult, offset = values.get("weight_grid", (0, 0))
-    if (array.dtype != np.uint8 or not isinstance(bits, int) or not 1 <= bits <= 8
-            or not 1 <= mult <= 2**8 or abs(offset) > 2**15):  # fmt: skip
-        raise ArtifactError(f"{where}: codes of dtype {array.dtype} with weight_bits {bits!r} "
-                            f"and weight_grid {values.get('weight_grid')!r} cannot be decoded "
-                            "(uint8 codes, 1..8 bits, 1 <= mult <= 256, "
-                            "|offset| <= 2**15)")  # fmt: skip
+    if (
+        array.dtype != np.uint8
+        or not isinstance(bits, int)
+        or not 1 <= bits <= 8
+        or not 1 <= mult <= 2**8
+        or abs(offset) > 2**15
+    ):
+        raise ArtifactError(
+            f"{where}: codes of dtype {array.dtype} with weight_bits {bits!r} "
+            f"and weight_grid {values.get('weight_grid')!r} cannot be decoded "
+            "(uint8 codes, 1..8 bits, 1 <= mult <= 256, "
+            "|offset| <= 2**15)"
+        )
     if array.size and int(array.max()) > 2**bits - 1:
         raise ArtifactError(f"{where}: code {int(array.max())} exceeds {bits} bits")
     weight = array.astype(np.int32) * mult + offset
@@ -325,28 +355,38 @@ def _weights(entry: dict[str, Any], array: np.ndarray, values: dict[str, Any],
     return weight.astype(np.int8 if np.abs(weight).max(initial=0) <= 127 else np.int16)
 
 
-def _thresholds(entry: dict[str, Any], planes: np.ndarray,
-                where: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _thresholds(
+    entry: dict[str, Any], planes: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``(thresholds, direction)`` of a ThresholdAct from its delta-encoded byte planes."""
     spec = entry.get("threshold_steps")
-    if (not isinstance(spec, dict) or spec.get("dtype") not in INT_DTYPES
-            or not isinstance(spec.get("shape"), list) or len(spec["shape"]) != 2
-            or not all(type(d) is int and 1 <= d <= 2**20 for d in spec["shape"])
-            or spec["shape"][1] < 2):  # fmt: skip
-        raise ArtifactError(f"{where}: threshold_steps {spec!r} must be an int dtype and a shape "
-                            "[C, levels + 1] with levels >= 1")  # fmt: skip
+    if (
+        not isinstance(spec, dict)
+        or spec.get("dtype") not in INT_DTYPES
+        or not isinstance(spec.get("shape"), list)
+        or len(spec["shape"]) != 2
+        or not all(type(d) is int and 1 <= d <= 2**20 for d in spec["shape"])
+        or spec["shape"][1] < 2
+    ):
+        raise ArtifactError(
+            f"{where}: threshold_steps {spec!r} must be an int dtype and a shape "
+            "[C, levels + 1] with levels >= 1"
+        )
     try:
         encoded = _from_byte_planes(planes, spec["dtype"], tuple(spec["shape"]))
     except ArtifactError as exc:
         raise ArtifactError(f"{where}: {exc}") from None
     wide = encoded.astype(np.int64)
     if wide[:, 0].min() < -1 or wide[:, 0].max() > 1:
-        raise ArtifactError(f"{where}: directions {np.unique(wide[:, 0])[:8].tolist()} are not "
-                            "all in {-1, 0, 1}")  # fmt: skip
+        raise ArtifactError(
+            f"{where}: directions {np.unique(wide[:, 0])[:8].tolist()} are not all in {{-1, 0, 1}}"
+        )
     steps = wide[:, 1:]
     if steps.min() < -(2**40) or steps.max() > 2**40:  # keeps the running sums in int64
-        raise ArtifactError(f"{where}: threshold steps in [{steps.min()}, {steps.max()}] reach "
-                            "beyond any int32 threshold")  # fmt: skip
+        raise ArtifactError(
+            f"{where}: threshold steps in [{steps.min()}, {steps.max()}] reach "
+            "beyond any int32 threshold"
+        )
     return _delta_decode(encoded)
 
 

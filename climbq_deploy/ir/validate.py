@@ -54,8 +54,16 @@ __all__ = ["MAX_ELEMENTS", "validate_program"]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_ELEMENTS = 2**31 - 1  # per image and tensor: what TFLite and TensorRT can index
-ARITY = {"input_quant": 1, "int_conv": 1, "threshold_act": 1, "relu": 1, "add": 2,
-         "global_sum_pool": 1, "linear": 1, "int_linear": 1}  # fmt: skip
+ARITY = {
+    "input_quant": 1,
+    "int_conv": 1,
+    "threshold_act": 1,
+    "relu": 1,
+    "add": 2,
+    "global_sum_pool": 1,
+    "linear": 1,
+    "int_linear": 1,
+}
 Bounds = tuple[int, int]
 
 
@@ -79,15 +87,21 @@ class _Checker:
             or not isinstance(value, int | np.integer)
             or not (lo <= value <= hi)
         ):
-            raise self.fail(f"node {node.name!r}: {name} must be an integer in [{lo}, {hi}], "
-                            f"got {value!r}")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: {name} must be an integer in [{lo}, {hi}], got {value!r}"
+            )
         return int(value)
 
     def positive(self, node: Node, name: str, value: object) -> float:
-        if (isinstance(value, bool) or not isinstance(value, int | float | np.floating)
-                or not math.isfinite(value) or value <= 0):  # fmt: skip
-            raise self.fail(f"node {node.name!r}: {name} must be a finite positive number, "
-                            f"got {value!r}")  # fmt: skip
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float | np.floating)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise self.fail(
+                f"node {node.name!r}: {name} must be a finite positive number, got {value!r}"
+            )
         return float(value)
 
     def array(self, node: Node, name: str, kinds: str, ndim: int) -> np.ndarray:
@@ -95,11 +109,12 @@ class _Checker:
         if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
             described = getattr(value, "dtype", type(value).__name__)
             wanted = "a float" if kinds == "f" else "an integer"
-            raise self.fail(f"node {node.name!r}: {name} must be {wanted} array, got "
-                            f"{described}")  # fmt: skip
+            raise self.fail(f"node {node.name!r}: {name} must be {wanted} array, got {described}")
         if value.ndim != ndim or 0 in value.shape:
-            raise self.fail(f"node {node.name!r}: {name} must be a non-empty {ndim}-d array, "
-                            f"got shape {value.shape}")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: {name} must be a non-empty {ndim}-d array, "
+                f"got shape {value.shape}"
+            )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise self.fail(f"node {node.name!r}: {name} holds NaN or infinite values")
         return value
@@ -114,31 +129,46 @@ class _Checker:
         if not isinstance(spec.dtype, str) or spec.dtype not in dtypes:
             raise self.fail(f"tensor {name!r}: dtype {spec.dtype!r} is not one of {dtypes}")
         shape = spec.shape
-        if (not isinstance(shape, tuple) or len(shape) not in (1, 3)
-                or any(type(d) is not int or d < 1 for d in shape)):  # fmt: skip
-            raise self.fail(f"tensor {name!r}: shape {shape!r} must be (H, W, C) or (C,) "
-                            "of positive ints")  # fmt: skip
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) not in (1, 3)
+            or any(type(d) is not int or d < 1 for d in shape)
+        ):
+            raise self.fail(
+                f"tensor {name!r}: shape {shape!r} must be (H, W, C) or (C,) of positive ints"
+            )
         if math.prod(shape) > MAX_ELEMENTS:
-            raise self.fail(f"tensor {name!r}: shape {shape} has more than {MAX_ELEMENTS} "
-                            "elements")  # fmt: skip
+            raise self.fail(f"tensor {name!r}: shape {shape} has more than {MAX_ELEMENTS} elements")
         if spec.channel_axis != len(shape) - 1 or isinstance(spec.channel_axis, bool):
-            raise self.fail(f"tensor {name!r}: channel_axis {spec.channel_axis!r} must be the "
-                            f"last axis ({len(shape) - 1}) of shape {shape}")  # fmt: skip
+            raise self.fail(
+                f"tensor {name!r}: channel_axis {spec.channel_axis!r} must be the "
+                f"last axis ({len(shape) - 1}) of shape {shape}"
+            )
         scale = spec.scale
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)
-                                  or not math.isfinite(scale) or scale <= 0):  # fmt: skip
+        if scale is not None and (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not math.isfinite(scale)
+            or scale <= 0
+        ):
             raise self.fail(f"tensor {name!r}: scale {scale!r} must be finite and positive")
         if spec.dtype in INT_DTYPES:
             info = np.iinfo(spec.dtype)
             bounds = spec.bounds
-            if (not isinstance(bounds, tuple) or len(bounds) != 2
-                    or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
-                    or not info.min <= bounds[0] <= bounds[1] <= info.max):  # fmt: skip
-                raise self.fail(f"tensor {name!r}: bounds {bounds!r} must be [lo, hi] with "
-                                f"lo <= hi inside its dtype {spec.dtype}")  # fmt: skip
+            if (
+                not isinstance(bounds, tuple)
+                or len(bounds) != 2
+                or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+                or not info.min <= bounds[0] <= bounds[1] <= info.max
+            ):
+                raise self.fail(
+                    f"tensor {name!r}: bounds {bounds!r} must be [lo, hi] with "
+                    f"lo <= hi inside its dtype {spec.dtype}"
+                )
         elif spec.bounds is not None:
-            raise self.fail(f"tensor {name!r}: a {spec.dtype} tensor has no integer bounds, "
-                            f"got {spec.bounds!r}")  # fmt: skip
+            raise self.fail(
+                f"tensor {name!r}: a {spec.dtype} tensor has no integer bounds, got {spec.bounds!r}"
+            )
         return spec
 
     def produced(self, node: Node, bounds: Bounds) -> None:
@@ -148,27 +178,34 @@ class _Checker:
         if lo < INT32_MIN or hi > INT32_MAX:
             raise self.fail(f"node {node.name!r}: output range [{lo}, {hi}] exceeds int32")
         if spec.dtype not in INT_DTYPES:
-            raise self.fail(f"node {node.name!r}: output {node.output!r} must be an integer "
-                            f"tensor, got {spec.dtype}")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: output {node.output!r} must be an integer "
+                f"tensor, got {spec.dtype}"
+            )
         declared = spec.bounds or (0, -1)  # never None here: spec() checked int tensors
         if declared[0] > lo or declared[1] < hi:
-            raise self.fail(f"node {node.name!r}: output {node.output!r} declares bounds "
-                            f"{list(declared)} but its inputs reach [{lo}, {hi}]")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: output {node.output!r} declares bounds "
+                f"{list(declared)} but its inputs reach [{lo}, {hi}]"
+            )
         self.bounds[node.output] = (int(declared[0]), int(declared[1]))
 
     def integer_input(self, node: Node, index: int = 0) -> tuple[TensorSpec, Bounds]:
         name = node.inputs[index]
         spec = self.graph.tensors[name]
         if name not in self.bounds:
-            raise self.fail(f"node {node.name!r}: input {name!r} ({spec.dtype}) is not an "
-                            "integer tensor of the program")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: input {name!r} ({spec.dtype}) is not an "
+                "integer tensor of the program"
+            )
         return spec, self.bounds[name]
 
     def same_shape(self, node: Node, shape: tuple[int, ...]) -> None:
         out = self.graph.tensors[node.output].shape
         if out != shape:
-            raise self.fail(f"node {node.name!r}: output {node.output!r} has shape {out}, "
-                            f"the op gives {shape}")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: output {node.output!r} has shape {out}, the op gives {shape}"
+            )
 
     # -- graph -------------------------------------------------------------------------------
 
@@ -185,8 +222,10 @@ class _Checker:
                 raise self.fail(f"program {label} {name!r} is not a tensor of the program")
         image = graph.tensors[graph.input]
         if image.dtype != UINT8 or len(image.shape) != 3:
-            raise self.fail(f"program input {graph.input!r} must be a uint8 (H, W, C) image, "
-                            f"got {image.dtype} {image.shape}")  # fmt: skip
+            raise self.fail(
+                f"program input {graph.input!r} must be a uint8 (H, W, C) image, "
+                f"got {image.dtype} {image.shape}"
+            )
         if not isinstance(graph.meta, dict):
             raise self.fail(f"provenance must be an object, got {type(graph.meta).__name__}")
         written = {graph.input}
@@ -208,26 +247,34 @@ class _Checker:
             raise self.fail(f"node name {node.name!r} is used twice")
         names.add(node.name)
         if node.op not in INTEGER_OPS + HEAD_OPS:
-            raise self.fail(f"node {node.name!r}: op {node.op!r} is not an op of a lowered "
-                            "program (lower the graph before saving it)")  # fmt: skip
+            raise self.fail(
+                f"node {node.name!r}: op {node.op!r} is not an op of a lowered "
+                "program (lower the graph before saving it)"
+            )
         if not isinstance(node.source, str):
             raise self.fail(f"node {node.name!r}: source {node.source!r} is not a string")
         inputs = node.inputs
-        if (not isinstance(inputs, tuple) or len(inputs) != ARITY[node.op]
-                or not all(isinstance(name, str) for name in inputs)):  # fmt: skip
-            raise self.fail(f"node {node.name!r}: {node.op} takes {ARITY[node.op]} input "
-                            f"tensor names, got {inputs!r}")  # fmt: skip
+        if (
+            not isinstance(inputs, tuple)
+            or len(inputs) != ARITY[node.op]
+            or not all(isinstance(name, str) for name in inputs)
+        ):
+            raise self.fail(
+                f"node {node.name!r}: {node.op} takes {ARITY[node.op]} input "
+                f"tensor names, got {inputs!r}"
+            )
         for name in inputs:
             if name not in written:
                 raise self.fail(f"node {node.name!r} reads {name!r} before it is produced")
             if (name == self.graph.input) != isinstance(node, InputQuant):
-                raise self.fail(f"node {node.name!r}: only input_quant reads the image "
-                                f"{self.graph.input!r} (and it reads nothing else)")  # fmt: skip
+                raise self.fail(
+                    f"node {node.name!r}: only input_quant reads the image "
+                    f"{self.graph.input!r} (and it reads nothing else)"
+                )
         if not isinstance(node.output, str) or node.output not in self.graph.tensors:
             raise self.fail(f"node {node.name!r} writes unknown tensor {node.output!r}")
         if node.output in written:
-            raise self.fail(f"node {node.name!r} writes {node.output!r}, which is already "
-                            "written")  # fmt: skip
+            raise self.fail(f"node {node.name!r} writes {node.output!r}, which is already written")
         written.add(node.output)
 
 
@@ -240,8 +287,10 @@ def _input_quant(c: _Checker, node: InputQuant) -> None:
     for name in ("mean", "std"):
         values = getattr(node, name)
         if not isinstance(values, tuple) or len(values) != channels:
-            raise c.fail(f"node {node.name!r}: {name} must hold {channels} numbers (one per "
-                         f"image channel), got {values!r}")  # fmt: skip
+            raise c.fail(
+                f"node {node.name!r}: {name} must hold {channels} numbers (one per "
+                f"image channel), got {values!r}"
+            )
     for m in node.mean:
         if isinstance(m, bool) or not isinstance(m, int | float) or not math.isfinite(m):
             raise c.fail(f"node {node.name!r}: mean {node.mean!r} must be finite numbers")
@@ -249,11 +298,16 @@ def _input_quant(c: _Checker, node: InputQuant) -> None:
         c.positive(node, "std", s)
     step = c.positive(node, "step", node.step)
     # The bounds pass's formula: I of pixel values 0 and 255, per channel.
-    values = [(p / 255.0 - m) / s / step for m, s in zip(node.mean, node.std, strict=True)
-              for p in (0.0, 255.0)]  # fmt: skip
+    values = [
+        (p / 255.0 - m) / s / step
+        for m, s in zip(node.mean, node.std, strict=True)
+        for p in (0.0, 255.0)
+    ]
     if not all(math.isfinite(v) and abs(v) < 2**31 for v in values):
-        raise c.fail(f"node {node.name!r}: mean/std/step {node.mean}, {node.std}, {step} put the "
-                     "quantized input beyond int32")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: mean/std/step {node.mean}, {node.std}, {step} put the "
+            "quantized input beyond int32"
+        )
     rounded = [int(np.rint(v)) for v in values]
     c.same_shape(node, image.shape)
     c.produced(node, (min(rounded), max(rounded)))
@@ -262,39 +316,53 @@ def _input_quant(c: _Checker, node: InputQuant) -> None:
 def _int_conv(c: _Checker, node: IntConv) -> None:
     spec, (lo, hi) = c.integer_input(node)
     if len(spec.shape) != 3:
-        raise c.fail(f"node {node.name!r}: conv input {spec.name!r} must be (H, W, C), got "
-                     f"{spec.shape}")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: conv input {spec.name!r} must be (H, W, C), got {spec.shape}"
+        )
     h, w, channels = spec.shape
     weight = c.array(node, "weight", "iu", 4)
     out_ch, kh, kw, per_group = weight.shape
     bits = c.integer(node, "weight_bits", 1, 8)
     grid = node.weight_grid
-    if (not isinstance(grid, tuple) or len(grid) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in grid)
-            or not 1 <= grid[0] <= 2**8 or abs(grid[1]) > 2**15):  # fmt: skip
-        raise c.fail(f"node {node.name!r}: weight_grid {grid!r} must be (mult, offset) ints "
-                     "with 1 <= mult <= 256 and |offset| <= 2**15")  # fmt: skip
+    if (
+        not isinstance(grid, tuple)
+        or len(grid) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in grid)
+        or not 1 <= grid[0] <= 2**8
+        or abs(grid[1]) > 2**15
+    ):
+        raise c.fail(
+            f"node {node.name!r}: weight_grid {grid!r} must be (mult, offset) ints "
+            "with 1 <= mult <= 256 and |offset| <= 2**15"
+        )
     mult, offset = grid
     wide = weight.astype(np.int64)
     codes, rest = np.divmod(wide - offset, mult)
     if rest.any() or codes.min() < 0 or codes.max() > 2**bits - 1:
         off = (rest != 0) | (codes < 0) | (codes > 2**bits - 1)
         bad = int(wide.flat[np.flatnonzero(off)[0]])
-        raise c.fail(f"node {node.name!r}: weight {bad} is off the {bits}-bit grid "
-                     f"{mult} * code + {offset}, code in 0..{2**bits - 1}")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: weight {bad} is off the {bits}-bit grid "
+            f"{mult} * code + {offset}, code in 0..{2**bits - 1}"
+        )
     stride = c.integer(node, "stride", 1, max(h, w))
     padding = c.integer(node, "padding", 0, max(kh, kw) - 1)
     groups = c.integer(node, "groups", 1, channels)
     if channels % groups or out_ch % groups or per_group != channels // groups:
-        raise c.fail(f"node {node.name!r}: weight {weight.shape} with groups={groups} does not "
-                     f"fit {channels} input channels")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: weight {weight.shape} with groups={groups} does not "
+            f"fit {channels} input channels"
+        )
     if h + 2 * padding < kh or w + 2 * padding < kw:
-        raise c.fail(f"node {node.name!r}: kernel {kh}x{kw} is larger than the padded input "
-                     f"{h}x{w} (padding {padding})")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: kernel {kh}x{kw} is larger than the padded input "
+            f"{h}x{w} (padding {padding})"
+        )
     for name in ("affine_scale", "affine_shift"):
         if getattr(node, name) is not None:
-            raise c.fail(f"node {node.name!r}: {name} must be consumed by the lowering (None "
-                         "in a program)")  # fmt: skip
+            raise c.fail(
+                f"node {node.name!r}: {name} must be consumed by the lowering (None in a program)"
+            )
     rows = wide.reshape(out_ch, -1)
     positive = rows.clip(min=0).sum(axis=1).tolist()
     negative = rows.clip(max=0).sum(axis=1).tolist()
@@ -303,8 +371,10 @@ def _int_conv(c: _Checker, node: IntConv) -> None:
     upper = max(p * phi + n * plo for p, n in zip(positive, negative, strict=True))
     lower = min(p * plo + n * phi for p, n in zip(positive, negative, strict=True))
     if max(partial, abs(lower), abs(upper)) > INT32_MAX:
-        raise c.fail(f"node {node.name!r}: accumulator bound {max(partial, -lower, upper)} "
-                     f"exceeds int32 (inputs in [{lo}, {hi}])")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: accumulator bound {max(partial, -lower, upper)} "
+            f"exceeds int32 (inputs in [{lo}, {hi}])"
+        )
     shape = ((h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, out_ch)
     c.same_shape(node, shape)
     c.produced(node, (lower, upper))
@@ -316,30 +386,40 @@ def _threshold_act(c: _Checker, node: ThresholdAct) -> None:
     bits = c.integer(node, "bits", 1, 8)
     thresholds = c.array(node, "thresholds", "iu", 2)
     if thresholds.shape[0] != channels or thresholds.shape[1] > 2**bits - 1:
-        raise c.fail(f"node {node.name!r}: thresholds of shape {thresholds.shape} must be "
-                     f"({channels}, n) with n <= {2**bits - 1} ({bits} bits)")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: thresholds of shape {thresholds.shape} must be "
+            f"({channels}, n) with n <= {2**bits - 1} ({bits} bits)"
+        )
     levels = thresholds.shape[1]
     if thresholds.min() < INT32_MIN or thresholds.max() > INT32_MAX:
-        raise c.fail(f"node {node.name!r}: thresholds in [{thresholds.min()}, "
-                     f"{thresholds.max()}] leave int32")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: thresholds in [{thresholds.min()}, "
+            f"{thresholds.max()}] leave int32"
+        )
     steps = np.diff(thresholds.astype(np.int64), axis=1)
     if steps.size and steps.min() < 0:
         channel = int(np.flatnonzero((steps < 0).any(axis=1))[0])
-        raise c.fail(f"node {node.name!r}: thresholds of channel {channel} are not sorted: "
-                     f"{thresholds[channel].tolist()}")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: thresholds of channel {channel} are not sorted: "
+            f"{thresholds[channel].tolist()}"
+        )
     direction = c.array(node, "direction", "iu", 1)
     if direction.shape != (channels,) or direction.min() < -1 or direction.max() > 1:
-        raise c.fail(f"node {node.name!r}: direction must be ({channels},) values in "
-                     f"{{-1, 0, 1}}, got shape {direction.shape}, values "
-                     f"{np.unique(direction)[:8].tolist()}")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: direction must be ({channels},) values in "
+            f"{{-1, 0, 1}}, got shape {direction.shape}, values "
+            f"{np.unique(direction)[:8].tolist()}"
+        )
     mult = c.integer(node, "mult", 1, 2**16)
     offset = c.integer(node, "offset", INT32_MIN, INT32_MAX)
     if node.shift is not None:
         shift = c.array(node, "shift", "iu", 1)
         if shift.shape != (channels,) or shift.min() < 0 or shift.max() > 31:
-            raise c.fail(f"node {node.name!r}: shift must be None or ({channels},) integers in "
-                         f"[0, 31], got shape {shift.shape}, values in [{shift.min()}, "
-                         f"{shift.max()}]")  # fmt: skip
+            raise c.fail(
+                f"node {node.name!r}: shift must be None or ({channels},) integers in "
+                f"[0, 31], got shape {shift.shape}, values in [{shift.min()}, "
+                f"{shift.max()}]"
+            )
     c.same_shape(node, spec.shape)
     c.produced(node, (offset, mult * levels + offset))
 
@@ -361,8 +441,9 @@ def _add(c: _Checker, node: Add) -> None:
 def _global_sum_pool(c: _Checker, node: GlobalSumPool) -> None:
     spec, (lo, hi) = c.integer_input(node)
     if len(spec.shape) != 3:
-        raise c.fail(f"node {node.name!r}: pools {spec.name!r} of shape {spec.shape}, not "
-                     "(H, W, C)")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: pools {spec.name!r} of shape {spec.shape}, not (H, W, C)"
+        )
     h, w, channels = spec.shape
     c.same_shape(node, (channels,))
     c.produced(node, (lo * h * w, hi * h * w))
@@ -371,23 +452,29 @@ def _global_sum_pool(c: _Checker, node: GlobalSumPool) -> None:
 def _head(c: _Checker, node: Linear | IntLinear) -> None:
     spec, _ = c.integer_input(node)
     if len(spec.shape) != 1 or spec.scale is None:
-        raise c.fail(f"node {node.name!r}: the head reads {spec.name!r} {spec.shape} with scale "
-                     f"{spec.scale}; it needs pooled (C,) sums with a scale")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: the head reads {spec.name!r} {spec.shape} with scale "
+            f"{spec.scale}; it needs pooled (C,) sums with a scale"
+        )
     if isinstance(node, IntLinear):
         weight = c.array(node, "weight", "iu", 2)
         if weight.min() < -127 or weight.max() > 127:
             raise c.fail(f"node {node.name!r}: int8 head weights must be within +-127")
         scale = c.array(node, "weight_scale", "f", 1)
         if scale.shape != weight.shape[:1]:
-            raise c.fail(f"node {node.name!r}: weight_scale {scale.shape} does not match "
-                         f"weight {weight.shape}")  # fmt: skip
+            raise c.fail(
+                f"node {node.name!r}: weight_scale {scale.shape} does not match "
+                f"weight {weight.shape}"
+            )
     else:
         weight = c.array(node, "weight", "f", 2)
     bias = c.array(node, "bias", "f", 1)
     classes = weight.shape[0]
     if weight.shape[1] != spec.shape[0] or bias.shape != (classes,):
-        raise c.fail(f"node {node.name!r}: weight {weight.shape} and bias {bias.shape} do not "
-                     f"fit the input {spec.shape}")  # fmt: skip
+        raise c.fail(
+            f"node {node.name!r}: weight {weight.shape} and bias {bias.shape} do not "
+            f"fit the input {spec.shape}"
+        )
     out = c.graph.tensors[node.output]
     if out.dtype not in FLOAT_DTYPES:
         raise c.fail(f"node {node.name!r}: logits {node.output!r} must be float, got {out.dtype}")

@@ -23,8 +23,10 @@ from climbq_deploy.errors import ConfigError
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over the batch."""
     if student.shape != teacher.shape or student.dim() != 2:
-        raise ConfigError(f"distillation needs two B x K logit tensors, got {tuple(student.shape)}"
-                          f" and {tuple(teacher.shape)}")  # fmt: skip
+        raise ConfigError(
+            f"distillation needs two B x K logit tensors, got {tuple(student.shape)}"
+            f" and {tuple(teacher.shape)}"
+        )
     if not temperature > 0:
         raise ConfigError(f"distillation temperature must be > 0, got {temperature}")
     log_student = functional.log_softmax(student / temperature, dim=1)

@@ -15,5 +15,14 @@ from climbq_deploy.ptq.ranges import (
     tie_ranges,
 )
 
-__all__ = ["PRESETS", "RANGE_RULES", "CalibrateConfig", "RangeRule", "calibrate",
-           "observe_ranges", "reestimate_batchnorm", "residual_groups", "tie_ranges"]  # fmt: skip
+__all__ = [
+    "PRESETS",
+    "RANGE_RULES",
+    "CalibrateConfig",
+    "RangeRule",
+    "calibrate",
+    "observe_ranges",
+    "reestimate_batchnorm",
+    "residual_groups",
+    "tie_ranges",
+]

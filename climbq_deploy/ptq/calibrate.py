@@ -93,14 +93,19 @@ class CalibrateConfig:
         if self.recipe not in PRESETS:
             raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}, got {self.recipe!r}")
         if self.calib not in CALIBRATION_MODES:
-            raise ConfigError(f"calibration mode must be one of {CALIBRATION_MODES}, "
-                              f"got {self.calib!r}")  # fmt: skip
+            raise ConfigError(
+                f"calibration mode must be one of {CALIBRATION_MODES}, got {self.calib!r}"
+            )
         if self.calib_size < 1 or self.batch_size < 1 or self.seed < 0:
-            raise ConfigError(f"calib_size and batch_size must be >= 1 and seed >= 0, got "
-                              f"{self.calib_size}, {self.batch_size}, {self.seed}")  # fmt: skip
+            raise ConfigError(
+                f"calib_size and batch_size must be >= 1 and seed >= 0, got "
+                f"{self.calib_size}, {self.batch_size}, {self.seed}"
+            )
         if self.method != "ptq" and self.range_rule is not None:
-            raise ConfigError(f"{self.recipe} has no activation ranges (its grid is fixed by "
-                              f"Phi); drop --range {self.range_rule}")  # fmt: skip
+            raise ConfigError(
+                f"{self.recipe} has no activation ranges (its grid is fixed by "
+                f"Phi); drop --range {self.range_rule}"
+            )
         self.rule()  # validates the rule and the percentile
         self.spec()  # validates the bits
 
@@ -124,8 +129,10 @@ class CalibrateConfig:
 def _check_fp_run(run: TrainedRun) -> None:
     spec = run.config
     if spec.method != "fp32" or spec.wbits != 32 or spec.abits != 32:
-        raise ConfigError(f"{run.folder} is a {spec.method} w{spec.wbits}a{spec.abits} run; "
-                          "calibrate starts from a full-precision run (--method fp32)")  # fmt: skip
+        raise ConfigError(
+            f"{run.folder} is a {spec.method} w{spec.wbits}a{spec.abits} run; "
+            "calibrate starts from a full-precision run (--method fp32)"
+        )
 
 
 def _quantized_model(run: TrainedRun, spec: QuantSpec, num_classes: int) -> QuantModel:
@@ -163,8 +170,11 @@ def _calibrated_model(
         observed = observe_ranges(run.model, batches(), len(indices), config.rule())
         ranges = tie_ranges(observed, residual_groups(model))
         _set_ranges(model, ranges)
-        return model.eval(), {"range_rule": config.rule().label(), "observed_ranges": observed,
-                              "ranges": ranges}  # fmt: skip
+        return model.eval(), {
+            "range_rule": config.rule().label(),
+            "observed_ranges": observed,
+            "ranges": ranges,
+        }
     passes = reestimate_batchnorm(model, batches())
     return model, {"batchnorm_reestimated": True, "batchnorm_batches": passes}
 
@@ -175,28 +185,53 @@ def calibrate(config: CalibrateConfig, out: str | Path) -> dict[str, Any]:
     run = load_run(config.fp_run, config.data)
     _check_fp_run(run)
     dataset = load_dataset(config.data or run.config.data)
-    calib = draw_calibration_set(dataset.train_labels, config.calib_size, config.calib,
-                                 config.seed, dataset.num_classes)  # fmt: skip
+    calib = draw_calibration_set(
+        dataset.train_labels, config.calib_size, config.calib, config.seed, dataset.num_classes
+    )
     model, found = _calibrated_model(config, run, dataset, calib.indices)
     spec = config.spec()
     counts = dataset.counts("train")
-    test = long_tail_metrics(predict(model, dataset, run.config.eval_batch_size),
-                             dataset.test_labels, counts)  # fmt: skip
-    train_config = dataclasses.replace(run.config, method=spec.method, wbits=spec.wbits,
-                                       abits=spec.abits, act_scaling="off",
-                                       init=str(Path(config.fp_run).resolve()))  # fmt: skip
+    test = long_tail_metrics(
+        predict(model, dataset, run.config.eval_batch_size), dataset.test_labels, counts
+    )
+    train_config = dataclasses.replace(
+        run.config,
+        method=spec.method,
+        wbits=spec.wbits,
+        abits=spec.abits,
+        act_scaling="off",
+        init=str(Path(config.fp_run).resolve()),
+    )
     fp_sha = hashlib.sha256((Path(config.fp_run) / CHECKPOINT).read_bytes()).hexdigest()
-    record = {"recipe": config.recipe, **found, "set": calib.provenance(),
-              "fp_run": str(Path(config.fp_run).resolve()), "fp_checkpoint_sha256": fp_sha,
-              "fp_top1": run.metrics.get("top1"), "options": config.as_dict()}  # fmt: skip
+    record = {
+        "recipe": config.recipe,
+        **found,
+        "set": calib.provenance(),
+        "fp_run": str(Path(config.fp_run).resolve()),
+        "fp_checkpoint_sha256": fp_sha,
+        "fp_top1": run.metrics.get("top1"),
+        "options": config.as_dict(),
+    }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / CHECKPOINT, {"config": train_config.as_dict(),
-                    "model": model.state_dict(), "calibration": record})  # fmt: skip
-    metrics = {**test.as_dict(), "method": spec.method, "recipe": config.recipe,
-               "arch": train_config.arch, "wbits": spec.wbits, "abits": spec.abits,
-               "loss": train_config.loss_name, "epochs": 0, "dataset": dataset.name,
-               "seconds": time.perf_counter() - began, "train_counts": counts,
-               "calibration": record, "config": train_config.as_dict()}  # fmt: skip
+    save_checkpoint(
+        out / CHECKPOINT,
+        {"config": train_config.as_dict(), "model": model.state_dict(), "calibration": record},
+    )
+    metrics = {
+        **test.as_dict(),
+        "method": spec.method,
+        "recipe": config.recipe,
+        "arch": train_config.arch,
+        "wbits": spec.wbits,
+        "abits": spec.abits,
+        "loss": train_config.loss_name,
+        "epochs": 0,
+        "dataset": dataset.name,
+        "seconds": time.perf_counter() - began,
+        "train_counts": counts,
+        "calibration": record,
+        "config": train_config.as_dict(),
+    }
     write_json(out / "metrics.json", metrics)
     return metrics

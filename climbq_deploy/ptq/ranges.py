@@ -75,8 +75,10 @@ class _Observer:
         magnitude = x.detach().abs().flatten().float()
         if not bool(torch.isfinite(magnitude).all()):
             bad = int((~torch.isfinite(magnitude)).sum())
-            raise DataError(f"{bad} non-finite value(s) enter activation quantizer {self.name!r} "
-                            "while observing ranges (overflowing or NaN weights?)")  # fmt: skip
+            raise DataError(
+                f"{bad} non-finite value(s) enter activation quantizer {self.name!r} "
+                "while observing ranges (overflowing or NaN weights?)"
+            )
         self.seen += x.shape[0]
         self.peak = max(self.peak, float(magnitude.max()))
         if self.rule.name == "minmax":

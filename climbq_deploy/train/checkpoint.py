@@ -35,8 +35,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as exc:
         raise ArtifactError(f"checkpoint {path} cannot be read: {exc}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError) as exc:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as exc:
         # a file torn mid-write may also fail inside torch's reader as OSError (EINVAL)
         # torch's message starts with advice to retry with weights_only=False: never show it
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -13,8 +13,13 @@ from climbq_deploy.models.common import QuantSpec
 SCHEDULES = ("constant", "cosine")
 # The short recipe used by tests and benches on SynDigits-LT (the paper's, compressed to a few
 # minutes of CPU): full-precision pretraining, then quantization-aware training from it.
-SHORT_FP32_PRETRAINING: dict[str, Any] = {"epochs": 4, "batch_size": 32, "lr": 0.05,
-                                          "schedule": "cosine", "loss": "la"}  # fmt: skip
+SHORT_FP32_PRETRAINING: dict[str, Any] = {
+    "epochs": 4,
+    "batch_size": 32,
+    "lr": 0.05,
+    "schedule": "cosine",
+    "loss": "la",
+}
 SHORT_QAT: dict[str, Any] = {"epochs": 2, "batch_size": 32, "lr": 0.01}
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda", "auto")  # auto: cuda when torch sees one, else cpu
@@ -77,8 +82,9 @@ class TrainConfig:
             if self.init is None:
                 raise ConfigError("init_bn_gamma rescales the BatchNorms of --init; give --init")
             if not 0 < self.init_bn_gamma < float("inf"):
-                raise ConfigError(f"init_bn_gamma must be a finite number > 0, got "
-                                  f"{self.init_bn_gamma}")  # fmt: skip
+                raise ConfigError(
+                    f"init_bn_gamma must be a finite number > 0, got {self.init_bn_gamma}"
+                )
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         if self.distill > 0 and self.init is None and self.teacher is None:
@@ -86,8 +92,9 @@ class TrainConfig:
         if self.teacher is not None and self.distill == 0:
             raise ConfigError("teacher is the distillation teacher; give --distill W > 0 too")
         if not 0 < self.distill_temperature < float("inf"):
-            raise ConfigError(f"distill_temperature must be a finite number > 0, got "
-                              f"{self.distill_temperature}")  # fmt: skip
+            raise ConfigError(
+                f"distill_temperature must be a finite number > 0, got {self.distill_temperature}"
+            )
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs-1, got {self.warmup_epochs}")
 

@@ -259,8 +259,9 @@ def _train(
         try:
             missing, _ = model.load_state_dict(init["model"], strict=False)
         except RuntimeError as exc:  # another class count or width
-            raise ConfigError(f"--init {config.init} does not fit this model: "
-                              f"{_first_problem(exc)}") from None  # fmt: skip
+            raise ConfigError(
+                f"--init {config.init} does not fit this model: {_first_problem(exc)}"
+            ) from None
         if any(not k.endswith(("step", "initialized")) for k in missing):
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
         if config.init_bn_gamma is not None:
@@ -282,8 +283,9 @@ def _train(
     test_loader = (
         dataset_loader(dataset, "test", config.eval_batch_size, device=device) if main else None
     )
-    evaluate = partial(predict, batch_size=config.eval_batch_size, precision=config.precision,
-                       device=device)  # fmt: skip
+    evaluate = partial(
+        predict, batch_size=config.eval_batch_size, precision=config.precision, device=device
+    )
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         model.train()
@@ -292,8 +294,13 @@ def _train(
         total = 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        bar = tqdm(loader.epoch(epoch), total=steps, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not (progress and main) or None, leave=False)  # fmt: skip
+        bar = tqdm(
+            loader.epoch(epoch),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not (progress and main) or None,
+            leave=False,
+        )
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch, step, steps)
@@ -318,8 +325,9 @@ def _train(
             total += len(y)
             correct += (logits.argmax(1) == y).sum()
             if not bar.disable:
-                bar.set_postfix(loss=f"{float(loss_sum) / total:.3f}",
-                                acc=f"{100 * int(correct) / total:.1f}")  # fmt: skip
+                bar.set_postfix(
+                    loss=f"{float(loss_sum) / total:.3f}", acc=f"{100 * int(correct) / total:.1f}"
+                )
         loss_mean, accuracy = float(loss_sum) / total, 100 * int(correct) / total
         seconds += time.perf_counter() - began
         if not main:  # process 0 evaluates and writes; the others go on to the next epoch
@@ -330,22 +338,40 @@ def _train(
             test = long_tail_metrics(
                 predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
             )
-        record = {"epoch": epoch + 1, "train_loss": loss_mean, "seconds": seconds,
-                  "train_acc": accuracy, "test_top1": test.top1 if evaluated else None,
-                  "test_seconds": time.perf_counter() - began}  # fmt: skip
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_mean,
+            "seconds": seconds,
+            "train_acc": accuracy,
+            "test_top1": test.top1 if evaluated else None,
+            "test_seconds": time.perf_counter() - began,
+        }
         if len(val_idx) and evaluated:
             val_pred = evaluate(model, dataset, split="train", indices=val_idx)
             record["val_balanced_top1"] = balanced_accuracy(val_pred, dataset.train_labels[val_idx])
             if best is None or record["val_balanced_top1"] > best["val_balanced_top1"]:
-                best = {"epoch": epoch + 1, "val_balanced_top1": record["val_balanced_top1"],
-                        "test": test.as_dict()}  # fmt: skip
-                save_checkpoint(out / BEST_CHECKPOINT, {"config": config.as_dict(),
-                                "model": to_cpu(model.state_dict()), "best": best})  # fmt: skip
+                best = {
+                    "epoch": epoch + 1,
+                    "val_balanced_top1": record["val_balanced_top1"],
+                    "test": test.as_dict(),
+                }
+                save_checkpoint(
+                    out / BEST_CHECKPOINT,
+                    {"config": config.as_dict(), "model": to_cpu(model.state_dict()), "best": best},
+                )
         history.append(record)
-        save_checkpoint(out / CHECKPOINT, {"config": config.as_dict(),
-                        "model": to_cpu(model.state_dict()),
-                        "optimizer": to_cpu(optimizer.state_dict()), "epoch": epoch + 1,
-                        "history": history, "seconds": seconds, "best": best})  # fmt: skip
+        save_checkpoint(
+            out / CHECKPOINT,
+            {
+                "config": config.as_dict(),
+                "model": to_cpu(model.state_dict()),
+                "optimizer": to_cpu(optimizer.state_dict()),
+                "epoch": epoch + 1,
+                "history": history,
+                "seconds": seconds,
+                "best": best,
+            },
+        )
         with atomic_write(out / "history.jsonl", "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in history)
     if not main:
@@ -357,12 +383,23 @@ def _train(
             predict_loader(model, test_loader, config.precision), dataset.test_labels, counts
         )
     final = test
-    metrics = {**final.as_dict(), "method": config.method, "arch": config.arch,
-               "wbits": config.wbits, "abits": config.abits, "loss": config.loss_name,
-               "epochs": config.epochs, "seconds": seconds, "dataset": dataset.name,
-               "test_seconds": history[-1].get("test_seconds") if history else None,
-               "train_counts": counts, "fit_counts": fit_counts.tolist(),
-               "val_images": len(val_idx), "best_val": best,
-               "world_size": parallel.world_size, "config": config.as_dict()}  # fmt: skip
+    metrics = {
+        **final.as_dict(),
+        "method": config.method,
+        "arch": config.arch,
+        "wbits": config.wbits,
+        "abits": config.abits,
+        "loss": config.loss_name,
+        "epochs": config.epochs,
+        "seconds": seconds,
+        "dataset": dataset.name,
+        "test_seconds": history[-1].get("test_seconds") if history else None,
+        "train_counts": counts,
+        "fit_counts": fit_counts.tolist(),
+        "val_images": len(val_idx),
+        "best_val": best,
+        "world_size": parallel.world_size,
+        "config": config.as_dict(),
+    }
     write_json(out / "metrics.json", metrics)
     return broadcast_object(metrics)

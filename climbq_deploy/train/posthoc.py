@@ -79,8 +79,10 @@ def adjust_logits(source: str | Path, out: str | Path, tau: float = 1.0) -> dict
     run = load_run(source)
     state = load_checkpoint(source / CHECKPOINT)
     if RECORD in state:
-        raise ArtifactError(f"{source / CHECKPOINT} is already logit-adjusted; adjusting twice "
-                            "would subtract the prior twice")  # fmt: skip
+        raise ArtifactError(
+            f"{source / CHECKPOINT} is already logit-adjusted; adjusting twice "
+            "would subtract the prior twice"
+        )
     if "top1" not in run.metrics:
         raise ArtifactError(f"{source} has no finished metrics.json: train it to the end first")
     counts = _prior_counts(run.metrics, source, run.num_classes)
@@ -89,24 +91,37 @@ def adjust_logits(source: str | Path, out: str | Path, tau: float = 1.0) -> dict
     with torch.no_grad():
         bias.copy_((bias.double() + torch.from_numpy(offsets)).to(bias.dtype))
     dataset = load_dataset(run.config.data)
-    predictions = predict(run.model, dataset, run.config.eval_batch_size,
-                          precision=run.config.precision)  # fmt: skip
+    predictions = predict(
+        run.model, dataset, run.config.eval_batch_size, precision=run.config.precision
+    )
     test = long_tail_metrics(predictions, dataset.test_labels, dataset.counts("train"))
-    record = {"tau": float(tau), "prior_counts": counts, "offsets": offsets.tolist(),
-              "source_run": str(source.resolve()),
-              "source_checkpoint_sha256": hashlib.sha256(
-                  (source / CHECKPOINT).read_bytes()).hexdigest(),
-              "seconds": time.perf_counter() - began}  # fmt: skip
+    record = {
+        "tau": float(tau),
+        "prior_counts": counts,
+        "offsets": offsets.tolist(),
+        "source_run": str(source.resolve()),
+        "source_checkpoint_sha256": hashlib.sha256((source / CHECKPOINT).read_bytes()).hexdigest(),
+        "seconds": time.perf_counter() - began,
+    }
     out.mkdir(parents=True, exist_ok=True)
     # (load_run has already loaded these weights strictly into a model with ``fc``)
     model_state = {**state["model"], "fc.bias": bias.detach().clone()}
-    save_checkpoint(out / CHECKPOINT, {**{k: v for k, v in state.items()
-                                          if k != "checkpoint_version"},
-                                       "model": model_state, RECORD: record})  # fmt: skip
+    save_checkpoint(
+        out / CHECKPOINT,
+        {
+            **{k: v for k, v in state.items() if k != "checkpoint_version"},
+            "model": model_state,
+            RECORD: record,
+        },
+    )
     if (source / "history.jsonl").is_file():
         with atomic_write(out / "history.jsonl", "w") as handle:
             handle.write((source / "history.jsonl").read_text())
-    metrics = {**run.metrics, **test.as_dict(), RECORD: record,
-               "unadjusted": {k: run.metrics.get(k) for k in GROUPS}}  # fmt: skip
+    metrics = {
+        **run.metrics,
+        **test.as_dict(),
+        RECORD: record,
+        "unadjusted": {k: run.metrics.get(k) for k in GROUPS},
+    }
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -16,8 +16,7 @@ class NumpyRunner:
     def __init__(self, model: ReferenceModel) -> None:
         self.model = model
         self.graph = model.graph
-        self._codes = {n.output: n.source for n in model.graph.nodes
-                       if isinstance(n, ThresholdAct)}  # fmt: skip
+        self._codes = {n.output: n.source for n in model.graph.nodes if isinstance(n, ThresholdAct)}
 
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
         keep = set(self._codes) if with_codes else set()

@@ -77,7 +77,7 @@ def with_code_outputs(model, graph: Graph):
             h, w, c = graph.tensors[node.output].shape
             debug.graph.output.append(
                 helper.make_tensor_value_info(node.output, TensorProto.FLOAT, ["N", c, h, w])
-            )  # fmt: skip
+            )
     return debug
 
 
@@ -89,8 +89,9 @@ def codes_from(values: dict[str, np.ndarray], graph: Graph) -> dict[str, np.ndar
         if isinstance(node, ThresholdAct):
             value = values[node.output]
             if not np.array_equal(value, np.rint(value)):
-                raise ArtifactError(f"layer {node.source!r}: the runtime returned non-integer "
-                                    "codes")  # fmt: skip
+                raise ArtifactError(
+                    f"layer {node.source!r}: the runtime returned non-integer codes"
+                )
             codes[node.source] = value.transpose(0, 2, 3, 1).astype(np.int32)
     return codes
 
@@ -104,8 +105,9 @@ class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int = 0) -> None:
         ort = onnxruntime_module()
         if ort is None:
-            raise TargetUnavailableError("onnxruntime is not installed (pip install "
-                                    "climbq-deploy[onnx])")  # fmt: skip
+            raise TargetUnavailableError(
+                "onnxruntime is not installed (pip install climbq-deploy[onnx])"
+            )
         self.path = Path(path)
         self.model, self.graph, self.manifest = read_model(self.path)
         self._ort = ort
@@ -120,14 +122,17 @@ class OnnxRuntimeRunner:
         options.enable_cpu_mem_arena = False  # give the large count tensors back after a run
         options.intra_op_num_threads = self.threads
         options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
-        return self._ort.InferenceSession(model.SerializeToString(), options,
-                                          providers=["CPUExecutionProvider"])  # fmt: skip
+        return self._ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
 
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
         """Logits (and codes) in chunks of :attr:`chunk` images: the compare-and-count tensors
         are ``levels`` times the activations (MobileNetV2 4-bit, 100 images: tens of GB)."""
-        parts = [self._run(images[i : i + self.chunk], with_codes)
-                 for i in range(0, len(images), self.chunk)]  # fmt: skip
+        parts = [
+            self._run(images[i : i + self.chunk], with_codes)
+            for i in range(0, len(images), self.chunk)
+        ]
         if not parts:
             return RunOutput(np.zeros((0, 0)))
         codes = {k: np.concatenate([p.codes[k] for p in parts]) for k in parts[0].codes}

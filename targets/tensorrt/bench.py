@@ -78,10 +78,12 @@ def bench_onnx(
         from climbq_deploy.calibration.dataset import load_dataset
 
         dataset = load_dataset(data)
-        predictions = np.concatenate([
-            runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
-            for i in range(0, len(dataset.test_images), 256)
-        ])  # fmt: skip
+        predictions = np.concatenate(
+            [
+                runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
+                for i in range(0, len(dataset.test_images), 256)
+            ]
+        )
         record["top1"] = float(100.0 * np.mean(predictions == dataset.test_labels))
         record["n_images"] = len(predictions)
     return record

@@ -33,8 +33,10 @@ def tensorrt_unavailable() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return ("the tensorrt Python package is not installed (use a JetPack 6 or NVIDIA "
-                "TensorRT container: targets/jetson, targets/x86-gpu)")  # fmt: skip
+        return (
+            "the tensorrt Python package is not installed (use a JetPack 6 or NVIDIA "
+            "TensorRT container: targets/jetson, targets/x86-gpu)"
+        )
     cuda = _cudart()
     if cuda is None:
         return "cuda-python is not installed (pip install 'cuda-python>=12.6,<13')"
@@ -65,8 +67,7 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
-    profile.set_shape(name, (1, *input_shape), (max_batch, *input_shape),
-                      (max_batch, *input_shape))  # fmt: skip
+    profile.set_shape(name, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -105,8 +106,7 @@ class TensorrtRunner:
             self._debug = _Engine(debug, self.input_shape, self.max_batch, self.fp16)
         engine = self._debug if with_codes else self._plain
         x = host_input(images, self.graph)
-        parts = [engine.infer(x[i : i + self.max_batch])
-                 for i in range(0, len(x), self.max_batch)]  # fmt: skip
+        parts = [engine.infer(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         codes = codes_from(values, self.graph) if with_codes else {}
         return RunOutput(values["logits"].astype(np.float64), codes)
@@ -141,8 +141,9 @@ class _Engine:
     """One deserialized engine with its execution context, stream and device buffers
     (float32 everywhere: the model's input and every output are float32)."""
 
-    def __init__(self, onnx_bytes: bytes, input_shape: tuple[int, int, int], max_batch: int,
-                 fp16: bool) -> None:  # fmt: skip
+    def __init__(
+        self, onnx_bytes: bytes, input_shape: tuple[int, int, int], max_batch: int, fp16: bool
+    ) -> None:
         import tensorrt as trt
 
         self.cuda = _cudart()
@@ -184,16 +185,23 @@ class _Engine:
         cuda = self.cuda
         x = np.ascontiguousarray(x, np.float32)
         out = self._bind(len(x))
-        to_device, to_host = cuda.cudaMemcpyKind.cudaMemcpyHostToDevice, (
-            cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        )  # fmt: skip
-        _call(cuda.cudaMemcpyAsync(self.buffers[self.input][0], x.ctypes.data, x.nbytes,
-                                   to_device, self.stream))  # fmt: skip
+        to_device, to_host = (
+            cuda.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            (cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost),
+        )
+        _call(
+            cuda.cudaMemcpyAsync(
+                self.buffers[self.input][0], x.ctypes.data, x.nbytes, to_device, self.stream
+            )
+        )
         if not self.context.execute_async_v3(int(self.stream)):
             raise ArtifactError("TensorRT execution failed (see its log)")
         for name, host in out.items():
-            _call(cuda.cudaMemcpyAsync(host.ctypes.data, self.buffers[name][0], host.nbytes,
-                                       to_host, self.stream))  # fmt: skip
+            _call(
+                cuda.cudaMemcpyAsync(
+                    host.ctypes.data, self.buffers[name][0], host.nbytes, to_host, self.stream
+                )
+            )
         _call(cuda.cudaStreamSynchronize(self.stream))
         return out
 

@@ -94,9 +94,15 @@ def int4_head(graph: Graph) -> Graph:
             peak = np.abs(weight).max(axis=1)
             scale = np.where(peak > 0, peak / INT4_MAX, 1.0)
             w_q = np.clip(np.rint(weight / scale[:, None]), -INT4_MAX, INT4_MAX).astype(np.int8)
-            node = IntLinear(name=node.name, inputs=node.inputs, output=node.output,
-                             source=node.source, weight=w_q, weight_scale=scale,
-                             bias=node.bias)  # fmt: skip
+            node = IntLinear(
+                name=node.name,
+                inputs=node.inputs,
+                output=node.output,
+                source=node.source,
+                weight=w_q,
+                weight_scale=scale,
+                bias=node.bias,
+            )
         nodes.append(node)
     return replace(graph.replace_nodes(nodes), meta={**graph.meta, "head_weights": "int4"})
 
@@ -128,9 +134,7 @@ class _Builder:
     def int4_const(self, name: str, value: np.ndarray) -> str:
         self.names.add(name)
         flat = value.astype(np.int8).ravel().tolist()
-        self.initializers.append(
-            helper.make_tensor(name, TensorProto.INT4, value.shape, flat)
-        )  # fmt: skip
+        self.initializers.append(helper.make_tensor(name, TensorProto.INT4, value.shape, flat))
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str, **attrs: object) -> str:
@@ -191,7 +195,7 @@ def write_onnx(
             c_h_w = t[node.output].shape
             inp = helper.make_tensor_value_info(
                 node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
-            )  # fmt: skip
+            )
         elif isinstance(node, IntConv):
             consumer = graph.consumers(node.output)
             if len(consumer) != 1 or not isinstance(consumer[0], ThresholdAct):
@@ -199,22 +203,30 @@ def write_onnx(
             _conv(b, graph, node, consumer[0], node.inputs[0] == program_input, qdq)
         elif isinstance(node, ThresholdAct):
             if np.any(node.channel_shifts()):
-                raise LoweringError(f"layer {node.source!r}: shift "
-                                    f"{node.channel_shifts()[:8].tolist()} (a runtime's "
-                                    "requantization) has no TensorRT form; export the pure "
-                                    "program")  # fmt: skip
+                raise LoweringError(
+                    f"layer {node.source!r}: shift "
+                    f"{node.channel_shifts()[:8].tolist()} (a runtime's "
+                    "requantization) has no TensorRT form; export the pure "
+                    "program"
+                )
             value = node.inputs[0]
             conv = producers.get(value)
             if isinstance(conv, IntConv):
                 value = f"{value}/signed"  # the conv already carries the direction
             else:
-                d = b.const(f"{node.output}/direction",
-                            node.direction.astype(np.float32)[None, :, None, None])  # fmt: skip
+                d = b.const(
+                    f"{node.output}/direction",
+                    node.direction.astype(np.float32)[None, :, None, None],
+                )
                 value = b.op("Mul", [value, d], f"{node.output}/signed")
-            wide = isinstance(conv, IntConv) and conv.inputs[0] == program_input and (
-                stem_digit_bits(conv.weight, *(t[conv.inputs[0]].bounds or (-(2**31), 2**31)))
-                is not None
-            )  # fmt: skip
+            wide = (
+                isinstance(conv, IntConv)
+                and conv.inputs[0] == program_input
+                and (
+                    stem_digit_bits(conv.weight, *(t[conv.inputs[0]].bounds or (-(2**31), 2**31)))
+                    is not None
+                )
+            )
             _count(b, node, value, int32=wide)
         elif isinstance(node, Relu):
             b.op("Relu", [node.inputs[0]], node.output)
@@ -229,8 +241,11 @@ def write_onnx(
             b.op("ReduceSum", [node.inputs[0], axes], node.output, keepdims=0)
         elif isinstance(node, Linear | IntLinear):
             _head(b, graph, node, weights)
-            outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                     ["N", node.weight.shape[0]])]  # fmt: skip
+            outputs = [
+                helper.make_tensor_value_info(
+                    "logits", TensorProto.FLOAT, ["N", node.weight.shape[0]]
+                )
+            ]
         else:
             raise LoweringError(f"op {node.op!r} ({node.source!r}) has no TensorRT form")
     if program_input is None or not outputs:
@@ -260,8 +275,10 @@ def stem_digit_bits(weight: np.ndarray, lo: int, hi: int) -> int | None:
         return None
     for bits in range(1, 31):
         high = -(-max(abs(lo), abs(hi)) // 2**bits)
-        if max(partial_sum_bound(weight, 0, 2**bits - 1),
-               partial_sum_bound(weight, -high, high)) < FLOAT32_EXACT:  # fmt: skip
+        if (
+            max(partial_sum_bound(weight, 0, 2**bits - 1), partial_sum_bound(weight, -high, high))
+            < FLOAT32_EXACT
+        ):
             return bits
     raise LoweringError(f"stem input range [{lo}, {hi}] has no exact float32 digit split")
 
@@ -272,10 +289,14 @@ def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, bits: int, attr
     elementwise). The stem's count then compares int32 values with int32 thresholds."""
     name = conv.output
     base = b.const(f"{name}/digit_base", np.array(2.0**bits, np.float32))
-    high = b.op("Floor", [b.op("Div", [conv.inputs[0], base], f"{name}/I_over_base")],
-                f"{name}/digit_high")  # fmt: skip
-    low = b.op("Sub", [conv.inputs[0], b.op("Mul", [high, base], f"{name}/high_times_base")],
-               f"{name}/digit_low")  # fmt: skip
+    high = b.op(
+        "Floor", [b.op("Div", [conv.inputs[0], base], f"{name}/I_over_base")], f"{name}/digit_high"
+    )
+    low = b.op(
+        "Sub",
+        [conv.inputs[0], b.op("Mul", [high, base], f"{name}/high_times_base")],
+        f"{name}/digit_low",
+    )
     w = b.const(f"{name}/weight", weight.astype(np.float32))
     parts = []
     for digit in (high, low):
@@ -293,16 +314,22 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     bound = partial_sum_bound(conv.weight, lo, hi)
     digits = stem_digit_bits(conv.weight, lo, hi) if stem else None
     if bound >= FLOAT32_EXACT and digits is None:
-        raise LoweringError(f"conv {conv.source!r}: partial sums up to {bound} reach 2**24, "
-                            "beyond float32's exact integers")  # fmt: skip
+        raise LoweringError(
+            f"conv {conv.source!r}: partial sums up to {bound} reach 2**24, "
+            "beyond float32's exact integers"
+        )
     theta = act.thresholds.astype(np.int64)
     if digits is None and theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
         raise LoweringError(f"layer {act.source!r}: thresholds beyond 2**24")
     d = act.direction.astype(np.int32)
     weight = np.transpose(conv.weight.astype(np.int32), (0, 3, 1, 2)) * d[:, None, None, None]
     p = conv.padding
-    attrs = {"strides": [conv.stride] * 2, "pads": [p, p, p, p], "group": conv.groups,
-             "kernel_shape": list(weight.shape[2:])}  # fmt: skip
+    attrs = {
+        "strides": [conv.stride] * 2,
+        "pads": [p, p, p, p],
+        "group": conv.groups,
+        "kernel_shape": list(weight.shape[2:]),
+    }
     name = conv.output
     if stem and digits is not None:
         _stem_digits(b, conv, weight, digits, attrs)
@@ -330,8 +357,7 @@ def _count(b: _Builder, act: ThresholdAct, value: str, int32: bool = False) -> N
     axis = b.const(f"{name}/level_axis", np.array([2], np.int64))
     wide = b.op("Unsqueeze", [value, axis], f"{name}/wide")
     kind = np.int32 if int32 else np.float32
-    theta = b.const(f"{name}/thresholds",
-                    act.thresholds.astype(kind).reshape(c, levels, 1, 1))  # fmt: skip
+    theta = b.const(f"{name}/thresholds", act.thresholds.astype(kind).reshape(c, levels, 1, 1))
     passed = b.op("GreaterOrEqual", [wide, theta], f"{name}/passed")
     as_float = b.op("Cast", [passed], f"{name}/passed_float", to=TensorProto.FLOAT)
     count = b.op("ReduceSum", [as_float, axis], f"{name}/count", keepdims=0)
@@ -347,19 +373,27 @@ def _head(b: _Builder, graph: Graph, node: Linear | IntLinear, weights: str) -> 
     name = node.output
     if weights == "int4":
         if not isinstance(node, IntLinear) or np.abs(node.weight).max(initial=0) > INT4_MAX:
-            raise LoweringError(f"head {node.source!r}: --weights int4 needs the INT4 head "
-                                "(int4_head) of the program")  # fmt: skip
+            raise LoweringError(
+                f"head {node.source!r}: --weights int4 needs the INT4 head "
+                "(int4_head) of the program"
+            )
         w_t = node.weight.T  # (K, classes)
         k = w_t.shape[0]
         block = _block_size(k)
         scale = np.tile(node.weight_scale.astype(np.float32)[None, :], (k // block, 1))
         w4 = b.int4_const(f"{name}/weight_int4", w_t)
         ws = b.const(f"{name}/weight_scale", scale)
-        zero = helper.make_tensor(f"{name}/weight_zero", TensorProto.INT4, scale.shape,
-                                  [0] * scale.size)  # fmt: skip
+        zero = helper.make_tensor(
+            f"{name}/weight_zero", TensorProto.INT4, scale.shape, [0] * scale.size
+        )
         b.initializers.append(zero)
-        w = b.op("DequantizeLinear", [w4, ws, f"{name}/weight_zero"], f"{name}/weight",
-                 axis=0, block_size=block)  # fmt: skip
+        w = b.op(
+            "DequantizeLinear",
+            [w4, ws, f"{name}/weight_zero"],
+            f"{name}/weight",
+            axis=0,
+            block_size=block,
+        )
     elif isinstance(node, IntLinear):
         w8 = b.const(f"{name}/weight_int8", node.weight.T.astype(np.int8))
         ws = b.const(f"{name}/weight_scale", node.weight_scale.astype(np.float32))

@@ -28,11 +28,27 @@ from onnx import TensorProto, numpy_helper
 from climbq_deploy.errors import ArtifactError
 
 MIN_OPSET, MAX_OPSET = 13, 21
-SUPPORTED_OPS = frozenset({
-    "Add", "Cast", "Conv", "DequantizeLinear", "Div", "Floor", "Gemm", "GreaterOrEqual",
-    "MatMul", "Mul", "QuantizeLinear", "ReduceSum", "Relu", "Reshape", "Sub", "Transpose",
-    "Unsqueeze",
-})  # fmt: skip
+SUPPORTED_OPS = frozenset(
+    {
+        "Add",
+        "Cast",
+        "Conv",
+        "DequantizeLinear",
+        "Div",
+        "Floor",
+        "Gemm",
+        "GreaterOrEqual",
+        "MatMul",
+        "Mul",
+        "QuantizeLinear",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
+    }
+)
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 WEIGHT_TYPES = (TensorProto.INT8, TensorProto.INT4)
 
@@ -44,8 +60,11 @@ def tensorrt_rules(model: onnx.ModelProto) -> list[str]:
     opset = opsets.get("ai.onnx", 0)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         problems.append(f"opset {opset} outside [{MIN_OPSET}, {MAX_OPSET}]")
-    problems += [f"custom domain {d!r} (TensorRT parses only the default domain)"
-                 for d in opsets if d != "ai.onnx"]  # fmt: skip
+    problems += [
+        f"custom domain {d!r} (TensorRT parses only the default domain)"
+        for d in opsets
+        if d != "ai.onnx"
+    ]
     inits = {i.name: i for i in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
@@ -78,9 +97,11 @@ def _attribute(node: onnx.NodeProto, name: str) -> int | None:
 
 
 def _qdq(
-    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
-    consumers: dict[str, list[onnx.NodeProto]], opset: int,
-) -> Iterable[str]:  # fmt: skip
+    node: onnx.NodeProto,
+    inits: dict[str, onnx.TensorProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+    opset: int,
+) -> Iterable[str]:
     if len(node.input) < 3 or not node.input[2]:
         yield "no zero point (TensorRT needs an explicit all-zero one)"
     elif node.input[2] not in inits:

@@ -17,8 +17,11 @@ from climbq_deploy.targets.base import RunOutput
 
 KERNELS = ("xnnpack", "optimized", "ref")
 # our kernel names -> LiteRT's OpResolverType member
-RESOLVERS = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
-             "ref": "BUILTIN_REF"}  # fmt: skip
+RESOLVERS = {
+    "xnnpack": "AUTO",
+    "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+    "ref": "BUILTIN_REF",
+}
 
 
 def interpreter_module():
@@ -84,8 +87,10 @@ class TfliteRunner:
         names = {d["name"]: d["index"] for d in it.get_tensor_details()} if with_codes else {}
         missing = sorted(set(self._acts) - set(names)) if with_codes else []
         if missing:
-            raise ArtifactError(f"{self.path}: the model lacks the code tensors {missing[:4]} of "
-                                "its embedded program")  # fmt: skip
+            raise ArtifactError(
+                f"{self.path}: the model lacks the code tensors {missing[:4]} of "
+                "its embedded program"
+            )
         quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
         logits, codes = [], {source: [] for source in self._acts.values()}
         for i in range(len(images)):

@@ -93,9 +93,17 @@ def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None 
             fused = relu_only(node.output)
             out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
             stem = isinstance(producers.get(conv.inputs[0]), InputQuant)
-            write(b, conv, index[conv.inputs[0]], t[conv.inputs[0]].shape, batch, out,
-                  INPUT_SCALE if stem else ACT_SCALE, _conv_output_multipliers(node),
-                  "RELU" if fused else "NONE")  # fmt: skip
+            write(
+                b,
+                conv,
+                index[conv.inputs[0]],
+                t[conv.inputs[0]].shape,
+                batch,
+                out,
+                INPUT_SCALE if stem else ACT_SCALE,
+                _conv_output_multipliers(node),
+                "RELU" if fused else "NONE",
+            )
             index[node.output] = out
             if fused:
                 alias_relus(node.output, out)
@@ -103,22 +111,28 @@ def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None 
             if node.output in index:
                 continue  # fused into its producer
             out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
-            zero = b.add_tensor(f"{node.output}/zero", (), "int8", data=np.array(0, np.int8),
-                                **act_q)  # fmt: skip
+            zero = b.add_tensor(
+                f"{node.output}/zero", (), "int8", data=np.array(0, np.int8), **act_q
+            )
             b.add_operator("MAXIMUM", [index[node.inputs[0]], zero], [out])
             index[node.output] = out
         elif isinstance(node, Add):
             fused = relu_only(node.output)
             out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
-            b.add_operator("ADD", [index[n] for n in node.inputs], [out],
-                           fused_activation="RELU" if fused else "NONE")  # fmt: skip
+            b.add_operator(
+                "ADD",
+                [index[n] for n in node.inputs],
+                [out],
+                fused_activation="RELU" if fused else "NONE",
+            )
             index[node.output] = out
             if fused:
                 alias_relus(node.output, out)
         elif isinstance(node, GlobalSumPool):
             out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
-            axes = b.add_tensor(f"{node.output}/axes", (2,), "int32",
-                                data=np.array([1, 2], np.int32))  # fmt: skip
+            axes = b.add_tensor(
+                f"{node.output}/axes", (2,), "int32", data=np.array([1, 2], np.int32)
+            )
             b.add_operator("MEAN", [index[node.inputs[0]], axes], [out], keep_dims=False)
             index[node.output] = out
         elif isinstance(node, Linear):
@@ -126,11 +140,18 @@ def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None 
             w_scale = np.maximum(np.abs(w).max(axis=1), 1e-8) / 127.0
             w_int = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int8)
             k = len(w_scale)
-            weight = b.add_tensor("fc/weight", w.shape, "int8", data=w_int,
-                                  scale=list(w_scale), zero_point=[0] * k)  # fmt: skip
+            weight = b.add_tensor(
+                "fc/weight", w.shape, "int8", data=w_int, scale=list(w_scale), zero_point=[0] * k
+            )
             bias_scale = list(w_scale * ACT_SCALE)
-            bias = b.add_tensor("fc/bias", (k,), "int32", data=np.zeros(k, np.int32),
-                                scale=bias_scale, zero_point=[0] * k)  # fmt: skip
+            bias = b.add_tensor(
+                "fc/bias",
+                (k,),
+                "int32",
+                data=np.zeros(k, np.int32),
+                scale=bias_scale,
+                zero_point=[0] * k,
+            )
             out = b.add_tensor("logits", shape(node.output), "int8", scale=0.1, zero_point=0)
             b.add_operator("FULLY_CONNECTED", [index[node.inputs[0]], weight, bias], [out])
             outputs = [out]
@@ -141,9 +162,16 @@ def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None 
 
 
 def write_conv(
-    b: ModelBuilder, conv: IntConv, x: int, in_shape: tuple[int, ...], batch: int, out: int,
-    in_scale: float, multipliers: np.ndarray, activation: str,
-) -> None:  # fmt: skip
+    b: ModelBuilder,
+    conv: IntConv,
+    x: int,
+    in_shape: tuple[int, ...],
+    batch: int,
+    out: int,
+    in_scale: float,
+    multipliers: np.ndarray,
+    activation: str,
+) -> None:
     """One int8 conv with per-channel output multiplier ``M_c = s_in s_w[c] / s_out``."""
     c = conv.weight.shape[0]
     w_scale = list(multipliers * ACT_SCALE / in_scale)
@@ -153,27 +181,50 @@ def write_conv(
     if conv.padding and not (conv.stride == 1 and conv.padding == kernel // 2):
         p = conv.padding
         h, w, cin = in_shape
-        padded = b.add_tensor(f"{conv.output}/padded", (batch, h + 2 * p, w + 2 * p, cin), "int8",
-                              scale=in_scale, zero_point=0)  # fmt: skip
+        padded = b.add_tensor(
+            f"{conv.output}/padded",
+            (batch, h + 2 * p, w + 2 * p, cin),
+            "int8",
+            scale=in_scale,
+            zero_point=0,
+        )
         pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
-        b.add_operator("PAD", [x, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)],
-                       [padded])  # fmt: skip
+        b.add_operator(
+            "PAD", [x, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)], [padded]
+        )
         x, options["padding"] = padded, "VALID"
     else:
         options["padding"] = "SAME" if conv.padding else "VALID"
     bias_scale = [s * in_scale for s in w_scale]
-    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int32", data=np.zeros(c, np.int32),
-                        scale=bias_scale, zero_point=zeros)  # fmt: skip
+    bias = b.add_tensor(
+        f"{conv.output}/bias",
+        (c,),
+        "int32",
+        data=np.zeros(c, np.int32),
+        scale=bias_scale,
+        zero_point=zeros,
+    )
     if conv.groups == 1:
-        weight = b.add_tensor(f"{conv.output}/weight", conv.weight.shape, "int8",
-                              data=conv.weight.astype(np.int8), scale=w_scale,
-                              zero_point=zeros)  # fmt: skip
+        weight = b.add_tensor(
+            f"{conv.output}/weight",
+            conv.weight.shape,
+            "int8",
+            data=conv.weight.astype(np.int8),
+            scale=w_scale,
+            zero_point=zeros,
+        )
         b.add_operator("CONV_2D", [x, weight, bias], [out], **options)
     elif conv.groups == c and conv.weight.shape[3] == 1:
         dw = np.transpose(conv.weight, (3, 1, 2, 0)).astype(np.int8)
-        weight = b.add_tensor(f"{conv.output}/weight", dw.shape, "int8", data=dw, scale=w_scale,
-                              zero_point=zeros, quantized_dimension=3)  # fmt: skip
-        b.add_operator("DEPTHWISE_CONV_2D", [x, weight, bias], [out], depth_multiplier=1,
-                       **options)  # fmt: skip
+        weight = b.add_tensor(
+            f"{conv.output}/weight",
+            dw.shape,
+            "int8",
+            data=dw,
+            scale=w_scale,
+            zero_point=zeros,
+            quantized_dimension=3,
+        )
+        b.add_operator("DEPTHWISE_CONV_2D", [x, weight, bias], [out], depth_multiplier=1, **options)
     else:
         raise LoweringError(f"conv {conv.source!r}: grouped convs have no plain int8 form here")

@@ -94,8 +94,9 @@ def write_tflite(
             spec = t[name]
             lo, hi = spec.bounds or (-(2**31), 2**31 - 1)
             if lo < -INT16_LIMIT - 1 or hi > INT16_LIMIT:
-                raise LoweringError(f"tensor {name!r} range [{lo}, {hi}] does not fit int16, "
-                                    "the TFLite conv input")  # fmt: skip
+                raise LoweringError(
+                    f"tensor {name!r} range [{lo}, {hi}] does not fit int16, the TFLite conv input"
+                )
             out = b.add_tensor(f"{name}/int16", shape(name), "int16", scale=1.0, zero_point=0)
             b.add_operator("CAST", [index[name]], [out])
             int16_of[name] = out
@@ -127,11 +128,20 @@ def write_tflite(
             ):  # thresholds beyond int16, partial sums below 2**24 (see int16_flavour)
                 _float_conv_layer(b, graph, conv, node, index[conv.inputs[0]], batch, index)
             elif isinstance(conv, IntConv):
-                _threshold_layer(b, graph, conv, node, as_int16(conv.inputs[0]), batch, index,
-                                 weights)  # fmt: skip
+                _threshold_layer(
+                    b, graph, conv, node, as_int16(conv.inputs[0]), batch, index, weights
+                )
             else:
-                _count(b, node, index[node.inputs[0]], "int32", t[node.output].shape, batch,
-                       index, node.direction.astype(np.int32))  # fmt: skip
+                _count(
+                    b,
+                    node,
+                    index[node.inputs[0]],
+                    "int32",
+                    t[node.output].shape,
+                    batch,
+                    index,
+                    node.direction.astype(np.int32),
+                )
         elif isinstance(node, Relu):
             out = b.add_tensor(node.output, shape(node.output), "int32")
             zero = b.add_tensor(f"{node.output}/zero", (), "int32", data=np.array(0, np.int32))
@@ -143,8 +153,9 @@ def write_tflite(
             index[node.output] = out
         elif isinstance(node, GlobalSumPool):
             out = b.add_tensor(node.output, shape(node.output), "int32")
-            axes = b.add_tensor(f"{node.output}/axes", (2,), "int32",
-                                data=np.array([1, 2], np.int32))  # fmt: skip
+            axes = b.add_tensor(
+                f"{node.output}/axes", (2,), "int32", data=np.array([1, 2], np.int32)
+            )
             b.add_operator("SUM", [index[node.inputs[0]], axes], [out], keep_dims=False)
             index[node.output] = out
         elif isinstance(node, Linear):
@@ -153,13 +164,19 @@ def write_tflite(
             as_float = b.add_tensor(f"{node.output}/float", shape(node.inputs[0]), "float32")
             b.add_operator("CAST", [pooled], [as_float])
             scaled = b.add_tensor(f"{node.output}/scaled", shape(node.inputs[0]), "float32")
-            unit_t = b.add_tensor(f"{node.output}/unit", (), "float32",
-                                  data=np.array(unit, np.float32))  # fmt: skip
+            unit_t = b.add_tensor(
+                f"{node.output}/unit", (), "float32", data=np.array(unit, np.float32)
+            )
             b.add_operator("MUL", [as_float, unit_t], [scaled])
-            w = b.add_tensor(f"{node.output}/weight", node.weight.shape, "float32",
-                             data=node.weight.astype(np.float32))  # fmt: skip
-            bias = b.add_tensor(f"{node.output}/bias", node.bias.shape, "float32",
-                                data=node.bias.astype(np.float32))  # fmt: skip
+            w = b.add_tensor(
+                f"{node.output}/weight",
+                node.weight.shape,
+                "float32",
+                data=node.weight.astype(np.float32),
+            )
+            bias = b.add_tensor(
+                f"{node.output}/bias", node.bias.shape, "float32", data=node.bias.astype(np.float32)
+            )
             out = b.add_tensor("logits", shape(node.output), "float32")
             b.add_operator("FULLY_CONNECTED", [scaled, w, bias], [out])
             index[node.output] = out
@@ -173,9 +190,14 @@ def write_tflite(
 
 
 def _stem_layer(
-    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
+    b: ModelBuilder,
+    graph: Graph,
+    conv: IntConv,
+    act: ThresholdAct,
+    x16: int,
+    batch: int,
     index: dict[str, int],
-) -> None:  # fmt: skip
+) -> None:
     """The first conv, exactly in int32 although TFLite convs return int16.
 
     ``I`` (int16 or int32 holding ``B``-bit integers, ``B`` from the input's bounds) is
@@ -208,20 +230,23 @@ def _stem_layer(
     padded = (
         b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int32")
         if wide_input
-        else b.add_tensor(f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0,
-                          zero_point=0)
-    )  # fmt: skip
+        else b.add_tensor(
+            f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0, zero_point=0
+        )
+    )
     pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
-    b.add_operator("PAD", [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)],
-                   [padded])  # fmt: skip
+    b.add_operator(
+        "PAD", [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)], [padded]
+    )
     full = (n_, hp, wp, c_in)
     if wide_input:
         wide = padded
     else:
         wide = b.add_tensor(f"{conv.output}/u", full, "int32")
         b.add_operator("CAST", [padded], [wide])
-    offset = b.add_tensor(f"{conv.output}/u_offset", (), "int32",
-                          data=np.array(2 ** (width - 1), np.int32))  # fmt: skip
+    offset = b.add_tensor(
+        f"{conv.output}/u_offset", (), "int32", data=np.array(2 ** (width - 1), np.int32)
+    )
     u = b.add_tensor(f"{conv.output}/u_plus", full, "int32")
     b.add_operator("ADD", [wide, offset], [u])
 
@@ -238,18 +263,37 @@ def _stem_layer(
         digits.append(high)
         rest = low
     digits.append(rest)  # most significant digit first
-    w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8", data=weight.astype(np.int8),
-                     scale=[1.0] * c, zero_point=[0] * c)  # fmt: skip
-    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
-                        scale=[1.0] * c, zero_point=[0] * c)  # fmt: skip
+    w = b.add_tensor(
+        f"{conv.output}/weight",
+        weight.shape,
+        "int8",
+        data=weight.astype(np.int8),
+        scale=[1.0] * c,
+        zero_point=[0] * c,
+    )
+    bias = b.add_tensor(
+        f"{conv.output}/bias",
+        (c,),
+        "int64",
+        data=np.zeros(c, np.int64),
+        scale=[1.0] * c,
+        zero_point=[0] * c,
+    )
     total = None
     for k, (digit, factor) in enumerate(zip(digits, bases, strict=True)):
         d16 = b.add_tensor(f"{conv.output}/digit16_{k}", full, "int16", scale=1.0, zero_point=0)
         b.add_operator("CAST", [digit], [d16])
-        part16 = b.add_tensor(f"{conv.output}/part16_{k}", (n_, ho, wo, c), "int16", scale=1.0,
-                              zero_point=0)  # fmt: skip
-        b.add_operator("CONV_2D", [d16, w, bias], [part16], padding="VALID",
-                       stride_h=conv.stride, stride_w=conv.stride)  # fmt: skip
+        part16 = b.add_tensor(
+            f"{conv.output}/part16_{k}", (n_, ho, wo, c), "int16", scale=1.0, zero_point=0
+        )
+        b.add_operator(
+            "CONV_2D",
+            [d16, w, bias],
+            [part16],
+            padding="VALID",
+            stride_h=conv.stride,
+            stride_w=conv.stride,
+        )
         part = b.add_tensor(f"{conv.output}/part_{k}", (n_, ho, wo, c), "int32")
         b.add_operator("CAST", [part16], [part])
         if factor != 1:
@@ -262,8 +306,9 @@ def _stem_layer(
             part = summed
         total = part
     correction = -(2 ** (width - 1)) * weight.reshape(c, -1).sum(axis=1)
-    corr = b.add_tensor(f"{conv.output}/offset_correction", (c,), "int32",
-                        data=correction.astype(np.int32))  # fmt: skip
+    corr = b.add_tensor(
+        f"{conv.output}/offset_correction", (c,), "int32", data=correction.astype(np.int32)
+    )
     acc = b.add_tensor(f"{conv.output}/acc32", (n_, ho, wo, c), "int32")
     b.add_operator("ADD", [total, corr], [acc])
     _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
@@ -325,9 +370,15 @@ def _int4_sum_term_groups(
 
 
 def _threshold_layer(
-    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x16: int, batch: int,
-    index: dict[str, int], weights: str = "int8",
-) -> None:  # fmt: skip
+    b: ModelBuilder,
+    graph: Graph,
+    conv: IntConv,
+    act: ThresholdAct,
+    x16: int,
+    batch: int,
+    index: dict[str, int],
+    weights: str = "int8",
+) -> None:
     """Conv (16x8, per-channel output ``(d_c acc + 2**(s_c-1)) >> s_c``) then
     compare-and-count; with ``weights="int4"`` the filter is INT4 where :func:`int4_split` and
     the saturation bounds allow. The shift is carried by the per-channel weight (and bias)
@@ -335,19 +386,28 @@ def _threshold_layer(
     t = graph.tensors
     theta = act.thresholds.astype(np.int64)
     if theta.size and (theta.min() < -INT16_LIMIT or theta.max() > INT16_LIMIT):
-        raise LoweringError(f"layer {act.source!r}: thresholds in [{theta.min()}, {theta.max()}] "
-                            "leave int16; the exact TFLite form needs them inside")  # fmt: skip
+        raise LoweringError(
+            f"layer {act.source!r}: thresholds in [{theta.min()}, {theta.max()}] "
+            "leave int16; the exact TFLite form needs them inside"
+        )
     d = act.direction.astype(np.int16)
     ho, wo, c = t[conv.output].shape
     weight = conv.weight.astype(np.int16) * d[:, None, None, None]
     if np.abs(weight).max(initial=0) > 127:
-        raise LoweringError(f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid) are not "
-                            "supported by the TFLite target yet")  # fmt: skip
+        raise LoweringError(
+            f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid) are not "
+            "supported by the TFLite target yet"
+        )
     padding = _conv_padding(conv)
     if padding == "PAD":
         p, (n_, h_, w_, c_) = conv.padding, (batch, *t[conv.inputs[0]].shape)
-        padded = b.add_tensor(f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_), "int16",
-                              scale=1.0, zero_point=0)  # fmt: skip
+        padded = b.add_tensor(
+            f"{conv.output}/padded",
+            (n_, h_ + 2 * p, w_ + 2 * p, c_),
+            "int16",
+            scale=1.0,
+            zero_point=0,
+        )
         pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
         amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
         b.add_operator("PAD", [x16, amounts], [padded])
@@ -361,29 +421,52 @@ def _threshold_layer(
         _int4_conv(b, conv, act, x16, split, groups, (batch, ho, wo, c), options, index)
         return
     if conv.groups == 1:
-        w = b.add_tensor(f"{conv.output}/weight", weight.shape, "int8",
-                         data=weight.astype(np.int8), scale=scales, zero_point=zeros)  # fmt: skip
+        w = b.add_tensor(
+            f"{conv.output}/weight",
+            weight.shape,
+            "int8",
+            data=weight.astype(np.int8),
+            scale=scales,
+            zero_point=zeros,
+        )
         op = "CONV_2D"
     elif conv.groups == c and weight.shape[3] == 1:
         dw = np.transpose(weight, (3, 1, 2, 0))  # (1, kh, kw, C)
-        w = b.add_tensor(f"{conv.output}/weight", dw.shape, "int8", data=dw.astype(np.int8),
-                         scale=scales, zero_point=zeros, quantized_dimension=3)  # fmt: skip
+        w = b.add_tensor(
+            f"{conv.output}/weight",
+            dw.shape,
+            "int8",
+            data=dw.astype(np.int8),
+            scale=scales,
+            zero_point=zeros,
+            quantized_dimension=3,
+        )
         op = "DEPTHWISE_CONV_2D"
         options["depth_multiplier"] = 1
     else:
         raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
-    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
-                        scale=scales, zero_point=zeros)  # fmt: skip
-    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16", scale=1.0,
-                       zero_point=0)  # fmt: skip
+    bias = b.add_tensor(
+        f"{conv.output}/bias",
+        (c,),
+        "int64",
+        data=np.zeros(c, np.int64),
+        scale=scales,
+        zero_point=zeros,
+    )
+    acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16", scale=1.0, zero_point=0)
     b.add_operator(op, [x16, w, bias], [acc], **options)
     _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
 
 
 def _float_conv_layer(
-    b: ModelBuilder, graph: Graph, conv: IntConv, act: ThresholdAct, x32: int, batch: int,
+    b: ModelBuilder,
+    graph: Graph,
+    conv: IntConv,
+    act: ThresholdAct,
+    x32: int,
+    batch: int,
     index: dict[str, int],
-) -> None:  # fmt: skip
+) -> None:
     """A layer whose thresholds leave int16 (e.g. 8-bit PTQ): CAST the int32 input to float32,
     float32 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` with the integer filter ``d_c W_int`` as float32
     and zero bias, CAST the (integer-valued) output to int32, count against the int32
@@ -392,8 +475,9 @@ def _float_conv_layer(
     order, FMA included. Costs float32 filters (4x int8) in those layers; XNNPACK runs them."""
     t = graph.tensors
     if not float_conv_is_exact(graph, conv):
-        raise LoweringError(f"conv {conv.source!r}: partial sums reach 2**24, a float32 conv "
-                            "would not be exact")  # fmt: skip
+        raise LoweringError(
+            f"conv {conv.source!r}: partial sums reach 2**24, a float32 conv would not be exact"
+        )
     theta = act.thresholds.astype(np.int64)
     if theta.size and (theta.min() < -(2**31) or theta.max() > 2**31 - 1):
         raise LoweringError(f"layer {act.source!r}: thresholds beyond int32")
@@ -406,14 +490,18 @@ def _float_conv_layer(
     padding = _conv_padding(conv)
     if padding == "PAD":
         p = conv.padding
-        padded = b.add_tensor(f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in),
-                              "float32")  # fmt: skip
+        padded = b.add_tensor(
+            f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
+        )
         pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
         amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
         b.add_operator("PAD", [x, amounts], [padded])
         x, padding = padded, "VALID"
-    options: dict[str, object] = {"padding": padding, "stride_h": conv.stride,
-                                  "stride_w": conv.stride}  # fmt: skip
+    options: dict[str, object] = {
+        "padding": padding,
+        "stride_h": conv.stride,
+        "stride_w": conv.stride,
+    }
     if conv.groups == 1:
         w = b.add_tensor(f"{conv.output}/weight", weight.shape, "float32", data=weight)
         op = "CONV_2D"
@@ -439,20 +527,33 @@ def _requantization_scales(act: ThresholdAct) -> list[float]:
 
 
 def _int4_conv(
-    b: ModelBuilder, conv: IntConv, act: ThresholdAct, x16: int,
-    split: tuple[np.ndarray, np.ndarray | None], groups: list[np.ndarray],
-    nhwc: tuple[int, int, int, int], options: dict, index: dict[str, int],
-) -> None:  # fmt: skip
+    b: ModelBuilder,
+    conv: IntConv,
+    act: ThresholdAct,
+    x16: int,
+    split: tuple[np.ndarray, np.ndarray | None],
+    groups: list[np.ndarray],
+    nhwc: tuple[int, int, int, int],
+    options: dict,
+    index: dict[str, int],
+) -> None:
     """The layer with INT4 filters: ``acc = conv(W)`` directly, or ``2 conv(q) + e S``."""
     q, e = split
     c = nhwc[3]
     scales, zeros = _requantization_scales(act), [0] * c
     if e is not None and any(s != 1.0 for s in scales):  # pragma: no cover - refused before
         raise LoweringError(f"conv {conv.source!r}: the INT4 split sum cannot requantize")
-    w = b.add_tensor(f"{conv.output}/weight_int4", q.shape, "int4", data=q, scale=scales,
-                     zero_point=zeros)  # fmt: skip
-    bias = b.add_tensor(f"{conv.output}/bias", (c,), "int64", data=np.zeros(c, np.int64),
-                        scale=scales, zero_point=zeros)  # fmt: skip
+    w = b.add_tensor(
+        f"{conv.output}/weight_int4", q.shape, "int4", data=q, scale=scales, zero_point=zeros
+    )
+    bias = b.add_tensor(
+        f"{conv.output}/bias",
+        (c,),
+        "int64",
+        data=np.zeros(c, np.int64),
+        scale=scales,
+        zero_point=zeros,
+    )
     if e is None:  # the values fit int4 as they are (shifted per channel like int8 filters)
         acc = b.add_tensor(f"{conv.output}/acc16", nhwc, "int16", scale=1.0, zero_point=0)
         b.add_operator("CONV_2D", [x16, w, bias], [acc], **options)
@@ -469,20 +570,33 @@ def _int4_conv(
     for g, members in enumerate(groups):
         mask[g, :, :, members] = 1
     gs = [1.0] * len(groups)
-    ones_w = b.add_tensor(f"{conv.output}/window_ones", mask.shape, "int4", data=mask, scale=gs,
-                          zero_point=[0] * len(groups))  # fmt: skip
-    zero_b = b.add_tensor(f"{conv.output}/window_bias", (len(groups),), "int64",
-                          data=np.zeros(len(groups), np.int64), scale=gs,
-                          zero_point=[0] * len(groups))  # fmt: skip
+    ones_w = b.add_tensor(
+        f"{conv.output}/window_ones",
+        mask.shape,
+        "int4",
+        data=mask,
+        scale=gs,
+        zero_point=[0] * len(groups),
+    )
+    zero_b = b.add_tensor(
+        f"{conv.output}/window_bias",
+        (len(groups),),
+        "int64",
+        data=np.zeros(len(groups), np.int64),
+        scale=gs,
+        zero_point=[0] * len(groups),
+    )
     part_shape = (*nhwc[:3], len(groups))
-    parts16 = b.add_tensor(f"{conv.output}/window_sums16", part_shape, "int16", scale=1.0,
-                           zero_point=0)  # fmt: skip
+    parts16 = b.add_tensor(
+        f"{conv.output}/window_sums16", part_shape, "int16", scale=1.0, zero_point=0
+    )
     b.add_operator("CONV_2D", [x16, ones_w, zero_b], [parts16], **options)
     parts = b.add_tensor(f"{conv.output}/window_sums", part_shape, "int32")
     b.add_operator("CAST", [parts16], [parts])
     if len(groups) > 1:
-        axis = b.add_tensor(f"{conv.output}/window_axis", (1,), "int32",
-                            data=np.array([3], np.int32))  # fmt: skip
+        axis = b.add_tensor(
+            f"{conv.output}/window_axis", (1,), "int32", data=np.array([3], np.int32)
+        )
         total = b.add_tensor(f"{conv.output}/window_sum", (*nhwc[:3], 1), "int32")
         b.add_operator("SUM", [parts, axis], [total], keep_dims=True)
         parts = total
@@ -497,9 +611,15 @@ def _int4_conv(
 
 
 def _count(
-    b: ModelBuilder, act: ThresholdAct, value: int, dtype: str, hwc: tuple[int, ...], batch: int,
-    index: dict[str, int], direction: np.ndarray | None,
-) -> None:  # fmt: skip
+    b: ModelBuilder,
+    act: ThresholdAct,
+    value: int,
+    dtype: str,
+    hwc: tuple[int, ...],
+    batch: int,
+    index: dict[str, int],
+    direction: np.ndarray | None,
+) -> None:
     """Compare and count: ``X = mult * #{t : d value >= theta_t} + offset`` (int32 out).
 
     ``direction`` None: the value already carries the direction (conv weights times d)."""
@@ -515,8 +635,9 @@ def _count(
     levels = theta.shape[1]
     flat = b.add_tensor(f"{act.output}/rows", (rows, c, 1), dtype, **quant)
     b.add_operator("RESHAPE", [value], [flat], new_shape=[rows, c, 1])
-    th = b.add_tensor(f"{act.output}/thresholds", (c, levels), dtype,
-                      data=theta.astype(dtype), **quant)  # fmt: skip
+    th = b.add_tensor(
+        f"{act.output}/thresholds", (c, levels), dtype, data=theta.astype(dtype), **quant
+    )
     passed = b.add_tensor(f"{act.output}/passed", (rows, c, levels), "bool")
     b.add_operator("GREATER_EQUAL", [flat, th], [passed])
     ints = b.add_tensor(f"{act.output}/passed_int", (rows, c, levels), "int32")
@@ -525,8 +646,7 @@ def _count(
     count = b.add_tensor(f"{act.output}/count", (rows, c), "int32")
     b.add_operator("SUM", [ints, axis], [count], keep_dims=False)
     mult = b.add_tensor(f"{act.output}/mult", (), "int32", data=np.array(act.mult, np.int32))
-    offset = b.add_tensor(f"{act.output}/offset", (), "int32",
-                          data=np.array(act.offset, np.int32))  # fmt: skip
+    offset = b.add_tensor(f"{act.output}/offset", (), "int32", data=np.array(act.offset, np.int32))
     scaled = b.add_tensor(f"{act.output}/scaled", (rows, c), "int32")
     b.add_operator("MUL", [count, mult], [scaled])
     shifted = b.add_tensor(f"{act.output}/shifted", (rows, c), "int32")

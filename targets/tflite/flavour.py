@@ -70,8 +70,10 @@ def requantize_shift(
         pending &= ~fits
     if pending.any():  # pragma: no cover - thresholds are int32 (validated), s <= 17 suffices
         channels = np.flatnonzero(pending)[:8].tolist()
-        raise LoweringError(f"thresholds of channels {channels} cannot be brought into int16 "
-                            f"by a shift of at most {MAX_SHIFT}")  # fmt: skip
+        raise LoweringError(
+            f"thresholds of channels {channels} cannot be brought into int16 "
+            f"by a shift of at most {MAX_SHIFT}"
+        )
     return shift.astype(np.int8), snap_thresholds_to_shift(theta, shift)
 
 
@@ -120,7 +122,8 @@ def int16_flavour(graph: Graph) -> Graph:
             and (thresholds_fit_int16(node) or not float_conv_is_exact(graph, conv))
         ):
             shift, theta = requantize_shift(node.thresholds, node.direction)
-            node = replace(node, shift=shift if shift.any() else None,
-                           thresholds=theta.astype(np.int16))  # fmt: skip
+            node = replace(
+                node, shift=shift if shift.any() else None, thresholds=theta.astype(np.int16)
+            )
         nodes.append(node)
     return graph.replace_nodes(nodes)

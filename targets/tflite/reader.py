@@ -51,21 +51,51 @@ OPCODE_DEPRECATED, OPCODE_CUSTOM, OPCODE_VERSION, OPCODE_BUILTIN = 0, 1, 2, 3
 
 # TensorType -> bits per element of constant data (None: no fixed size, data not checked)
 TENSOR_BITS: dict[int, int | None] = {
-    0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 5: None, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128,
-    12: 64, 13: None, 14: None, 15: 32, 16: 16, 17: 4, 18: 16, 19: 2, 20: 4, 21: 8, 22: 8,
-}  # fmt: skip
+    0: 32,
+    1: 16,
+    2: 32,
+    3: 8,
+    4: 64,
+    5: None,
+    6: 8,
+    7: 16,
+    8: 64,
+    9: 8,
+    10: 64,
+    11: 128,
+    12: 64,
+    13: None,
+    14: None,
+    15: 32,
+    16: 16,
+    17: 4,
+    18: 16,
+    19: 2,
+    20: 4,
+    21: 8,
+    22: 8,
+}
 FLOAT32, INT32, INT16 = 0, 2, 7
 # The builtin operators the toolkit's writers emit (export.py, baseline.py): code -> (name,
 # fewest and most inputs, input positions that may be -1 "absent"). Anything else is refused
 # before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an ADD with an absent
 # input). A writer that starts using another operator adds it here.
 WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
-    0: ("ADD", 2, 2, ()), 3: ("CONV_2D", 3, 3, (2,)), 4: ("DEPTHWISE_CONV_2D", 3, 3, (2,)),
-    9: ("FULLY_CONNECTED", 3, 3, (2,)), 18: ("MUL", 2, 2, ()), 22: ("RESHAPE", 1, 2, ()),
-    34: ("PAD", 2, 2, ()), 40: ("MEAN", 2, 2, ()), 53: ("CAST", 1, 1, ()),
-    55: ("MAXIMUM", 2, 2, ()), 62: ("GREATER_EQUAL", 2, 2, ()), 74: ("SUM", 2, 2, ()),
-    90: ("FLOOR_DIV", 2, 2, ()), 95: ("FLOOR_MOD", 2, 2, ()),
-}  # fmt: skip
+    0: ("ADD", 2, 2, ()),
+    3: ("CONV_2D", 3, 3, (2,)),
+    4: ("DEPTHWISE_CONV_2D", 3, 3, (2,)),
+    9: ("FULLY_CONNECTED", 3, 3, (2,)),
+    18: ("MUL", 2, 2, ()),
+    22: ("RESHAPE", 1, 2, ()),
+    34: ("PAD", 2, 2, ()),
+    40: ("MEAN", 2, 2, ()),
+    53: ("CAST", 1, 1, ()),
+    55: ("MAXIMUM", 2, 2, ()),
+    62: ("GREATER_EQUAL", 2, 2, ()),
+    74: ("SUM", 2, 2, ()),
+    90: ("FLOOR_DIV", 2, 2, ()),
+    95: ("FLOOR_MOD", 2, 2, ()),
+}
 
 
 class _File:
@@ -91,8 +121,9 @@ class _File:
         vsize = self.unpack("<H", vtable, f"{what} vtable")
         tsize = self.unpack("<H", vtable + 2, f"{what} vtable")
         if vsize < 4 or vsize % 2 or vtable + vsize > self.size or tsize < 4:
-            raise self.fail(f"{what} vtable at byte {vtable} is malformed (size {vsize}, "
-                            f"table size {tsize})")  # fmt: skip
+            raise self.fail(
+                f"{what} vtable at byte {vtable} is malformed (size {vsize}, table size {tsize})"
+            )
         if pos + tsize > self.size:
             raise self.fail(f"{what} table at byte {pos} runs past the end of the file")
         return _Table(self, pos, vtable, vsize, tsize, what)
@@ -116,8 +147,10 @@ class _Table:
         if offset == 0:
             return None
         if offset < 4 or offset + width > self.tsize:
-            raise self.file.fail(f"{self.what} field {slot} at offset {offset} lies outside its "
-                                 f"{self.tsize}-byte table")  # fmt: skip
+            raise self.file.fail(
+                f"{self.what} field {slot} at offset {offset} lies outside its "
+                f"{self.tsize}-byte table"
+            )
         return self.pos + offset
 
     def scalar(self, slot: int, fmt: str, default: int) -> int:
@@ -141,8 +174,9 @@ class _Table:
             return 0, 0
         count = self.file.unpack("<I", target, f"{what} length")
         if target + 4 + count * width > self.file.size:
-            raise self.file.fail(f"{what} of {count} elements at byte {target} runs past the "
-                                 "end of the file")  # fmt: skip
+            raise self.file.fail(
+                f"{what} of {count} elements at byte {target} runs past the end of the file"
+            )
         return target + 4, count
 
     def ints(self, slot: int, fmt: str, what: str) -> list[int]:
@@ -192,8 +226,10 @@ def _buffer_bytes(model: _Table, index: int, buffers: list[_Table], what: str) -
     if offset > 1:  # data outside the flatbuffer (models over 2 GB): offset from file start
         size = buffer.scalar(BUFFER_SIZE, "<Q", 0)
         if offset + size > model.file.size:
-            raise model.file.fail(f"buffer {index} spans bytes {offset}..{offset + size} of a "
-                                  f"{model.file.size}-byte file")  # fmt: skip
+            raise model.file.fail(
+                f"buffer {index} spans bytes {offset}..{offset + size} of a "
+                f"{model.file.size}-byte file"
+            )
         return model.file.data[offset : offset + size]
     return buffer.data(BUFFER_DATA, f"buffer {index} data")
 
@@ -206,8 +242,7 @@ def read_program_bytes(content: bytes, path: object = "model") -> bytes:
     entries = model.tables(MODEL_METADATA, "Model.metadata")
     found = [e for e in entries if e.string(METADATA_NAME_SLOT, "metadata name") == METADATA_NAME]
     if not found:
-        raise ArtifactError(f"{where}: no {METADATA_NAME} metadata (not exported by "
-                            "climbq_deploy)")  # fmt: skip
+        raise ArtifactError(f"{where}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
     if len(found) > 1:
         raise ArtifactError(f"{where}: {len(found)} {METADATA_NAME} metadata entries, expected 1")
     buffers = model.tables(MODEL_BUFFERS, "Model.buffers")
@@ -237,8 +272,10 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             raise fail(f"operator code {i} is a custom operator; climbq_deploy writes none")
         # LiteRT runs max(builtin_code, deprecated_builtin_code): the two must agree.
         if builtin not in WRITTEN_OPS or deprecated != min(builtin, 127) or version < 1:
-            raise fail(f"operator code {i}: builtin {builtin}, deprecated {deprecated}, version "
-                       f"{version} is not an operator climbq_deploy writes")  # fmt: skip
+            raise fail(
+                f"operator code {i}: builtin {builtin}, deprecated {deprecated}, version "
+                f"{version} is not an operator climbq_deploy writes"
+            )
         codes.append(builtin)
     subgraphs = model.tables(MODEL_SUBGRAPHS, "Model.subgraphs")
     if len(subgraphs) != 1:
@@ -266,15 +303,18 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             if not 0 <= index < len(tensors):
                 raise fail(f"operator {i} ({name}) reads tensor {index} of {len(tensors)}")
             if index not in written and index not in fixed:
-                raise fail(f"operator {i} ({name}) reads tensor {index} before any operator "
-                           "writes it")  # fmt: skip
+                raise fail(
+                    f"operator {i} ({name}) reads tensor {index} before any operator writes it"
+                )
         outputs = op.ints(OPERATOR_OUTPUTS, "<i", f"operator {i} outputs")
         if len(outputs) != 1:
             raise fail(f"operator {i} ({name}) has {len(outputs)} outputs, not 1")
         for index in outputs:
             if not 0 <= index < len(tensors) or index in written or index in fixed:
-                raise fail(f"operator {i} writes tensor {index}, which is out of range, a "
-                           "constant, a model input or written before")  # fmt: skip
+                raise fail(
+                    f"operator {i} writes tensor {index}, which is out of range, a "
+                    "constant, a model input or written before"
+                )
             written.add(index)
         if op.scalar(OPERATOR_OPTIONS_TYPE, "<B", 0):
             op.table(OPERATOR_OPTIONS, f"operator {i} options")
@@ -295,8 +335,10 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             raise fail(f"the model's output tensor {indices[0]} is never written")
         got = described[indices[0]][:2]
         if got != (kind, shape):
-            raise fail(f"the model's {label} is type {got[0]} shape {got[1]}, the embedded "
-                       f"program needs type {kind} shape {shape}")  # fmt: skip
+            raise fail(
+                f"the model's {label} is type {got[0]} shape {got[1]}, the embedded "
+                f"program needs type {kind} shape {shape}"
+            )
 
 
 def _tensor(
@@ -315,15 +357,19 @@ def _tensor(
         scales = quantization.vector(QUANT_SCALE, 4, f"tensor {i} scales")[1]
         zeros = quantization.vector(QUANT_ZERO_POINT, 8, f"tensor {i} zero points")[1]
         axis = quantization.scalar(QUANT_DIMENSION, "<i", 0)
-        if scales != zeros or (scales > 1 and not (0 <= axis < len(shape)
-                                                   and shape[axis] == scales)):  # fmt: skip
-            raise fail(f"tensor {i}: {scales} scales and {zeros} zero points on axis {axis} of "
-                       f"shape {shape}")  # fmt: skip
+        if scales != zeros or (
+            scales > 1 and not (0 <= axis < len(shape) and shape[axis] == scales)
+        ):
+            raise fail(
+                f"tensor {i}: {scales} scales and {zeros} zero points on axis {axis} of "
+                f"shape {shape}"
+            )
     data = _buffer_bytes(model, tensor.scalar(TENSOR_BUFFER, "<I", 0), buffers, f"tensor {i}")
     bits = TENSOR_BITS[kind]
     if data and bits is not None and len(data) != (math.prod(shape) * bits + 7) // 8:
-        raise fail(f"tensor {i}: {len(data)} bytes of constant data for shape {shape} of type "
-                   f"{kind}")  # fmt: skip
+        raise fail(
+            f"tensor {i}: {len(data)} bytes of constant data for shape {shape} of type {kind}"
+        )
     return kind, shape, bool(data) or bool(tensor.scalar(TENSOR_IS_VARIABLE, "<B", 0))
 
 

@@ -48,8 +48,9 @@ def _files(folder: Path) -> set[Path]:
         ("train\\a\\..\\..\\evil.png", "'..' path component"),
     ],
 )
-def test_members_pointing_outside_are_refused_by_name(tmp_path: Path, member: str,
-                                                      reason: str) -> None:  # fmt: skip
+def test_members_pointing_outside_are_refused_by_name(
+    tmp_path: Path, member: str, reason: str
+) -> None:
     path = _zip(tmp_path / "src.zip", {member: b"x"})
     before = _files(tmp_path)
     with pytest.raises(DataError) as info:
@@ -61,8 +62,9 @@ def test_members_pointing_outside_are_refused_by_name(tmp_path: Path, member: st
 
 
 def test_symlink_entries_are_refused_even_with_a_harmless_name(tmp_path: Path) -> None:
-    path = _zip(tmp_path / "src.zip", {"train/a/link.png": b"/etc/passwd"},
-                symlinks=("train/a/link.png",))  # fmt: skip
+    path = _zip(
+        tmp_path / "src.zip", {"train/a/link.png": b"/etc/passwd"}, symlinks=("train/a/link.png",)
+    )
     with pytest.raises(DataError, match=r"'train/a/link\.png' \(symbolic link\)"):
         open_source(path)
     # a link to a folder, outside the image tree, is refused as well

@@ -135,8 +135,9 @@ def test_newer_program_version_is_refused(resnet20_graphs, tmp_path: Path) -> No
 
     path = save_program(resnet20_graphs[2], tmp_path / "model.climbq")
     manifest, arrays = read_artifact(path)
-    manifest = {k: v for k, v in manifest.items() if k not in ("arrays", "format",
-                                                                "schema_version")}  # fmt: skip
+    manifest = {
+        k: v for k, v in manifest.items() if k not in ("arrays", "format", "schema_version")
+    }
     manifest["program"]["version"] += 1
     packed = {name: 2 for name in arrays if name.startswith("weights/")}
     newer = write_artifact(tmp_path / "newer.climbq", manifest, dict(arrays), packed)

@@ -117,8 +117,13 @@ def test_threshold_act_counts_exactly_at_int32_edges(levels: int, dtype: type) -
     direction = np.array([1, -1, 0], np.int8)
     x = np.array(EDGE_INPUTS, dtype)[:, None].repeat(3, axis=1)
     got = ops.threshold_act(x[None, :, None, :], theta, direction, 2, -levels)
-    want = [[2 * sum(int(d) * int(v) >= int(t) for t in theta[c]) - levels
-             for c, d in enumerate(direction)] for v in EDGE_INPUTS]  # fmt: skip
+    want = [
+        [
+            2 * sum(int(d) * int(v) >= int(t) for t in theta[c]) - levels
+            for c, d in enumerate(direction)
+        ]
+        for v in EDGE_INPUTS
+    ]
     np.testing.assert_array_equal(got[0, :, 0, :], want)
     assert got.dtype == np.int32
 
@@ -177,17 +182,21 @@ def test_int_conv_refuses_inputs_beyond_the_proven_bound() -> None:
 # --- the bounds pass at the int32 edge ------------------------------------------------------
 
 
-def _program(step: float, weight: list[int], thresholds: list[int] | None = None,
-             extra: str = "") -> Graph:  # fmt: skip
+def _program(
+    step: float, weight: list[int], thresholds: list[int] | None = None, extra: str = ""
+) -> Graph:
     """image (1x1 or 4x4, C channels, mean 0, std 1, so inputs in [0, 1/step]) -> 1x1 conv with
     ``weight`` -> threshold act; ``extra="add"`` / ``"pool"`` instead ends in x + x / a sum pool
     over the input."""
     c = len(weight)
     size = 4 if extra == "pool" else 1
-    tensors = {"image": TensorSpec("image", "uint8", (size, size, c), 2),
-               "x": TensorSpec("x", "int32", (size, size, c), 2, step)}  # fmt: skip
-    nodes: list = [InputQuant("in", ("image",), "x", "input", mean=(0.0,) * c, std=(1.0,) * c,
-                              step=step)]  # fmt: skip
+    tensors = {
+        "image": TensorSpec("image", "uint8", (size, size, c), 2),
+        "x": TensorSpec("x", "int32", (size, size, c), 2, step),
+    }
+    nodes: list = [
+        InputQuant("in", ("image",), "x", "input", mean=(0.0,) * c, std=(1.0,) * c, step=step)
+    ]
     if extra == "add":
         tensors["s"] = TensorSpec("s", "int32", (1, 1, c), 2, step)
         nodes.append(Add("add", ("x", "x"), "s", "layer.add"))
@@ -200,11 +209,27 @@ def _program(step: float, weight: list[int], thresholds: list[int] | None = None
     tensors["q"] = TensorSpec("q", "int32", (1, 1, 1), 2, 1.0)
     theta = np.array([thresholds or [0]], np.int64)
     nodes += [
-        IntConv("conv", ("x",), "acc", "layer.conv", weight=np.array(weight, np.int8).reshape(
-            1, 1, 1, c), weight_bits=8, weight_grid=(1, -128)),
-        ThresholdAct("act", ("acc",), "q", "layer.act", thresholds=theta,
-                     direction=np.array([1], np.int8), mult=1, offset=0, bits=8),
-    ]  # fmt: skip
+        IntConv(
+            "conv",
+            ("x",),
+            "acc",
+            "layer.conv",
+            weight=np.array(weight, np.int8).reshape(1, 1, 1, c),
+            weight_bits=8,
+            weight_grid=(1, -128),
+        ),
+        ThresholdAct(
+            "act",
+            ("acc",),
+            "q",
+            "layer.act",
+            thresholds=theta,
+            direction=np.array([1], np.int8),
+            mult=1,
+            offset=0,
+            bits=8,
+        ),
+    ]
     return Graph(tuple(nodes), tensors, "image", "q")
 
 

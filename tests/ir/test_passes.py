@@ -73,16 +73,39 @@ def _conv_graph(weight_scale=1 / 15, bits=4, weight=None, gamma=None, var=None):
     }
     nodes = (
         InputQuant("in", ("image",), "x", mean=(0.5, 0.5), std=(0.25, 0.25), step=2.0**-10),
-        Conv("conv", ("x",), "c", "layer.conv", weight=w_int * weight_scale,
-             weight_scale=weight_scale, weight_bits=bits, weight_grid=(2, -n), padding=1),
-        BatchNorm("bn", ("c",), "bn", "layer.bn",
-                  gamma=np.array([1.5, -0.7, 0.0]) if gamma is None else gamma,
-                  beta=np.array([0.1, 0.2, -0.3]), mean=np.array([0.5, -2.0, 1.0]),
-                  var=np.array([2.0, 1e-9, 1.0]) if var is None else var),
-        ActQuant("act", ("bn",), "q", "layer.act",
-                 thresholds=2 * ndtri((np.arange(1, 16) - 0.5) / 15), mult=2, offset=-15,
-                 step=2 / 15, bits=4),
-    )  # fmt: skip
+        Conv(
+            "conv",
+            ("x",),
+            "c",
+            "layer.conv",
+            weight=w_int * weight_scale,
+            weight_scale=weight_scale,
+            weight_bits=bits,
+            weight_grid=(2, -n),
+            padding=1,
+        ),
+        BatchNorm(
+            "bn",
+            ("c",),
+            "bn",
+            "layer.bn",
+            gamma=np.array([1.5, -0.7, 0.0]) if gamma is None else gamma,
+            beta=np.array([0.1, 0.2, -0.3]),
+            mean=np.array([0.5, -2.0, 1.0]),
+            var=np.array([2.0, 1e-9, 1.0]) if var is None else var,
+        ),
+        ActQuant(
+            "act",
+            ("bn",),
+            "q",
+            "layer.act",
+            thresholds=2 * ndtri((np.arange(1, 16) - 0.5) / 15),
+            mult=2,
+            offset=-15,
+            step=2 / 15,
+            bits=4,
+        ),
+    )
     return Graph(nodes, tensors, "image", "q")
 
 
@@ -149,8 +172,9 @@ def test_bounds_hold_and_pick_storage() -> None:
 
 
 def test_bounds_refuse_int32_overflow() -> None:
-    graph = derive_thresholds(integerize_weights(fold_batchnorm(_conv_graph(bits=8,
-        weight=np.full((3, 3, 3, 2), 127)))))  # fmt: skip
+    graph = derive_thresholds(
+        integerize_weights(fold_batchnorm(_conv_graph(bits=8, weight=np.full((3, 3, 3, 2), 127))))
+    )
     tensors = dict(graph.tensors)
     huge = InputQuant("in", ("image",), "x", mean=(0.5, 0.5), std=(1e-6, 1e-6), step=2.0**-10)
     graph = graph.replace_nodes([huge, *graph.nodes[1:]], tensors)
@@ -176,8 +200,11 @@ def test_proven_conv_bounds_hold_on_extreme_inputs(bits, seed, input_range, padd
     w = (2 * rng.integers(0, n + 1, size=(4, 3, 3, 3)) - n).astype(np.int16)
     lo, hi = input_range
     bounds = conv_channel_bounds(w, lo, hi, padding)
-    inputs = [np.full((1, 5, 5, 3), lo), np.full((1, 5, 5, 3), hi),
-              rng.integers(lo, hi + 1, size=(8, 5, 5, 3))]  # fmt: skip
+    inputs = [
+        np.full((1, 5, 5, 3), lo),
+        np.full((1, 5, 5, 3), hi),
+        rng.integers(lo, hi + 1, size=(8, 5, 5, 3)),
+    ]
     partial = int(np.abs(w.astype(np.int64)).reshape(4, -1).sum(1).max()) * max(abs(lo), abs(hi))
     if partial > 2**31 - 1:  # the bounds pass refuses such a layer; so does the kernel
         with pytest.raises(ValueError, match="int32"):
@@ -205,24 +232,32 @@ def test_fold_batchnorm_extreme_parameters(var, gamma) -> None:
     bn = graph.node("bn")
     y = np.array([-3.0, 0.0, 7.0])[:, None]
     expected = bn.gamma * (y - bn.mean) / np.sqrt(bn.var + bn.eps) + bn.beta
-    np.testing.assert_allclose(conv.affine_scale * y + conv.affine_shift, expected, rtol=1e-9,
-                               atol=1e-9 * np.abs(expected).max())  # fmt: skip
+    np.testing.assert_allclose(
+        conv.affine_scale * y + conv.affine_shift,
+        expected,
+        rtol=1e-9,
+        atol=1e-9 * np.abs(expected).max(),
+    )
     lowered = lower(graph)  # and the whole chain accepts it
     assert lowered.ops() == ["input_quant", "int_conv", "threshold_act"]
 
 
-@pytest.mark.parametrize(("bits", "expected"), [(8, [[127, -64, 1], [0, 0, 0]]),
-                                                 (4, [[7, -4, 0], [0, 0, 0]])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bits", "expected"), [(8, [[127, -64, 1], [0, 0, 0]]), (4, [[7, -4, 0], [0, 0, 0]])]
+)
 def test_quantize_head_per_output_channel_grid(bits: int, expected: list) -> None:
     """``W_q = round_half_even(W / (max|W[o]| / Q))``, Q = 2**(bits-1) - 1; zero rows scale 1."""
     from climbq_deploy.ir.graph import IntLinear, Linear, TensorSpec
     from climbq_deploy.ir.passes import quantize_head
 
     weight = np.array([[2.0, -1.0, 0.01], [0.0, 0.0, 0.0]])
-    head = Linear(name="fc", inputs=("pool",), output="fc", source="fc", weight=weight,
-                  bias=np.zeros(2))  # fmt: skip
-    tensors = {"pool": TensorSpec("pool", "int32", (3,), 0, 1.0),
-               "fc": TensorSpec("fc", "float64", (2,), 0)}  # fmt: skip
+    head = Linear(
+        name="fc", inputs=("pool",), output="fc", source="fc", weight=weight, bias=np.zeros(2)
+    )
+    tensors = {
+        "pool": TensorSpec("pool", "int32", (3,), 0, 1.0),
+        "fc": TensorSpec("fc", "float64", (2,), 0),
+    }
     graph = Graph(nodes=[head], tensors=tensors, input="pool", output="fc")
     out = quantize_head(graph, bits=bits).nodes[0]
     assert isinstance(out, IntLinear)

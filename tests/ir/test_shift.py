@@ -44,8 +44,9 @@ def rewrite(path: Path, out: Path, edit) -> Path:
     """The artifact at ``path`` with its manifest edited by ``edit(manifest, arrays)``."""
     manifest, arrays = read_artifact(path)
     packed = {k: e["packed_bits"] for k, e in manifest["arrays"].items() if e["packed_bits"]}
-    manifest = {k: v for k, v in manifest.items() if k not in ("arrays", "format",
-                                                                "schema_version")}  # fmt: skip
+    manifest = {
+        k: v for k, v in manifest.items() if k not in ("arrays", "format", "schema_version")
+    }
     arrays = dict(arrays)
     edit(manifest, arrays)
     return write_artifact(out, manifest, arrays, packed)
@@ -72,8 +73,9 @@ def test_per_channel_shift_round_trips_and_runs_identically(program: Graph, tmp_
     assert acts[1].channel_shifts().tolist() == shift.tolist()
     assert acts[0].channel_shifts().tolist() == [0] * acts[0].thresholds.shape[0]
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(ReferenceModel(loaded).predict(images),
-                                  ReferenceModel(graph).predict(images))  # fmt: skip
+    np.testing.assert_array_equal(
+        ReferenceModel(loaded).predict(images), ReferenceModel(graph).predict(images)
+    )
 
 
 def test_pure_program_stores_scalar_zero_as_program_version_1_did(program, tmp_path) -> None:

@@ -48,19 +48,26 @@ def test_int_conv_equals_torch_float64(case) -> None:
     x = rng.integers(-limit, limit + 1, size=(2, size, size, cin)).astype(np.int32)
     bound = weight_sum * limit
     got = ops.int_conv(x, w, stride, padding, groups, bound)
-    expected = torch.nn.functional.conv2d(
-        torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2),
-        torch.from_numpy(w.astype(np.float64)).permute(0, 3, 1, 2),
-        stride=stride, padding=padding, groups=groups,
-    ).permute(0, 2, 3, 1).numpy()  # fmt: skip
+    expected = (
+        torch.nn.functional.conv2d(
+            torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2),
+            torch.from_numpy(w.astype(np.float64)).permute(0, 3, 1, 2),
+            stride=stride,
+            padding=padding,
+            groups=groups,
+        )
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, expected.astype(np.int64))
 
 
 def test_int_conv_refuses_sums_beyond_int32() -> None:
     with pytest.raises(ValueError, match="int32"):
-        ops.int_conv(np.zeros((1, 3, 3, 1), np.int32), np.ones((1, 1, 1, 1), np.int8), 1, 0, 1,
-                     2**31)  # fmt: skip
+        ops.int_conv(
+            np.zeros((1, 3, 3, 1), np.int32), np.ones((1, 1, 1, 1), np.int8), 1, 0, 1, 2**31
+        )
 
 
 @settings(max_examples=60, deadline=None)
@@ -70,8 +77,9 @@ def test_threshold_act_equals_a_plain_count(channels: int, levels: int, seed: in
     theta = np.sort(rng.integers(-50, 50, size=(channels, levels)), axis=1)
     direction = rng.integers(-1, 2, size=channels).astype(np.int8)
     # every value at, just below and just above each threshold, plus random ones
-    at = np.concatenate([theta.ravel() - 1, theta.ravel(), theta.ravel() + 1,
-                         rng.integers(-80, 80, size=20)])  # fmt: skip
+    at = np.concatenate(
+        [theta.ravel() - 1, theta.ravel(), theta.ravel() + 1, rng.integers(-80, 80, size=20)]
+    )
     x = np.stack([at * (d if d else 1) for d in direction], axis=-1)[None, :, None, :]
     got = ops.threshold_act(x, theta, direction, 2, -levels)
     value = x.astype(np.int64) * direction
@@ -123,8 +131,9 @@ def test_threshold_act_per_channel_shift_equals_a_plain_loop(levels: int) -> Non
     scale = 2 ** shift.astype(np.int64)
     # values at each level's lower boundary 2**s theta - 2**(s-1), one below, one above
     edge = theta * scale[:, None] - np.where(shift > 0, scale // 2, 0)[:, None]
-    values = np.concatenate([edge - 1, edge, edge + 1, rng.integers(-2**40, 2**40, (channels, 9))],
-                            axis=1)  # fmt: skip
+    values = np.concatenate(
+        [edge - 1, edge, edge + 1, rng.integers(-(2**40), 2**40, (channels, 9))], axis=1
+    )
     x = (values * np.where(direction == 0, 1, direction)[:, None]).T[None, None]
     got = ops.threshold_act(x, theta, direction, 2, 1, shift)[0, 0]
     for c in range(channels):

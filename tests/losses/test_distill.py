@@ -38,15 +38,19 @@ def test_loss_equals_t_squared_kl_of_softened_distributions(temperature: float) 
         )
         / len(student)
     )
-    got = distillation_loss(torch.tensor(student, dtype=torch.float64),
-                            torch.tensor(teacher, dtype=torch.float64), temperature)  # fmt: skip
+    got = distillation_loss(
+        torch.tensor(student, dtype=torch.float64),
+        torch.tensor(teacher, dtype=torch.float64),
+        temperature,
+    )
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_gradient_is_t_times_probability_gap_over_batch() -> None:
     temperature = 3.0
-    student = torch.tensor([[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]], dtype=torch.float64,
-                           requires_grad=True)  # fmt: skip
+    student = torch.tensor(
+        [[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]], dtype=torch.float64, requires_grad=True
+    )
     teacher = torch.tensor([[1.0, 0.5, 0.0], [-2.0, 0.0, 2.0]], dtype=torch.float64)
     distillation_loss(student, teacher, temperature).backward()
     gap = torch.softmax(student.detach() / temperature, 1) - torch.softmax(teacher / temperature, 1)
@@ -73,14 +77,23 @@ def test_bad_inputs_and_config() -> None:
 def test_qat_run_learns_from_its_init_model(small_syndigits, tmp_path) -> None:
     data = str(save_dataset(small_syndigits, tmp_path / "syn"))
     train(TrainConfig(data, epochs=1, batch_size=64, lr=0.05), tmp_path / "fp", progress=False)
-    qat = dict(data=data, method="climbq+", wbits=4, abits=4, epochs=2, batch_size=64,
-               lr=0.01, init=str(tmp_path / "fp"))  # fmt: skip
+    qat = dict(
+        data=data,
+        method="climbq+",
+        wbits=4,
+        abits=4,
+        epochs=2,
+        batch_size=64,
+        lr=0.01,
+        init=str(tmp_path / "fp"),
+    )
     plain = train(TrainConfig(**qat), tmp_path / "plain", progress=False)
     taught = train(TrainConfig(**qat, distill=0.5), tmp_path / "kd", progress=False)
     assert taught["config"]["distill"] == 0.5 and plain["config"]["distill"] == 0.0
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "kd" / "history.jsonl").open()]
-    plain_losses = [json.loads(line)["train_loss"]
-                    for line in (tmp_path / "plain" / "history.jsonl").open()]  # fmt: skip
+    plain_losses = [
+        json.loads(line)["train_loss"] for line in (tmp_path / "plain" / "history.jsonl").open()
+    ]
     assert all(math.isfinite(v) for v in losses) and losses != plain_losses
     # resuming a finished distilled run rebuilds the teacher and trains nothing
     again = train(TrainConfig(**qat, distill=0.5), tmp_path / "kd", resume=True, progress=False)
@@ -93,8 +106,16 @@ def test_an_init_model_of_another_class_count_is_refused(small_syndigits, tmp_pa
     state = torch.load(tmp_path / "fp" / "checkpoint.pt", weights_only=True)
     state["model"] = {k: (v[:5] if k.startswith("fc.") else v) for k, v in state["model"].items()}
     torch.save(state, tmp_path / "fp" / "checkpoint.pt")
-    config = TrainConfig(data, method="climbq+", wbits=4, abits=4, epochs=1, batch_size=64,
-                         init=str(tmp_path / "fp"), distill=0.5)  # fmt: skip
+    config = TrainConfig(
+        data,
+        method="climbq+",
+        wbits=4,
+        abits=4,
+        epochs=1,
+        batch_size=64,
+        init=str(tmp_path / "fp"),
+        distill=0.5,
+    )
     with pytest.raises(ConfigError, match=r"does not fit this model: size mismatch for fc\.weight"):
         train(config, tmp_path / "kd", progress=False)
 
@@ -123,7 +144,8 @@ def test_teacher_is_its_own_run_not_the_init_run(small_syndigits, tmp_path) -> N
         fp_state["fc.weight"],
     )  # no --teacher: the --init run teaches
     assert not torch.allclose(logits["fp"], logits["q4"])  # the 4-bit teacher quantizes
-    run = train(TrainConfig(**{**q2, "teacher": str(tmp_path / "fp")}), tmp_path / "q2",
-                progress=False)  # fmt: skip
+    run = train(
+        TrainConfig(**{**q2, "teacher": str(tmp_path / "fp")}), tmp_path / "q2", progress=False
+    )
     assert run["config"]["teacher"] == str(tmp_path / "fp")
     assert run["config"]["init"] == str(tmp_path / "q4")

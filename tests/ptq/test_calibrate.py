@@ -42,8 +42,9 @@ def fp_run(tmp_path_factory) -> Path:
     loader = dataset_loader(dataset, "train", 64)
     reestimate_batchnorm(model, (x for x, _ in loader.epoch(0)))
     run = root / "fp"
-    save_checkpoint(run / "checkpoint.pt", {"config": config.as_dict(),
-                                            "model": model.state_dict()})  # fmt: skip
+    save_checkpoint(
+        run / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
+    )
     write_json(run / "metrics.json", {"top1": 10.0, "method": "fp32", "config": config.as_dict()})
     return run
 
@@ -112,8 +113,7 @@ def test_climbq_ptq_reestimates_batchnorm_on_the_calibration_set(fp_run, tmp_pat
     x = calibration_images(fp_run, 20, "balanced", 1)
     with torch.no_grad():  # golden: the 4-bit ClimbQ stem conv on the calibration images
         z = torch.nn.functional.conv2d(x, climbq_weight_unit(fp.model.conv1.weight, 4), padding=1)
-    torch.testing.assert_close(run.model.bn1.running_mean, z.mean((0, 2, 3)), rtol=1e-4,
-                               atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(run.model.bn1.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(run.model.bn1.running_var, z.var((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(run.model.bn1.running_mean, fp.model.bn1.running_mean)
     torch.testing.assert_close(run.model.conv1.weight, fp.model.conv1.weight)  # weights as trained
@@ -134,14 +134,35 @@ def test_bad_requests_are_refused(fp_run: Path, tmp_path: Path) -> None:
 
 def test_cli_calibrate(fp_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "q"
-    argv = ["calibrate", str(fp_run), "--method", "ptq-w4a4", "--calib", "balanced",
-            "--calib-size", "20", "--range", "minmax", "--out", str(out), "--json"]  # fmt: skip
+    argv = [
+        "calibrate",
+        str(fp_run),
+        "--method",
+        "ptq-w4a4",
+        "--calib",
+        "balanced",
+        "--calib-size",
+        "20",
+        "--range",
+        "minmax",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["calibration"]["set"]["counts"] == [2] * 10
     assert (out / "checkpoint.pt").is_file()
-    bad = ["calibrate", str(fp_run), "--method", "climbq-ptq", "--range", "minmax", "--out",
-           str(tmp_path / "bad")]  # fmt: skip
+    bad = [
+        "calibrate",
+        str(fp_run),
+        "--method",
+        "climbq-ptq",
+        "--range",
+        "minmax",
+        "--out",
+        str(tmp_path / "bad"),
+    ]
     assert main(bad) == 2
     assert "no activation ranges" in capsys.readouterr().err
 
@@ -161,8 +182,13 @@ def test_ptq_runs_deploy_like_trained_runs(
     if reason:
         pytest.skip(f"{target}: {reason}")
     calibrate(CalibrateConfig(str(fp_run), method, "balanced", 20), tmp_path / "q")
-    record = check_run(tmp_path / "q", target=target, limit=8, progress=False,
-                       kernels="ref" if target == "tflite" else None)  # fmt: skip
+    record = check_run(
+        tmp_path / "q",
+        target=target,
+        limit=8,
+        progress=False,
+        kernels="ref" if target == "tflite" else None,
+    )
     assert record["exact_match"] is True
     assert record["top1_agreement"] == 1.0 and record["code_agreement"] == 1.0
     artifact = Path(record["artifact"])

@@ -20,8 +20,9 @@ from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 
 def calibrate_randomly(model: torch.nn.Module, seed: int, tie: bool = True) -> None:
     rng = np.random.default_rng(seed)
-    ranges = {n: float(rng.uniform(0.5, 6.0)) for n, m in model.named_modules()
-              if isinstance(m, ActQuant)}  # fmt: skip
+    ranges = {
+        n: float(rng.uniform(0.5, 6.0)) for n, m in model.named_modules() if isinstance(m, ActQuant)
+    }
     if tie:
         ranges = tie_ranges(ranges, residual_groups(model))
     for name, module in model.named_modules():

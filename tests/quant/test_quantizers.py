@@ -158,8 +158,9 @@ def test_weight_rounding_error_is_the_residual_of_the_codes(bits: int) -> None:
     np.testing.assert_allclose(got, scaled - np.round(scaled), rtol=0, atol=1e-12)
     assert np.abs(got).max() <= 0.5
     codes = weight_codes(torch.from_numpy(w), bits).numpy()
-    np.testing.assert_allclose(n * norm.cdf((w - w.mean()) / w.std(ddof=1)) - codes, got,
-                               rtol=0, atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        n * norm.cdf((w - w.mean()) / w.std(ddof=1)) - codes, got, rtol=0, atol=1e-12
+    )
     # two weights: z = -/+ 1/sqrt(2), n Phi(z) = 3 * 0.23975 = 0.71925 -> residual -0.28075
     pair = weight_rounding_error(torch.tensor([-1.0, 1.0], dtype=torch.float64), 2)
     expected = 3 * norm.cdf(-1 / np.sqrt(2)) - 1

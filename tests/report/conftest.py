@@ -23,26 +23,52 @@ RUNS = {
 }
 
 CHECK_TFLITE = {
-    "n_images": 100, "top1_agreement": 0.9875, "code_agreement": 0.99990234375,
-    "ref_top1": 40.75, "torch_top1": 40.65, "torch_fp32_top1": 40.7, "exact_match": True,
-    "target": "tflite", "kernels": "xnnpack", "artifact": "does/not/exist/model.tflite",
+    "n_images": 100,
+    "top1_agreement": 0.9875,
+    "code_agreement": 0.99990234375,
+    "ref_top1": 40.75,
+    "torch_top1": 40.65,
+    "torch_fp32_top1": 40.7,
+    "exact_match": True,
+    "target": "tflite",
+    "kernels": "xnnpack",
+    "artifact": "does/not/exist/model.tflite",
     "max_abs_logit_diff": 2.0e-06,
-}  # fmt: skip
+}
 BENCH_TFLITE = {
-    "target": "tflite", "kernels": "xnnpack", "threads": 2, "batch": 1,
+    "target": "tflite",
+    "kernels": "xnnpack",
+    "threads": 2,
+    "batch": 1,
     "latency_ms": {"p50": 28.474889000790427, "p90": 29.089707799903408, "p99": 30.158478},
-    "images_per_second": 35.11866191900665, "top1": None, "cpu": "AMD EPYC",
-    "runtime": "ai_edge_litert.interpreter", "model": "does/not/exist/model.tflite",
-}  # fmt: skip
+    "images_per_second": 35.11866191900665,
+    "top1": None,
+    "cpu": "AMD EPYC",
+    "runtime": "ai_edge_litert.interpreter",
+    "model": "does/not/exist/model.tflite",
+}
 CHECK_NUMPY = {
-    "n_images": 100, "top1_agreement": 1.0, "code_agreement": 1.0, "ref_top1": 40.65,
-    "torch_top1": 40.65, "torch_fp32_top1": 40.7, "target": "numpy", "artifact": "model.climbq",
-}  # fmt: skip
+    "n_images": 100,
+    "top1_agreement": 1.0,
+    "code_agreement": 1.0,
+    "ref_top1": 40.65,
+    "torch_top1": 40.65,
+    "torch_fp32_top1": 40.7,
+    "target": "numpy",
+    "artifact": "model.climbq",
+}
 BENCH_ONNX = {
-    "target": "tensorrt", "kernels": "onnxruntime", "threads": 1, "batch": 8,
-    "latency_ms": {"p50": 3.25, "p90": 3.5, "p99": 4.125}, "images_per_second": 2461.5384615,
-    "top1": 40.5, "cpu": "AMD EPYC", "runtime": "onnxruntime", "artifact_bytes": 123456,
-}  # fmt: skip
+    "target": "tensorrt",
+    "kernels": "onnxruntime",
+    "threads": 1,
+    "batch": 8,
+    "latency_ms": {"p50": 3.25, "p90": 3.5, "p99": 4.125},
+    "images_per_second": 2461.5384615,
+    "top1": 40.5,
+    "cpu": "AMD EPYC",
+    "runtime": "onnxruntime",
+    "artifact_bytes": 123456,
+}
 
 
 def write(path: Path, obj: object) -> None:
@@ -52,21 +78,46 @@ def write(path: Path, obj: object) -> None:
 
 def make_run(root: Path, name: str, data: str, counts: list[int], seed: int) -> Path:
     method, bits, scaling, loss, top1, many, medium, few = RUNS[name]
-    config = TrainConfig(data, method=method, wbits=bits, abits=bits, act_scaling=scaling,
-                         loss=loss, epochs=2, batch_size=16, seed=seed)  # fmt: skip
+    config = TrainConfig(
+        data,
+        method=method,
+        wbits=bits,
+        abits=bits,
+        act_scaling=scaling,
+        loss=loss,
+        epochs=2,
+        batch_size=16,
+        seed=seed,
+    )
     torch.manual_seed(seed)
     model = build_model("resnet20", len(counts), config.quant_spec)
     folder = root / name
     folder.mkdir(parents=True)
-    save_checkpoint(folder / "checkpoint.pt", {"config": config.as_dict(),
-                                               "model": model.state_dict()})  # fmt: skip
+    save_checkpoint(
+        folder / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
+    )
     per_class = [round(100 * ((k * 37 + seed) % 101) / 101, 6) for k in range(len(counts))]
-    write(folder / "metrics.json", {
-        "top1": top1, "many": many, "medium": medium, "few": few, "per_class": per_class,
-        "train_counts": counts, "fit_counts": counts, "method": method, "arch": "resnet20",
-        "wbits": bits, "abits": bits, "loss": loss, "epochs": 2, "seconds": 16.161048729000413,
-        "dataset": "syndigits-lt", "config": config.as_dict(),
-    })  # fmt: skip
+    write(
+        folder / "metrics.json",
+        {
+            "top1": top1,
+            "many": many,
+            "medium": medium,
+            "few": few,
+            "per_class": per_class,
+            "train_counts": counts,
+            "fit_counts": counts,
+            "method": method,
+            "arch": "resnet20",
+            "wbits": bits,
+            "abits": bits,
+            "loss": loss,
+            "epochs": 2,
+            "seconds": 16.161048729000413,
+            "dataset": "syndigits-lt",
+            "config": config.as_dict(),
+        },
+    )
     return folder
 
 

@@ -100,8 +100,12 @@ def test_accuracy_and_target_numbers_match_the_inputs(report, report_runs) -> No
     for name, row in zip(ORDER, accuracy[1:], strict=True):
         metrics = json.loads((report_runs[name] / "metrics.json").read_text())
         assert row[0] == name
-        for column, key in (("top-1 (%)", "top1"), ("many (%)", "many"),
-                            ("medium (%)", "medium"), ("few (%)", "few")):  # fmt: skip
+        for column, key in (
+            ("top-1 (%)", "top1"),
+            ("many (%)", "many"),
+            ("medium (%)", "medium"),
+            ("few (%)", "few"),
+        ):
             value = metrics[key]
             expected = "n/a" if value is None else f"{value:.2f}"
             assert row[head.index(column)] == expected
@@ -171,8 +175,10 @@ def test_weight_error_equals_an_independent_least_squares(report, report_runs) -
     model = load_run(report_runs["q4-unscaled"]).model
     abs_total = norm_total = 0.0
     with torch.no_grad():
-        pairs = [(n, c.weight.double().numpy().ravel(), c.quantized_weight().double().numpy())
-                 for n, c in quantized_convs(model)]  # fmt: skip
+        pairs = [
+            (n, c.weight.double().numpy().ravel(), c.quantized_weight().double().numpy())
+            for n, c in quantized_convs(model)
+        ]
     layers = series["q4-unscaled"]["layers"]
     assert [row["layer"] for row in layers] == [name for name, _, _ in pairs]
     for row, (_, w, q) in zip(layers, pairs, strict=True):
@@ -194,8 +200,9 @@ def test_homovar_weights_equal_a_per_batch_forward(report, report_runs) -> None:
     dataset = load_dataset(report_runs["data"])
     counts = np.bincount(dataset.train_labels)
     sampler = ShuffleSampler(len(dataset.train_labels), run.config.seed)  # first epoch's order
-    loader = BatchLoader(dataset.train_images, dataset.train_labels, 16, mean=run.mean,
-                         std=run.std, sampler=sampler)  # fmt: skip
+    loader = BatchLoader(
+        dataset.train_images, dataset.train_labels, 16, mean=run.mean, std=run.std, sampler=sampler
+    )
     weights = []
     with torch.no_grad():
         for x, y in loader.epoch(0):
@@ -206,8 +213,9 @@ def test_homovar_weights_equal_a_per_batch_forward(report, report_runs) -> None:
     assert sum(series["mean"]) == pytest.approx(len(counts), rel=1e-6)
     beta = 0.999
     cb = (1 - beta) / (1 - beta ** counts.astype(np.float64))
-    np.testing.assert_allclose(plot["class_balanced"]["weights"], len(cb) * cb / cb.sum(),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        plot["class_balanced"]["weights"], len(cb) * cb / cb.sum(), rtol=1e-6
+    )
     assert series["counts"] == counts.tolist()
 
 
@@ -279,8 +287,10 @@ def test_bad_inputs_give_clear_errors(report_runs, tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("runs/lowering/resnet20-climbq+-w4a4/checkpoint.pt").is_file(),
-                    reason="runs/lowering not present")  # fmt: skip
+@pytest.mark.skipif(
+    not Path("runs/lowering/resnet20-climbq+-w4a4/checkpoint.pt").is_file(),
+    reason="runs/lowering not present",
+)
 def test_report_of_trained_runs(tmp_path) -> None:
     """The committed-recipe runs of runs/lowering (real training) with a fake tflite result."""
     root = Path("runs/lowering")

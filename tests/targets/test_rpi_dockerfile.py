@@ -20,6 +20,8 @@ def test_dockerfile_runs_climbq_bench() -> None:
 @pytest.mark.slow
 def test_install_step_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     run_dockerfile_install_step(
-        DOCKERFILE, 'pip install ".[tflite]" && climbq bench --help > /dev/null', tmp_path,
+        DOCKERFILE,
+        'pip install ".[tflite]" && climbq bench --help > /dev/null',
+        tmp_path,
         ["ai_edge_litert.interpreter", "climbq_deploy.bench"],
-    )  # fmt: skip
+    )

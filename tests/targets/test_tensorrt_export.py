@@ -87,8 +87,9 @@ def test_structure_follows_tensorrt_explicit_quantization(tmp_path) -> None:
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     n_convs = sum(n.op == "int_conv" for n in graph.nodes)
     assert len(convs) == n_convs
-    dq_weights = [n for n in model.graph.node
-                  if n.op_type == "DequantizeLinear" and n.input[0] in inits]  # fmt: skip
+    dq_weights = [
+        n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    ]
     assert len(dq_weights) == n_convs - 1  # every conv but the float32 stem
     for node in dq_weights:
         assert [a.i for a in node.attribute if a.name == "axis"] == [0]
@@ -138,15 +139,23 @@ def test_count_is_exact_at_floor_t_and_ceil_of_each_threshold() -> None:
     """``mult * #{t : x >= theta_t} + offset`` against a plain loop, at theta - 1, theta,
     theta + 1 of every level (the integer boundaries) and at large values below 2**24."""
     theta = np.array([[-5, 0, 7], [3, 3, 1_000_000], [0, 1, 1]], np.int64)  # channel 2: constant
-    act = ThresholdAct("act", ("x",), "y", thresholds=theta, direction=np.array([1, 1, 0], np.int8),
-                       mult=2, offset=-3)  # fmt: skip
+    act = ThresholdAct(
+        "act",
+        ("x",),
+        "y",
+        thresholds=theta,
+        direction=np.array([1, 1, 0], np.int8),
+        mult=2,
+        offset=-3,
+    )
     b = _Builder()
     _count(b, act, "x")
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 1, None])
     y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    model = helper.make_model(helper.make_graph(b.nodes, "count", [x_info], [y_info],
-                                                b.initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model = helper.make_model(
+        helper.make_graph(b.nodes, "count", [x_info], [y_info], b.initializers),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     probes = sorted({int(v) + d for v in theta[:2].ravel() for d in (-1, 0, 1)} | {16_000_000})
     x = np.zeros((1, 3, 1, len(probes)), np.float32)
     x[0, :2, 0] = probes  # channel 2 (direction 0) reads the 0 its all-zero conv writes

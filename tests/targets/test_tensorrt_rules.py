@@ -19,8 +19,9 @@ from tests.conftest import MEAN, STD
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> onnx.ModelProto:
     torch.manual_seed(0)
-    graph = lower(capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD,
-                          (8, 8, 3), input_bits=16))  # fmt: skip
+    graph = lower(
+        capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD, (8, 8, 3), input_bits=16)
+    )
     path = tmp_path_factory.mktemp("rules") / "m.int4.onnx"
     return onnx.load(TensorrtTarget(weights="int4").export(graph, path))
 
@@ -34,8 +35,13 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
 def weight_dq(model: onnx.ModelProto, int4: bool = False) -> onnx.NodeProto:
     inits = {i.name: i for i in model.graph.initializer}
     wanted = TensorProto.INT4 if int4 else TensorProto.INT8
-    return next(n for n in model.graph.node if n.op_type == "DequantizeLinear"
-                and n.input[0] in inits and inits[n.input[0]].data_type == wanted)  # fmt: skip
+    return next(
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == wanted
+    )
 
 
 def test_the_exported_model_passes(good) -> None:
@@ -109,8 +115,10 @@ def test_activation_quantization_must_be_per_tensor() -> None:
     scale = numpy_helper.from_array(np.array([1.0, 2.0], "float32"), "s")
     zero = numpy_helper.from_array(np.zeros(2, "int8"), "z")
     node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q", axis=1)
-    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [scale, zero]),
-                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y], [scale, zero]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     assert tensorrt_rules(model) == [
         "QuantizeLinear 'q': activation quantization must be per tensor"
     ]

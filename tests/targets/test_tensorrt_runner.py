@@ -30,8 +30,9 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    graph = lower(capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD,
-                          (8, 8, 3), input_bits=16))  # fmt: skip
+    graph = lower(
+        capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD, (8, 8, 3), input_bits=16)
+    )
     return TensorrtTarget().export(graph, tmp_path_factory.mktemp("trt") / "m.onnx")
 
 
@@ -51,8 +52,12 @@ def test_missing_tensorrt_is_one_clear_line_and_exit_code_3(onnx_model, capsys) 
 
 
 def test_bench_under_onnxruntime(onnx_model, capsys) -> None:
-    assert main(["bench", str(onnx_model), "--batch", "4", "--repeats", "3", "--warmup", "1",
-                 "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["bench", str(onnx_model), "--batch", "4", "--repeats", "3", "--warmup", "1", "--json"]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["kernels"] == "onnxruntime" and record["batch"] == 4
     assert 0 < record["latency_ms"]["p50"] <= record["latency_ms"]["p99"]
@@ -73,8 +78,13 @@ def test_polygraphy_runs_the_exported_model_under_onnxruntime(onnx_model, tmp_pa
     polygraphy = shutil.which("polygraphy", path=str(Path(sys.executable).parent))
     if polygraphy is None:
         pytest.skip("polygraphy is not installed (pip install climbq-deploy[onnx])")
-    result = subprocess.run([polygraphy, "run", str(onnx_model), "--onnxrt"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [polygraphy, "run", str(onnx_model), "--onnxrt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "PASSED" in result.stdout + result.stderr
 
@@ -86,12 +96,25 @@ def test_tensorrt_check_and_export_on_the_trained_model(trained_syndigits, tmp_p
     from climbq_deploy.check import check_run
 
     _, _, q4, _ = trained_syndigits
-    record = check_run(q4, target="tensorrt", limit=300, progress=False,
-                       artifact=None)  # fmt: skip
+    record = check_run(q4, target="tensorrt", limit=300, progress=False, artifact=None)
     assert record["exact_match"] is True and record["kernels"] == "onnxruntime"
     assert record["code_agreement"] == 1.0 and record["ref_top1"] == record["torch_top1"]
     out = tmp_path / "m.int4.onnx"
-    assert main(["export", str(q4), "--target", "tensorrt", "--weights", "int4", "--out",
-                 str(out), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(q4),
+                "--target",
+                "tensorrt",
+                "--weights",
+                "int4",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     record4 = check_run(q4, target="tensorrt", artifact=out, limit=300, progress=False)
     assert record4["exact_match"] is True  # against the reference of its own (INT4-head) program

@@ -191,8 +191,9 @@ def conv_model(
     t_w = m.add_tensor("w", weights.shape, filter_dtype, data=weights, scale=s_w, zero_point=0)
     t_b = m.add_tensor("b", bias.shape, "int32", data=bias, scale=bias_scale, zero_point=0)
     t_y = m.add_tensor("y", out_shape, "int8", scale=s_out, zero_point=zp_out)
-    m.add_operator("CONV_2D", [t_x, t_w, t_b], [t_y], padding=padding, stride_h=stride,
-                   stride_w=stride)  # fmt: skip
+    m.add_operator(
+        "CONV_2D", [t_x, t_w, t_b], [t_y], padding=padding, stride_h=stride, stride_w=stride
+    )
     m.set_io([t_x], [t_y])
     return m.build()
 
@@ -215,8 +216,20 @@ def test_conv2d_int8_per_channel(
     expected = requantize(acc, s_in, s_w, s_out, zp_out)
     assert np.mean((expected > -128) & (expected < 127)) > 0.05, "scales saturate the output"
 
-    model = conv_model(x, zp_in, weights, s_in, s_w, s_out, zp_out, bias_scale, bias,
-                       expected.shape, padding, stride)  # fmt: skip
+    model = conv_model(
+        x,
+        zp_in,
+        weights,
+        s_in,
+        s_w,
+        s_out,
+        zp_out,
+        bias_scale,
+        bias,
+        expected.shape,
+        padding,
+        stride,
+    )
     (ref,) = run(model, [x], REF)
     np.testing.assert_array_equal(ref, expected)
     (fast,) = run(model, [x], AUTO)  # XNNPACK requantizes in float: one step off is allowed
@@ -239,8 +252,9 @@ def test_conv2d_int8_rounding_ties_follow_tflite_double_rounding() -> None:
     single = np.clip(np.sign(real) * np.floor(np.abs(real) + 0.5), -128, 127)
     assert np.sum(real % 1 == 0.5) > 20 and np.any(single != expected)  # the data has ties
 
-    model = conv_model(x, 0, weights, s_in, s_w, s_out, 0, s_in * s_w, bias, expected.shape,
-                       "SAME", 1)  # fmt: skip
+    model = conv_model(
+        x, 0, weights, s_in, s_w, s_out, 0, s_in * s_w, bias, expected.shape, "SAME", 1
+    )
     (ref,) = run(model, [x], REF)
     np.testing.assert_array_equal(ref, expected)
 
@@ -254,10 +268,19 @@ def test_depthwise_conv2d_int8_per_channel(
     zp_out = seed - 3
     c = x.shape[3]
     acc = np.concatenate(  # each channel is a 1-in, 1-out convolution
-        [conv_accumulators(x[..., ch : ch + 1], zp_in, weights[0, :, :, ch, None, None],
-                           bias[ch : ch + 1], padding, stride) for ch in range(c)],
+        [
+            conv_accumulators(
+                x[..., ch : ch + 1],
+                zp_in,
+                weights[0, :, :, ch, None, None],
+                bias[ch : ch + 1],
+                padding,
+                stride,
+            )
+            for ch in range(c)
+        ],
         axis=-1,
-    )  # fmt: skip
+    )
     expected = requantize(acc, s_in, s_w, s_out, zp_out)
     assert np.mean((expected > -128) & (expected < 127)) > 0.05, "scales saturate the output"
 
@@ -266,8 +289,15 @@ def test_depthwise_conv2d_int8_per_channel(
     t_w = m.add_tensor("w", weights.shape, "int8", data=weights, scale=s_w, quantized_dimension=3)
     t_b = m.add_tensor("b", (c,), "int32", data=bias, scale=bias_scale)
     t_y = m.add_tensor("y", expected.shape, "int8", scale=s_out, zero_point=zp_out)
-    m.add_operator("DEPTHWISE_CONV_2D", [t_x, t_w, t_b], [t_y], padding=padding,
-                   stride_h=stride, stride_w=stride, depth_multiplier=1)  # fmt: skip
+    m.add_operator(
+        "DEPTHWISE_CONV_2D",
+        [t_x, t_w, t_b],
+        [t_y],
+        padding=padding,
+        stride_h=stride,
+        stride_w=stride,
+        depth_multiplier=1,
+    )
     m.set_io([t_x], [t_y])
     model = m.build()
 

@@ -117,8 +117,10 @@ def _tensors(path) -> dict[str, int]:
 
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
     graph = model.Subgraphs(0)
-    return {graph.Tensors(i).Name().decode(): graph.Tensors(i).Type()
-            for i in range(graph.TensorsLength())}  # fmt: skip
+    return {
+        graph.Tensors(i).Name().decode(): graph.Tensors(i).Type()
+        for i in range(graph.TensorsLength())
+    }
 
 
 @pytest.mark.parametrize("kernels", ["ref", "xnnpack"])
@@ -165,8 +167,11 @@ RESOLVERS = ["ref", "optimized", "xnnpack"]
 def _interpret(model: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    resolver = {"ref": OpResolverType.BUILTIN_REF, "xnnpack": OpResolverType.AUTO,
-                "optimized": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[kernels]  # fmt: skip
+    resolver = {
+        "ref": OpResolverType.BUILTIN_REF,
+        "xnnpack": OpResolverType.AUTO,
+        "optimized": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    }[kernels]
     interpreter = Interpreter(model_content=model, experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
@@ -186,17 +191,38 @@ def _conv16x8(
     zeros = [0] * c
     x = b.add_tensor("x", (1, 256, 256, c if depthwise else 1), "int16", scale=1.0, zero_point=0)
     if depthwise:
-        w = b.add_tensor("w", (1, 1, 1, c), "int8", data=weights.reshape(1, 1, 1, c),
-                         scale=weight_scales, zero_point=zeros, quantized_dimension=3)  # fmt: skip
+        w = b.add_tensor(
+            "w",
+            (1, 1, 1, c),
+            "int8",
+            data=weights.reshape(1, 1, 1, c),
+            scale=weight_scales,
+            zero_point=zeros,
+            quantized_dimension=3,
+        )
     else:
-        w = b.add_tensor("w", (c, 1, 1, 1), "int8", data=weights.reshape(c, 1, 1, 1),
-                         scale=weight_scales, zero_point=zeros)  # fmt: skip
-    bias = b.add_tensor("b", (c,), "int64", data=np.zeros(c, np.int64), scale=weight_scales,
-                        zero_point=zeros)  # fmt: skip
+        w = b.add_tensor(
+            "w",
+            (c, 1, 1, 1),
+            "int8",
+            data=weights.reshape(c, 1, 1, 1),
+            scale=weight_scales,
+            zero_point=zeros,
+        )
+    bias = b.add_tensor(
+        "b", (c,), "int64", data=np.zeros(c, np.int64), scale=weight_scales, zero_point=zeros
+    )
     y = b.add_tensor("y", (1, 256, 256, c), "int16", scale=output_scale, zero_point=0)
     options = {"depth_multiplier": 1} if depthwise else {}
-    b.add_operator("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [x, w, bias], [y],
-                   padding="VALID", stride_h=1, stride_w=1, **options)  # fmt: skip
+    b.add_operator(
+        "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D",
+        [x, w, bias],
+        [y],
+        padding="VALID",
+        stride_h=1,
+        stride_w=1,
+        **options,
+    )
     b.set_io([x], [y])
     return b.build()
 
@@ -216,8 +242,11 @@ def test_litert_per_channel_power_of_two_multiplier_rounds_half_up(
     w = np.array([p[1] for p in pairs], np.int8)
     x = np.arange(-(2**15), 2**15, dtype=np.int64).reshape(1, 256, 256, 1)
     v = x * w.astype(np.int64)
-    expected = np.clip(np.floor_divide(v + np.where(s > 0, 2 ** np.maximum(s - 1, 0), 0), 2**s),
-                       -(2**15), 2**15 - 1)  # fmt: skip
+    expected = np.clip(
+        np.floor_divide(v + np.where(s > 0, 2 ** np.maximum(s - 1, 0), 0), 2**s),
+        -(2**15),
+        2**15 - 1,
+    )
     ties = (s > 0) & (v % 2**s == 2 ** np.maximum(s - 1, 0))
     assert np.count_nonzero(ties & (v < 0)) > 1000 and np.count_nonzero(ties & (v > 0)) > 1000
     model = _conv16x8(w, [2.0**-k for k in s.tolist()], 1.0, depthwise)
@@ -289,18 +318,43 @@ def _shifted_program(images: np.ndarray, big: int) -> Graph:
     nodes = (
         InputQuant("in", ("image",), "x", "input", mean=(0.0, 0.0), std=(1.0, 1.0), step=step),
         IntConv("c1", ("x",), "acc1", "stem", weight=stem_w, padding=1, **grid),
-        ThresholdAct("a1", ("acc1",), "q1", "act1", thresholds=stem_t,
-                     direction=np.ones(ch, np.int8), mult=1, offset=0, bits=7),
+        ThresholdAct(
+            "a1",
+            ("acc1",),
+            "q1",
+            "act1",
+            thresholds=stem_t,
+            direction=np.ones(ch, np.int8),
+            mult=1,
+            offset=0,
+            bits=7,
+        ),
         IntConv("c2", ("q1",), "acc2", "conv2", weight=w2, padding=1, **grid),
-        ThresholdAct("a2", ("acc2",), "q2", "act2", thresholds=t2, direction=d2, mult=1,
-                     offset=0, bits=8),
+        ThresholdAct(
+            "a2", ("acc2",), "q2", "act2", thresholds=t2, direction=d2, mult=1, offset=0, bits=8
+        ),
         IntConv("c3", ("q2",), "acc3", "conv3", weight=w3, padding=1, groups=ch, **grid),
-        ThresholdAct("a3", ("acc3",), "q3", "act3", thresholds=t3,
-                     direction=np.ones(ch, np.int8), mult=2, offset=-15, bits=4),
+        ThresholdAct(
+            "a3",
+            ("acc3",),
+            "q3",
+            "act3",
+            thresholds=t3,
+            direction=np.ones(ch, np.int8),
+            mult=2,
+            offset=-15,
+            bits=4,
+        ),
         GlobalSumPool("pool", ("q3",), "pool", "pool"),
-        Linear("fc", ("pool",), "logits", "fc", weight=rng.normal(size=(10, ch)),
-               bias=rng.normal(size=10)),
-    )  # fmt: skip
+        Linear(
+            "fc",
+            ("pool",),
+            "logits",
+            "fc",
+            weight=rng.normal(size=(10, ch)),
+            bias=rng.normal(size=10),
+        ),
+    )
     return bound_tensors(Graph(nodes, tensors, "image", "logits"))
 
 

@@ -26,9 +26,15 @@ def test_bulk_random_batches_equal_per_batch_batches(augment: str) -> None:
     labels = rng.integers(0, 4, 37)
 
     def batches(bulk: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        loader = BatchLoader(images, labels, 16, augment=Augment.from_name(augment),
-                             sampler=ShuffleSampler(37, seed=5), seed=2,
-                             bulk_random=bulk)  # fmt: skip
+        loader = BatchLoader(
+            images,
+            labels,
+            16,
+            augment=Augment.from_name(augment),
+            sampler=ShuffleSampler(37, seed=5),
+            seed=2,
+            bulk_random=bulk,
+        )
         return list(loader.epoch(3))
 
     per_batch, bulk = batches(False), batches(True)
@@ -37,9 +43,17 @@ def test_bulk_random_batches_equal_per_batch_batches(augment: str) -> None:
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
         assert x1.shape[1:] == (3, 8, 8) and x1.is_contiguous(memory_format=torch.channels_last)
     # a different epoch draws different crops (the bulk path does not reuse draws)
-    other = list(BatchLoader(images, labels, 16, augment=Augment.from_name("crop_flip"),
-                             sampler=ShuffleSampler(37, seed=5), seed=2,
-                             bulk_random=True).epoch(4))  # fmt: skip
+    other = list(
+        BatchLoader(
+            images,
+            labels,
+            16,
+            augment=Augment.from_name("crop_flip"),
+            sampler=ShuffleSampler(37, seed=5),
+            seed=2,
+            bulk_random=True,
+        ).epoch(4)
+    )
     if augment == "crop_flip":
         assert not torch.equal(other[0][0], bulk[0][0])
 
@@ -49,8 +63,15 @@ def test_bulk_random_crops_are_windows_with_half_flipped() -> None:
     windows of its source image, flipped or not, and both offsets and flips vary."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 6, 6, 3), dtype=np.uint8)
-    loader = BatchLoader(images, np.zeros(64, np.int64), 64, mean=(0, 0, 0), std=(1, 1, 1),
-                         augment=Augment(crop_pad=4, hflip=True), bulk_random=True)  # fmt: skip
+    loader = BatchLoader(
+        images,
+        np.zeros(64, np.int64),
+        64,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        augment=Augment(crop_pad=4, hflip=True),
+        bulk_random=True,
+    )
     x, _ = next(loader.epoch(0))
     padded = np.pad(images.transpose(0, 3, 1, 2), ((0, 0), (0, 0), (4, 4), (4, 4)))
     chosen = []  # per image: the first (dy, dx, flipped) window it equals
@@ -102,16 +123,21 @@ def test_resume_ignores_device_eval_batch_and_fields_an_old_checkpoint_lacks(
     del state["config"]["device"]  # as written before the device field existed
     save_checkpoint(path, {k: v for k, v in state.items() if k != "checkpoint_version"})
     # eval batch size: evaluation runs in eval mode, so it changes no result
-    resumed = TrainConfig(**{**config.as_dict(), "epochs": 2, "device": "auto",
-                             "eval_batch_size": 37})  # fmt: skip
+    resumed = TrainConfig(
+        **{**config.as_dict(), "epochs": 2, "device": "auto", "eval_batch_size": 37}
+    )
     metrics = train(resumed, tmp_path / "run", resume=True, progress=False)
     assert metrics["epochs"] == 2
     state = load_checkpoint(path)
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert all(t.device.type == "cpu" for t in state["model"].values())
     with pytest.raises(ConfigError, match="another configuration"):
-        train(TrainConfig(**{**resumed.as_dict(), "seed": 1}), tmp_path / "run", resume=True,
-              progress=False)  # fmt: skip
+        train(
+            TrainConfig(**{**resumed.as_dict(), "seed": 1}),
+            tmp_path / "run",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_eval_every_skips_test_passes_but_not_a_single_trained_bit(small_syndigits, tmp_path):

@@ -34,8 +34,14 @@ WORKER = Path(__file__).with_name("ddp_steps_worker.py")
 
 def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *args,
+    ]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -57,9 +63,16 @@ def test_loader_shards_put_together_are_the_single_process_batches() -> None:
     labels = rng.integers(0, 4, 37)
 
     def batches(shard: tuple[int, int], bulk: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        loader = BatchLoader(images, labels, 10, augment=Augment(crop_pad=2, hflip=True),
-                             sampler=ShuffleSampler(37, 5), seed=5, shard=shard,
-                             bulk_random=bulk)  # fmt: skip
+        loader = BatchLoader(
+            images,
+            labels,
+            10,
+            augment=Augment(crop_pad=2, hflip=True),
+            sampler=ShuffleSampler(37, 5),
+            seed=5,
+            shard=shard,
+            bulk_random=bulk,
+        )
         return list(loader.epoch(3))
 
     for bulk in (False, True):
@@ -91,8 +104,9 @@ def test_two_processes_take_the_same_float64_steps_as_one(method: str, tmp_path:
     assert one["state"].keys() == two["state"].keys()
     for name, value in one["state"].items():
         if value.is_floating_point():
-            torch.testing.assert_close(two["state"][name], value, rtol=1e-10, atol=1e-12,
-                                       msg=lambda m, n=name: f"{n}: {m}")  # fmt: skip
+            torch.testing.assert_close(
+                two["state"][name], value, rtol=1e-10, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}"
+            )
         else:
             assert torch.equal(two["state"][name], value), name
 
@@ -102,15 +116,32 @@ def test_torchrun_training_matches_one_process_and_resumes(small_syndigits, tmp_
     from climbq_deploy.calibration.dataset import save_dataset
 
     data = save_dataset(small_syndigits, tmp_path / "data")
-    base = ["--data", str(data), "--method", "climbq+", "--wbits", "4", "--abits", "4",
-            "--batch-size", "16", "--lr", "0.02"]  # fmt: skip
+    base = [
+        "--data",
+        str(data),
+        "--method",
+        "climbq+",
+        "--wbits",
+        "4",
+        "--abits",
+        "4",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.02",
+    ]
     args = [*base, "--epochs", "2"]
-    single = subprocess.run([sys.executable, "-m", "climbq_deploy", "train", *args, "--out",
-                             str(tmp_path / "one")], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "climbq_deploy", "train", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
-    two = torchrun(2, "-m", "climbq_deploy.train", *args, "--out", str(tmp_path / "two"),
-                   cwd=tmp_path)  # fmt: skip
+    two = torchrun(
+        2, "-m", "climbq_deploy.train", *args, "--out", str(tmp_path / "two"), cwd=tmp_path
+    )
     assert two.stdout.count("top-1") == 1  # process 0 alone reports
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -133,10 +164,23 @@ def test_torchrun_training_matches_one_process_and_resumes(small_syndigits, tmp_
     )
     # A 2-process checkpoint resumes in one process (the global batch is what defines the run).
     resumed = subprocess.run(
-        [sys.executable, "-m", "climbq_deploy", "train", *base, "--epochs", "3", "--out",
-         str(tmp_path / "two"), "--resume"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "climbq_deploy",
+            "train",
+            *base,
+            "--epochs",
+            "3",
+            "--out",
+            str(tmp_path / "two"),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     h3 = [
         json.loads(line) for line in (tmp_path / "two" / "history.jsonl").read_text().splitlines()

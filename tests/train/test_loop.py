@@ -31,11 +31,30 @@ def data_dir(tmp_path_factory, small_syndigits):
 
 def test_cli_one_epoch_writes_metrics_and_history(data_dir, tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "climbq_deploy", "train", "--data", data_dir,
-         "--method", "climbq+", "--wbits", "4", "--abits", "4", "--epochs", "1",
-         "--batch-size", "32", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "climbq_deploy",
+            "train",
+            "--data",
+            data_dir,
+            "--method",
+            "climbq+",
+            "--wbits",
+            "4",
+            "--abits",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) >= KEYS and len(metrics["per_class"]) == 10
@@ -65,8 +84,16 @@ def test_bad_config() -> None:
 
 
 def test_same_seed_same_metrics_and_best_on_validation(data_dir, tmp_path) -> None:
-    config = TrainConfig(data_dir, method="climbq+", wbits=2, abits=2, epochs=2, batch_size=32,
-                         val_fraction=0.25, loss_options={"variant": "corrected"})  # fmt: skip
+    config = TrainConfig(
+        data_dir,
+        method="climbq+",
+        wbits=2,
+        abits=2,
+        epochs=2,
+        batch_size=32,
+        val_fraction=0.25,
+        loss_options={"variant": "corrected"},
+    )
     first = train(config, tmp_path / "a", progress=False)
     second = train(config, tmp_path / "b", progress=False)
     assert first["per_class"] == second["per_class"] and first["best_val"] == second["best_val"]
@@ -81,20 +108,50 @@ def test_same_seed_same_metrics_and_best_on_validation(data_dir, tmp_path) -> No
 
 
 def test_cli_loss_options_precision_and_bad_option(data_dir, tmp_path) -> None:
-    base = [sys.executable, "-m", "climbq_deploy", "train", "--data", data_dir, "--epochs", "1",
-            "--batch-size", "64", "--method", "climbq", "--wbits", "4", "--abits", "4"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "climbq_deploy",
+        "train",
+        "--data",
+        data_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--method",
+        "climbq",
+        "--wbits",
+        "4",
+        "--abits",
+        "4",
+    ]
     ok = subprocess.run(
-        [*base, "--loss", "cb", "--loss-option", "beta=0.99", "--precision", "bf16",
-         "--out", str(tmp_path / "ok")], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *base,
+            "--loss",
+            "cb",
+            "--loss-option",
+            "beta=0.99",
+            "--precision",
+            "bf16",
+            "--out",
+            str(tmp_path / "ok"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ok.returncode == 0, ok.stderr
     metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
     assert metrics["config"]["loss_options"] == {"beta": 0.99}
     assert metrics["config"]["precision"] == "bf16" and metrics["best_val"] is None
     bad = subprocess.run(
         [*base, "--loss", "cb", "--loss-option", "tau=1", "--out", str(tmp_path / "bad")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "has no option tau" in bad.stderr
     assert "Traceback" not in bad.stderr
 

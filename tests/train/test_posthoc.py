@@ -23,8 +23,9 @@ from climbq_deploy.train.posthoc import RECORD, adjust_logits, logit_offsets
 def test_offsets_by_hand() -> None:
     # counts (3, 1): priors 3/4 and 1/4
     np.testing.assert_array_equal(logit_offsets([3, 1], 1.0), [-math.log(0.75), -math.log(0.25)])
-    np.testing.assert_array_equal(logit_offsets([3, 1], 0.5), [-0.5 * math.log(0.75),
-                                                               -0.5 * math.log(0.25)])  # fmt: skip
+    np.testing.assert_array_equal(
+        logit_offsets([3, 1], 0.5), [-0.5 * math.log(0.75), -0.5 * math.log(0.25)]
+    )
     # equal counts: a constant shift, which changes no decision
     assert np.ptp(logit_offsets([7, 7, 7], 1.0)) == 0
 
@@ -57,8 +58,9 @@ def test_adjusted_run_changes_the_bias_only_and_is_measured_on_the_test_set(
     # the figures are the adjusted model's, re-measured; the unadjusted ones are kept
     run = load_run(out)
     dataset = load_dataset(data)
-    test = long_tail_metrics(predict(run.model, dataset, 100), dataset.test_labels,
-                             dataset.counts("train"))  # fmt: skip
+    test = long_tail_metrics(
+        predict(run.model, dataset, 100), dataset.test_labels, dataset.counts("train")
+    )
     assert metrics["top1"] == test.top1 and metrics["per_class"] == test.per_class
     assert metrics["unadjusted"]["top1"] == q4_metrics["top1"]
     assert metrics[RECORD]["source_run"] == str(q4.resolve())
@@ -67,8 +69,9 @@ def test_adjusted_run_changes_the_bias_only_and_is_measured_on_the_test_set(
     # the float rounding that folding into the bias moves)
     source = load_run(q4)
     with torch.no_grad():
-        logits = torch.cat([source.model(x) for x, _ in dataset_loader(dataset, "test", 100)
-                            .epoch(0)]).double()  # fmt: skip
+        logits = torch.cat(
+            [source.model(x) for x, _ in dataset_loader(dataset, "test", 100).epoch(0)]
+        ).double()
     by_hand = (logits + torch.from_numpy(offsets)).argmax(1).numpy()
     agree = (by_hand == predict(run.model, dataset, 100)).mean()
     assert agree >= 0.995

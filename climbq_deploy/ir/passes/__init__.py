@@ -36,5 +36,12 @@ def lower(graph: Graph, head: str = "float") -> Graph:
     return graph.validate()
 
 
-__all__ = ["PASSES", "bound_tensors", "derive_thresholds", "fold_batchnorm",
-           "integerize_weights", "lower", "quantize_head"]  # fmt: skip
+__all__ = [
+    "PASSES",
+    "bound_tensors",
+    "derive_thresholds",
+    "fold_batchnorm",
+    "integerize_weights",
+    "lower",
+    "quantize_head",
+]

@@ -39,8 +39,10 @@ def snap_thresholds(
     scale, shift = np.asarray(scale, np.float64), np.asarray(shift, np.float64)
     if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(shift))):
         bad = int(np.flatnonzero(~(np.isfinite(scale) & np.isfinite(shift)))[0])
-        raise LoweringError(f"layer {source!r} channel {bad}: non-finite folded scale/shift "
-                            f"({scale[bad]}, {shift[bad]})")  # fmt: skip
+        raise LoweringError(
+            f"layer {source!r} channel {bad}: non-finite folded scale/shift "
+            f"({scale[bad]}, {shift[bad]})"
+        )
     t = np.asarray(thresholds, np.float64)[None, :]
     direction = np.sign(scale).astype(np.int8)
     magnitude = np.where(direction == 0, 1.0, np.abs(scale))[:, None]
@@ -84,10 +86,19 @@ def derive_thresholds(graph: Graph) -> Graph:
             raise LoweringError(f"quantizer {node.source!r} reads non-integer {x.name!r}")
         theta, direction = snap_thresholds(node.thresholds, scale, shift, node.source)
         index[node.output] = len(nodes)
-        nodes.append(ThresholdAct(name=node.name, inputs=node.inputs, output=node.output,
-                                  source=node.source, thresholds=theta, direction=direction,
-                                  mult=node.mult, offset=node.offset,
-                                  bits=node.bits))  # fmt: skip
+        nodes.append(
+            ThresholdAct(
+                name=node.name,
+                inputs=node.inputs,
+                output=node.output,
+                source=node.source,
+                thresholds=theta,
+                direction=direction,
+                mult=node.mult,
+                offset=node.offset,
+                bits=node.bits,
+            )
+        )
     for node in nodes:
         if isinstance(node, IntConv) and node.affine_scale is not None:
             raise LoweringError(

@@ -37,6 +37,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 f"BatchNorm {node.source!r} channel {bad}: var + eps = {node.var[bad] + node.eps}"
             )
         scale = node.gamma / np.sqrt(node.var + node.eps)
-        nodes[-1] = replace(conv, output=node.output, affine_scale=scale,
-                            affine_shift=node.beta - node.mean * scale)  # fmt: skip
+        nodes[-1] = replace(
+            conv, output=node.output, affine_scale=scale, affine_shift=node.beta - node.mean * scale
+        )
     return graph.replace_nodes(nodes)

@@ -26,14 +26,18 @@ def integer_weight(conv: Conv) -> np.ndarray:
     w_int = np.rint(ratio)
     off = np.abs(ratio - w_int)
     if off.size and off.max() > GRID_TOLERANCE:
-        raise LoweringError(f"conv {conv.source!r}: weight {ratio.flat[off.argmax()]} is not an "
-                            f"integer multiple of its scale {conv.weight_scale}")  # fmt: skip
+        raise LoweringError(
+            f"conv {conv.source!r}: weight {ratio.flat[off.argmax()]} is not an "
+            f"integer multiple of its scale {conv.weight_scale}"
+        )
     mult, offset = conv.weight_grid
     codes = (w_int - offset) / mult
     n = 2**conv.weight_bits - 1
     if codes.size and (np.any(codes != np.rint(codes)) or codes.min() < 0 or codes.max() > n):
-        raise LoweringError(f"conv {conv.source!r}: weights off the {conv.weight_bits}-bit grid "
-                            f"{mult} * code + {offset}")  # fmt: skip
+        raise LoweringError(
+            f"conv {conv.source!r}: weights off the {conv.weight_bits}-bit grid "
+            f"{mult} * code + {offset}"
+        )
     return w_int.astype(np.int8 if not w_int.size or np.abs(w_int).max() <= 127 else np.int16)
 
 
@@ -51,10 +55,21 @@ def integerize_weights(graph: Graph) -> Graph:
         channels = node.weight.shape[0]
         a = np.ones(channels) if node.affine_scale is None else node.affine_scale
         b = np.zeros(channels) if node.affine_shift is None else node.affine_shift
-        nodes.append(IntConv(name=node.name, inputs=node.inputs, output=node.output,
-                             source=node.source, weight=integer_weight(node),
-                             weight_bits=node.weight_bits, weight_grid=node.weight_grid,
-                             stride=node.stride, padding=node.padding, groups=node.groups,
-                             affine_scale=a * acc_scale, affine_shift=b))  # fmt: skip
+        nodes.append(
+            IntConv(
+                name=node.name,
+                inputs=node.inputs,
+                output=node.output,
+                source=node.source,
+                weight=integer_weight(node),
+                weight_bits=node.weight_bits,
+                weight_grid=node.weight_grid,
+                stride=node.stride,
+                padding=node.padding,
+                groups=node.groups,
+                affine_scale=a * acc_scale,
+                affine_shift=b,
+            )
+        )
         tensors[node.output] = replace(tensors[node.output], dtype="int32", scale=acc_scale)
     return graph.replace_nodes(nodes, tensors)

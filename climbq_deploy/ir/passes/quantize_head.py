@@ -27,8 +27,14 @@ def quantize_head(graph: Graph, bits: int = 8) -> Graph:
             peak = np.abs(node.weight).max(axis=1)
             scale = np.where(peak > 0, peak / q, 1.0)
             w_q = np.clip(np.rint(node.weight / scale[:, None]), -q, q).astype(np.int8)
-            node = IntLinear(name=node.name, inputs=node.inputs, output=node.output,
-                             source=node.source, weight=w_q, weight_scale=scale,
-                             bias=node.bias)  # fmt: skip
+            node = IntLinear(
+                name=node.name,
+                inputs=node.inputs,
+                output=node.output,
+                source=node.source,
+                weight=w_q,
+                weight_scale=scale,
+                bias=node.bias,
+            )
         nodes.append(node)
     return graph.replace_nodes(nodes)
