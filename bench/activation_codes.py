@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 
-from climbq_deploy.calibration.dataset import load_dataset
 from climbq_deploy.check import _normalised
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run
 from climbq_deploy.quant.layers import ActQuant
 

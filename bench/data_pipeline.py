@@ -4,7 +4,7 @@ Both sides produce the same thing for every epoch: shuffled batches of 128 float
 ``(x / 255 - mean) / std`` after a zero-padded (4 px) random 32x32 crop and a random horizontal
 flip, plus int64 labels.
 
-- ours: :class:`climbq_deploy.calibration.pipeline.BatchLoader` with
+- ours: :class:`climbq_deploy.data.pipeline.BatchLoader` with
   ``Augment.from_name("crop_flip")``, :class:`ShuffleSampler` and channels_last output.
 - baseline: what ``DataLoader(num_workers=0)`` over a torchvision ``CIFAR10``-style dataset does,
   written out here (torchvision is not installed): per sample ``PIL.Image.fromarray``, pad 4 with
@@ -43,9 +43,9 @@ from _common import (
 )
 from PIL import Image, ImageOps
 
-from climbq_deploy.calibration.dataset import load_dataset
-from climbq_deploy.calibration.imagefolder import CIFAR10_MEAN, CIFAR10_STD
-from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
+from climbq_deploy.data.dataset import load_dataset
+from climbq_deploy.data.imagefolder import CIFAR10_MEAN, CIFAR10_STD
+from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler
 
 NAME = "data_pipeline"
 CIFAR10_LT_TRAIN = 13_988  # CIFAR-10-LT gamma 50 (the authors' cifar10_train50.csv)
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch_num_threads": torch.get_num_threads(),
         "batch_layout": layouts,
         "ours": {
-            "what": "climbq_deploy.calibration.pipeline.BatchLoader (channels_last)",
+            "what": "climbq_deploy.data.pipeline.BatchLoader (channels_last)",
             "setup_seconds": ours_setup_s,
             "warmup": ours_warmup,
             "runs": ours_runs,

@@ -34,9 +34,9 @@ from _common import (
     write_results,
 )
 
-from climbq_deploy.calibration.dataset import ImageDataset
-from climbq_deploy.calibration.imagefolder import build_image_dataset
-from climbq_deploy.calibration.syndigits import build_syndigits
+from climbq_deploy.data.dataset import ImageDataset
+from climbq_deploy.data.imagefolder import build_image_dataset
+from climbq_deploy.data.syndigits import build_syndigits
 
 NAME = "datasets"
 DEFAULT_ZIP = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpg.zip"

@@ -31,9 +31,9 @@ from _common import (
     write_results,
 )
 
-from climbq_deploy.calibration.dataset import save_dataset
-from climbq_deploy.calibration.syndigits import build_syndigits
 from climbq_deploy.check import check_run
+from climbq_deploy.data.dataset import save_dataset
+from climbq_deploy.data.syndigits import build_syndigits
 from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
 from climbq_deploy.train.loop import train
 

@@ -25,7 +25,7 @@ from _common import (
     write_results,
 )
 
-from climbq_deploy.calibration.dataset import load_dataset
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.kernels import ReferenceModel
 from climbq_deploy.targets.tensorrt import OnnxRuntimeRunner, TensorrtTarget

@@ -4,7 +4,7 @@ quantization-aware ClimbQ+ run, all deployed through TFLite (LiteRT) with agreem
 
 For each ``--fp-run`` / ``--qat-run`` pair (a full-precision ResNet-20 and a 4-bit ClimbQ+ QAT
 run on the same dataset; ``--qat-run -`` when there is none) every recipe is calibrated with
-``climbq_deploy.ptq.calibrate`` (the library behind ``climbq calibrate``) into
+``climbq_deploy.calibration.calibrate`` (the library behind ``climbq calibrate``) into
 ``--work/<dataset>/<row>/``, evaluated on the whole balanced test set (top-1, many/medium/few),
 and checked with ``check_run(target="tflite")`` on ``--limit`` evenly spaced test images. Finished
 rows (``metrics.json``, ``check-tflite.json``) are reused, so the script resumes; ``--rows``
@@ -36,11 +36,11 @@ from _common import (
     write_results,
 )
 
-from climbq_deploy.calibration.dataset import read_meta
+from climbq_deploy.calibration import CalibrateConfig, calibrate
 from climbq_deploy.check import check_run
+from climbq_deploy.data.dataset import read_meta
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.fileio import write_json
-from climbq_deploy.ptq import CalibrateConfig, calibrate
 from climbq_deploy.targets import get_target
 
 NAME = "ptq"

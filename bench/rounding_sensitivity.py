@@ -46,7 +46,7 @@ from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
+from climbq_deploy.data.dataset import ImageDataset, load_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.quant.functional import climbq_activation_unrounded, climbq_weight_unrounded

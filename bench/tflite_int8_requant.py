@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 
-from climbq_deploy.calibration.dataset import load_dataset
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
 from climbq_deploy.kernels.reference import ReferenceModel

@@ -48,8 +48,8 @@ from _common import (
     write_results,
 )
 
-from climbq_deploy.calibration.dataset import load_dataset, save_dataset
-from climbq_deploy.calibration.pipeline import Augment, ShuffleSampler
+from climbq_deploy.data.dataset import load_dataset, save_dataset
+from climbq_deploy.data.pipeline import Augment, ShuffleSampler
 from climbq_deploy.losses import make_loss
 from climbq_deploy.models import build_model
 from climbq_deploy.train.config import TrainConfig
@@ -73,7 +73,7 @@ def ensure_dataset(data: Path | None) -> Path:
         return data
     out = REPO_ROOT / "runs" / "bench" / "cifar10-lt-g50"
     if not (out / "meta.json").is_file():
-        from climbq_deploy.calibration.imagefolder import build_image_dataset
+        from climbq_deploy.data.imagefolder import build_image_dataset
 
         splits = SHARED / "data" / "climbq-splits"
         dataset = build_image_dataset(

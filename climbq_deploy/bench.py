@@ -95,7 +95,7 @@ def bench_tflite(
         "top1": None,
     }
     if data is not None:
-        from climbq_deploy.calibration.dataset import load_dataset
+        from climbq_deploy.data.dataset import load_dataset
 
         dataset = load_dataset(data)
         _check_images(dataset, runner.graph, data, path)
@@ -169,7 +169,7 @@ def bench_artifact(
     record.setdefault("cores", os.cpu_count())
     record["reference_agreement"] = None
     if data is not None:
-        from climbq_deploy.calibration.dataset import load_dataset
+        from climbq_deploy.data.dataset import load_dataset
 
         dataset = load_dataset(data)
         runner = _load_runner(target_name, path, kernels, threads)

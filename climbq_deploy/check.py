@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from climbq_deploy.calibration.dataset import load_dataset
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ConfigError, DataError, TargetUnavailableError
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct

@@ -382,7 +382,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> None:
-    from climbq_deploy.ptq import CalibrateConfig, calibrate
+    from climbq_deploy.calibration import CalibrateConfig, calibrate
 
     _output_folder(args.out)
     config = CalibrateConfig(
@@ -546,8 +546,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bool = True) -> None:
-    from climbq_deploy.calibration.dataset import META_FILE, save_dataset
-    from climbq_deploy.calibration.preview import write_contact_sheet
+    from climbq_deploy.data.dataset import META_FILE, save_dataset
+    from climbq_deploy.data.preview import write_contact_sheet
 
     if write:
         save_dataset(dataset, out)
@@ -573,7 +573,7 @@ def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bo
 
 
 def _cmd_syndigits(args: argparse.Namespace) -> None:
-    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.data.syndigits import build_syndigits
 
     dataset = build_syndigits(
         args.gamma, seed=args.seed, size=args.size, test_per_class=args.test_per_class
@@ -582,7 +582,7 @@ def _cmd_syndigits(args: argparse.Namespace) -> None:
 
 
 def _cmd_imagefolder(args: argparse.Namespace) -> None:
-    from climbq_deploy.calibration.imagefolder import build_image_dataset
+    from climbq_deploy.data.imagefolder import build_image_dataset
 
     default_name = f"{args.source.stem.lower()}-lt"
     name = "cifar10-lt" if args.kind == "cifar10" else (args.name or default_name)
@@ -606,7 +606,7 @@ def _cmd_imagefolder(args: argparse.Namespace) -> None:
 
 
 def _cmd_digits(args: argparse.Namespace) -> None:
-    from climbq_deploy.calibration.digits import build_digits
+    from climbq_deploy.data.digits import build_digits
 
     dataset = build_digits(
         args.gamma, seed=args.seed, size=args.size, test_per_class=args.test_per_class, cap=args.cap
@@ -615,7 +615,7 @@ def _cmd_digits(args: argparse.Namespace) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> None:
-    from climbq_deploy.calibration.dataset import load_dataset
+    from climbq_deploy.data.dataset import load_dataset
 
     dataset = load_dataset(args.folder)
     _finish_dataset(dataset, args.folder, args, write=False)

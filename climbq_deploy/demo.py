@@ -99,8 +99,8 @@ def _stage(name: str, seconds: dict[str, float], work: Callable[[], Any]) -> Any
 
 
 def _dataset(out: Path) -> Path:
-    from climbq_deploy.calibration.dataset import META_FILE, load_dataset, save_dataset
-    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.data.dataset import META_FILE, load_dataset, save_dataset
+    from climbq_deploy.data.syndigits import build_syndigits
 
     folder = out / "data" / DATASET
     if (folder / META_FILE).is_file():

@@ -24,6 +24,15 @@ class ArtifactError(ClimbQError):
     """A saved file (artifact, checkpoint, dataset cache) is corrupt, truncated or too new."""
 
 
+class LoweringError(ClimbQError):
+    """A layer cannot be lowered exactly (names the layer, the value and why): a model that
+    cannot become a (safe) integer program, or a program a target has no exact form for."""
+
+
+class KernelError(DataError, ValueError):
+    """Inputs outside a reference kernel's integer contract (they would overflow int32)."""
+
+
 class TargetUnavailableError(ConfigError):
     """A target's runtime or hardware is missing on this machine (e.g. TensorRT, a GPU); a
     distinct exit code (3) so that scripts can tell "cannot run here" from bad input."""

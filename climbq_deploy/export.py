@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from climbq_deploy import __version__
-from climbq_deploy.calibration.dataset import read_meta
+from climbq_deploy.data.dataset import read_meta
 from climbq_deploy.errors import ArtifactError, ConfigError, DataError
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.graph import Graph

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from climbq_deploy.errors import DataError
+from climbq_deploy.errors import KernelError
 
 FLOAT32_EXACT = 2**24
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-
-
-class KernelError(DataError, ValueError):
-    """Inputs outside a kernel's integer contract (they would overflow int32)."""
 
 
 def _span(x: np.ndarray) -> tuple[int, int]:

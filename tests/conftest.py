@@ -80,7 +80,7 @@ def make_zip(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def small_syndigits():
     """A small SynDigits-LT set (head 40, 10 test per class), rendered once per session."""
-    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.data.syndigits import build_syndigits
 
     return build_syndigits(10, seed=3, head_count=40, test_per_class=10, progress=False)
 
@@ -90,8 +90,8 @@ def trained_syndigits(tmp_path_factory):
     """The default SynDigits-LT gamma 50 with a short paper-recipe training: fp32 pretraining
     (4 epochs) and 4-bit ClimbQ+ QAT from it (2 epochs). Trained once per session (~40 s);
     returns ``(data_dir, fp_run, q4_run, q4_metrics)``."""
-    from climbq_deploy.calibration.dataset import save_dataset
-    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.data.dataset import save_dataset
+    from climbq_deploy.data.syndigits import build_syndigits
     from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
     from climbq_deploy.train.loop import train
 

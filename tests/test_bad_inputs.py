@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.calibration.dataset import ImageDataset, save_dataset
 from climbq_deploy.cli import main
+from climbq_deploy.data.dataset import ImageDataset, save_dataset
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.fileio import array_sha256, write_npz

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from climbq_deploy.bench import bench_tflite
-from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.passes import lower

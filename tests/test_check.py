@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from climbq_deploy.calibration.dataset import save_dataset
 from climbq_deploy.check import check_run
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.artifact import artifact_size_report

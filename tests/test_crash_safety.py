@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from climbq_deploy import fileio
-from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.fileio import TEST_MARKER_ENV, TEST_PAUSE_ENV, atomic_write, remove_stale_temps
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint

@@ -54,7 +54,12 @@ def test_wheel_holds_only_the_climbq_deploy_namespace(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"climbq_deploy", wheel.name.split("-py3")[0] + ".dist-info"}
-    for sub in ("calibration/syndigits.py", "kernels/__init__.py", "targets/__init__.py"):
+    for sub in (
+        "data/syndigits.py",
+        "calibration/calibrate.py",
+        "kernels/__init__.py",
+        "targets/__init__.py",
+    ):
         assert f"climbq_deploy/{sub}" in names
     # every source module of the repository is in the wheel (a package missing from
     # pyproject's explicit list would silently be left out)

@@ -51,13 +51,13 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------------- one run
 def build_data(spec: grid.DataSpec, source: Path) -> None:
     """Build ``spec`` into ``runs/accuracy/data/<name>`` unless its data.npz exists."""
-    from climbq_deploy.calibration.dataset import save_dataset
+    from climbq_deploy.data.dataset import save_dataset
 
     if (spec.path / "data.npz").is_file():
         return
     began = time.perf_counter()
     if spec.dataset == "cifar10-lt":
-        from climbq_deploy.calibration.imagefolder import build_image_dataset
+        from climbq_deploy.data.imagefolder import build_image_dataset
 
         dataset = build_image_dataset(
             source / "cifar10-jpg.zip",
@@ -66,11 +66,11 @@ def build_data(spec: grid.DataSpec, source: Path) -> None:
             progress=False,
         )
     elif spec.dataset == "syndigits-lt":
-        from climbq_deploy.calibration.syndigits import build_syndigits
+        from climbq_deploy.data.syndigits import build_syndigits
 
         dataset = build_syndigits(spec.gamma, seed=0, progress=False)
     elif spec.dataset == "digits-lt":
-        from climbq_deploy.calibration.digits import build_digits
+        from climbq_deploy.data.digits import build_digits
 
         dataset = build_digits(spec.gamma, seed=0)
     else:

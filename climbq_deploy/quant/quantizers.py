@@ -14,7 +14,7 @@ Every quantizer lands on a uniform integer grid, so the exporter lowers them all
 - lsq: ``q = round(clip(v / s, -Q_N, Q_P))`` for weights and activations, each with its own
   learned step ``s``.
 
-- ptq (post-training, :mod:`climbq_deploy.ptq`): per-output-channel symmetric weights
+- ptq (post-training, :mod:`climbq_deploy.calibration`): per-output-channel symmetric weights
   ``W_int = clip(round(w / s_o), -Q, Q)``, ``s_o = max|w_o| / Q``; per-tensor symmetric
   activations ``X_int = clip(round(x / s), -Q, Q)``, ``s = r / Q`` with the range ``r``
   calibrated on data; ``Q = 2**(b-1) - 1``.
@@ -260,7 +260,7 @@ class PTQActivation(ActivationQuantizer):
     ``s = r / Q``, ``X_int = clip(round(x / s), -Q, Q)`` (half-to-even), ``x_hat = X_int * s``;
     as thresholds: ``j = #{k : x >= s (k + 1/2)}``, ``k = -Q .. Q - 1``, ``X_int = j - Q``
     (ties round up there, half-to-even here: only exact ties can differ). ``range`` is NaN
-    until :mod:`climbq_deploy.ptq` calibrates it; an uncalibrated quantizer refuses to run.
+    until :mod:`climbq_deploy.calibration` calibrates it; an uncalibrated quantizer refuses to run.
     """
 
     def __init__(self, bits: int) -> None:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from climbq_deploy.calibration.dataset import ImageDataset
-from climbq_deploy.calibration.pipeline import BatchLoader, ShuffleSampler
+from climbq_deploy.data.dataset import ImageDataset
+from climbq_deploy.data.pipeline import BatchLoader, ShuffleSampler
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import TrainedRun
 from climbq_deploy.losses import class_balanced_weights, homovar_bounds

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from climbq_deploy import __version__
-from climbq_deploy.calibration.dataset import ImageDataset, load_dataset, read_meta
+from climbq_deploy.data.dataset import ImageDataset, load_dataset, read_meta
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.fileio import write_json
 from climbq_deploy.losses import class_balanced_weights

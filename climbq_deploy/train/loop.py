@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
-from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
+from climbq_deploy.data.dataset import ImageDataset, load_dataset
+from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler
 from climbq_deploy.distributed import (
     DistInfo,
     broadcast_object,

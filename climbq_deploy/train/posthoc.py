@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from climbq_deploy.calibration.dataset import load_dataset
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.export import CHECKPOINT, load_run
 from climbq_deploy.fileio import atomic_write, write_json

@@ -75,7 +75,7 @@ def bench_onnx(
         "top1": None,
     }
     if data is not None:
-        from climbq_deploy.calibration.dataset import load_dataset
+        from climbq_deploy.data.dataset import load_dataset
 
         dataset = load_dataset(data)
         predictions = np.concatenate(

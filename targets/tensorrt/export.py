@@ -50,8 +50,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from climbq_deploy.errors import ArtifactError, ConfigError
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import ArtifactError, ConfigError, LoweringError
 from climbq_deploy.ir.graph import (
     Add,
     GlobalSumPool,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
     GlobalSumPool,

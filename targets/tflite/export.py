@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from climbq_deploy.errors import ArtifactError
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import ArtifactError, LoweringError
 from climbq_deploy.ir.graph import (
     Add,
     GlobalSumPool,

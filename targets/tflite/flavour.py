@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
 
 INT16_LIMIT = 32767

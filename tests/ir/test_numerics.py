@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtri
 
-from climbq_deploy.errors import ClimbQError
+from climbq_deploy.errors import ClimbQError, KernelError, LoweringError
 from climbq_deploy.ir.capture import capture
-from climbq_deploy.ir.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
     GlobalSumPool,
@@ -30,7 +29,6 @@ from climbq_deploy.ir.graph import (
 from climbq_deploy.ir.passes import bound_tensors, lower
 from climbq_deploy.ir.passes.derive_thresholds import snap_thresholds
 from climbq_deploy.kernels import ReferenceModel, ops
-from climbq_deploy.kernels.ops import KernelError
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.quant.layers import ActQuant, QConv2d

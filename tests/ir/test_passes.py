@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtri
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     ActQuant,
     BatchNorm,

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from climbq_deploy.errors import KernelError
 from climbq_deploy.kernels import ops
-from climbq_deploy.kernels.ops import KernelError
 
 
 @st.composite

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.losses import distillation_loss
 from climbq_deploy.train.checkpoint import load_checkpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.models import build_model
 from climbq_deploy.train.checkpoint import save_checkpoint
 from climbq_deploy.train.config import TrainConfig

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from climbq_deploy.calibration.dataset import load_dataset
-from climbq_deploy.calibration.pipeline import BatchLoader, ShuffleSampler
 from climbq_deploy.cli import main
+from climbq_deploy.data.dataset import load_dataset
+from climbq_deploy.data.pipeline import BatchLoader, ShuffleSampler
 from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.export import load_run
 from climbq_deploy.quant.layers import quantized_convs

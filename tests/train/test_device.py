@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.calibration.dataset import save_dataset
-from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
 from climbq_deploy.cli import main
+from climbq_deploy.data.dataset import save_dataset
+from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
 from climbq_deploy.train.config import TrainConfig

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.calibration.pipeline import Augment, BatchLoader, ShuffleSampler
+from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler
 from climbq_deploy.distributed import shard_bounds
 from climbq_deploy.quant.functional import class_scaled_sigma
 
@@ -113,7 +113,7 @@ def test_two_processes_take_the_same_float64_steps_as_one(method: str, tmp_path:
 
 @pytest.mark.slow
 def test_torchrun_training_matches_one_process_and_resumes(small_syndigits, tmp_path: Path) -> None:
-    from climbq_deploy.calibration.dataset import save_dataset
+    from climbq_deploy.data.dataset import save_dataset
 
     data = save_dataset(small_syndigits, tmp_path / "data")
     base = [

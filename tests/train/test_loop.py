@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from climbq_deploy.calibration.dataset import save_dataset
+from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.train.config import TrainConfig
 from climbq_deploy.train.loop import train

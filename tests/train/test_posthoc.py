@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.calibration.dataset import load_dataset
 from climbq_deploy.check import check_run
 from climbq_deploy.cli import main
+from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.export import load_run, provenance
 from climbq_deploy.train.checkpoint import load_checkpoint

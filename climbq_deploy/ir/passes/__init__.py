@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import HEAD_OPS, INTEGER_OPS, Graph
 from climbq_deploy.ir.passes.bound_tensors import bound_tensors
 from climbq_deploy.ir.passes.derive_thresholds import derive_thresholds

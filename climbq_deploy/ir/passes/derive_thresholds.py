@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import ActQuant, Graph, IntConv, Node, ThresholdAct
 
 CLAMP = float(2**62)

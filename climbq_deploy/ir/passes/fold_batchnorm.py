@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import BatchNorm, Conv, Graph, Node
 
 

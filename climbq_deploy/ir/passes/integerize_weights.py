@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import Conv, Graph, IntConv, Node
 
 GRID_TOLERANCE = 1e-6  # in units of s_w: W_hat / s_w must be this close to an integer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from climbq_deploy.ir.errors import LoweringError
+from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import Graph, IntLinear, Linear, Node
 
 HEAD_BITS = (8, 4)

@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from climbq_deploy.calibration.cifar_pickle import is_cifar_pickle_folder, read_cifar_pickle_folder
-from climbq_deploy.calibration.dataset import ImageDataset
-from climbq_deploy.calibration.longtail import longtail_counts
-from climbq_deploy.calibration.sources import ImageSource, open_source
+from climbq_deploy.data.cifar_pickle import is_cifar_pickle_folder, read_cifar_pickle_folder
+from climbq_deploy.data.dataset import ImageDataset
+from climbq_deploy.data.longtail import longtail_counts
+from climbq_deploy.data.sources import ImageSource, open_source
 from climbq_deploy.errors import ConfigError, DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from climbq_deploy.calibration.dataset import ImageDataset
-from climbq_deploy.calibration.longtail import longtail_counts
+from climbq_deploy.data.dataset import ImageDataset
+from climbq_deploy.data.longtail import longtail_counts
 from climbq_deploy.errors import ConfigError, DataError
 
 TEST_PER_CLASS = 50

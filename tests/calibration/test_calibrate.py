@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from climbq_deploy.calibration import CalibrateConfig, calibrate
+from climbq_deploy.calibration.batchnorm import reestimate_batchnorm
 from climbq_deploy.calibration.calibset import draw_calibration_set
-from climbq_deploy.calibration.dataset import load_dataset, save_dataset
 from climbq_deploy.cli import main
+from climbq_deploy.data.dataset import load_dataset, save_dataset
 from climbq_deploy.errors import ConfigError, DataError
 from climbq_deploy.export import load_run, lower_run, provenance
 from climbq_deploy.fileio import write_json
 from climbq_deploy.kernels import ReferenceModel
 from climbq_deploy.models import build_model
-from climbq_deploy.ptq import CalibrateConfig, calibrate
-from climbq_deploy.ptq.batchnorm import reestimate_batchnorm
 from climbq_deploy.quant.functional import climbq_weight_unit
 from climbq_deploy.train.checkpoint import save_checkpoint
 from climbq_deploy.train.config import TrainConfig
@@ -31,7 +31,7 @@ from tests.conftest import codes_and_logits
 @pytest.fixture(scope="module")
 def fp_run(tmp_path_factory) -> Path:
     """``RUN`` folder of an untrained full-precision ResNet-20 on a small 16-pixel SynDigits-LT."""
-    from climbq_deploy.calibration.syndigits import build_syndigits
+    from climbq_deploy.data.syndigits import build_syndigits
 
     root = tmp_path_factory.mktemp("ptq")
     dataset = build_syndigits(10, seed=3, size=16, head_count=40, test_per_class=4, progress=False)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from climbq_deploy.calibration.ranges import residual_groups, tie_ranges
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.graph import BatchNorm, Conv, ThresholdAct
@@ -13,7 +14,6 @@ from climbq_deploy.kernels import ReferenceModel
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
-from climbq_deploy.ptq.ranges import residual_groups, tie_ranges
 from climbq_deploy.quant.layers import ActQuant
 from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 

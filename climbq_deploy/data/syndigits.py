@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from climbq_deploy.calibration.dataset import ImageDataset
-from climbq_deploy.calibration.longtail import longtail_counts
+from climbq_deploy.data.dataset import ImageDataset
+from climbq_deploy.data.longtail import longtail_counts
 from climbq_deploy.errors import ConfigError, DataError
 
 GENERATOR_VERSION = "syndigits-1"

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from climbq_deploy.calibration.batchnorm import reestimate_batchnorm
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.resnet import CifarResNet
-from climbq_deploy.ptq.batchnorm import reestimate_batchnorm
 from tests.conftest import randomize_batchnorm
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.calibration.pipeline import (
+from climbq_deploy.data.pipeline import (
     Augment,
     BatchLoader,
     ClassBalancedSampler,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from climbq_deploy.calibration import syndigits
-from climbq_deploy.calibration.syndigits import (
+from climbq_deploy.data import syndigits
+from climbq_deploy.data.syndigits import (
     EXCLUDED_FONTS,
     MIN_CONTRAST,
     available_fonts,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climbq_deploy.calibration.imagefolder import build_image_dataset
+from climbq_deploy.data.imagefolder import build_image_dataset
 from climbq_deploy.errors import ConfigError, DataError
 from tests.conftest import SHARED, decoded, make_tree_files
 

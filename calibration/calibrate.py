@@ -30,21 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from climbq_deploy.calibration.batchnorm import reestimate_batchnorm
 from climbq_deploy.calibration.calibset import CALIBRATION_MODES, draw_calibration_set
-from climbq_deploy.calibration.dataset import ImageDataset, load_dataset
-from climbq_deploy.errors import ArtifactError, ConfigError, DataError
-from climbq_deploy.export import CHECKPOINT, TrainedRun, load_run
-from climbq_deploy.fileio import write_json
-from climbq_deploy.models import build_model
-from climbq_deploy.models.common import QuantModel, QuantSpec
-from climbq_deploy.ptq.batchnorm import reestimate_batchnorm
-from climbq_deploy.ptq.ranges import (
+from climbq_deploy.calibration.ranges import (
     DEFAULT_PERCENTILE,
     RangeRule,
     observe_ranges,
     residual_groups,
     tie_ranges,
 )
+from climbq_deploy.data.dataset import ImageDataset, load_dataset
+from climbq_deploy.errors import ArtifactError, ConfigError, DataError
+from climbq_deploy.export import CHECKPOINT, TrainedRun, load_run
+from climbq_deploy.fileio import write_json
+from climbq_deploy.models import build_model
+from climbq_deploy.models.common import QuantModel, QuantSpec
 from climbq_deploy.quant.layers import ActQuant
 from climbq_deploy.quant.quantizers import PTQActivation
 from climbq_deploy.train.checkpoint import save_checkpoint

@@ -5,16 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from climbq_deploy.errors import ConfigError, DataError
-from climbq_deploy.models.common import QuantSpec
-from climbq_deploy.models.resnet import CifarResNet
-from climbq_deploy.ptq.ranges import (
+from climbq_deploy.calibration.ranges import (
     RangeRule,
     nearest_rank,
     observe_ranges,
     residual_groups,
     tie_ranges,
 )
+from climbq_deploy.errors import ConfigError, DataError
+from climbq_deploy.models.common import QuantSpec
+from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.quant.layers import ActQuant, QuantContext
 
 

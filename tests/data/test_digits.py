@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from climbq_deploy.calibration.digits import build_digits
+from climbq_deploy.data.digits import build_digits
 from climbq_deploy.errors import DataError
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from climbq_deploy.calibration import sources
-from climbq_deploy.calibration.imagefolder import build_image_dataset
-from climbq_deploy.calibration.sources import open_source
+from climbq_deploy.data import sources
+from climbq_deploy.data.imagefolder import build_image_dataset
+from climbq_deploy.data.sources import open_source
 from climbq_deploy.errors import DataError
 from tests.conftest import make_tree_files
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from climbq_deploy.calibration.dataset import ImageDataset
+from climbq_deploy.data.dataset import ImageDataset
 from climbq_deploy.fileio import atomic_write
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from climbq_deploy.calibration.longtail import longtail_counts
+from climbq_deploy.data.longtail import longtail_counts
 from climbq_deploy.errors import ConfigError, DataError
 from tests.conftest import SHARED
 

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from climbq_deploy.calibration.dataset import ImageDataset, load_dataset, save_dataset
+from climbq_deploy.data.dataset import ImageDataset, load_dataset, save_dataset
 from climbq_deploy.errors import ArtifactError, DataError
 
 
