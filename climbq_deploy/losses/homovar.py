@@ -10,21 +10,32 @@ Symbols (per batch; ``B`` samples, ``K`` classes, ``D`` feature channels):
 - ``S_k = sum_{i: y_i = k} z_i``; ``zbar_k = S_k / n_k``; ``zbar = (1/K) sum_k zbar_k``;
 - ``S_W = sum_i (z_i - zbar_{y_i})^2 / (N - K)``; ``F = F^{-1}_{K-1, N-K}(1 - alpha)``;
 - ``C_k = (K-1) F S_W - sum_{j != k} n_j (zbar_j - zbar)^2``;
-- bounds ``n_k^L <= n_k^U``: absolute values of the roots in ``n`` (images) of
-  ``zbar^2 n^2 - (2 zbar S_k + C_k) n + S_k^2 = 0``, discriminant ``C_k (C_k + 4 zbar S_k)``;
+- bounds ``n_k^L, n_k^U``: absolute values of the roots in ``n`` (images) of
+  ``zbar^2 n^2 - (2 zbar S_k + C_k) n + S_k^2 = 0``, discriminant ``C_k (C_k + 4 zbar S_k)``,
+  taken in the authors' order: with ``p = 2 zbar S_k + C_k`` and ``r = sqrt(disc)``,
+  ``n_k^L = |(p - r) / (2 zbar^2)|`` and ``n_k^U = |(p + r) / (2 zbar^2)|``, **not sorted**:
+  when ``p < 0`` (both roots negative, e.g. a class absent from the batch with ``C_k < 0``)
+  ``n_k^L > n_k^U``, and step 6 uses them so (``bounds="authors"``). ``bounds="sorted"`` takes
+  ``n_k^L = min``, ``n_k^U = max`` instead (the default of the corrected variant);
 - ``beta_k = beta ** (1 / (n_k^L - n_k))`` if ``n_k < n_k^L``, ``beta ** (1 / (n_k - n_k^U))``
   if ``n_k > n_k^U``, else ``beta`` (also for a negative discriminant or ``zbar == 0``);
 - ``w_k = (1 - beta_k) / (1 - beta_k ** n_k)`` in (0, 1], then ``w <- K w / sum(w)``.
 
-``variant="faithful"`` is the text above (the authors' code), where ``m_k`` is not a mean: with
-``b_k << n_k`` it is nearly 0 and ``z_i`` is nearly the L1 norm of ``f_i``. ``variant="corrected"``
-(the card's corrected variant) divides only the class mean by the batch count,
+``variant="faithful"`` is the text above (the authors' code, bounds in their order), where
+``m_k`` is not a mean: with ``b_k << n_k`` it is nearly 0 and ``z_i`` is nearly the L1 norm of
+``f_i``. ``variant="corrected"`` (the card's corrected variant) divides only the class mean by
+the batch count,
 ``m_k = (sum_{i: y_i = k} f_i) / max(b_k, 1)``, so ``z_i`` is the Levene deviation from the class's
 batch mean; a class absent from the batch has no samples, ``S_k = 0`` and ``zbar_k = 0`` as in the
 faithful variant. Steps 2-7 are unchanged: ``zbar_k = S_k / n_k`` is the theorem's own model
 (``zbar_k(n) = S_k / n``, the quadratic at ``n = n_k`` is class k's term of the test), which a
 batch-count ``zbar_k`` would break (then ``C_k < 0`` in every batch and the absolute values of
 negative roots make the bounds bite at random).
+
+Bounds order: ``bounds=None`` means ``"authors"`` for the faithful variant and ``"sorted"`` for
+the corrected one. ``variant="faithful", bounds="sorted"`` is what this module computed before
+2026-12-07 (every ClimbQ+ run trained before then); it differs from the authors' code only in
+batches where some class has ``p < 0``.
 
 The weights are statistics of the batch and carry no gradient (method card §10).
 """
@@ -44,7 +55,17 @@ from torch import Tensor, nn
 from climbq_deploy.errors import ConfigError
 
 VARIANTS = ("faithful", "corrected")
+BOUNDS = ("authors", "sorted")
 FORMS = ("bce", "ce")
+
+
+def bounds_order(variant: str, bounds: str | None) -> str:
+    """The bounds order a variant uses: ``bounds`` checked, or the variant's default
+    (``"authors"`` for ``"faithful"``, ``"sorted"`` for ``"corrected"``)."""
+    check_choice("variant", variant, VARIANTS)
+    if bounds is None:
+        return "authors" if variant == "faithful" else "sorted"
+    return check_choice("bounds", bounds, BOUNDS)
 
 
 def check_counts(class_counts: Tensor | Sequence[int] | np.ndarray) -> np.ndarray:
@@ -146,6 +167,7 @@ def homovar_bounds(
     alpha: float = 0.05,
     beta: float = 0.999,
     variant: str = "faithful",
+    bounds: str | None = None,
 ) -> HomoVarStatistics:
     """§5 steps 1-7 for one batch: Levene values, bounds ``n_k^L, n_k^U``, ``beta_k``, weights.
 
@@ -156,11 +178,13 @@ def homovar_bounds(
         alpha: significance level of the Levene F test, in (0, 1).
         beta: effective-number base of Cui et al., in (0, 1).
         variant: ``"faithful"`` (authors' code) or ``"corrected"`` (see the module docstring).
+        bounds: ``"authors"`` (the roots' order of the authors' code, unsorted), ``"sorted"``
+            (``n_k^L <= n_k^U``), or None for the variant's default.
 
     Raises:
         ConfigError: shapes, dtypes, label range, alpha/beta, counts, ``N <= K`` or variant.
     """
-    check_choice("variant", variant, VARIANTS)
+    order = bounds_order(variant, bounds)
     alpha = check_open_unit("alpha", alpha)
     beta = check_open_unit("beta", beta)
     counts_np = check_counts(class_counts)
@@ -172,12 +196,26 @@ def homovar_bounds(
     f_crit = f_critical(alpha, num_classes - 1, total - num_classes)
     with torch.no_grad():
         return _statistics(
-            features.detach().to(torch.float64), labels.long(), counts, total, f_crit, beta, variant
+            features.detach().to(torch.float64),
+            labels.long(),
+            counts,
+            total,
+            f_crit,
+            beta,
+            variant,
+            order,
         )
 
 
 def _statistics(
-    f: Tensor, y: Tensor, n: Tensor, total: int, f_crit: float, beta: float, variant: str
+    f: Tensor,
+    y: Tensor,
+    n: Tensor,
+    total: int,
+    f_crit: float,
+    beta: float,
+    variant: str,
+    order: str,
 ) -> HomoVarStatistics:
     num_classes, batch = n.shape[0], f.shape[0]
     b = torch.zeros(num_classes, dtype=f.dtype, device=f.device).index_add_(
@@ -195,16 +233,23 @@ def _statistics(
     c_k = (num_classes - 1) * f_crit * s_w - (between.sum() - between)
 
     # Roots of a n^2 - p n + c with a = zbar^2, p = 2 zbar S_k + C_k, c = S_k^2, in the
-    # cancellation-free form q = (p + sign(p) sqrt(disc)) / 2, roots q / a and c / q.
+    # cancellation-free form q = (p + sign(p) sqrt(disc)) / 2, roots q / a and c / q:
+    # q / a = (p + r) / 2a for p >= 0 and (p - r) / 2a for p < 0, c / q the other root.
     a, p, c = zbar**2, 2 * zbar * s_k + c_k, s_k**2
     disc = p**2 - 4 * a * c
     defined = (disc >= 0) & (a > 0)
     q = (p + torch.copysign(disc.clamp(min=0).sqrt(), p)) / 2
     root_1 = (q / a).abs()
     root_2 = torch.where(q != 0, c / q, 0.0).abs()
+    if order == "sorted":
+        lower, upper = torch.minimum(root_1, root_2), torch.maximum(root_1, root_2)
+    else:  # the authors' |(p - r) / 2a|, |(p + r) / 2a|
+        positive = torch.signbit(p).logical_not()
+        lower = torch.where(positive, root_2, root_1)
+        upper = torch.where(positive, root_1, root_2)
     nan = torch.full_like(n, math.nan)
-    n_lower = torch.where(defined, torch.minimum(root_1, root_2), nan)
-    n_upper = torch.where(defined, torch.maximum(root_1, root_2), nan)
+    n_lower = torch.where(defined, lower, nan)
+    n_upper = torch.where(defined, upper, nan)
 
     # log(beta_k) = log(beta) / distance outside the bounds; NaN bounds compare False.
     log_beta = math.log(beta)
@@ -241,6 +286,7 @@ def homovar_class_weights(
     alpha: float = 0.05,
     beta: float = 0.999,
     variant: str = "faithful",
+    bounds: str | None = None,
 ) -> Tensor:
     """HomoVar class weights ``w_k`` (K,), float32, positive, summing to K, without gradient.
 
@@ -248,7 +294,7 @@ def homovar_class_weights(
     ``longtail``) whenever every ``n_k`` lies within its bounds. See :func:`homovar_bounds` for
     the arguments and the intermediates.
     """
-    statistics = homovar_bounds(features, labels, class_counts, alpha, beta, variant)
+    statistics = homovar_bounds(features, labels, class_counts, alpha, beta, variant, bounds)
     return statistics.weights.to(torch.float32)
 
 
@@ -317,6 +363,9 @@ class HomoVarLoss(nn.Module):
     (B, D). The weights of the last call are kept in ``last_weights`` (K,) and all intermediates
     in ``last_statistics`` for reports and plots.
 
+    ``bounds``: the order of the HomoVar bounds (:func:`bounds_order`; None: the variant's
+    default, the authors' order for the faithful variant).
+
     ``tau`` (default 0, the paper's loss) applies the HomoVar weights to logit-adjusted logits
     (Menon et al. 2021): ``weighted_loss(x + tau log pi, y, w, form)`` with the dataset prior
     ``pi_k = n_k / N``, a fixed (K,) offset in nats. The weights are unchanged (they read the
@@ -331,6 +380,7 @@ class HomoVarLoss(nn.Module):
         variant: str = "faithful",
         form: str = "bce",
         tau: float = 0.0,
+        bounds: str | None = None,
     ) -> None:
         super().__init__()
         counts = check_counts(class_counts)
@@ -340,6 +390,7 @@ class HomoVarLoss(nn.Module):
         self.alpha = check_open_unit("alpha", alpha)
         self.beta = check_open_unit("beta", beta)
         self.variant = check_choice("variant", variant, VARIANTS)
+        self.bounds = bounds_order(variant, bounds)
         self.form = check_choice("form", form, FORMS)
         if sum(self.class_counts) <= len(self.class_counts):
             raise ConfigError(
@@ -353,7 +404,7 @@ class HomoVarLoss(nn.Module):
         if features is None:
             raise ConfigError("HomoVarLoss needs the penultimate features (B, D); got None")
         statistics = homovar_bounds(
-            features, labels, self.class_counts, self.alpha, self.beta, self.variant
+            features, labels, self.class_counts, self.alpha, self.beta, self.variant, self.bounds
         )
         self.last_statistics = statistics
         self.last_weights = statistics.weights.to(torch.float32)
@@ -365,5 +416,5 @@ class HomoVarLoss(nn.Module):
         tau = f", tau={self.tau}" if self.tau else ""
         return (
             f"K={len(self.class_counts)}, alpha={self.alpha}, beta={self.beta}, "
-            f"variant={self.variant!r}, form={self.form!r}{tau}"
+            f"variant={self.variant!r}, bounds={self.bounds!r}, form={self.form!r}{tau}"
         )

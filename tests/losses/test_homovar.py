@@ -31,8 +31,15 @@ def make_batch(seed: int, classes: int = K, batch: int = B) -> tuple[np.ndarray,
     return rng.normal(size=(batch, D)), labels
 
 
-def reference(features, labels, counts, alpha=0.05, beta=BETA, variant="faithful") -> dict:
-    """§5 steps 1-7 as written, one sample and one class at a time, in Python floats."""
+def reference(
+    features, labels, counts, alpha=0.05, beta=BETA, variant="faithful", bounds=None
+) -> dict:
+    """§5 steps 1-7 as written, one sample and one class at a time, in Python floats.
+
+    ``bounds="authors"`` (the faithful default) takes the roots as the authors' code does,
+    ``n_L = |(-b - r) / 2a|``, ``n_U = |(-b + r) / 2a|``, unsorted; ``"sorted"`` (the corrected
+    default) sorts them."""
+    bounds = bounds or ("authors" if variant == "faithful" else "sorted")
     n_classes, total = len(counts), sum(counts)
     rows = [[float(v) for v in row] for row in features]
     ys = [int(v) for v in labels]
@@ -67,8 +74,10 @@ def reference(features, labels, counts, alpha=0.05, beta=BETA, variant="faithful
         lower = upper = math.nan
         beta_k = beta
         if disc >= 0 and qa != 0:
-            roots = sorted(abs((-qb + sign * math.sqrt(disc)) / (2 * qa)) for sign in (1, -1))
-            lower, upper = roots
+            r = math.sqrt(disc)
+            lower, upper = abs((-qb - r) / (2 * qa)), abs((-qb + r) / (2 * qa))
+            if bounds == "sorted":
+                lower, upper = min(lower, upper), max(lower, upper)
             if n < lower:
                 beta_k = beta ** (1 / (lower - n))
             elif n > upper:
@@ -169,6 +178,89 @@ def test_weights_are_positive_finite_sum_to_k_and_raw_lie_in_unit_interval(varia
         assert np.isfinite(weights).all() and (weights > 0).all()
         assert weights.sum() == pytest.approx(K, rel=1e-12)
         assert ((raw > 0) & (raw <= 1)).all()
+
+
+def hand_built_absent_class_batch() -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """K = 3, counts (8, 6, 5), one feature: class 0 widely spread around 10, class 1 nearly
+    constant at 1, class 2 absent. The classes' Levene values differ more between than within
+    classes, so ``C_2 < 0``; with ``S_2 = 0`` the authors' ``b = -(2 zbar S_2 + C_2) > 0``."""
+    features = np.array([[v] for v in (10, 14, 6, 12, 8, 15, 5, 10, 1, 1.01, 0.99, 1, 1, 1)])
+    labels = np.array([0] * 8 + [1] * 6)
+    return features, labels, [8, 6, 5]
+
+
+def test_faithful_bounds_keep_the_authors_order_where_both_roots_are_negative() -> None:
+    features, labels, counts = hand_built_absent_class_batch()
+    # The authors' formula, written out here for this batch (not by the code under test).
+    n = [float(c) for c in counts]
+    big_k, total = 3, sum(counts)
+    z = []
+    for f, y in zip(features[:, 0], labels, strict=True):
+        mean = features[labels == y, 0].sum() / n[y]  # the batch sum over the dataset count
+        z.append(abs(f - mean))
+    s = [sum(zi for zi, y in zip(z, labels, strict=True) if y == k) for k in range(big_k)]
+    zbar_k = [s[k] / n[k] for k in range(big_k)]
+    zbar = sum(zbar_k) / big_k
+    s_w = sum((zi - zbar_k[y]) ** 2 for zi, y in zip(z, labels, strict=True)) / (total - big_k)
+    f_crit = stats.f.ppf(0.95, big_k - 1, total - big_k)
+    weights_raw = []
+    for k in range(big_k):
+        c_k = (big_k - 1) * f_crit * s_w - sum(
+            n[j] * (zbar_k[j] - zbar) ** 2 for j in range(big_k) if j != k
+        )
+        b = -(2 * zbar * s[k] + c_k)
+        r = math.sqrt(b * b - 4 * zbar**2 * s[k] ** 2)
+        n_l, n_u = abs((-b - r) / (2 * zbar**2)), abs((-b + r) / (2 * zbar**2))
+        if k == 2:
+            assert s[2] == 0 and c_k < 0 and b > 0 and n_l > n_u  # the case this test is for
+            expected_lower, expected_upper = n_l, n_u
+        beta_k = BETA
+        if n[k] < n_l:
+            beta_k = BETA ** (1 / (n_l - n[k]))
+        elif n[k] > n_u:
+            beta_k = BETA ** (1 / (n[k] - n_u))
+        weights_raw.append((1 - beta_k) / (1 - beta_k ** n[k]))
+    expected = [big_k * w / sum(weights_raw) for w in weights_raw]
+
+    got = homovar_bounds(torch.tensor(features), torch.tensor(labels), counts)
+    assert float(got.n_lower[2]) == pytest.approx(expected_lower, rel=1e-12)
+    assert float(got.n_upper[2]) == pytest.approx(expected_upper, rel=1e-12)
+    np.testing.assert_allclose(got.weights.numpy(), expected, rtol=1e-12)
+    # the sorted order is a different computation on this batch
+    sorted_ = homovar_bounds(torch.tensor(features), torch.tensor(labels), counts, bounds="sorted")
+    assert float(sorted_.n_lower[2]) == pytest.approx(expected_upper, rel=1e-12)
+    assert not np.allclose(sorted_.weights.numpy(), expected, rtol=1e-5)
+
+
+def test_faithful_weights_equal_the_authors_code_on_random_batches() -> None:
+    """40 batches of 128 from the gamma-50 counts, some with absent classes: the faithful
+    weights equal the authors' unsorted transcription to 1e-6, and some of these batches are
+    ones where sorting the bounds would change the weights."""
+    differ = 0
+    for seed in range(40):
+        classes = K if seed % 2 else 6 + seed % 4  # odd seeds: all classes; even: tail absent
+        features, labels = make_batch(100 + seed, classes)
+        authors = reference(features, labels, COUNTS, bounds="authors")
+        sorted_ = reference(features, labels, COUNTS, bounds="sorted")
+        got = homovar_class_weights(torch.tensor(features), torch.tensor(labels), COUNTS)
+        np.testing.assert_allclose(got.numpy(), authors["weights"], rtol=1e-6)
+        differ += not np.allclose(authors["weights"], sorted_["weights"], rtol=1e-6)
+    assert differ > 0
+
+
+@pytest.mark.parametrize("seed", [0, 7, 10])
+def test_sorted_bounds_are_the_named_option_and_the_corrected_default(seed: int) -> None:
+    features, labels = make_batch(seed, classes=7)
+    x, y = torch.tensor(features), torch.tensor(labels)
+    want = reference(features, labels, COUNTS, bounds="sorted")
+    got = homovar_class_weights(x, y, COUNTS, variant="faithful", bounds="sorted")
+    np.testing.assert_allclose(got.numpy(), want["weights"], rtol=1e-6)
+    corrected = homovar_bounds(x, y, COUNTS, variant="corrected")
+    assert (corrected.n_lower[corrected.defined] <= corrected.n_upper[corrected.defined]).all()
+    assert HomoVarLoss(COUNTS).bounds == "authors"
+    assert HomoVarLoss(COUNTS, variant="corrected").bounds == "sorted"
+    with pytest.raises(ConfigError, match="unknown bounds 'both'"):
+        HomoVarLoss(COUNTS, bounds="both")
 
 
 def test_zero_levene_values_leave_every_class_at_beta() -> None:
