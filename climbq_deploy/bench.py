@@ -1,8 +1,10 @@
 """``climbq bench``: on-device latency and accuracy of an exported model.
 
 Warm-up invokes, then ``repeats`` timed invokes of one batch: p50/p90/p99 latency (ms per
-invoke) and images/s; with a dataset, top-1 (and long-tail metrics) over its test split; plus
-the runtime, kernels, threads and CPU. The same record shape for every target.
+invoke) and images/s; with a dataset, top-1 over its test split and the agreement with the
+NumPy reference of the artifact's own program; plus the runtime, kernels, threads and CPU. The
+same record shape for every target: the timing itself is each target's ``bench`` method
+(:class:`climbq_deploy.targets.base.Target`), the rest is here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,11 @@ import numpy as np
 
 from climbq_deploy.errors import ConfigError, DataError
 
+TOP1_CHUNK = 256  # images per runner call of the accuracy pass
 
-def _cpu() -> str:
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             if line.lower().startswith(("model name", "hardware")):
@@ -38,74 +44,53 @@ def latency_fields(ms: np.ndarray, batch: int) -> dict[str, Any]:
     }
 
 
-def bench_tflite(
-    model: str | Path,
-    threads: int = 1,
-    kernels: str = "xnnpack",
-    warmup: int = 10,
-    repeats: int = 100,
-    data: str | Path | None = None,
-) -> dict[str, Any]:
-    """Latency of one ``.tflite`` written by climbq_deploy (batch as exported)."""
-    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, interpreter_module
+def host_fields() -> dict[str, Any]:
+    """``cpu`` and ``machine``: where the record was measured."""
+    return {"cpu": cpu_name(), "machine": platform.machine()}
 
-    if kernels not in KERNELS:
-        raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-    if threads < 1 or warmup < 0 or repeats < 1:
-        raise ConfigError("threads and repeats must be >= 1, warmup >= 0")
-    module = interpreter_module()
-    if module is None:
-        raise ConfigError("no LiteRT interpreter here (pip install climbq-deploy[tflite])")
-    path = Path(model)
-    if not path.is_file():
-        raise DataError(f"no model file at {path}")
-    runner = TfliteRunner(path, kernels)  # validates the file and reads its program
-    resolver = RESOLVERS[kernels]
-    interpreter = module.Interpreter(
-        model_content=path.read_bytes(),
-        num_threads=threads,
-        experimental_op_resolver_type=getattr(module.OpResolverType, resolver),
-    )
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    batch = int(detail["shape"][0])
-    x = np.zeros(detail["shape"], detail["dtype"])
+
+def time_calls(call: Callable[[], Any], warmup: int, repeats: int) -> np.ndarray:
+    """Milliseconds of each of ``repeats`` calls of ``call`` (``time.perf_counter`` around
+    it), after ``warmup`` untimed calls."""
     for _ in range(warmup):
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
+        call()
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
+        call()
         times.append(time.perf_counter() - began)
-    ms = np.array(times) * 1000
-    record: dict[str, Any] = {
+    return np.array(times) * 1000
+
+
+def bench_runner(
+    target: Any, path: Path, *, batch: int, warmup: int, repeats: int, runtime: str
+) -> dict[str, Any]:
+    """The latency record of ``target.load(path).run`` on a batch of ``batch`` zero images,
+    timed per call (for a target without a runtime-specific timer); ``runtime`` names what
+    runs it."""
+    from climbq_deploy.errors import TargetUnavailableError
+
+    reason = target.unavailable()
+    if reason:
+        raise TargetUnavailableError(f"target {target.name!r} cannot run here: {reason}")
+    runner = target.load(path)
+    images = np.zeros((batch, *runner.graph.tensors[runner.graph.input].shape), np.uint8)
+    ms = time_calls(lambda: runner.run(images), warmup, repeats)
+    return {
         "model": str(path),
-        "target": "tflite",
-        "kernels": kernels,
-        "threads": threads,
+        "target": target.name,
+        "kernels": target.engine,
         "batch": batch,
         "warmup": warmup,
         "repeats": repeats,
         **latency_fields(ms, batch),
-        "runtime": getattr(module, "__name__", "interpreter"),
-        "cpu": _cpu(),
-        "machine": platform.machine(),
+        "runtime": runtime,
+        **host_fields(),
         "top1": None,
     }
-    if data is not None:
-        from climbq_deploy.data.dataset import load_dataset
-
-        dataset = load_dataset(data)
-        _check_images(dataset, runner.graph, data, path)
-        predictions = runner.run(dataset.test_images).logits.argmax(1)
-        record["top1"] = float(100.0 * np.mean(predictions == dataset.test_labels))
-        record["n_images"] = len(predictions)
-    return record
 
 
-def _check_images(dataset: Any, graph: Any, data: str | Path, model: Path) -> None:
+def check_images(dataset: Any, graph: Any, data: str | Path, model: Path) -> None:
     """The dataset's test images must be what the model reads: (H, W, C) of its input."""
     expected = tuple(graph.tensors[graph.input].shape)
     if dataset.image_shape != expected:
@@ -113,11 +98,19 @@ def _check_images(dataset: Any, graph: Any, data: str | Path, model: Path) -> No
         raise DataError(f"{data}: test images are {have} but {model} expects {want}")
 
 
-def _reference_agreement(graph: Any, images: np.ndarray, predictions: np.ndarray) -> float:
+def predictions(runner: Any, images: np.ndarray, chunk: int = TOP1_CHUNK) -> np.ndarray:
+    """Top-1 class of every image, ``runner.run`` on ``chunk`` images at a time."""
+    return np.concatenate(
+        [runner.run(images[i : i + chunk]).logits.argmax(1) for i in range(0, len(images), chunk)]
+    )
+
+
+def reference_agreement(graph: Any, images: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of images whose top-1 equals the NumPy reference of ``graph``'s."""
     from climbq_deploy.kernels import ReferenceModel
 
     reference = ReferenceModel(graph).run(images)[graph.output].argmax(1)
-    return float(np.mean(reference == predictions))
+    return float(np.mean(reference == predicted))
 
 
 def bench_artifact(
@@ -128,16 +121,21 @@ def bench_artifact(
     warmup: int = 10,
     repeats: int = 100,
     data: str | Path | None = None,
+    *,
+    target: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``climbq bench`` for any exported artifact, one record shape for every target.
 
-    ``.tflite``: :func:`bench_tflite` (LiteRT invokes, batch as exported). ``.climbq`` (NumPy
-    reference) and ``.onnx`` (ONNX Runtime): ``runner.run`` on a batch of ``batch`` images,
-    timed per call. With ``data``: top-1 on its test split and ``reference_agreement``, the
-    share of images whose top-1 equals the NumPy reference of the artifact's own program
-    (None for the NumPy target: it is the reference).
+    ``target``: a registered target's name, by default the one whose suffix the file has;
+    ``options``: that target's options (``{"kernels": "ref"}``); ``kernels``: its first option
+    (the kernels or runtime that run it), as :func:`~climbq_deploy.targets.get_target`'s
+    positional value. The target's ``bench`` times ``batch`` images per invoke (``threads``
+    where its runtime takes a count). With ``data``: top-1 on its test split and
+    ``reference_agreement``, the share of images whose top-1 equals the NumPy reference of the
+    artifact's own program (None for the reference target itself).
     """
-    from climbq_deploy.targets import TARGET_NAMES, get_target
+    from climbq_deploy.targets import get_target, known_suffixes, target_for_path
 
     path = Path(artifact)
     if path.is_dir():
@@ -146,93 +144,37 @@ def bench_artifact(
         raise DataError(f"no artifact at {path}")
     if threads < 1 or batch < 1 or warmup < 0 or repeats < 1:
         raise ConfigError("threads, batch and repeats must be >= 1, warmup >= 0")
-    names = {}
-    for name in TARGET_NAMES:
-        names.setdefault(_suffix_of(name), name)
-    target_name = names.get(path.suffix)
-    if target_name is None:
-        raise ConfigError(
-            f"{path}: unknown artifact kind {path.suffix!r}; expected one of "
-            f"{', '.join(sorted(names))}"
-        )
-    if target_name == "tflite":
-        if batch != 1:
-            raise ConfigError("the TFLite model's batch is fixed at export (1)")
-        record = bench_tflite(path, threads, kernels or "xnnpack", warmup, repeats, None)
-    elif target_name == "tensorrt":
-        from climbq_deploy.targets.tensorrt.bench import bench_onnx
-
-        record = bench_onnx(path, kernels or "onnxruntime", batch, threads, warmup, repeats)
-    else:
-        record = _bench_runner(get_target(target_name, kernels), path, batch, warmup, repeats)
-        record["threads"] = None  # NumPy's BLAS uses its own thread pool
+    if target is None:
+        found = target_for_path(path)
+        if found is None:
+            raise ConfigError(
+                f"{path}: unknown artifact kind {path.suffix!r}; expected one of "
+                f"{', '.join(known_suffixes())}"
+            )
+        target = found.name
+    client = get_target(target, kernels, **(options or {}))
+    record = client.bench(path, batch=batch, threads=threads, warmup=warmup, repeats=repeats)
     record.setdefault("cores", os.cpu_count())
     record["reference_agreement"] = None
     if data is not None:
-        from climbq_deploy.data.dataset import load_dataset
-
-        dataset = load_dataset(data)
-        runner = _load_runner(target_name, path, kernels, threads)
-        _check_images(dataset, runner.graph, data, path)
-        predictions = np.concatenate(
-            [
-                runner.run(dataset.test_images[i : i + 256]).logits.argmax(1)
-                for i in range(0, len(dataset.test_images), 256)
-            ]
-        )
-        record["top1"] = float(100.0 * np.mean(predictions == dataset.test_labels))
-        record["n_images"] = len(predictions)
-        if target_name != "numpy":
-            record["reference_agreement"] = _reference_agreement(
-                runner.graph, dataset.test_images, predictions
-            )
+        record.update(_accuracy(client, path, threads, data))
     return record
 
 
-def _bench_runner(target: Any, path: Path, batch: int, warmup: int, repeats: int) -> dict[str, Any]:
-    """Per-call latency of ``target.load(path).run`` on a batch of zero images."""
-    from climbq_deploy.errors import TargetUnavailableError
+def _accuracy(client: Any, path: Path, threads: int, data: str | Path) -> dict[str, Any]:
+    """``top1`` and ``n_images`` on ``data``'s test split, and ``reference_agreement``."""
+    from climbq_deploy.data.dataset import load_dataset
 
-    reason = target.unavailable()
-    if reason:
-        raise TargetUnavailableError(f"target {target.name!r} cannot run here: {reason}")
-    runner = target.load(path)
-    images = np.zeros((batch, *runner.graph.tensors["image"].shape), np.uint8)
-    for _ in range(warmup):
-        runner.run(images)
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        runner.run(images)
-        times.append(time.perf_counter() - began)
-    ms = np.array(times) * 1000
-    return {
-        "model": str(path),
-        "target": target.name,
-        "kernels": target.name,
-        "batch": batch,
-        "warmup": warmup,
-        "repeats": repeats,
-        **latency_fields(ms, batch),
-        "runtime": f"numpy {np.__version__}",
-        "cpu": _cpu(),
-        "machine": platform.machine(),
-        "top1": None,
+    dataset = load_dataset(data)
+    runner = client.load(path, threads=threads)
+    check_images(dataset, runner.graph, data, path)
+    predicted = predictions(runner, dataset.test_images)
+    found: dict[str, Any] = {
+        "top1": float(100.0 * np.mean(predicted == dataset.test_labels)),
+        "n_images": len(predicted),
     }
-
-
-def _suffix_of(target_name: str) -> str:
-    from climbq_deploy.targets import get_target
-
-    return get_target(target_name).suffix
-
-
-def _load_runner(target_name: str, path: Path, kernels: str | None, threads: int) -> Any:
-    """The artifact's runner (ONNX Runtime's with ``threads`` intra-op threads)."""
-    from climbq_deploy.targets import get_target
-
-    if target_name == "tensorrt" and kernels in (None, "onnxruntime"):
-        from climbq_deploy.targets.tensorrt import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, threads=threads)
-    return get_target(target_name, kernels).load(path)
+    if not client.reference:
+        found["reference_agreement"] = reference_agreement(
+            runner.graph, dataset.test_images, predicted
+        )
+    return found

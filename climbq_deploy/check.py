@@ -33,7 +33,7 @@ from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.kernels import ReferenceModel, ops
 from climbq_deploy.quant.layers import ActQuant
-from climbq_deploy.targets import get_target
+from climbq_deploy.targets import DEFAULT_TARGET, Target, get_target
 
 
 @dataclass
@@ -113,7 +113,7 @@ def _normalised(images: np.ndarray, run: TrainedRun) -> torch.Tensor:
 
 def check_run(
     run_dir: str | Path,
-    target: str = "numpy",
+    target: str | Target = DEFAULT_TARGET,
     artifact: str | Path | None = None,
     data: str | Path | None = None,
     batch_size: int = 100,
@@ -124,15 +124,21 @@ def check_run(
 ) -> dict[str, Any]:
     """Compare ``target``'s artifact of run ``run_dir`` with the torch model on the test set.
 
+    ``target``: a target (``get_target("tflite", kernels="ref")``) or a registered name;
+    ``kernels``: with a name, the target's first option (the kernels or runtime that run it,
+    :func:`~climbq_deploy.targets.get_target`'s positional value).
     ``artifact`` defaults to a fresh export into ``RUN/model<suffix>`` (kept, written
     atomically). ``limit`` checks ``limit`` evenly spaced test images (indices
     ``round(linspace(0, N - 1, limit))``; test splits are stored class by class, so the first
     images would all be one class); the record says how many.
     """
-    client = get_target(target, kernels)
+    if not isinstance(target, str) and kernels is not None:
+        raise ConfigError(f"kernels={kernels!r} with a target object: set it in its options")
+    client = get_target(target, kernels) if isinstance(target, str) else target
+    target_name = client.name
     reason = client.unavailable()
     if reason:
-        raise TargetUnavailableError(f"target {target!r} cannot run here: {reason}")
+        raise TargetUnavailableError(f"target {target_name!r} cannot run here: {reason}")
     run = load_run(run_dir, data)
     began = time.perf_counter()
     if artifact is None:
@@ -143,7 +149,7 @@ def check_run(
         client.export(lower_run(run, head=head, input_bits=client.input_bits), Path(artifact))
     runner = client.load(Path(artifact))
     graph: Graph = runner.graph
-    oracle = None if target == "numpy" else ReferenceModel(graph)
+    oracle = None if client.reference else ReferenceModel(graph)
     step = next(n for n in graph.nodes if isinstance(n, InputQuant))
     layers = [n.source for n in graph.nodes if isinstance(n, ThresholdAct)]
     acts = {n.output: n.source for n in graph.nodes if isinstance(n, ThresholdAct)}
@@ -157,7 +163,9 @@ def check_run(
     exact = _float64_copy(run)
     hooks = _TorchCodes(exact, layers)
     tally = _Tally(layers, dict.fromkeys(layers, 0), dict.fromkeys(layers, 0))
-    bar = tqdm(total=len(images), desc=f"check {target}", unit="img", disable=not progress or None)
+    bar = tqdm(
+        total=len(images), desc=f"check {target_name}", unit="img", disable=not progress or None
+    )
     try:
         for batch, y in _batches(images, labels, batch_size):
             out = runner.run(batch, with_codes=True)
@@ -199,19 +207,19 @@ def check_run(
         record.update(
             exact_match=tally.oracle_equal,
             reference_max_abs_logit_diff=tally.oracle_logit_diff,
-            kernels=kernels or getattr(client, "kernels", "xnnpack"),
+            kernels=client.engine,
         )
     record.update(
-        target=target,
+        target=target_name,
         artifact=str(artifact),
         run=str(run_dir),
         head=head,
         input_step=step.step,
         seconds=time.perf_counter() - began,
     )
-    if getattr(client, "exact", False) and not tally.oracle_equal:
+    if client.exact and not tally.oracle_equal:
         raise DataError(
-            f"target {target!r} ({record['kernels']}) differs from the NumPy reference "
+            f"target {target_name!r} ({record['kernels']}) differs from the NumPy reference "
             f"of its program on {artifact} (codes or top-1) although it should be "
             f"exact; top-1 agreement with torch {record['top1_agreement']}, max logit "
             f"diff to the reference {tally.oracle_logit_diff:.3g}"

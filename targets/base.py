@@ -1,18 +1,27 @@
-"""What every target provides: export a lowered program, load it, run it on images.
+"""What every target provides: export a lowered program, load it, run it on images, time it.
 
 ``check``, ``bench`` and the CLI talk to targets only through :class:`Target` and
-:class:`Runner`, so each backend folder stays thin and alike.
+:class:`Runner`, so each backend folder stays thin and alike. A target is one class with
+class attributes (``name``, ``suffixes``, ``input_bits``, ...), a frozen, validated
+``Options`` dataclass (subclass of :class:`TargetOptions`, fields declared with
+:func:`option`) and the methods of :class:`Target`; :class:`TargetBase` gives the common
+constructor and defaults. The CLI makes one flag per ``Options`` field (see
+:mod:`climbq_deploy.targets`, which holds the registry).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from climbq_deploy.errors import ConfigError
 from climbq_deploy.ir.graph import Graph
+
+Stage = Literal["export", "run"]
 
 
 @dataclass
@@ -30,15 +39,118 @@ class Runner(Protocol):
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput: ...
 
 
+def option(
+    default: Any, *, help: str, choices: tuple[Any, ...] | None = None, stage: Stage = "run"
+) -> Any:
+    """A field of a target's ``Options``: its default, the values it may take (``choices``),
+    one line of ``help`` (the CLI flag's help text), and the ``stage`` it affects:
+    ``"export"`` (what is written: ``climbq export`` and ``check``'s fresh export) or
+    ``"run"`` (how an artifact is run: ``climbq check`` and ``bench``)."""
+    if stage not in ("export", "run"):
+        raise ConfigError(f"an option's stage is 'export' or 'run', not {stage!r}")
+    return field(default=default, metadata={"help": help, "choices": choices, "stage": stage})
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Base of every target's ``Options``: ``__post_init__`` checks each field against its
+    ``choices`` and the type of its default (bool, int, str), raising ConfigError."""
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value, choices = getattr(self, spec.name), spec.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{spec.name} must be one of {choices}, got {value!r}")
+            kind = type(spec.default)
+            if kind in (bool, int, str) and type(value) is not kind:
+                raise ConfigError(f"{spec.name} must be a {kind.__name__}, got {value!r}")
+
+
+@runtime_checkable
 class Target(Protocol):
-    name: str
-    suffix: str
-    input_bits: int  # width of the program's integer input this target reads
+    """The protocol. Class attributes: ``name`` (``--target NAME``), ``summary`` (one line
+    for ``--help``), ``suffixes`` (the artifact file suffixes it reads, ``bench`` picks the
+    target by them), ``Options`` (frozen :class:`TargetOptions` dataclass), ``input_bits``
+    (width of the program's integer input it reads), ``exact`` (``check`` fails loudly unless
+    every code equals the NumPy reference's), ``reference`` (the target *is* that reference:
+    nothing to compare it with), ``rank`` (position in listings: help, error messages)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type[TargetOptions]]
+    input_bits: ClassVar[int]
+    exact: ClassVar[bool]
+    reference: ClassVar[bool]
+    rank: ClassVar[int]
+    options: TargetOptions
+
+    @property
+    def suffix(self) -> str:
+        """The default artifact suffix under these options (``RUN/model<suffix>``)."""
+        ...
+
+    @property
+    def engine(self) -> str:
+        """What runs the artifact under these options (kernels, runtime; else the target's
+        name): ``check`` and ``bench`` record it as ``kernels``."""
+        ...
 
     def unavailable(self) -> str | None:
         """None when this machine can run the target, else the reason (one line)."""
         ...
 
-    def export(self, graph: Graph, out: Path) -> Path: ...
+    def export(self, graph: Graph, out: Path) -> Path:
+        """Write ``graph`` as this target's artifact at ``out`` (atomically); returns it."""
+        ...
 
-    def load(self, path: Path) -> Runner: ...
+    def load(self, path: Path, *, threads: int | None = None) -> Runner:
+        """A runner of the artifact at ``path``; ``threads``: the runtime's thread count
+        where it takes one (None: its default)."""
+        ...
+
+    def bench(
+        self, path: Path, *, batch: int, threads: int, warmup: int, repeats: int
+    ) -> dict[str, Any]:
+        """Latency of ``repeats`` timed invokes of one batch after ``warmup`` ones: the
+        record of :func:`climbq_deploy.bench.bench_artifact` without its dataset part."""
+        ...
+
+
+class TargetBase:
+    """Common parts of the built-in targets: ``Target(*values, **options)`` builds
+    ``self.options = self.Options(*values, **options)`` (positional values fill the fields in
+    order), and defaults for the optional class attributes."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type[TargetOptions]] = TargetOptions
+    input_bits: ClassVar[int] = 32
+    exact: ClassVar[bool] = False
+    reference: ClassVar[bool] = False
+    rank: ClassVar[int] = 100
+
+    def __init__(self, *values: Any, **options: Any) -> None:
+        names = [f.name for f in dataclasses.fields(self.Options)]
+        if len(values) > len(names):
+            raise ConfigError(
+                f"target {self.name!r} takes {len(names)} option(s) ({', '.join(names)}), "
+                f"got {len(values)} values"
+            )
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            known = ", ".join(names) or "none"
+            raise ConfigError(f"target {self.name!r} has no option {unknown[0]!r} (it has {known})")
+        self.options = self.Options(*values, **options)
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0]
+
+    @property
+    def engine(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from climbq_deploy.bench import bench_tflite
+from climbq_deploy.bench import bench_artifact
 from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.ir.capture import capture
@@ -36,7 +36,9 @@ def exported(tmp_path_factory, small_syndigits):
 
 def test_bench_record_and_accuracy(exported) -> None:
     path, graph, data, dataset = exported
-    record = bench_tflite(path, threads=2, kernels="ref", warmup=1, repeats=5, data=data)
+    record = bench_artifact(
+        path, threads=2, warmup=1, repeats=5, data=data, options={"kernels": "ref"}
+    )
     lat = record["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and record["batch"] == 1
     assert record["threads"] == 2 and record["kernels"] == "ref" and record["n_images"] == 100
@@ -55,7 +57,7 @@ def test_bench_cli_json_and_bad_options(exported) -> None:
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)["latency_ms"]) == {"p50", "p90", "p99"}
     with pytest.raises(ConfigError, match="kernels"):
-        bench_tflite(path, kernels="gpu")
+        bench_artifact(path, options={"kernels": "gpu"})
 
 
 SHAPE_KEYS = {
@@ -74,7 +76,6 @@ SHAPE_KEYS = {
 
 
 def test_bench_artifact_numpy_and_tflite_share_one_record_shape(exported, tmp_path) -> None:
-    from climbq_deploy.bench import bench_artifact
     from climbq_deploy.ir.serialize import save_program
 
     path, graph, data, dataset = exported
@@ -93,7 +94,6 @@ def test_bench_artifact_numpy_and_tflite_share_one_record_shape(exported, tmp_pa
 
 
 def test_bench_artifact_refuses_unknown_files(tmp_path) -> None:
-    from climbq_deploy.bench import bench_artifact
     from climbq_deploy.errors import DataError
 
     (tmp_path / "m.bin").write_bytes(b"x")

@@ -15,16 +15,18 @@ runtimes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
+from climbq_deploy.errors import ArtifactError, TargetUnavailableError
 from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
 from climbq_deploy.kernels import ops
-from climbq_deploy.targets.base import RunOutput
+from climbq_deploy.targets.base import RunOutput, TargetBase, TargetOptions, option
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 
@@ -158,31 +160,46 @@ def _has_int4_head(graph: Graph) -> bool:
     return bool(heads) and all(int(np.abs(n.weight).max(initial=0)) <= 7 for n in heads)
 
 
-class TensorrtTarget:
+@dataclass(frozen=True)
+class TensorrtOptions(TargetOptions):
+    runtime: str = option(
+        "onnxruntime",
+        choices=RUNTIMES,
+        help="what runs the ONNX model: ONNX Runtime (CPU) or a TensorRT engine (GPU)",
+    )
+    weights: str = option(
+        "int8",
+        choices=("int8", "int4"),  # export.WEIGHTS (imported lazily: it imports onnx)
+        help="int8 (every weight INT8), or int4 (the head's weights INT4, block-quantized; "
+        "convs stay INT8; file model.int4.onnx)",
+        stage="export",
+    )
+
+
+class TensorrtTarget(TargetBase):
     """``weights``: ``int8`` (every weight INT8, head as the program has it) or ``int4`` (the
-    head's weights INT4, block-quantized; convs stay INT8). ``runtime``: what ``load`` runs
-    the model with."""
+    head's weights INT4, block-quantized; convs stay INT8). ``runtime``: what ``load`` and
+    ``bench`` run the model with."""
 
     name = "tensorrt"
+    summary = "explicit-quantization ONNX for TensorRT or ONNX Runtime, model.onnx"
+    suffixes = (".onnx",)
+    Options = TensorrtOptions
     input_bits = 20  # 16 bits moves 2-bit codes (top-1 0.3 off torch); the stem splits digits
     exact = True  # every code equals the reference's (check fails loudly otherwise)
-
-    def __init__(self, runtime: str = "onnxruntime", weights: str = "int8") -> None:
-        from climbq_deploy.targets.tensorrt.export import WEIGHTS
-
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if weights not in WEIGHTS:
-            raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-        self.runtime, self.weights = runtime, weights
-        self.kernels = runtime  # what check records
+    rank = 20
+    options: TensorrtOptions
 
     @property
     def suffix(self) -> str:
-        return ".onnx" if self.weights == "int8" else ".int4.onnx"
+        return ".onnx" if self.options.weights == "int8" else ".int4.onnx"
+
+    @property
+    def engine(self) -> str:
+        return self.options.runtime
 
     def unavailable(self) -> str | None:
-        if self.runtime == "tensorrt":
+        if self.options.runtime == "tensorrt":
             from climbq_deploy.targets.tensorrt.engine import tensorrt_unavailable
 
             return tensorrt_unavailable()
@@ -196,23 +213,34 @@ class TensorrtTarget:
         from climbq_deploy.targets.tensorrt.export import int4_head, write_onnx
         from climbq_deploy.targets.tensorrt.rules import check_tensorrt_rules
 
-        if self.weights == "int4" and not _has_int4_head(graph):
+        weights = self.options.weights
+        if weights == "int4" and not _has_int4_head(graph):
             # a float or int8 head is re-quantized to 4 bits: a different program from the
             # int8-weight file's; lower with --head int4 for a pair with identical outputs
             graph = int4_head(graph)
-        model = write_onnx(graph, self.weights, program_bytes(graph))
+        model = write_onnx(graph, weights, program_bytes(graph))
         onnx.checker.check_model(model, full_check=True)
         check_tensorrt_rules(model, out)
         with atomic_write(out, "wb") as handle:
             handle.write(model.SerializeToString())
         return Path(out)
 
-    def load(self, path: Path):
-        if self.runtime == "tensorrt":
+    def load(self, path: Path, *, threads: int | None = None) -> Any:
+        """The runner; ``threads``: ONNX Runtime's intra-op threads (None: all cores)."""
+        if self.options.runtime == "tensorrt":
             from climbq_deploy.targets.tensorrt.engine import TensorrtRunner
 
             return TensorrtRunner(path)
-        return OnnxRuntimeRunner(path)
+        return OnnxRuntimeRunner(path, threads=threads or 0)
 
+    def bench(
+        self, path: Path, *, batch: int, threads: int, warmup: int, repeats: int
+    ) -> dict[str, Any]:
+        from climbq_deploy.targets.tensorrt.bench import bench_onnx
+
+        return bench_onnx(path, self.options.runtime, batch, threads, warmup, repeats)
+
+
+TARGET = TensorrtTarget
 
 __all__ = ["RUNTIMES", "OnnxRuntimeRunner", "TensorrtTarget", "host_input", "read_model"]

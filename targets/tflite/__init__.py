@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +15,7 @@ from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.ir.serialize import program_bytes
 from climbq_deploy.kernels import ops
-from climbq_deploy.targets.base import RunOutput
+from climbq_deploy.targets.base import RunOutput, TargetBase, TargetOptions, option
 
 KERNELS = ("xnnpack", "optimized", "ref")
 # our kernel names -> LiteRT's OpResolverType member
@@ -108,18 +110,36 @@ class TfliteRunner:
         return RunOutput(np.concatenate(logits), joined)
 
 
-class TfliteTarget:
+@dataclass(frozen=True)
+class TfliteOptions(TargetOptions):
+    kernels: str = option(
+        "xnnpack",
+        choices=KERNELS,
+        help="LiteRT kernels: its default (XNNPACK), builtin optimized, or reference",
+    )
+    weights: str = option(
+        "int8",
+        choices=("int8", "int4"),  # export.WEIGHT_FORMS (imported lazily: it is not cheap)
+        help="filters as int8, or as packed INT4 wherever that is exact (same outputs)",
+        stage="export",
+    )
+
+
+class TfliteTarget(TargetBase):
+    """``weights``: how the exported file stores weights; ``kernels``: the LiteRT kernels
+    that ``load`` and ``bench`` run it with."""
+
     name = "tflite"
-    suffix = ".tflite"
+    summary = "LiteRT (TFLite) builtin integer ops, model.tflite"
+    suffixes = (".tflite",)
+    Options = TfliteOptions
     input_bits = 20  # 16 bits moves 2-bit codes (top-1 0.3 off torch); the stem splits digits
+    rank = 10
+    options: TfliteOptions
 
-    def __init__(self, kernels: str = "xnnpack", weights: str = "int8") -> None:
-        from climbq_deploy.targets.tflite.export import WEIGHT_FORMS
-
-        if weights not in WEIGHT_FORMS:
-            raise ConfigError(f"tflite weights must be one of {WEIGHT_FORMS}, got {weights!r}")
-        self.kernels = kernels
-        self.weights = weights
+    @property
+    def engine(self) -> str:
+        return self.options.kernels
 
     def unavailable(self) -> str | None:
         if interpreter_module() is None:
@@ -132,11 +152,25 @@ class TfliteTarget:
 
         flavour = int16_flavour(graph)
         content = write_tflite(
-            flavour, batch=1, program=program_bytes(flavour), weights=self.weights
+            flavour, batch=1, program=program_bytes(flavour), weights=self.options.weights
         )
         with atomic_write(out, "wb") as handle:
             handle.write(content)
         return Path(out)
 
-    def load(self, path: Path) -> TfliteRunner:
-        return TfliteRunner(path, self.kernels)
+    def load(self, path: Path, *, threads: int | None = None) -> TfliteRunner:
+        """The runner (LiteRT's default thread count; ``bench`` times with ``threads``)."""
+        return TfliteRunner(path, self.options.kernels)
+
+    def bench(
+        self, path: Path, *, batch: int, threads: int, warmup: int, repeats: int
+    ) -> dict[str, Any]:
+        """LiteRT invokes of the model as exported (its batch is 1)."""
+        from climbq_deploy.targets.tflite.bench import bench_tflite
+
+        if batch != 1:
+            raise ConfigError("the TFLite model's batch is fixed at export (1)")
+        return bench_tflite(path, threads, self.options.kernels, warmup, repeats)
+
+
+TARGET = TfliteTarget

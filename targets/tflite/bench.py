@@ -1,0 +1,68 @@
+"""Latency of an exported ``.tflite`` under LiteRT: :meth:`TfliteTarget.bench
+<climbq_deploy.targets.tflite.TfliteTarget.bench>`.
+
+Wall-clock ``time.perf_counter`` around ``set_tensor`` + ``invoke`` of one input of the
+model's own batch (host input quantization excluded), on an interpreter with ``threads``
+threads and the chosen kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from climbq_deploy.bench import host_fields, latency_fields, time_calls
+from climbq_deploy.errors import ConfigError, DataError
+
+
+def bench_tflite(
+    model: str | Path,
+    threads: int = 1,
+    kernels: str = "xnnpack",
+    warmup: int = 10,
+    repeats: int = 100,
+) -> dict[str, Any]:
+    """The latency record of one ``.tflite`` written by climbq_deploy (batch as exported)."""
+    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, interpreter_module
+
+    if kernels not in KERNELS:
+        raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+    if threads < 1 or warmup < 0 or repeats < 1:
+        raise ConfigError("threads and repeats must be >= 1, warmup >= 0")
+    module = interpreter_module()
+    if module is None:
+        raise ConfigError("no LiteRT interpreter here (pip install climbq-deploy[tflite])")
+    path = Path(model)
+    if not path.is_file():
+        raise DataError(f"no model file at {path}")
+    TfliteRunner(path, kernels)  # validates the file (and its program) before LiteRT reads it
+    interpreter = module.Interpreter(
+        model_content=path.read_bytes(),
+        num_threads=threads,
+        experimental_op_resolver_type=getattr(module.OpResolverType, RESOLVERS[kernels]),
+    )
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    batch = int(detail["shape"][0])
+    x = np.zeros(detail["shape"], detail["dtype"])
+
+    def invoke() -> None:
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+
+    ms = time_calls(invoke, warmup, repeats)
+    return {
+        "model": str(path),
+        "target": "tflite",
+        "kernels": kernels,
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        **latency_fields(ms, batch),
+        "runtime": getattr(module, "__name__", "interpreter"),
+        **host_fields(),
+        "top1": None,
+    }
