@@ -3,7 +3,7 @@ shape from the same writer (the issue's yardstick), side by side in one process.
 
 Models, all from the same lowered program of each run:
 
-- ``plain int8``: :func:`climbq_deploy.targets.tflite.baseline.write_plain_int8` (uniform
+- ``plain int8``: :func:`bench.plain_int8.write_plain_int8` (uniform
   activation quantization, fused ReLU; what the LiteRT converter's int8 PTQ gives);
 - ``ClimbQ exact int16``: ``climbq export --target tflite`` (int8 filters), bit-exact;
 - ``ClimbQ exact int16, int4 filters``: ``--weights int4``, the same outputs;
@@ -19,7 +19,7 @@ time over all rounds and the ratio to the plain model in the same run.
 
 Usage::
 
-    .venv/bin/python bench/tflite_latency.py --run runs/lowering/resnet20-climbq+-w4a4 \
+    .venv/bin/python -m bench.tflite_latency --run runs/lowering/resnet20-climbq+-w4a4 \
         --run runs/lowering/resnet20-climbq+-w2a2
 """
 
@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import (
+
+from bench._common import (
     DEFAULT_OUT,
     markdown_table,
     provenance_markdown,
@@ -40,11 +41,10 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
+from bench.plain_int8 import write_conv, write_plain_int8
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.graph import Graph, IntConv, ThresholdAct
 from climbq_deploy.targets.tflite import TfliteTarget, interpreter_module
-from climbq_deploy.targets.tflite.baseline import write_conv, write_plain_int8
 from climbq_deploy.targets.tflite.builder import ModelBuilder
 
 NAME = "tflite_latency"

@@ -2,7 +2,7 @@
 
 What an ordinary int8 deployment of the same network looks like (uniform activation
 quantization, the form the LiteRT converter's int8 PTQ emits), written by the same
-:class:`~.builder.ModelBuilder`:
+:class:`~climbq_deploy.targets.tflite.builder.ModelBuilder`:
 
 - input int8 (scale 1/32, zero point 0);
 - each ``IntConv`` (+ its activation) is one int8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D``:
@@ -16,7 +16,9 @@ quantization, the form the LiteRT converter's int8 PTQ emits), written by the sa
   weights.
 
 The numbers are realistic in range but the model is not trained for uniform activations, so
-its accuracy is meaningless: it exists to time the ClimbQ models against (``bench/``).
+its accuracy is meaningless: it exists to time the ClimbQ models against
+(``bench/tflite_latency.py``). It is a benchmark's yardstick, not part of the product: it lives
+in ``bench/`` and is built only from the product's public IR and ``ModelBuilder``.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from bench.plain_int8 import write_plain_int8
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.passes import lower
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
-from climbq_deploy.targets.tflite.baseline import write_plain_int8
 from tests.conftest import MEAN, STD, randomize_batchnorm
 
 pytest.importorskip("ai_edge_litert")
