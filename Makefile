@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` (main job) and `make test` (lint + tests).
+# The README's two commands: `make demo` (main job) and `make test` (lint + tests: the product's
+# tests/, then research/ and bench/ tests apart, so neither side's tests import the other's).
 # Both create .venv/ on first use and install the package into it.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -26,3 +27,4 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest research/tests bench/tests

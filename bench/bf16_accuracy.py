@@ -8,7 +8,7 @@ fp32-precision pretraining (2 epochs, lr 0.01), for ``--seeds`` seeds. Speed is 
 
 Usage::
 
-    .venv/bin/python bench/bf16_accuracy.py [--epochs 4] [--seeds 0 1 2]
+    .venv/bin/python -m bench.bf16_accuracy [--epochs 4] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     markdown_table,
     provenance_markdown,
     run_header,
     write_results,
 )
-
 from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.data.syndigits import build_syndigits
 from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig

@@ -16,7 +16,7 @@ seeded random uint8 images of CIFAR-10-LT (gamma 50) size, 13,988 x 32 x 32 x 3.
 
 Usage::
 
-    .venv/bin/python bench/data_pipeline.py [--data DIR] [--epochs 5] [--out bench/results]
+    .venv/bin/python -m bench.data_pipeline [--data DIR] [--epochs 5] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import (
+from PIL import Image, ImageOps
+
+from bench._common import (
     DEFAULT_OUT,
     fmt,
     markdown_table,
@@ -41,8 +43,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-from PIL import Image, ImageOps
-
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.data.imagefolder import CIFAR10_MEAN, CIFAR10_STD
 from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler

@@ -10,7 +10,7 @@
 
 Usage::
 
-    .venv/bin/python bench/datasets.py [--cifar-zip ZIP] [--split-csv CSV] [--out bench/results]
+    .venv/bin/python -m bench.datasets [--cifar-zip ZIP] [--split-csv CSV] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     fmt,
@@ -33,7 +33,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.data.dataset import ImageDataset
 from climbq_deploy.data.imagefolder import build_image_dataset
 from climbq_deploy.data.syndigits import build_syndigits

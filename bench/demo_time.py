@@ -7,7 +7,7 @@ reused) and records the wall time with the stage times from its ``summary.json``
 
 Usage::
 
-    .venv/bin/python bench/demo_time.py --out runs/demo_full [--quick]
+    .venv/bin/python -m bench.demo_time --out runs/demo_full [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     markdown_table,
     provenance_markdown,

@@ -3,9 +3,9 @@
 A refactor of the lowering or the targets must not change what is written. Run this before
 and after the change, on the same run folders, and compare the two JSON files:
 
-    python bench/export_fingerprints.py --runs /tmp/fp-runs --make --out before.json
+    python -m bench.export_fingerprints --runs /tmp/fp-runs --make --out before.json
     ... change the code ...
-    python bench/export_fingerprints.py --runs /tmp/fp-runs --out after.json
+    python -m bench.export_fingerprints --runs /tmp/fp-runs --out after.json
     diff before.json after.json      # empty: every export byte-identical
 
 ``--make`` renders a small SynDigits-LT (16 x 16) and trains short runs of the built-in models

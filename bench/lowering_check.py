@@ -10,7 +10,7 @@ head is checked too (its accuracy effect against the float head).
 
 Usage::
 
-    .venv/bin/python bench/lowering_check.py [--runs runs/lowering] [--out bench/results]
+    .venv/bin/python -m bench.lowering_check [--runs runs/lowering] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     markdown_table,
@@ -30,7 +30,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.check import check_run
 from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.data.syndigits import build_syndigits

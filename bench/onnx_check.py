@@ -17,7 +17,7 @@ For each trained run of ``runs/lowering``:
 
 Usage::
 
-    .venv/bin/python bench/onnx_check.py [--runs runs/lowering] [--skip-latency]
+    .venv/bin/python -m bench.onnx_check [--runs runs/lowering] [--skip-latency]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import (
+
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     markdown_table,
@@ -37,7 +38,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.check import check_run
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run

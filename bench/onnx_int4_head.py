@@ -6,7 +6,7 @@ compare every logit, and each against the NumPy reference of the program (top-1)
 
 Usage::
 
-    .venv/bin/python bench/onnx_int4_head.py runs/lowering/resnet20-climbq+-w4a4 ...
+    .venv/bin/python -m bench.onnx_int4_head runs/lowering/resnet20-climbq+-w4a4 ...
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import (
+
+from bench._common import (
     DEFAULT_OUT,
     markdown_table,
     provenance_markdown,
@@ -24,7 +25,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.kernels import ReferenceModel

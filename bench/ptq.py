@@ -12,7 +12,7 @@ runs only rows whose id contains one of the given strings (to keep each invocati
 
 Usage::
 
-    .venv/bin/python bench/ptq.py --fp-run runs/lowering/resnet20-fp32 \\
+    .venv/bin/python -m bench.ptq --fp-run runs/lowering/resnet20-fp32 \\
         --qat-run runs/lowering/resnet20-climbq+-w4a4 [--fp-run CIFAR_FP --qat-run CIFAR_QAT]
 """
 
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     markdown_table,
@@ -35,7 +35,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.calibration import CalibrateConfig, calibrate
 from climbq_deploy.check import check_run
 from climbq_deploy.data.dataset import read_meta

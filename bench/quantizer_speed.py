@@ -13,7 +13,7 @@ timed steps each (two warm-up steps dropped per round); the figure is the median
 
 Usage::
 
-    .venv/bin/python bench/quantizer_speed.py [--data DIR] [--out bench/results]
+    .venv/bin/python -m bench.quantizer_speed [--data DIR] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, warn_if_busy
-from _common import write_results as write
-from train_speed import ensure_dataset, timed_steps
 
 import climbq_deploy.quant.quantizers as quantizers
+from bench._common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, warn_if_busy
+from bench._common import write_results as write
+from bench.train_speed import ensure_dataset, timed_steps
 from climbq_deploy.quant.functional import lsq_quantize_reference, uniform_activation_reference
 
 NAME = "quantizer_speed"

@@ -14,7 +14,7 @@ Timings alternate between the sides, ``--repeats`` times; medians are compared.
 
 Usage::
 
-    .venv/bin/python bench/reference_speed.py [--run RUN] [--batch 256] [--repeats 7]
+    .venv/bin/python -m bench.reference_speed [--run RUN] [--batch 256] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import (
+
+from bench._common import (
     DEFAULT_OUT,
     markdown_table,
     provenance_markdown,
@@ -36,7 +37,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.passes import lower
 from climbq_deploy.kernels import ReferenceModel

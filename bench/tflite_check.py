@@ -7,7 +7,7 @@ Runs ``climbq check RUN --target tflite --kernels K --json`` for the trained run
 
 Usage::
 
-    .venv/bin/python bench/tflite_check.py [--runs runs/lowering] [--collect]
+    .venv/bin/python -m bench.tflite_check [--runs runs/lowering] [--collect]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import (
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     git_commit,
@@ -29,7 +29,6 @@ from _common import (
     utc_timestamp,
     write_results,
 )
-
 from climbq_deploy.fileio import write_json
 
 NAME = "tflite_check"

@@ -20,7 +20,7 @@ file's: the floor of this lowering, whatever else is trimmed).
 
 Usage::
 
-    .venv/bin/python bench/tflite_size.py runs/lowering/resnet20-climbq+-w4a4 ...
+    .venv/bin/python -m bench.tflite_size runs/lowering/resnet20-climbq+-w4a4 ...
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 
+from bench._common import (
+    DEFAULT_OUT,
+    markdown_table,
+    provenance_markdown,
+    run_header,
+    write_results,
+)
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.targets.tflite import TfliteTarget
 

@@ -19,7 +19,7 @@ torch 2.13, 2 threads; see the training-side issue): full precision ~55 s per ep
 
 Usage::
 
-    .venv/bin/python bench/train_speed.py [--data DIR] [--out bench/results]
+    .venv/bin/python -m bench.train_speed [--data DIR] [--out bench/results]
 
 Without ``--data`` the dataset is built from ``../shared/data/cifar10-jpg.zip`` and the
 authors' split into ``runs/bench/cifar10-lt-g50`` (reused when present).
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import (
+
+from bench._common import (
     DEFAULT_OUT,
     REPO_ROOT,
     markdown_table,
@@ -47,7 +48,6 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-
 from climbq_deploy.data.dataset import load_dataset, save_dataset
 from climbq_deploy.data.pipeline import Augment, ShuffleSampler
 from climbq_deploy.losses import make_loss

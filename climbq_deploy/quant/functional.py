@@ -97,7 +97,7 @@ def climbq_weight_unrounded(w: Tensor) -> Tensor:
 
     ``climbq_weight_unit(w, b) == 2 round(n u) / n - 1`` with ``u = (this + 1) / 2``: the
     difference between the two is the rounding alone, which is what a rounding-sensitivity
-    probe (bench/rounding_sensitivity.py) removes one layer group at a time.
+    probe (research/studies/rounding_sensitivity.py) removes one layer group at a time.
     """
     return (2.0 * _weight_cdf(w.double()) - 1.0).to(w.dtype)
 

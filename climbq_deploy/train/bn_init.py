@@ -3,7 +3,7 @@
 ClimbQ's activation quantizer reads the BatchNorm output ``y`` through ``Phi(y / sigma)`` with
 ``sigma = 2``: the codes are spread evenly only when ``y`` is roughly ``N(0, sigma^2)``. A
 full-precision network trained with weight decay ends with small BatchNorm scales (measured on
-CIFAR-10-LT ResNet-20: output std ~0.35, ``bench/results/activation_codes.md``), so at 2 bits
+CIFAR-10-LT ResNet-20: output std ~0.35, ``research/results/activation_codes.md``), so at 2 bits
 (thresholds ``+-1.93`` and 0) only the two middle codes are ever used: the activation is binary
 and QAT collapses (top-1 ~25 %). Rescaling each channel's ``gamma`` and ``beta`` by the same
 factor ``k_c = target / |gamma_c|`` sets the channel's output spread to ``target`` while keeping

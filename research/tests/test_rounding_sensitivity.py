@@ -1,37 +1,23 @@
-"""bench/rounding_sensitivity.py: quantizer groups by position, and the unrounded swap."""
+"""research/studies/rounding_sensitivity.py: quantizer groups by position, and the unrounded
+swap."""
 
 from __future__ import annotations
-
-import importlib
-import sys
-from pathlib import Path
 
 import torch
 
 from climbq_deploy.models.common import QuantSpec
 from climbq_deploy.models.mobilenetv2 import CONFIG, CifarMobileNetV2
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _module(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("rounding_sensitivity", None)
-    return importlib.import_module("rounding_sensitivity")
+from research.studies import rounding_sensitivity as probe
 
 
-def test_group_drops_block_and_sequential_indices(monkeypatch) -> None:
-    probe = _module(monkeypatch)
+def test_group_drops_block_and_sequential_indices() -> None:
     assert probe.group_of("blocks.3.shortcut.2") == "blocks.shortcut"
     assert probe.group_of("blocks.12.out_act") == "blocks.out_act"
     assert probe.group_of("stem.2") == "stem"
     assert probe.group_of("") == "model"
 
 
-def test_groups_hold_the_shortcut_and_output_quantizers_of_every_stride_1_block(
-    monkeypatch,
-) -> None:
-    probe = _module(monkeypatch)
+def test_groups_hold_the_shortcut_and_output_quantizers_of_every_stride_1_block() -> None:
     stride_1 = sum(count - (stride != 1) for _, _, count, stride in CONFIG)
     model = CifarMobileNetV2(10, QuantSpec("climbq", 2, 2))
     sizes = {k: len(v) for k, v in probe.quantizer_groups(model).items()}
@@ -44,8 +30,7 @@ def test_groups_hold_the_shortcut_and_output_quantizers_of_every_stride_1_block(
     assert probe.quantizer_groups(CifarMobileNetV2(10, QuantSpec("lsq", 2, 2))) == {}
 
 
-def test_unrounded_swaps_a_group_and_puts_the_trained_quantizers_back(monkeypatch) -> None:
-    probe = _module(monkeypatch)
+def test_unrounded_swaps_a_group_and_puts_the_trained_quantizers_back() -> None:
     torch.manual_seed(0)
     model = CifarMobileNetV2(10, QuantSpec("climbq", 2, 2)).eval()
     (name, stem_act), *_ = probe.quantizer_groups(model)["act:stem"]

@@ -1,26 +1,13 @@
-"""``bench/tflite_int8_requant.py``: the per-channel shifts of its int8 emulation."""
+"""``research/studies/tflite_int8_requant.py``: the per-channel shifts of its int8 emulation."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
-import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-@pytest.fixture
-def study(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("tflite_int8_requant", None)
-    yield importlib.import_module("tflite_int8_requant")
-    sys.modules.pop("tflite_int8_requant", None)
+from research.studies import tflite_int8_requant as study
 
 
-def test_span_shifts_are_the_smallest_that_fit(study) -> None:
+def test_span_shifts_are_the_smallest_that_fit() -> None:
     thresholds = np.array(
         [
             [-100, 0, 149],  # width 249: fits 250 unshifted

@@ -1,11 +1,13 @@
 """Resumable runner of the accuracy grid (``grid.py``): one process per run, a dependency on the
 dataset and on the shared fp32 pretraining, N runs at a time, one ``result.json`` per run.
+Run from the repository root:
 
-    python bench/accuracy/runner.py list [--filter cifar10-lt-g50 --filter '!paper']
-    python bench/accuracy/runner.py run --jobs 2 [--filter ...] [--device auto]
-    python bench/accuracy/runner.py one NAME          # what ``run`` starts per run
-    python bench/accuracy/runner.py pack --out DIR    # tarballs of results and checkpoints
-    python bench/accuracy/runner.py keep-starts       # finished fp32 runs -> starts/ (committed)
+    python -m research.accuracy.runner list [--filter cifar10-lt-g50 --filter '!paper']
+    python -m research.accuracy.runner run --jobs 2 [--filter ...] [--device auto]
+    python -m research.accuracy.runner one NAME          # what ``run`` starts per run
+    python -m research.accuracy.runner pack --out DIR    # tarballs of results and checkpoints
+    python -m research.accuracy.runner keep-starts       # finished fp32 runs -> starts/
+    python -m research.accuracy.runner restore-starts [--rev SHA]  # starts/ from git history
 
 A run whose ``runs/accuracy/<name>/result.json`` exists is skipped; an interrupted run resumes
 from its ``checkpoint.pt`` (every epoch is checkpointed) with the epoch count in that checkpoint,
@@ -13,7 +15,8 @@ on whatever device this machine has. ``--fp-seconds S`` lets a new fp32 pretrain
 epoch count: it times two epochs on this machine under the load of the moment and takes
 ``clamp(S / (1.15 t_epoch), --fp-min-epochs, --fp-epochs)`` (the shape of the cosine is then fixed
 for the whole run). ``run`` and ``list`` first restore the fp32 starts kept in
-``bench/accuracy/starts/`` (``starts.py``) into a checkout that lacks them.
+``research/accuracy/starts/`` (``starts.py``) into a checkout that lacks them: a start's
+checkpoint from that git-ignored folder, else from git history (``restore-starts``).
 """
 
 from __future__ import annotations
@@ -31,14 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+from bench._common import cpu_model, git_commit, utc_timestamp
+from research import REPO
+from research.accuracy import grid, starts
 
-import grid  # noqa: E402
-import starts  # noqa: E402
-from _common import cpu_model, git_commit, utc_timestamp  # noqa: E402
-
+MODULE = "research.accuracy.runner"  # ``run`` starts ``python -m MODULE one NAME`` per run
 RESULT = "result.json"
 ARC = "accuracy"  # top folder in the tarballs; collect.py unpacks it into its runs folder
 MiB = 1 << 20
@@ -212,6 +212,24 @@ def adjust_run(run: grid.Run, base: grid.Run) -> None:
 
 
 # ---------------------------------------------------------------------------------- the grid
+def restore_starts(everything: list[grid.Run]) -> None:
+    """Put the kept fp32 starts into their run folders (:func:`starts.restore`), first
+    fetching from git history the checkpoints the git-ignored kept folder lacks; without git
+    or that commit, say so and go on (those starts are then trained like any fp32 run)."""
+    lacking = starts.lacking_weights(everything)
+    if lacking:
+        try:
+            got, left = starts.restore_from_git(starts.ARCHIVE_REV, lacking)
+        except starts.StartsError as exc:
+            got, left = [], [f"{', '.join(lacking)}: {exc}"]
+        for name in got:
+            log(f"checkpoint of {name} restored from git history ({starts.ARCHIVE_REV[:12]})")
+        for why in left:
+            log(f"kept start without its checkpoint here: {why}")
+    for name in starts.restore(everything):
+        log(f"restored {name} from {starts.STARTS / name}")
+
+
 Job = tuple[float, list[str]]  # (priority, names of the jobs it waits for)
 
 
@@ -258,8 +276,7 @@ def run_grid(args: argparse.Namespace) -> int:
     ready, part-trained runs first, then highest priority (:func:`start_order`), at most
     ``--jobs`` at a time; a failure blocks its dependents."""
     everything = grid.grid()
-    for name in starts.restore(everything):
-        log(f"restored {name} from {starts.STARTS / name}")
+    restore_starts(everything)
     selected = [r for r in grid.select(everything, args.filter) if not is_done(r)]
     jobs = plan_jobs(everything, selected)
     part_trained = {r.name for r in selected if (r.path / "checkpoint.pt").is_file()}
@@ -312,7 +329,7 @@ def run_grid(args: argparse.Namespace) -> int:
             and all(d in finished for d in deps)
         ]
         for name in start_order(ready, part_trained)[: max(0, args.jobs - len(running))]:
-            command = [sys.executable, str(HERE / "runner.py"), "one", name, *args.passthrough]
+            command = [sys.executable, "-m", MODULE, "one", name, *args.passthrough]
             handle = (logs / f"{name}.log").open("ab")
             proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
             running[name] = (proc, time.time())
@@ -431,8 +448,18 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--jobs", type=int, default=1, help="runs at a time")
             p.add_argument("--poll", type=float, default=2.0)
-    p = sub.add_parser("keep-starts", help="copy finished fp32 runs to bench/accuracy/starts")
+    p = sub.add_parser("keep-starts", help="copy finished fp32 runs to research/accuracy/starts")
     p.add_argument("--max-mib", type=float, default=4.0, help="largest slim checkpoint kept")
+    p = sub.add_parser(
+        "restore-starts", help="write the kept starts' checkpoints from git history into starts/"
+    )
+    p.add_argument(
+        "--rev",
+        default=starts.ARCHIVE_REV,
+        help="the commit that holds them under bench/accuracy/starts/ (default: the last one)",
+    )
+    p.add_argument("--name", action="append", help="only this start (repeatable)")
+    p.add_argument("--force", action="store_true", help="rewrite checkpoints already here")
     p = sub.add_parser("pack")
     p.add_argument("--out", required=True)
     p.add_argument("--log", action="append", default=[], help="extra log file to include")
@@ -455,7 +482,25 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {name} in {starts.STARTS / name}")
         for why in left:
             log(f"not kept: {why}")
+        if kept:
+            log(
+                f"commit only their records ({', '.join(starts.RECORDS)}); each "
+                f"{starts.CHECKPOINT} is git-ignored: publish them as a release artifact "
+                "(e.g. a tarball of research/accuracy/starts/*/checkpoint.pt attached to a "
+                "GitHub release), never commit them"
+            )
         return 0
+    if args.command == "restore-starts":
+        try:
+            got, left = starts.restore_from_git(args.rev, args.name, force=args.force)
+        except starts.StartsError as exc:
+            print(f"restore-starts: {exc}", file=sys.stderr)
+            return 2
+        for name in got:
+            log(f"{name}: checkpoint in {starts.STARTS / name}")
+        for why in left:
+            log(f"not restored: {why}")
+        return 1 if left else 0
     args.passthrough = [
         f"--device={args.device}",
         f"--source={args.source}",
@@ -467,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         *(["--smoke"] if args.smoke else []),
     ]
     if args.command == "list":
-        starts.restore(grid.grid())
+        restore_starts(grid.grid())
         for run in grid.select(grid.grid(), args.filter):
             partial = (run.path / "checkpoint.pt").is_file()
             state = "done" if is_done(run) else "partial" if partial else "-"

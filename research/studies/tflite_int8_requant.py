@@ -10,7 +10,8 @@ the stem, with the smallest ``s_c`` that brings each channel's own threshold spa
 ``span`` (int8: 250), and compares codes and top-1 with the exact program on evenly spaced test
 images. ``span`` = 2**31 is the exact program (no shift): a control that must give agreement 1.
 
-    .venv/bin/python bench/tflite_int8_requant.py RUN [--images 1000] [--spans 250 4000 2147483647]
+    .venv/bin/python -m research.studies.tflite_int8_requant RUN [--images 1000] \\
+        [--spans 250 4000 2147483647]
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 
+from bench._common import markdown_table, provenance_markdown, run_header, write_results
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
 from climbq_deploy.kernels.reference import ReferenceModel
 from climbq_deploy.targets.tflite.flavour import snap_thresholds_to_shift
+from research import RESULTS
 
 NAME = "tflite_int8_requant"
 
@@ -114,7 +116,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--spans", type=int, nargs="+", default=[250, 4000, 2**31 - 1])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     header = run_header()
     records = [r for run in args.runs for r in compare(run, args.spans, args.images)]

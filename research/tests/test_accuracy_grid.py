@@ -1,5 +1,6 @@
-"""The accuracy benchmark's grid (``bench/accuracy/grid.py``) and collector (``collect.py``):
-run names, per-run configs, and how finished and missing runs are rendered. No training."""
+"""The accuracy grid (``research/accuracy/grid.py``) and collector (``collect.py``): run names,
+per-run configs, and how finished and missing runs are rendered. No training, and no kept
+checkpoint needed: every test keeps its runs and starts in ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -7,29 +8,22 @@ import importlib
 import itertools
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+def _module(name: str):
+    """``research.accuracy.<name>`` as the ``modules`` fixture imported it."""
+    return importlib.import_module(f"research.accuracy.{name}")
 
 
 @pytest.fixture
-def modules(tmp_path, monkeypatch):
-    """``grid`` and ``collect`` imported with their runs folder in ``tmp_path``."""
-    monkeypatch.setenv("CLIMBQ_ACC_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("CLIMBQ_ACC_STARTS", str(tmp_path / "starts"))
-    monkeypatch.syspath_prepend(str(BENCH))
-    monkeypatch.syspath_prepend(str(BENCH / "accuracy"))
-    for name in ("grid", "collect", "runner", "starts", "bars"):
-        sys.modules.pop(name, None)
-    grid = importlib.import_module("grid")
-    collect = importlib.import_module("collect")
-    yield grid, collect
-    for name in ("grid", "collect", "runner", "starts", "bars"):
-        sys.modules.pop(name, None)
+def modules(accuracy):
+    """``grid`` and ``collect`` imported anew with their runs and kept-starts folders in
+    ``tmp_path`` (the ``accuracy`` fixture of conftest.py)."""
+    return accuracy("grid"), accuracy("collect")
 
 
 def test_names_are_unique_and_every_qat_run_starts_from_an_earlier_run(modules) -> None:
@@ -61,7 +55,7 @@ def test_prog_kd_starts_from_the_4_bit_run_and_learns_from_the_fp32_run(modules)
     assert a["init_bn_gamma"] is None  # the 4-bit run's BatchNorms are already spread
     assert {k for k in a if a[k] != kd[k]} == {"init", "teacher", "init_bn_gamma"}
     # the runner waits for the 4-bit run when it is selected, and leaves prog-kd out if not
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     four = by_name["cifar10-lt-g50-resnet20-climbq+-w4a4-ours-bn2-kd"]
     fp = by_name["cifar10-lt-g50-resnet20-fp32"]
     jobs = runner.plan_jobs(list(by_name.values()), [fp, four, prog])
@@ -184,7 +178,7 @@ def test_fp200_variant_starts_from_and_learns_from_the_200_epoch_fp32_run(module
     assert {k for k in c if c[k] != d[k]} == {"init"}
     assert c["init"] == str(fp200.path) and c["teacher"] is None  # KD from the --init run
     assert qat.fp_name == fp200.name and fp200.priority < qat.priority
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     jobs = runner.plan_jobs(list(by_name.values()), [fp200, qat])
     assert jobs[qat.name] == (qat.priority, ["data:cifar10-lt-g50", fp200.name])
     _finish(grid, fp200.name, 76.5, epochs=200)
@@ -332,7 +326,7 @@ def test_posthoc_variants_adjust_a_planned_run_of_every_method_without_training(
         for m in ("climbq+", "uniform", "lsq", "climbq")
         for b in (2, 4)
     }
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     pla = by_name[f"{stem}-climbq+-w2a2-ours-bn2-kd-fp200-pla"]
     jobs = runner.plan_jobs(runs, [pla])
     assert pla.name not in jobs  # its base is neither done nor selected: skipped, not trained
@@ -353,7 +347,7 @@ def test_select_patterns(modules) -> None:
 
 def _result(grid, name: str, top1: float, epochs: int = 50) -> dict:
     """The record ``runner.py`` writes for a finished run, from made-up metrics."""
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     run = {r.name: r for r in grid.grid()}[name]
     metrics = {
         "loss": "homovar",
@@ -600,8 +594,8 @@ def test_a_missing_run_names_the_start_it_waits_on_and_whether_its_weights_are_l
     grid, collect = modules
     fp32 = "cifar10-lt-g50-resnet20-fp32"
     previous = {fp32: _record(grid, fp32, 74.63, "2026-11-20T10:00:00+00:00")}
-    kept = importlib.import_module("starts").STARTS / (fp32 + "-200ep-bf16")
-    kept.mkdir(parents=True)  # a start kept in bench/accuracy/starts/, not yet restored
+    kept = _module("starts").STARTS / (fp32 + "-200ep-bf16")
+    kept.mkdir(parents=True)  # a start kept in research/accuracy/starts/, not restored
     (kept / "result.json").write_text("{}")
     _, missing = collect.records(grid.grid(), previous, "abc1234")
     state = {m["name"]: m["state"] for m in missing}
@@ -730,7 +724,7 @@ def _fp32_run(grid, name: str, weight: float) -> Path:
 
 def test_kept_starts_restore_into_a_checkout_without_runs(modules) -> None:
     grid, _ = modules
-    starts = importlib.import_module("starts")
+    starts = _module("starts")
     from climbq_deploy.train.checkpoint import load_checkpoint
 
     name = "cifar10-lt-g50-resnet20-fp32"
@@ -751,7 +745,7 @@ def test_kept_starts_restore_into_a_checkout_without_runs(modules) -> None:
 
 def test_restore_never_overwrites_a_run_in_progress_and_save_skips_a_large_one(modules) -> None:
     grid, _ = modules
-    starts = importlib.import_module("starts")
+    starts = _module("starts")
     name = "cifar10-lt-g50-resnet20-fp32"
     folder = _fp32_run(grid, name, 0.5)
     assert starts.save(grid.grid())[0] == [name]
@@ -798,7 +792,7 @@ def test_relu_levels_counts_what_an_activation_keeps_after_the_relu(modules) -> 
 
 def test_pack_writes_where_the_caller_asked_from_any_folder(modules, tmp_path, monkeypatch) -> None:
     grid, _ = modules
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     _finish(grid, "cifar10-lt-g50-resnet20-fp32", 74.0)
     caller = tmp_path / "caller"
     caller.mkdir()
@@ -889,7 +883,7 @@ def test_seed_spread_keeps_seed_0_in_the_tables_and_sets_the_difference_against_
 
 
 def test_part_trained_runs_start_before_fresh_ones_of_higher_priority(modules) -> None:
-    runner = importlib.import_module("runner")
+    runner = _module("runner")
     ready = [(3.2, "c-fresh"), (3.1, "a-fresh"), (4.0, "z-partial"), (3.5, "b-partial")]
     first = ["b-partial", "z-partial", "a-fresh", "c-fresh"]
     assert runner.start_order(ready, {"z-partial", "b-partial"}) == first
@@ -1078,7 +1072,7 @@ def test_diagnosis_renders_beside_the_run_it_changes_and_is_never_deployed(modul
 
 def test_issue_bars_keep_trained_and_post_hoc_rows_apart_and_name_the_best_of_each(modules) -> None:
     del modules  # (imported bars with collect)
-    bars = sys.modules["bars"]
+    bars = _module("bars")
 
     def rec(gamma, bits, variant, top1, recipe="ours", seed=0, dataset="cifar10-lt"):
         name = f"{dataset}-g{gamma}-w{bits}-{recipe}-{variant}-s{seed}"

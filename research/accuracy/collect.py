@@ -1,6 +1,6 @@
-"""Collect the accuracy grid into ``bench/results/accuracy.{json,md}``.
+"""Collect the accuracy grid into ``research/results/accuracy.{json,md}``.
 
-    python bench/accuracy/collect.py [--from-tar OUT_DIR_OR_TARS ...] [--deploy]
+    python -m research.accuracy.collect [--from-tar OUT_DIR_OR_TARS ...] [--deploy]
 
 ``--from-tar`` first merges tarballs written by ``runner.py pack`` (e.g. the files a device
 run brought back) into ``runs/accuracy/``: a run folder is taken from the tarball unless the
@@ -33,15 +33,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+import numpy as np
 
-import bars  # noqa: E402
-import grid  # noqa: E402
-import numpy as np  # noqa: E402
-import starts  # noqa: E402
-from _common import markdown_table, provenance_markdown, run_header, write_results  # noqa: E402
+from bench._common import markdown_table, provenance_markdown, run_header, write_results
+from research import REPO, RESULTS
+from research.accuracy import bars, grid, starts
 
 RESULT, DEPLOY = "result.json", "deploy.json"
 
@@ -280,9 +276,10 @@ def records(
 def _blocked_start(run: grid.Run, previous: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
     """(start, why) when a QAT run cannot start yet: the run it starts from
     (:attr:`grid.Run.init_name`) is neither finished in this checkout's ``runs/`` nor kept in
-    ``bench/accuracy/starts/``. Its weights are then lost (only a carried result remains) or
-    it was never trained; either way it must be trained first. None for an fp32 run or a
-    start that is at hand."""
+    ``research/accuracy/starts/`` (its records there; its checkpoint in that git-ignored folder
+    or restorable: ``runner restore-starts``). Its weights are then lost (only a carried
+    result remains) or it was never trained; either way it must be trained first. None for an
+    fp32 run or a start that is at hand."""
     if run.is_fp:
         return None
     name = run.init_name
@@ -1000,8 +997,8 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "is checked on the local build, with the torch top-1 on that build beside it. paper: "
         "method §8 (best over epochs on test). `ours + bn2`: `ours` with every BatchNorm |gamma| "
         "set to 2 after loading the fp32 weights (`--init-bn-gamma 2`), so the CDF quantizer sees "
-        "inputs of the spread it assumes (bench/results/activation_codes.md). `ours + bn2-kd`: bn2 "
-        "and knowledge distillation from the fp32 run (loss 0.5 task + 0.5 KD, temperature 4; "
+        "inputs of the spread it assumes (research/results/activation_codes.md). `ours + bn2-kd`: "
+        "bn2 and knowledge distillation from the fp32 run (loss 0.5 task + 0.5 KD, temperature 4; "
         "`--distill 0.5`). `ours + prog-kd` (2-bit): starts from the finished 4-bit `ours + "
         "bn2-kd` run instead of the fp32 run and distills from the fp32 run the same way (`--init "
         "<4-bit run> --teacher <fp32 run> --distill 0.5`). `ours + bn2-kd-100ep` (2-bit): bn2-kd "
@@ -1207,10 +1204,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --deploy: check runs that have deploy.json again",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--previous",
-        default=str(REPO / "bench" / "results" / "accuracy.json"),
+        default=str(RESULTS / "accuracy.json"),
         help="an earlier accuracy.json whose records are kept for runs with no "
         "folder here ('' for none)",
     )

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import grid
-from _common import markdown_table
+from bench._common import markdown_table
+from research.accuracy import grid
 
 DATASET, ARCH, METHOD = "cifar10-lt", "resnet20", "climbq+"
 # The ablations' one-change rows (class scaling off, another loss than HomoVar) take a part of

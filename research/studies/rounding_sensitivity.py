@@ -26,8 +26,8 @@ each stride-1 block, which the authors' version keeps in float (models/mobilenet
 
 Usage::
 
-    .venv/bin/python bench/rounding_sensitivity.py RUN [RUN ...] [--name NAME]
-    .venv/bin/python bench/rounding_sensitivity.py --render JSON  # the markdown again, from JSON
+    .venv/bin/python -m research.studies.rounding_sensitivity RUN [RUN ...] [--name NAME]
+    .venv/bin/python -m research.studies.rounding_sensitivity --render JSON  # markdown again
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from bench._common import markdown_table, provenance_markdown, run_header, write_results
 from climbq_deploy.data.dataset import ImageDataset, load_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import TrainedRun, load_run
@@ -54,6 +54,7 @@ from climbq_deploy.quant.layers import ActQuant, QConv2d
 from climbq_deploy.quant.quantizers import ACTIVATION_RANGE, ClimbQActivation, ClimbQWeight
 from climbq_deploy.train.loop import predict
 from climbq_deploy.train.metrics import long_tail_metrics
+from research import RESULTS
 
 NAME = "rounding_sensitivity"
 BATCH = 500
@@ -172,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--render", type=Path, help="rewrite the markdown of this results JSON")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=NAME, help="file stem of the results (NAME.json/.md)")
     args = parser.parse_args()
     if args.render:

@@ -7,7 +7,7 @@ BatchNorm outputs are much narrower than that, the outer codes go unused.
 
 Usage::
 
-    .venv/bin/python bench/activation_codes.py RUN [RUN ...] [--images 500]
+    .venv/bin/python -m research.studies.activation_codes RUN [RUN ...] [--images 500]
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import DEFAULT_OUT, markdown_table, provenance_markdown, run_header, write_results
 
+from bench._common import markdown_table, provenance_markdown, run_header, write_results
 from climbq_deploy.check import _normalised
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.export import load_run
 from climbq_deploy.quant.layers import ActQuant
+from research import RESULTS
 
 NAME = "activation_codes"
 GPU_NOTE = (
@@ -87,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=NAME, help="file stem of the results (NAME.json/.md)")
     parser.add_argument("--note", default=GPU_NOTE, help="closing sentence of the intro")
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""The accuracy benchmark's grid: datasets, runs, recipes and their priority order.
+"""The paper-reproduction accuracy grid: datasets, runs, recipes and their priority order.
 
 Every run is named ``{dataset}-g{gamma}-{arch}-{method}[-w{W}a{A}-{recipe}[-{variant}]][-s{seed}]``
 (no seed part for seed 0) and lives in ``runs/accuracy/<name>/`` (relative to the repository
@@ -113,7 +113,7 @@ PAPER: dict[tuple[str, int, str, str, int], float] = {
 IMPROVEMENTS: dict[str, dict[str, Any]] = {
     # Every BatchNorm |gamma| set to 2 after --init: the CDF quantizer's thresholds sit at
     # +-1.93 (2-bit) while fp32 BatchNorm outputs have std ~0.35, so without it the 2-bit
-    # activations use 2 of their 4 codes (bench/results/activation_codes.md).
+    # activations use 2 of their 4 codes (research/results/activation_codes.md).
     "bn2": _BN2,
     # ... and distillation from the fp32 run it starts from (Hinton's T = 4, an even mix with
     # the method's own loss; fixed beforehand, not tuned on the test set).
@@ -191,7 +191,8 @@ DIAGNOSES: dict[str, tuple[str, dict[str, Any]]] = {
     # unquantized) under the 2-bit `ours + bn2-kd` recipe. Our integer-friendly blocks add an
     # activation quantizer on the shortcut and one on the block output; at 2 bits they may be
     # why MobileNetV2 stays under the paper (48.20 against 67.20 at gamma 200), which
-    # bench/rounding_sensitivity.py could not settle. It has no integer form: never deployed.
+    # research/studies/rounding_sensitivity.py could not settle. It has no integer form: never
+    # deployed.
     "bn2-kd-faithful": ("bn2-kd", {**_BN2_KD, "faithful_mbv2": True}),
 }
 # 2-bit baselines given ClimbQ+'s recipe improvements, so the best 2-bit ClimbQ+ rows have an
