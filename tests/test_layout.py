@@ -1,6 +1,7 @@
 """The package layout promises of the design card, and the README's two commands."""
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -87,6 +88,46 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
         if line.strip() and not line.startswith(("#", "set ", "cd "))
     ]
     assert ci == [commands[1]]
+
+
+MAX_TRACKED_BYTES = 1_000_000
+# Tracked files allowed over MAX_TRACKED_BYTES, path -> why. None today: the accuracy grid's
+# fp32 start checkpoints (6 x 1.15 MB) left the tree for a release artifact (research/README.md).
+LARGE_FILES_ALLOWED: dict[str, str] = {}
+
+
+def test_no_tracked_file_is_larger_than_1_mb() -> None:
+    """Big binaries (checkpoints, datasets, exported models) stay out of git: a release
+    artifact or a build step makes them. Sizes are of the blobs in the index (what a commit
+    takes), so a big file fails as soon as it is staged."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    listing = subprocess.run(
+        [git, "-C", str(REPO), "ls-files", "--stage", "-z"], capture_output=True, check=False
+    )
+    if listing.returncode != 0:
+        pytest.skip(f"{REPO} is not a git work tree")
+    entries = [e.split("\t", 1) for e in listing.stdout.decode().split("\0") if e]
+    blobs = {path: meta.split()[1] for meta, path in entries if not meta.startswith("160000")}
+    sizes = subprocess.run(
+        [git, "-C", str(REPO), "cat-file", "--batch-check=%(objectsize)"],
+        input="\n".join(blobs.values()).encode(),
+        capture_output=True,
+        check=True,
+    ).stdout.split()
+    assert len(sizes) == len(blobs) > 100
+    too_big = {
+        path: int(size)
+        for path, size in zip(blobs, sizes, strict=True)
+        if int(size) > MAX_TRACKED_BYTES and path not in LARGE_FILES_ALLOWED
+    }
+    assert not too_big, (
+        f"tracked files over {MAX_TRACKED_BYTES:,} bytes: {too_big}; publish them as a release "
+        "artifact (or build them) and git-ignore them, or name them in LARGE_FILES_ALLOWED"
+    )
+    stale = sorted(set(LARGE_FILES_ALLOWED) - set(blobs))
+    assert not stale, f"LARGE_FILES_ALLOWED names untracked files: {stale}"
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
