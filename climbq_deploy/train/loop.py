@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from climbq_deploy.data.dataset import ImageDataset, load_dataset
+from climbq_deploy.data.dataset import ImageDataset, load_dataset, read_meta
 from climbq_deploy.data.pipeline import Augment, BatchLoader, ShuffleSampler
 from climbq_deploy.distributed import (
     DistInfo,
@@ -35,7 +35,7 @@ from climbq_deploy.distributed import (
     init_distributed,
     use_global_batchnorm,
 )
-from climbq_deploy.errors import ConfigError
+from climbq_deploy.errors import ClimbQError, ConfigError
 from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
 from climbq_deploy.losses import distillation_loss, make_loss
 from climbq_deploy.models import build_model
@@ -84,13 +84,60 @@ def to_cpu(value: Any) -> Any:
     return value
 
 
-def _same_run(saved: dict[str, Any], config: TrainConfig) -> bool:
-    """Whether a checkpoint's config describes ``config``'s run: equal in every field except
-    :data:`_RESUMABLE_CHANGES`; fields the checkpoint predates count as their defaults."""
+# Config fields naming a folder: equal when they resolve to the same folder (a relative and an
+# absolute path to one folder are one run); a dataset folder also when its arrays hash alike.
+_PATH_FIELDS = ("data", "init", "teacher")
+
+
+def _same_folder(field: str, a: object, b: object) -> bool:
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    if field != "data":
+        return False
+    try:
+        hashes = [
+            {k: v.get("sha256") for k, v in read_meta(x).get("arrays", {}).items()} for x in (a, b)
+        ]
+    except ClimbQError:  # a folder that is gone or unreadable is not the same dataset
+        return False
+    return bool(hashes[0]) and hashes[0] == hashes[1]
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The fields in which a checkpoint's config differs from ``config``'s run, as
+    ``"field: saved -> given"``; :data:`_RESUMABLE_CHANGES` may differ, fields the checkpoint
+    predates count as their defaults, and path fields compare by the folder they name."""
     defaults = TrainConfig(data=config.data).as_dict()
-    ours = {k: v for k, v in config.as_dict().items() if k not in _RESUMABLE_CHANGES}
     theirs = {**defaults, **saved}
-    return all(theirs[k] == v for k, v in ours.items())
+    differ = []
+    for key, value in config.as_dict().items():
+        if key in _RESUMABLE_CHANGES:
+            continue
+        same = (
+            _same_folder(key, theirs[key], value) if key in _PATH_FIELDS else theirs[key] == value
+        )
+        if not same:
+            differ.append(f"{key}: {theirs[key]!r} -> {value!r}")
+    return differ
+
+
+def _check_output_folder(config: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write a run over its own inputs, or over a run that is there, unless asked."""
+    for name in ("init", "teacher"):
+        source = getattr(config, name)
+        if source and Path(source).resolve() == out.resolve():
+            raise ConfigError(
+                f"--out {out} is the --{name} run; write the new run to another folder"
+            )
+    if (out / CHECKPOINT).is_file() and not (resume or overwrite):
+        raise ConfigError(
+            f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
 
 
 def _first_problem(exc: RuntimeError) -> str:
@@ -183,7 +230,11 @@ def predict(
 
 
 def train(
-    config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train as configured into folder ``out``; return the metrics written to metrics.json.
 
@@ -193,10 +244,15 @@ def train(
     ``eval_every = N`` runs the test (and validation) pass only every N epochs and after the
     last; the skipped epochs' history records have ``test_top1: None``. The trained weights do
     not depend on it (evaluation draws no random numbers; tested).
+
+    A folder that already holds a run (``checkpoint.pt``) is continued with ``resume`` (same
+    configuration, naming the fields that differ otherwise; ``epochs`` may grow, never shrink)
+    and replaced only with ``overwrite``; ``out`` may not be the ``init`` or ``teacher`` run.
     """
     if config.method == "ptq":
         raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
     out = Path(out)
+    _check_output_folder(config, out, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     parallel = init_distributed(device.type)
@@ -246,8 +302,18 @@ def _train(
     start_epoch, history, seconds, best = 0, [], 0.0, None
     if resume and (out / CHECKPOINT).is_file():
         state = load_checkpoint(out / CHECKPOINT)
-        if not _same_run(state["config"], config):
-            raise ConfigError(f"{out / CHECKPOINT} was made with another configuration")
+        differ = config_differences(state["config"], config)
+        if differ:
+            raise ConfigError(
+                f"{out / CHECKPOINT} was made with another configuration ({'; '.join(differ)}); "
+                "train into a new folder, or --overwrite to replace it"
+            )
+        if state["epoch"] > config.epochs:
+            raise ConfigError(
+                f"{out / CHECKPOINT} has {state['epoch']} epochs trained; --epochs "
+                f"{config.epochs} would report a longer-trained model as a {config.epochs}-epoch "
+                f"run; give --epochs {state['epoch']} or more"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]

@@ -74,6 +74,50 @@ def test_resume_continues_exactly(data_dir, tmp_path) -> None:
         train(other, tmp_path / "b", resume=True, progress=False)
 
 
+def test_a_finished_run_is_never_replaced_unasked(data_dir, tmp_path) -> None:
+    config = TrainConfig(data_dir, epochs=1, batch_size=64)
+    first = train(config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a training run.*--resume.*--overwrite"):
+        train(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    again = train(config, tmp_path / "run", progress=False, overwrite=True)
+    assert again["top1"] == first["top1"]
+    qat = TrainConfig(
+        data_dir, method="climbq", wbits=4, abits=4, epochs=1, init=str(tmp_path / "run")
+    )
+    with pytest.raises(ConfigError, match="is the --init run"):
+        train(qat, tmp_path / "run", overwrite=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() != b""
+
+
+def test_resume_refuses_fewer_epochs_than_trained(data_dir, tmp_path) -> None:
+    config = TrainConfig(data_dir, epochs=2, batch_size=64)
+    train(config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    shorter = TrainConfig(**{**config.as_dict(), "epochs": 1})
+    with pytest.raises(ConfigError, match=r"has 2 epochs trained; --epochs 1.*--epochs 2 or more"):
+        train(shorter, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+
+
+def test_resume_compares_folders_not_spellings_and_names_what_differs(
+    data_dir, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(data_dir)
+    config = TrainConfig("data", epochs=1, batch_size=64)
+    first = train(config, "run", progress=False)
+    absolute = TrainConfig(**{**config.as_dict(), "data": str(tmp_path / "data")})
+    resumed = train(absolute, "run", resume=True, progress=False)  # finished: evaluated again
+    assert resumed["top1"] == first["top1"]
+    other = TrainConfig(**{**config.as_dict(), "lr": 0.01, "seed": 3})
+    with pytest.raises(
+        ConfigError, match=r"another configuration \(lr: 0.04 -> 0.01; seed: 0 -> 3\)"
+    ):
+        train(other, "run", resume=True, progress=False)
+
+
 def test_bad_config() -> None:
     with pytest.raises(ConfigError, match="unknown arch"):
         TrainConfig("d", arch="vgg")
