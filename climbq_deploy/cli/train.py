@@ -1,0 +1,280 @@
+"""``climbq train``, ``calibrate`` and ``adjust-logits``: the commands that make run folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from climbq_deploy.cli._args import (
+    add_command,
+    key_value,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+)
+
+
+def add_commands(commands: Any) -> None:
+    _add_train(commands)
+    _add_calibrate(commands)
+    _add_adjust_logits(commands)
+
+
+def _add_train(commands: Any) -> None:
+    tr = add_command(commands, "train", "train a full-precision or quantized model")
+    tr.add_argument("--data", required=True, help="dataset folder made by `climbq data`")
+    _add_model_options(tr)
+    _add_schedule_options(tr)
+    _add_start_options(tr)
+    tr.add_argument("--out", required=True, type=Path, help="RUN folder")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.set_defaults(handler=_cmd_train)
+
+
+def _add_model_options(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("--arch", default="resnet20", help="resnet20, resnet32, resnet56, mobilenetv2")
+    tr.add_argument("--method", default="fp32", help="fp32, climbq, climbq+, uniform, lsq")
+    tr.add_argument("--wbits", type=positive_int, default=32, help="weight bits")
+    tr.add_argument("--abits", type=positive_int, default=32, help="activation bits")
+    tr.add_argument("--loss", default=None, help="ce, cb, la, homovar (default by method)")
+    tr.add_argument(
+        "--loss-option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="loss keyword, repeatable: homovar alpha/beta/variant/form/tau, cb beta/form, la tau",
+    )
+    tr.add_argument(
+        "--act-scaling",
+        choices=("faithful", "off"),
+        default="faithful",
+        help="ClimbQ's class-scaled activation sigma in training (off: sigma fixed at 2)",
+    )
+    tr.add_argument(
+        "--faithful-mbv2",
+        action="store_true",
+        help="the authors' MobileNetV2 (unquantized conv shortcut; cannot be exported)",
+    )
+
+
+def _add_schedule_options(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("--epochs", type=positive_int, default=50, help="training epochs")
+    tr.add_argument("--batch-size", type=positive_int, default=128, help="training batch")
+    tr.add_argument("--lr", type=positive_float, default=0.04, help="SGD learning rate")
+    tr.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule after the warm-up",
+    )
+    tr.add_argument(
+        "--warmup-epochs", type=non_negative_int, default=0, help="linear learning-rate warm-up"
+    )
+    tr.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    tr.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="test-set pass every N epochs (always after the last)",
+    )
+    tr.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast convs"
+    )
+    tr.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of each training class; report the best epoch on it",
+    )
+    tr.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where to train (auto: cuda if available); checkpoints always load on a CPU",
+    )
+
+
+def _add_start_options(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
+    tr.add_argument(
+        "--init-bn-gamma",
+        type=positive_float,
+        default=None,
+        metavar="G",
+        help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
+        "2 spreads ClimbQ's 2-bit codes",
+    )
+    tr.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of distillation from the teacher (--teacher, else --init): (1-W) loss + W KD",
+    )
+    tr.add_argument(
+        "--distill-temperature",
+        type=positive_float,
+        default=4.0,
+        metavar="T",
+        help="distillation temperature",
+    )
+    tr.add_argument(
+        "--teacher",
+        default=None,
+        metavar="RUN",
+        help="RUN folder of the distillation teacher (default: the --init run)",
+    )
+
+
+def _add_calibrate(commands: Any) -> None:
+    cal = add_command(
+        commands, "calibrate", "post-training quantization of a full-precision run (no training)"
+    )
+    cal.add_argument("fp_run", type=Path, help="full-precision RUN folder (climbq train)")
+    cal.add_argument(
+        "--method",
+        required=True,
+        choices=("ptq-int8", "ptq-w4a4", "climbq-ptq"),
+        help="PTQ int8 / 4-bit, or ClimbQ 4-bit with BatchNorm re-estimation",
+    )
+    cal.add_argument(
+        "--calib",
+        choices=("natural", "balanced"),
+        default="natural",
+        help="calibration set: a draw that follows the long tail, or equal per class",
+    )
+    cal.add_argument("--calib-size", type=positive_int, default=500, help="calibration images")
+    cal.add_argument(
+        "--range",
+        choices=("minmax", "percentile"),
+        default=None,
+        help="ptq activation ranges (default minmax)",
+    )
+    cal.add_argument("--percentile", type=float, default=99.99, help="percentile rule's p (%%)")
+    cal.add_argument("--seed", type=non_negative_int, default=0, help="calibration set seed")
+    cal.add_argument("--batch-size", type=positive_int, default=250, help="forward-pass batch")
+    cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
+    cal.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    cal.add_argument("--json", action="store_true", help="print metrics.json")
+    cal.set_defaults(handler=_cmd_calibrate)
+
+
+def _add_adjust_logits(commands: Any) -> None:
+    adj = add_command(
+        commands, "adjust-logits", "post-hoc logit adjustment of a finished run (no training)"
+    )
+    adj.add_argument("run", type=Path, help="finished RUN folder (climbq train)")
+    adj.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    adj.add_argument(
+        "--tau", type=float, default=1.0, help="bias -= tau * log(prior); 1 (default) undoes it"
+    )
+    adj.add_argument("--json", action="store_true", help="print metrics.json")
+    adj.set_defaults(handler=_cmd_adjust_logits)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from climbq_deploy.train.config import TrainConfig
+    from climbq_deploy.train.loop import train
+
+    output_folder(args.out)
+    config = TrainConfig(
+        data=args.data,
+        arch=args.arch,
+        method=args.method,
+        wbits=args.wbits,
+        abits=args.abits,
+        loss=args.loss,
+        act_scaling=args.act_scaling,
+        faithful_mbv2=args.faithful_mbv2,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        init=args.init,
+        loss_options=dict(args.loss_option),
+        precision=args.precision,
+        val_fraction=args.val_fraction,
+        device=args.device,
+        init_bn_gamma=args.init_bn_gamma,
+        eval_every=args.eval_every,
+        distill=args.distill,
+        distill_temperature=args.distill_temperature,
+        teacher=args.teacher,
+    )
+    metrics = train(config, args.out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
+        return
+    _print_training(metrics, args.out)
+
+
+def _print_training(metrics: dict[str, Any], out: Path) -> None:
+    groups = ", ".join(
+        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
+    )
+    print(
+        f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
+        f"{metrics['seconds']:.1f} s; wrote {out / 'metrics.json'}"
+    )
+    if metrics["best_val"] is not None:
+        best = metrics["best_val"]
+        print(
+            f"best on validation: epoch {best['epoch']} (balanced val top-1 "
+            f"{best['val_balanced_top1']:.2f}%, test top-1 {best['test']['top1']:.2f}%); "
+            f"weights in {out / 'best.pt'}"
+        )
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from climbq_deploy.calibration import CalibrateConfig, calibrate
+
+    output_folder(args.out)
+    config = CalibrateConfig(
+        str(args.fp_run),
+        args.method,
+        args.calib,
+        args.calib_size,
+        args.range,
+        args.percentile,
+        args.seed,
+        args.batch_size,
+        args.data,
+    )
+    metrics = calibrate(config, args.out)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    groups = ", ".join(
+        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
+    )
+    counts = metrics["calibration"]["set"]["counts"]
+    print(
+        f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
+        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+    )
+
+
+def _cmd_adjust_logits(args: argparse.Namespace) -> None:
+    from climbq_deploy.train.posthoc import adjust_logits
+
+    metrics = adjust_logits(args.run, output_folder(args.out), args.tau)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    before = metrics["unadjusted"]
+    groups = ", ".join(
+        f"{g} {before[g]:.2f} -> {metrics[g]:.2f}"
+        for g in ("many", "medium", "few")
+        if metrics[g] is not None and before.get(g) is not None
+    )
+    print(
+        f"logit adjustment (tau {args.tau:g}): top-1 {before['top1']:.2f} -> "
+        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+    )
