@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.ir.graph import (
     FLOAT_DTYPES,
-    HEAD_OPS,
     INT_DTYPES,
-    INTEGER_OPS,
     UINT8,
     Add,
     GlobalSumPool,
@@ -50,20 +48,10 @@ from climbq_deploy.ir.graph import (
     ThresholdAct,
 )
 
-__all__ = ["MAX_ELEMENTS", "validate_program"]
+__all__ = ["MAX_ELEMENTS", "PROGRAM_OPS", "OpRule", "validate_program"]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_ELEMENTS = 2**31 - 1  # per image and tensor: what TFLite and TensorRT can index
-ARITY = {
-    "input_quant": 1,
-    "int_conv": 1,
-    "threshold_act": 1,
-    "relu": 1,
-    "add": 2,
-    "global_sum_pool": 1,
-    "linear": 1,
-    "int_linear": 1,
-}
 Bounds = tuple[int, int]
 
 
@@ -234,7 +222,7 @@ class _Checker:
         for node in graph.nodes:
             self.wiring(node, written, names)
             quantizers += isinstance(node, InputQuant)
-            _CHECKS[node.op](self, node)
+            PROGRAM_OPS[type(node)].check(self, node)
         if quantizers != 1:
             raise self.fail(f"program must have exactly one input_quant node, has {quantizers}")
         if graph.output not in written or graph.output == graph.input:
@@ -246,7 +234,8 @@ class _Checker:
         if node.name in names:
             raise self.fail(f"node name {node.name!r} is used twice")
         names.add(node.name)
-        if node.op not in INTEGER_OPS + HEAD_OPS:
+        rule = PROGRAM_OPS.get(type(node))
+        if rule is None:
             raise self.fail(
                 f"node {node.name!r}: op {node.op!r} is not an op of a lowered "
                 "program (lower the graph before saving it)"
@@ -256,11 +245,11 @@ class _Checker:
         inputs = node.inputs
         if (
             not isinstance(inputs, tuple)
-            or len(inputs) != ARITY[node.op]
+            or len(inputs) != rule.arity
             or not all(isinstance(name, str) for name in inputs)
         ):
             raise self.fail(
-                f"node {node.name!r}: {node.op} takes {ARITY[node.op]} input "
+                f"node {node.name!r}: {node.op} takes {rule.arity} input "
                 f"tensor names, got {inputs!r}"
             )
         for name in inputs:
@@ -449,25 +438,35 @@ def _global_sum_pool(c: _Checker, node: GlobalSumPool) -> None:
     c.produced(node, (lo * h * w, hi * h * w))
 
 
-def _head(c: _Checker, node: Linear | IntLinear) -> None:
+def _head_input(c: _Checker, node: Linear | IntLinear) -> None:
     spec, _ = c.integer_input(node)
     if len(spec.shape) != 1 or spec.scale is None:
         raise c.fail(
             f"node {node.name!r}: the head reads {spec.name!r} {spec.shape} with scale "
             f"{spec.scale}; it needs pooled (C,) sums with a scale"
         )
-    if isinstance(node, IntLinear):
-        weight = c.array(node, "weight", "iu", 2)
-        if weight.min() < -127 or weight.max() > 127:
-            raise c.fail(f"node {node.name!r}: int8 head weights must be within +-127")
-        scale = c.array(node, "weight_scale", "f", 1)
-        if scale.shape != weight.shape[:1]:
-            raise c.fail(
-                f"node {node.name!r}: weight_scale {scale.shape} does not match "
-                f"weight {weight.shape}"
-            )
-    else:
-        weight = c.array(node, "weight", "f", 2)
+
+
+def _linear(c: _Checker, node: Linear) -> None:
+    _head_input(c, node)
+    _head_shapes(c, node, c.array(node, "weight", "f", 2))
+
+
+def _int_linear(c: _Checker, node: IntLinear) -> None:
+    _head_input(c, node)
+    weight = c.array(node, "weight", "iu", 2)
+    if weight.min() < -127 or weight.max() > 127:
+        raise c.fail(f"node {node.name!r}: int8 head weights must be within +-127")
+    scale = c.array(node, "weight_scale", "f", 1)
+    if scale.shape != weight.shape[:1]:
+        raise c.fail(
+            f"node {node.name!r}: weight_scale {scale.shape} does not match weight {weight.shape}"
+        )
+    _head_shapes(c, node, weight)
+
+
+def _head_shapes(c: _Checker, node: Linear | IntLinear, weight: np.ndarray) -> None:
+    spec = c.graph.tensors[node.inputs[0]]
     bias = c.array(node, "bias", "f", 1)
     classes = weight.shape[0]
     if weight.shape[1] != spec.shape[0] or bias.shape != (classes,):
@@ -481,16 +480,26 @@ def _head(c: _Checker, node: Linear | IntLinear) -> None:
     c.same_shape(node, (classes,))
 
 
-_CHECKS: dict[str, Callable[[_Checker, Any], None]] = {
-    "input_quant": _input_quant,
-    "int_conv": _int_conv,
-    "threshold_act": _threshold_act,
-    "relu": _relu,
-    "add": _add,
-    "global_sum_pool": _global_sum_pool,
-    "linear": _head,
-    "int_linear": _head,
+class OpRule(NamedTuple):
+    """How :func:`validate_program` checks one op: its number of input tensors and the check
+    of its arrays, shapes and bounds (``check(checker, node)``)."""
+
+    arity: int
+    check: Callable[[_Checker, Any], None]
+
+
+PROGRAM_OPS: dict[type[Node], OpRule] = {
+    InputQuant: OpRule(1, _input_quant),
+    IntConv: OpRule(1, _int_conv),
+    ThresholdAct: OpRule(1, _threshold_act),
+    Relu: OpRule(1, _relu),
+    Add: OpRule(2, _add),
+    GlobalSumPool: OpRule(1, _global_sum_pool),
+    Linear: OpRule(1, _linear),
+    IntLinear: OpRule(1, _int_linear),
 }
+"""The ops of a lowered program (node class -> :class:`OpRule`); any other node is refused
+as "not an op of a lowered program"."""
 
 
 def validate_program(graph: Graph, where: str = "") -> Graph:

@@ -11,11 +11,12 @@ Interval arithmetic, per tensor ``[lo, hi]``:
 An accumulator whose bound leaves int32 is refused (``LoweringError`` naming the layer and the
 bound). Storage is the narrowest of int8/int16/int32 holding the range. Thresholds are clamped
 to ``[L, H + 1]`` of ``d * x`` (same counts for every possible input) and stored in the
-narrowest integer type holding them.
+narrowest integer type holding them. Each op's rule is an entry of :data:`BOUND_RULES`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -32,9 +33,20 @@ from climbq_deploy.ir.graph import (
     TensorSpec,
     ThresholdAct,
 )
+from climbq_deploy.ir.integer_forms import partial_sum_bound
+
+__all__ = [
+    "BOUND_RULES",
+    "bound_tensors",
+    "conv_channel_bounds",
+    "input_bounds",
+    "partial_sum_bound",
+    "storage_dtype",
+]
 
 INT32 = (-(2**31), 2**31 - 1)
 STORAGE = (("int8", 2**7), ("int16", 2**15), ("int32", 2**31))
+Bounds = tuple[int, int]
 
 
 def storage_dtype(lo: int, hi: int, what: str = "tensor") -> str:
@@ -66,54 +78,77 @@ def conv_channel_bounds(weight: np.ndarray, lo: int, hi: int, padding: int) -> n
     return np.stack([lower, upper], axis=1)
 
 
-def partial_sum_bound(weight: np.ndarray, lo: int, hi: int) -> int:
-    """Largest ``|partial sum|`` any accumulation order can reach: ``max_o sum |W| max|x|``."""
-    w = np.abs(weight.reshape(weight.shape[0], -1).astype(np.int64))
-    return int(w.sum(axis=1).max() * max(abs(lo), abs(hi), 0)) if w.size else 0
+# -- one rule per op: (node, input bounds, graph) -> (node, output bounds) ------------------------
+
+
+def _input_quant(node: InputQuant, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    return node, input_bounds(node)
+
+
+def _int_conv(node: IntConv, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    lo, hi = ins[0]
+    per_channel = conv_channel_bounds(node.weight, lo, hi, node.padding)
+    out = (int(per_channel[:, 0].min()), int(per_channel[:, 1].max()))
+    worst = max(abs(out[0]), abs(out[1]), partial_sum_bound(node.weight, lo, hi))
+    if worst > INT32[1]:
+        raise LoweringError(
+            f"conv {node.source!r}: accumulator bound {worst} exceeds int32 "
+            f"({INT32[1]}); inputs lie in [{lo}, {hi}], {node.weight_bits}-bit weights"
+        )
+    return node, out
+
+
+def _threshold_act(node: ThresholdAct, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    lo, hi = ins[0]
+    n = node.thresholds.shape[1]
+    out = (node.offset, node.mult * n + node.offset)
+    d = node.direction.astype(np.int64)[:, None]
+    low = np.where(d < 0, -hi, lo).astype(np.int64)
+    high = np.where(d < 0, -lo, hi).astype(np.int64)
+    theta = node.thresholds.astype(np.int64)
+    clamped = np.where(d == 0, theta, np.clip(theta, low, high + 1))
+    # a threshold above the input range is stored as H + 1 ("never reached"), which
+    # int32 cannot hold when H is int32's largest value
+    what = f"threshold_act {node.source!r} (input range [{lo}, {hi}]) thresholds"
+    storage = storage_dtype(int(clamped.min(initial=0)), int(clamped.max(initial=0)), what)
+    return replace(node, thresholds=clamped.astype(storage)), out
+
+
+def _relu(node: Relu, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    lo, hi = ins[0]
+    return node, (max(lo, 0), max(hi, 0))
+
+
+def _add(node: Add, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    return node, (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
+
+
+def _global_sum_pool(node: GlobalSumPool, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    h, w, _ = graph.tensors[node.inputs[0]].shape
+    return node, (ins[0][0] * h * w, ins[0][1] * h * w)
+
+
+BoundRule = Callable[[Node, list[Bounds], Graph], tuple[Node, Bounds]]
+BOUND_RULES: dict[type[Node], BoundRule] = {
+    InputQuant: _input_quant,
+    IntConv: _int_conv,
+    ThresholdAct: _threshold_act,
+    Relu: _relu,
+    Add: _add,
+    GlobalSumPool: _global_sum_pool,
+}
+"""Op class -> its interval rule; ops without one (the float head) pass through unbounded."""
 
 
 def bound_tensors(graph: Graph) -> Graph:
-    bounds: dict[str, tuple[int, int]] = {}
+    bounds: dict[str, Bounds] = {}
     nodes: list[Node] = []
     for node in graph.nodes:
-        ins = [bounds.get(name) for name in node.inputs]
-        if isinstance(node, InputQuant):
-            out = input_bounds(node)
-        elif isinstance(node, IntConv):
-            lo, hi = ins[0]
-            per_channel = conv_channel_bounds(node.weight, lo, hi, node.padding)
-            out = (int(per_channel[:, 0].min()), int(per_channel[:, 1].max()))
-            worst = max(abs(out[0]), abs(out[1]), partial_sum_bound(node.weight, lo, hi))
-            if worst > INT32[1]:
-                raise LoweringError(
-                    f"conv {node.source!r}: accumulator bound {worst} exceeds int32 "
-                    f"({INT32[1]}); inputs lie in [{lo}, {hi}], {node.weight_bits}-bit weights"
-                )
-        elif isinstance(node, ThresholdAct):
-            lo, hi = ins[0]
-            n = node.thresholds.shape[1]
-            out = (node.offset, node.mult * n + node.offset)
-            d = node.direction.astype(np.int64)[:, None]
-            low = np.where(d < 0, -hi, lo).astype(np.int64)
-            high = np.where(d < 0, -lo, hi).astype(np.int64)
-            theta = node.thresholds.astype(np.int64)
-            clamped = np.where(d == 0, theta, np.clip(theta, low, high + 1))
-            # a threshold above the input range is stored as H + 1 ("never reached"), which
-            # int32 cannot hold when H is int32's largest value
-            what = f"threshold_act {node.source!r} (input range [{lo}, {hi}]) thresholds"
-            storage = storage_dtype(int(clamped.min(initial=0)), int(clamped.max(initial=0)), what)
-            node = replace(node, thresholds=clamped.astype(storage))
-        elif isinstance(node, Relu):
-            lo, hi = ins[0]
-            out = (max(lo, 0), max(hi, 0))
-        elif isinstance(node, Add):
-            out = (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
-        elif isinstance(node, GlobalSumPool):
-            h, w, _ = graph.tensors[node.inputs[0]].shape
-            out = (ins[0][0] * h * w, ins[0][1] * h * w)
-        else:
+        rule = BOUND_RULES.get(type(node))
+        if rule is None:
             nodes.append(node)
             continue
+        node, out = rule(node, [bounds.get(name) for name in node.inputs], graph)
         if out[0] < INT32[0] or out[1] > INT32[1]:
             raise LoweringError(f"{node.op} {node.source!r}: range {out} exceeds int32")
         bounds[node.output] = out
