@@ -1,8 +1,14 @@
-"""The NumPy reference runner: executes a lowered program node by node with :mod:`.ops`."""
+"""The NumPy reference runner: executes a lowered program node by node with :mod:`.ops`.
+
+:data:`REFERENCE_KERNELS` is the runner's op table: node class -> kernel call
+``kernel(node, inputs, graph) -> output`` (the node's parameters, its input arrays in order, and
+the graph for tensor specs). Adding an op to the reference is one entry here and its kernel in
+:mod:`.ops`; a node without an entry raises a :class:`DataError` naming it when it runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,7 @@ from climbq_deploy.ir.graph import (
     TensorSpec,
     ThresholdAct,
 )
-from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
+from climbq_deploy.ir.integer_forms import partial_sum_bound
 from climbq_deploy.ir.serialize import load_program
 from climbq_deploy.kernels import ops
 
@@ -40,6 +46,43 @@ def _stored(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return value.astype(spec.dtype, copy=False)
 
 
+def _conv_partial_bound(node: IntConv, graph: Graph) -> int:
+    """The proven bound of every partial sum of ``node`` (from its input's bounds)."""
+    bounds = graph.tensors[node.inputs[0]].bounds
+    if bounds is None:
+        raise DataError(
+            f"conv {node.source!r}: input has no proven bounds; lower "
+            "the graph (bounds pass) before running it"
+        )
+    return partial_sum_bound(node.weight, *bounds)
+
+
+def _input_scale(node: Node, graph: Graph) -> float | None:
+    return graph.tensors[node.inputs[0]].scale
+
+
+Kernel = Callable[[Any, list[np.ndarray], Graph], np.ndarray]
+REFERENCE_KERNELS: dict[type[Node], Kernel] = {
+    InputQuant: lambda node, x, graph: ops.input_quant(x[0], node.mean, node.std, node.step),
+    IntConv: lambda node, x, graph: ops.int_conv(
+        x[0], node.weight, node.stride, node.padding, node.groups, _conv_partial_bound(node, graph)
+    ),
+    ThresholdAct: lambda node, x, graph: ops.threshold_act(
+        x[0], node.thresholds, node.direction, node.mult, node.offset, node.shift
+    ),
+    Relu: lambda node, x, graph: ops.relu(x[0]),
+    Add: lambda node, x, graph: ops.add(x[0], x[1]),
+    GlobalSumPool: lambda node, x, graph: ops.global_sum_pool(x[0]),
+    Linear: lambda node, x, graph: ops.linear(
+        x[0], node.weight, node.bias, _input_scale(node, graph)
+    ),
+    IntLinear: lambda node, x, graph: ops.int_linear(
+        x[0], node.weight, node.weight_scale, node.bias, _input_scale(node, graph)
+    ),
+}
+"""Node class -> reference kernel call (exact class: a new op needs its own entry)."""
+
+
 class ReferenceModel:
     """Run a lowered :class:`Graph` on uint8 NHWC images.
 
@@ -50,16 +93,9 @@ class ReferenceModel:
     def __init__(self, graph: Graph, manifest: dict[str, Any] | None = None) -> None:
         self.graph = graph.validate()
         self.manifest = manifest or {}
-        self._partial: dict[str, int] = {}
-        for node in graph.nodes:
-            if isinstance(node, IntConv):
-                bounds = graph.tensors[node.inputs[0]].bounds
-                if bounds is None:
-                    raise DataError(
-                        f"conv {node.source!r}: input has no proven bounds; lower "
-                        "the graph (bounds pass) before running it"
-                    )
-                self._partial[node.name] = partial_sum_bound(node.weight, *bounds)
+        for node in graph.nodes:  # fail early, as before any image: convs need proven bounds
+            if type(node) is IntConv:
+                _conv_partial_bound(node, graph)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceModel:
@@ -119,33 +155,10 @@ class ReferenceModel:
         )
 
     def _execute(self, node: Node, inputs: list[np.ndarray]) -> np.ndarray:
-        tensors = self.graph.tensors
-        if isinstance(node, InputQuant):
-            return ops.input_quant(inputs[0], node.mean, node.std, node.step)
-        if isinstance(node, IntConv):
-            return ops.int_conv(
-                inputs[0],
-                node.weight,
-                node.stride,
-                node.padding,
-                node.groups,
-                self._partial[node.name],
+        kernel = REFERENCE_KERNELS.get(type(node))
+        if kernel is None:
+            raise DataError(
+                f"node {node.name!r}: op {node.op!r} has no reference kernel "
+                "(lower the graph first)"
             )
-        if isinstance(node, ThresholdAct):
-            return ops.threshold_act(
-                inputs[0], node.thresholds, node.direction, node.mult, node.offset, node.shift
-            )
-        if isinstance(node, Relu):
-            return ops.relu(inputs[0])
-        if isinstance(node, Add):
-            return ops.add(inputs[0], inputs[1])
-        if isinstance(node, GlobalSumPool):
-            return ops.global_sum_pool(inputs[0])
-        scale = tensors[node.inputs[0]].scale
-        if isinstance(node, Linear):
-            return ops.linear(inputs[0], node.weight, node.bias, scale)
-        if isinstance(node, IntLinear):
-            return ops.int_linear(inputs[0], node.weight, node.weight_scale, node.bias, scale)
-        raise DataError(
-            f"node {node.name!r}: op {node.op!r} has no reference kernel (lower the graph first)"
-        )
+        return kernel(node, inputs, self.graph)
