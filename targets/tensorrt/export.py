@@ -43,7 +43,7 @@ So every integer tensor of the program is exact in this model (float32 holds int
 from __future__ import annotations
 
 import base64
-import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -63,12 +63,20 @@ from climbq_deploy.ir.graph import (
     Relu,
     ThresholdAct,
 )
-from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
+from climbq_deploy.ir.integer_forms import (
+    FLOAT32_EXACT,
+    DigitPlan,
+    count_plan,
+    float32_digit_plan,
+    partial_sum_bound,
+    signed_weight,
+    value_steps,
+)
+from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 
 METADATA_NAME = "climbq_program"
 WEIGHTS = ("int8", "int4")
 OPSET = {"int8": 17, "int4": 21}  # INT4 DequantizeLinear needs opset 21
-FLOAT32_EXACT = 2**24
 INT8 = (-128, 127)
 INT4_MAX = 7  # symmetric INT4: [-7, 7] (TensorRT's zero point is 0; -8 left unused)
 
@@ -141,19 +149,36 @@ class _Builder:
         return output
 
 
-def value_steps(graph: Graph) -> dict[str, int]:
-    """For each integer tensor, an ``m`` with every value a multiple of ``m``:
-    ``mult * count + offset`` gives ``gcd(mult, offset)``, ReLU keeps it (0 is a multiple), an
-    add takes the gcd of its inputs, anything else 1."""
-    steps: dict[str, int] = {}
-    for node in graph.nodes:
-        if isinstance(node, ThresholdAct):
-            steps[node.output] = math.gcd(int(node.mult), int(node.offset)) or 1
-        elif isinstance(node, Relu):
-            steps[node.output] = steps.get(node.inputs[0], 1)
-        elif isinstance(node, Add):
-            steps[node.output] = math.gcd(*(steps.get(n, 1) for n in node.inputs)) or 1
-    return steps
+class _Emit:
+    """What the emitters share while one model is written: the builder, the program, the
+    value steps and Q/DQ pairs made so far, the program input and the model's outputs."""
+
+    def __init__(self, graph: Graph, weights: str) -> None:
+        self.b = _Builder()
+        self.graph = graph
+        self.weights = weights
+        self.qdq_of: dict[str, str] = {}
+        self.zero8 = self.b.const("zero_int8", np.array(0, np.int8))
+        self.step = value_steps(graph)
+        self.program_input: str | None = None
+        self.input_info: onnx.ValueInfoProto | None = None
+        self.outputs: list[onnx.ValueInfoProto] = []
+
+    def qdq(self, name: str) -> str | None:
+        """``DQ(Q(x, m, 0), m, 0)`` of an integer tensor whose values are multiples of ``m``
+        (:func:`value_steps`) and whose ``x / m`` fits int8: the identity on it (``x / m`` is
+        an integer, so no rounding happens); None when ``x / m`` does not fit int8 (e.g. the
+        sum of two 8-bit activations, [0, 254] in steps of 1)."""
+        if name not in self.qdq_of:
+            lo, hi = self.graph.tensors[name].bounds or (-(2**31), 2**31)
+            m = self.step.get(name, 1)
+            if lo // m < INT8[0] or -(-hi // m) > INT8[1]:
+                return None
+            b = self.b
+            scale = b.const(f"{name}/qdq_scale", np.array(float(m), np.float32))
+            q = b.op("QuantizeLinear", [name, scale, self.zero8], f"{name}/q")
+            self.qdq_of[name] = b.op("DequantizeLinear", [q, scale, self.zero8], f"{name}/dq")
+        return self.qdq_of[name]
 
 
 def write_onnx(
@@ -161,95 +186,23 @@ def write_onnx(
 ) -> onnx.ModelProto:
     """The ONNX model of a lowered program (see module docstring); ``program`` (the
     ``model.climbq`` bytes of the same program) travels base64-encoded in the metadata
-    ``climbq_program``. ``weights="int4"`` expects the head from :func:`int4_head`."""
+    ``climbq_program``. ``weights="int4"`` expects the head from :func:`int4_head`. Each layer
+    (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
+    :data:`ONNX_EMITTERS`."""
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    t = graph.tensors
-    b = _Builder()
-    producers = {n.output: n for n in graph.nodes}
-    qdq_of: dict[str, str] = {}
-    zero8 = b.const("zero_int8", np.array(0, np.int8))
-    step = value_steps(graph)
-
-    def qdq(name: str) -> str | None:
-        """``DQ(Q(x, m, 0), m, 0)`` of an integer tensor whose values are multiples of ``m``
-        (:func:`value_steps`) and whose ``x / m`` fits int8: the identity on it (``x / m`` is
-        an integer, so no rounding happens); None when ``x / m`` does not fit int8 (e.g. the
-        sum of two 8-bit activations, [0, 254] in steps of 1)."""
-        if name not in qdq_of:
-            lo, hi = t[name].bounds or (-(2**31), 2**31)
-            m = step.get(name, 1)
-            if lo // m < INT8[0] or -(-hi // m) > INT8[1]:
-                return None
-            scale = b.const(f"{name}/qdq_scale", np.array(float(m), np.float32))
-            q = b.op("QuantizeLinear", [name, scale, zero8], f"{name}/q")
-            qdq_of[name] = b.op("DequantizeLinear", [q, scale, zero8], f"{name}/dq")
-        return qdq_of[name]
-
-    program_input = None
-    outputs: list[onnx.ValueInfoProto] = []
-    for node in graph.nodes:
-        if isinstance(node, InputQuant):
-            program_input = node.output
-            c_h_w = t[node.output].shape
-            inp = helper.make_tensor_value_info(
-                node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
-            )
-        elif isinstance(node, IntConv):
-            consumer = graph.consumers(node.output)
-            if len(consumer) != 1 or not isinstance(consumer[0], ThresholdAct):
-                raise LoweringError(f"conv {node.source!r} must feed exactly one ThresholdAct")
-            _conv(b, graph, node, consumer[0], node.inputs[0] == program_input, qdq)
-        elif isinstance(node, ThresholdAct):
-            if np.any(node.channel_shifts()):
-                raise LoweringError(
-                    f"layer {node.source!r}: shift "
-                    f"{node.channel_shifts()[:8].tolist()} (a runtime's "
-                    "requantization) has no TensorRT form; export the pure "
-                    "program"
-                )
-            value = node.inputs[0]
-            conv = producers.get(value)
-            if isinstance(conv, IntConv):
-                value = f"{value}/signed"  # the conv already carries the direction
-            else:
-                d = b.const(
-                    f"{node.output}/direction",
-                    node.direction.astype(np.float32)[None, :, None, None],
-                )
-                value = b.op("Mul", [value, d], f"{node.output}/signed")
-            wide = (
-                isinstance(conv, IntConv)
-                and conv.inputs[0] == program_input
-                and (
-                    stem_digit_bits(conv.weight, *(t[conv.inputs[0]].bounds or (-(2**31), 2**31)))
-                    is not None
-                )
-            )
-            _count(b, node, value, int32=wide)
-        elif isinstance(node, Relu):
-            b.op("Relu", [node.inputs[0]], node.output)
-        elif isinstance(node, Add):
-            ins = []
-            for name in node.inputs:
-                lo, hi = t[name].bounds or (-(2**31), 2**31)
-                ins.append(qdq(name) if INT8[0] <= lo and hi <= INT8[1] else name)
-            b.op("Add", ins, node.output)
-        elif isinstance(node, GlobalSumPool):
-            axes = b.const(f"{node.output}/axes", np.array([2, 3], np.int64))
-            b.op("ReduceSum", [node.inputs[0], axes], node.output, keepdims=0)
-        elif isinstance(node, Linear | IntLinear):
-            _head(b, graph, node, weights)
-            outputs = [
-                helper.make_tensor_value_info(
-                    "logits", TensorProto.FLOAT, ["N", node.weight.shape[0]]
-                )
-            ]
-        else:
-            raise LoweringError(f"op {node.op!r} ({node.source!r}) has no TensorRT form")
-    if program_input is None or not outputs:
+    e = _Emit(graph, weights)
+    for layer in iter_layers(graph):
+        emit = op_entry(ONNX_EMITTERS, layer)
+        if emit is None:
+            raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TensorRT form")
+        emit(e, layer)
+    if e.input_info is None or not e.outputs:
         raise LoweringError("the program needs an InputQuant and a Linear head")
-    onnx_graph = helper.make_graph(b.nodes, "climbq_program", [inp], outputs, b.initializers)
+    b = e.b
+    onnx_graph = helper.make_graph(
+        b.nodes, "climbq_program", [e.input_info], e.outputs, b.initializers
+    )
     model = helper.make_model(
         onnx_graph,
         opset_imports=[helper.make_opsetid("", OPSET[weights])],
@@ -264,30 +217,86 @@ def write_onnx(
     return model
 
 
-def stem_digit_bits(weight: np.ndarray, lo: int, hi: int) -> int | None:
-    """Bits ``D`` of the low digit when the stem's input must be split, else None.
-
-    ``I = 2**D h + l`` with ``h = floor(I / 2**D)`` and ``l`` in ``[0, 2**D)``: both partial
-    convs must stay below 2**24 (float32's exact integers). None when the plain conv already
-    does; raises when no split does."""
-    if partial_sum_bound(weight, lo, hi) < FLOAT32_EXACT:
-        return None
-    for bits in range(1, 31):
-        high = -(-max(abs(lo), abs(hi)) // 2**bits)
-        if (
-            max(partial_sum_bound(weight, 0, 2**bits - 1), partial_sum_bound(weight, -high, high))
-            < FLOAT32_EXACT
-        ):
-            return bits
-    raise LoweringError(f"stem input range [{lo}, {hi}] has no exact float32 digit split")
+def _input(e: _Emit, node: InputQuant) -> None:
+    """The program input ``I``: float32 NCHW, batch ``N`` dynamic."""
+    e.program_input = node.output
+    c_h_w = e.graph.tensors[node.output].shape
+    e.input_info = helper.make_tensor_value_info(
+        node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
+    )
 
 
-def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, bits: int, attrs) -> None:
+def _refuse_shift(act: ThresholdAct) -> None:
+    if np.any(act.channel_shifts()):
+        raise LoweringError(
+            f"layer {act.source!r}: shift "
+            f"{act.channel_shifts()[:8].tolist()} (a runtime's "
+            "requantization) has no TensorRT form; export the pure "
+            "program"
+        )
+
+
+def _conv_layer(e: _Emit, layer: ConvLayer) -> None:
+    """The conv writing ``d_c acc`` (:func:`_conv`), then its count (int32 after a digit-split
+    stem, float32 otherwise)."""
+    plan = _conv(e.b, e.graph, layer.conv, layer.act, layer.stem, e.qdq)
+    _refuse_shift(layer.act)
+    _count(e.b, layer.act, f"{layer.conv.output}/signed", int32=plan is not None)
+
+
+def _threshold_act(e: _Emit, node: ThresholdAct) -> None:
+    """A count of a non-conv value (e.g. a residual sum): ``Mul`` by ``d``, then count."""
+    _refuse_shift(node)
+    _count(e.b, node, node.inputs[0], folded=False)
+
+
+def _relu(e: _Emit, node: Relu) -> None:
+    e.b.op("Relu", [node.inputs[0]], node.output)
+
+
+def _add(e: _Emit, node: Add) -> None:
+    """``Add``, each int8-bounded input behind a Q/DQ pair (TensorRT adds int8 inputs)."""
+    ins = []
+    for name in node.inputs:
+        lo, hi = e.graph.tensors[name].bounds or (-(2**31), 2**31)
+        ins.append(e.qdq(name) if INT8[0] <= lo and hi <= INT8[1] else name)
+    e.b.op("Add", ins, node.output)
+
+
+def _global_sum_pool(e: _Emit, node: GlobalSumPool) -> None:
+    axes = e.b.const(f"{node.output}/axes", np.array([2, 3], np.int64))
+    e.b.op("ReduceSum", [node.inputs[0], axes], node.output, keepdims=0)
+
+
+def _linear(e: _Emit, node: Linear | IntLinear) -> None:
+    _head(e.b, e.graph, node, e.weights)
+    e.outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", node.weight.shape[0]])
+    ]
+
+
+ONNX_EMITTERS: dict[type, Callable[[_Emit, object], None]] = {
+    InputQuant: _input,
+    ConvLayer: _conv_layer,
+    ThresholdAct: _threshold_act,
+    Relu: _relu,
+    Add: _add,
+    GlobalSumPool: _global_sum_pool,
+    Linear: _linear,
+    IntLinear: _linear,
+}
+"""Layer class -> the function writing it (:class:`~climbq_deploy.ir.layers.ConvLayer` or a
+node class); a layer without an entry is refused as having no TensorRT form."""
+
+
+def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, plan: DigitPlan, attrs) -> None:
     """``d acc = 2**D conv(h) + conv(l)`` in int32, from two exact float32 convs of the
     digits ``h = Floor(I / 2**D)`` and ``l = I - 2**D h`` (TensorRT: FP32 convs, INT32
-    elementwise). The stem's count then compares int32 values with int32 thresholds."""
+    elementwise; the numbers are :func:`~climbq_deploy.ir.integer_forms.float32_digit_plan`'s).
+    The stem's count then compares int32 values with int32 thresholds."""
     name = conv.output
-    base = b.const(f"{name}/digit_base", np.array(2.0**bits, np.float32))
+    high_base = plan.bases[0]  # 2**D; the low digit's base is 1, no offset, no correction
+    base = b.const(f"{name}/digit_base", np.array(float(high_base), np.float32))
     high = b.op(
         "Floor", [b.op("Div", [conv.inputs[0], base], f"{name}/I_over_base")], f"{name}/digit_high"
     )
@@ -301,27 +310,29 @@ def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, bits: int, attr
     for digit in (high, low):
         part = b.op("Conv", [digit, w], f"{digit}/conv", **attrs)
         parts.append(b.op("Cast", [part], f"{digit}/conv_int32", to=TensorProto.INT32))
-    factor = b.const(f"{name}/digit_factor", np.array(2**bits, np.int32))
+    factor = b.const(f"{name}/digit_factor", np.array(high_base, np.int32))
     scaled = b.op("Mul", [parts[0], factor], f"{name}/high_part")
     b.op("Add", [scaled, parts[1]], f"{name}/signed")
 
 
-def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: bool, qdq) -> None:
-    """``Conv`` writing ``d_c acc`` (as ``<acc>/signed``); see module docstring."""
+def _conv(
+    b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: bool, qdq
+) -> DigitPlan | None:
+    """``Conv`` writing ``d_c acc`` (as ``<acc>/signed``); see module docstring. Returns the
+    stem's digit plan where its input is split (its count then runs in int32), else None."""
     t = graph.tensors
     lo, hi = t[conv.inputs[0]].bounds or (-(2**31), 2**31)
     bound = partial_sum_bound(conv.weight, lo, hi)
-    digits = stem_digit_bits(conv.weight, lo, hi) if stem else None
-    if bound >= FLOAT32_EXACT and digits is None:
+    plan = float32_digit_plan(conv.weight, lo, hi) if stem else None
+    if bound >= FLOAT32_EXACT and plan is None:
         raise LoweringError(
             f"conv {conv.source!r}: partial sums up to {bound} reach 2**24, "
             "beyond float32's exact integers"
         )
     theta = act.thresholds.astype(np.int64)
-    if digits is None and theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
+    if plan is None and theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
         raise LoweringError(f"layer {act.source!r}: thresholds beyond 2**24")
-    d = act.direction.astype(np.int32)
-    weight = np.transpose(conv.weight.astype(np.int32), (0, 3, 1, 2)) * d[:, None, None, None]
+    weight = np.transpose(signed_weight(conv.weight, act.direction, np.int32), (0, 3, 1, 2))
     p = conv.padding
     attrs = {
         "strides": [conv.stride] * 2,
@@ -330,14 +341,14 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
         "kernel_shape": list(weight.shape[2:]),
     }
     name = conv.output
-    if stem and digits is not None:
-        _stem_digits(b, conv, weight, digits, attrs)
-        return
+    if plan is not None:
+        _stem_digits(b, conv, weight, plan, attrs)
+        return plan
     x = None if stem else qdq(conv.inputs[0])
     if x is None:  # the stem, or an input beyond int8: a float32 conv, exact below 2**24
         w = b.const(f"{name}/weight", weight.astype(np.float32))
         b.op("Conv", [conv.inputs[0], w], f"{name}/signed", **attrs)
-        return
+        return None
     if np.abs(weight).max(initial=0) > INT8[1]:
         raise LoweringError(f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid)")
     c = weight.shape[0]
@@ -346,23 +357,32 @@ def _conv(b: _Builder, graph: Graph, conv: IntConv, act: ThresholdAct, stem: boo
     wz = b.const(f"{name}/weight_zero", np.zeros(c, np.int8))
     w = b.op("DequantizeLinear", [w8, ws, wz], f"{name}/weight", axis=0)
     b.op("Conv", [x, w], f"{name}/signed", **attrs)
+    return None
 
 
-def _count(b: _Builder, act: ThresholdAct, value: str, int32: bool = False) -> None:
-    """``X = mult * sum_t [value >= theta_t] + offset`` over the levels axis (float32, exact);
-    ``int32``: the value and the thresholds are int32 (the digit-split stem)."""
+def _count(
+    b: _Builder, act: ThresholdAct, value: str, int32: bool = False, folded: bool = True
+) -> None:
+    """``X = mult * sum_t [value >= theta_t] + offset`` over the levels axis (float32, exact),
+    the numbers of :func:`~climbq_deploy.ir.integer_forms.count_plan`; ``int32``: the value and
+    the thresholds are int32 (the digit-split stem); ``folded``: the value already carries the
+    direction (a conv's ``d_c acc``), else a ``Mul`` by ``d`` comes first."""
     name = act.output
-    c, levels = act.thresholds.shape
+    plan = count_plan(act, folded)
+    if plan.direction is not None:
+        d = b.const(f"{name}/direction", plan.direction.astype(np.float32)[None, :, None, None])
+        value = b.op("Mul", [value, d], f"{name}/signed")
+    c, levels = plan.thresholds.shape
     axis = b.const(f"{name}/level_axis", np.array([2], np.int64))
     wide = b.op("Unsqueeze", [value, axis], f"{name}/wide")
     kind = np.int32 if int32 else np.float32
-    theta = b.const(f"{name}/thresholds", act.thresholds.astype(kind).reshape(c, levels, 1, 1))
+    theta = b.const(f"{name}/thresholds", plan.thresholds.astype(kind).reshape(c, levels, 1, 1))
     passed = b.op("GreaterOrEqual", [wide, theta], f"{name}/passed")
     as_float = b.op("Cast", [passed], f"{name}/passed_float", to=TensorProto.FLOAT)
     count = b.op("ReduceSum", [as_float, axis], f"{name}/count", keepdims=0)
-    mult = b.const(f"{name}/mult", np.array(act.mult, np.float32))
+    mult = b.const(f"{name}/mult", np.array(plan.mult, np.float32))
     scaled = b.op("Mul", [count, mult], f"{name}/scaled")
-    offset = b.const(f"{name}/offset", np.array(act.offset, np.float32))
+    offset = b.const(f"{name}/offset", np.array(plan.offset, np.float32))
     b.op("Add", [scaled, offset], name)
 
 

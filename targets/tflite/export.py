@@ -31,6 +31,8 @@ here, float64 there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from climbq_deploy.errors import ArtifactError, LoweringError
@@ -44,6 +46,14 @@ from climbq_deploy.ir.graph import (
     Relu,
     ThresholdAct,
 )
+from climbq_deploy.ir.integer_forms import (
+    conv_padding,
+    count_plan,
+    int16_digit_plan,
+    nhwc_pads,
+    signed_weight,
+)
+from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 from climbq_deploy.targets.tflite.builder import ModelBuilder
 from climbq_deploy.targets.tflite.flavour import (
     INT16_LIMIT,
@@ -54,21 +64,49 @@ from climbq_deploy.targets.tflite.flavour import (
 )
 from climbq_deploy.targets.tflite.reader import METADATA_NAME, read_program_bytes
 
-__all__ = ["METADATA_NAME", "WEIGHT_FORMS", "int4_split", "read_program_bytes", "write_tflite"]
-
-
-def _conv_padding(node: IntConv) -> str:
-    """TFLite's "SAME" equals torch's symmetric padding only at stride 1 (at stride 2 TFLite
-    pads the bottom/right more); other padded convs get an explicit PAD, then "VALID"."""
-    kernel = node.weight.shape[1]
-    if node.padding == 0:
-        return "VALID"
-    if node.stride == 1 and node.padding == kernel // 2 and kernel % 2 == 1:
-        return "SAME"
-    return "PAD"
-
+__all__ = [
+    "METADATA_NAME",
+    "TFLITE_EMITTERS",
+    "WEIGHT_FORMS",
+    "int4_split",
+    "read_program_bytes",
+    "write_tflite",
+]
 
 WEIGHT_FORMS = ("int8", "int4")
+
+
+class _Emit:
+    """What the emitters share while one model is written: the builder, the program, the
+    batch, and which TFLite tensor holds each IR tensor (int32 unless noted)."""
+
+    def __init__(self, graph: Graph, batch: int, weights: str) -> None:
+        self.b = ModelBuilder("climbq_deploy integer program")
+        self.graph = graph
+        self.batch = batch
+        self.weights = weights
+        self.index: dict[str, int] = {}  # IR tensor -> TFLite tensor holding it
+        self.int16_of: dict[str, int] = {}  # IR tensor -> its int16 copy (a conv input)
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return (self.batch, *self.graph.tensors[name].shape)
+
+    def as_int16(self, name: str) -> int:
+        if name not in self.int16_of:
+            spec = self.graph.tensors[name]
+            lo, hi = spec.bounds or (-(2**31), 2**31 - 1)
+            if lo < -INT16_LIMIT - 1 or hi > INT16_LIMIT:
+                raise LoweringError(
+                    f"tensor {name!r} range [{lo}, {hi}] does not fit int16, the TFLite conv input"
+                )
+            out = self.b.add_tensor(
+                f"{name}/int16", self.shape(name), "int16", scale=1.0, zero_point=0
+            )
+            self.b.add_operator("CAST", [self.index[name]], [out])
+            self.int16_of[name] = out
+        return self.int16_of[name]
 
 
 def write_tflite(
@@ -77,115 +115,111 @@ def write_tflite(
     """The ``.tflite`` bytes of a lowered program (see module docstring); ``program`` (the
     ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``.
     ``weights="int4"`` stores conv filters as packed INT4 wherever that is exact
-    (:func:`int4_split`); the outputs are the same as with int8 filters."""
+    (:func:`int4_split`); the outputs are the same as with int8 filters. Each layer
+    (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
+    :data:`TFLITE_EMITTERS`."""
     if weights not in WEIGHT_FORMS:
         raise ArtifactError(f"weights must be one of {WEIGHT_FORMS}, got {weights!r}")
-    b = ModelBuilder("climbq_deploy integer program")
-    index: dict[str, int] = {}  # IR tensor -> TFLite tensor holding it (int32 unless noted)
-    int16_of: dict[str, int] = {}
-    t = graph.tensors
-
-    def shape(name: str) -> tuple[int, ...]:
-        return (batch, *t[name].shape)
-
-    def as_int16(name: str) -> int:
-        if name not in int16_of:
-            spec = t[name]
-            lo, hi = spec.bounds or (-(2**31), 2**31 - 1)
-            if lo < -INT16_LIMIT - 1 or hi > INT16_LIMIT:
-                raise LoweringError(
-                    f"tensor {name!r} range [{lo}, {hi}] does not fit int16, the TFLite conv input"
-                )
-            out = b.add_tensor(f"{name}/int16", shape(name), "int16", scale=1.0, zero_point=0)
-            b.add_operator("CAST", [index[name]], [out])
-            int16_of[name] = out
-        return int16_of[name]
-
-    producers = {n.output: n for n in graph.nodes}
-    outputs: list[int] = []
-    for node in graph.nodes:
-        if isinstance(node, InputQuant):
-            kind = input_type(graph)
-            if kind == "int16":
-                x = b.add_tensor("input", shape(node.output), "int16", scale=1.0, zero_point=0)
-                int16_of[node.output] = x
-                cast = b.add_tensor(f"{node.output}/int32", shape(node.output), "int32")
-                b.add_operator("CAST", [x], [cast])
-                index[node.output] = cast
-            else:  # wider than int16: only the stem reads it, by digits
-                x = b.add_tensor("input", shape(node.output), "int32")
-                index[node.output] = x
-            inputs = [x]
-        elif isinstance(node, IntConv):
-            continue  # emitted with the ThresholdAct that consumes it
-        elif isinstance(node, ThresholdAct):
-            conv = producers[node.inputs[0]]
-            if isinstance(conv, IntConv) and isinstance(producers[conv.inputs[0]], InputQuant):
-                _stem_layer(b, graph, conv, node, inputs[0], batch, index)
-            elif (
-                isinstance(conv, IntConv) and node.shift is None and not thresholds_fit_int16(node)
-            ):  # thresholds beyond int16, partial sums below 2**24 (see int16_flavour)
-                _float_conv_layer(b, graph, conv, node, index[conv.inputs[0]], batch, index)
-            elif isinstance(conv, IntConv):
-                _threshold_layer(
-                    b, graph, conv, node, as_int16(conv.inputs[0]), batch, index, weights
-                )
-            else:
-                _count(
-                    b,
-                    node,
-                    index[node.inputs[0]],
-                    "int32",
-                    t[node.output].shape,
-                    batch,
-                    index,
-                    node.direction.astype(np.int32),
-                )
-        elif isinstance(node, Relu):
-            out = b.add_tensor(node.output, shape(node.output), "int32")
-            zero = b.add_tensor(f"{node.output}/zero", (), "int32", data=np.array(0, np.int32))
-            b.add_operator("MAXIMUM", [index[node.inputs[0]], zero], [out])
-            index[node.output] = out
-        elif isinstance(node, Add):
-            out = b.add_tensor(node.output, shape(node.output), "int32")
-            b.add_operator("ADD", [index[n] for n in node.inputs], [out])
-            index[node.output] = out
-        elif isinstance(node, GlobalSumPool):
-            out = b.add_tensor(node.output, shape(node.output), "int32")
-            axes = b.add_tensor(
-                f"{node.output}/axes", (2,), "int32", data=np.array([1, 2], np.int32)
-            )
-            b.add_operator("SUM", [index[node.inputs[0]], axes], [out], keep_dims=False)
-            index[node.output] = out
-        elif isinstance(node, Linear):
-            unit = t[node.inputs[0]].scale
-            pooled = index[node.inputs[0]]
-            as_float = b.add_tensor(f"{node.output}/float", shape(node.inputs[0]), "float32")
-            b.add_operator("CAST", [pooled], [as_float])
-            scaled = b.add_tensor(f"{node.output}/scaled", shape(node.inputs[0]), "float32")
-            unit_t = b.add_tensor(
-                f"{node.output}/unit", (), "float32", data=np.array(unit, np.float32)
-            )
-            b.add_operator("MUL", [as_float, unit_t], [scaled])
-            w = b.add_tensor(
-                f"{node.output}/weight",
-                node.weight.shape,
-                "float32",
-                data=node.weight.astype(np.float32),
-            )
-            bias = b.add_tensor(
-                f"{node.output}/bias", node.bias.shape, "float32", data=node.bias.astype(np.float32)
-            )
-            out = b.add_tensor("logits", shape(node.output), "float32")
-            b.add_operator("FULLY_CONNECTED", [scaled, w, bias], [out])
-            index[node.output] = out
-            outputs = [out]
-        else:
-            raise LoweringError(f"op {node.op!r} ({node.source!r}) has no TFLite form yet")
-    b.set_io(inputs, outputs)
+    e = _Emit(graph, batch, weights)
+    for layer in iter_layers(graph):
+        emit = op_entry(TFLITE_EMITTERS, layer)
+        if emit is None:
+            raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TFLite form yet")
+        emit(e, layer)
+    e.b.set_io(e.inputs, e.outputs)
     if program is not None:
-        b.add_metadata(METADATA_NAME, program)
-    return b.build()
+        e.b.add_metadata(METADATA_NAME, program)
+    return e.b.build()
+
+
+def _input(e: _Emit, node: InputQuant) -> None:
+    """The model input: int16 (then CAST to int32), or int32 when ``I`` is wider."""
+    b = e.b
+    if input_type(e.graph) == "int16":
+        x = b.add_tensor("input", e.shape(node.output), "int16", scale=1.0, zero_point=0)
+        e.int16_of[node.output] = x
+        cast = b.add_tensor(f"{node.output}/int32", e.shape(node.output), "int32")
+        b.add_operator("CAST", [x], [cast])
+        e.index[node.output] = cast
+    else:  # wider than int16: only the stem reads it, by digits
+        x = b.add_tensor("input", e.shape(node.output), "int32")
+        e.index[node.output] = x
+    e.inputs = [x]
+
+
+def _conv_layer(e: _Emit, layer: ConvLayer) -> None:
+    """The stem by digits, a layer beyond int16 as an exact float32 conv, any other as the
+    16x8 conv (then compare and count)."""
+    conv, act = layer.conv, layer.act
+    if layer.stem:
+        _stem_layer(e.b, e.graph, conv, act, e.inputs[0], e.batch, e.index)
+    elif act.shift is None and not thresholds_fit_int16(act):
+        # thresholds beyond int16, partial sums below 2**24 (see int16_flavour)
+        _float_conv_layer(e.b, e.graph, conv, act, e.index[conv.inputs[0]], e.batch, e.index)
+    else:
+        x16 = e.as_int16(conv.inputs[0])
+        _threshold_layer(e.b, e.graph, conv, act, x16, e.batch, e.index, e.weights)
+
+
+def _threshold_act(e: _Emit, node: ThresholdAct) -> None:
+    """A count of a non-conv value (e.g. a residual sum): multiply by ``d``, then count."""
+    hwc = e.graph.tensors[node.output].shape
+    _count(e.b, node, e.index[node.inputs[0]], "int32", hwc, e.batch, e.index, folded=False)
+
+
+def _relu(e: _Emit, node: Relu) -> None:
+    out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
+    zero = e.b.add_tensor(f"{node.output}/zero", (), "int32", data=np.array(0, np.int32))
+    e.b.add_operator("MAXIMUM", [e.index[node.inputs[0]], zero], [out])
+    e.index[node.output] = out
+
+
+def _add(e: _Emit, node: Add) -> None:
+    out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
+    e.b.add_operator("ADD", [e.index[n] for n in node.inputs], [out])
+    e.index[node.output] = out
+
+
+def _global_sum_pool(e: _Emit, node: GlobalSumPool) -> None:
+    out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
+    axes = e.b.add_tensor(f"{node.output}/axes", (2,), "int32", data=np.array([1, 2], np.int32))
+    e.b.add_operator("SUM", [e.index[node.inputs[0]], axes], [out], keep_dims=False)
+    e.index[node.output] = out
+
+
+def _linear(e: _Emit, node: Linear) -> None:
+    """Float head: CAST the pool sums to float32, MUL by their unit, FULLY_CONNECTED."""
+    b = e.b
+    unit = e.graph.tensors[node.inputs[0]].scale
+    pooled = e.index[node.inputs[0]]
+    as_float = b.add_tensor(f"{node.output}/float", e.shape(node.inputs[0]), "float32")
+    b.add_operator("CAST", [pooled], [as_float])
+    scaled = b.add_tensor(f"{node.output}/scaled", e.shape(node.inputs[0]), "float32")
+    unit_t = b.add_tensor(f"{node.output}/unit", (), "float32", data=np.array(unit, np.float32))
+    b.add_operator("MUL", [as_float, unit_t], [scaled])
+    w = b.add_tensor(
+        f"{node.output}/weight", node.weight.shape, "float32", data=node.weight.astype(np.float32)
+    )
+    bias = b.add_tensor(
+        f"{node.output}/bias", node.bias.shape, "float32", data=node.bias.astype(np.float32)
+    )
+    out = b.add_tensor("logits", e.shape(node.output), "float32")
+    b.add_operator("FULLY_CONNECTED", [scaled, w, bias], [out])
+    e.index[node.output] = out
+    e.outputs = [out]
+
+
+TFLITE_EMITTERS: dict[type, Callable[[_Emit, object], None]] = {
+    InputQuant: _input,
+    ConvLayer: _conv_layer,
+    ThresholdAct: _threshold_act,
+    Relu: _relu,
+    Add: _add,
+    GlobalSumPool: _global_sum_pool,
+    Linear: _linear,
+}
+"""Layer class -> the function writing it (:class:`~climbq_deploy.ir.layers.ConvLayer` or a
+node class); a layer without an entry is refused as having no TFLite form."""
 
 
 def _stem_layer(
@@ -206,24 +240,16 @@ def _stem_layer(
     through the 16x8 conv with multiplier 1, whose int16 output is then its exact
     accumulator. ``d acc = sum_k 2**(b k) A_k - 2**(B-1) sum W`` in int32 (``|conv(u)| <
     2**B max sum |W|`` is checked to fit), and the pure program's thresholds are compared in
-    int32.
+    int32. The numbers are :func:`~climbq_deploy.ir.integer_forms.int16_digit_plan`'s.
     """
     t = graph.tensors
     n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
     width = input_width(graph)
     wide_input = width > 16
     ho, wo, c = t[conv.output].shape
-    weight = conv.weight.astype(np.int32) * act.direction.astype(np.int32)[:, None, None, None]
-    weight_sum = int(np.abs(weight).reshape(c, -1).sum(axis=1).max())
-    bits = (
-        max(b for b in range(1, 9) if weight_sum * (2**b - 1) < 2**15) if weight_sum < 2**14 else 0
-    )
-    if bits == 0 or np.abs(weight).max(initial=0) > 127:
-        raise LoweringError(f"stem {conv.source!r}: weights too large for the digit split")
-    if weight_sum * 2**width > 2**31 - 1:
-        raise LoweringError(f"stem {conv.source!r}: {width}-bit input times weights exceeds int32")
-    count = -(-width // bits)  # digits of u in [0, 2**width)
-    bases = [2 ** (bits * k) for k in range(count - 1, -1, -1)]  # most significant first
+    weight = signed_weight(conv.weight, act.direction, np.int32)
+    plan = int16_digit_plan(weight, width, conv.source)
+    bases = plan.bases  # most significant first
     p = conv.padding
     hp, wp = h_ + 2 * p, w_ + 2 * p
     padded = (
@@ -233,9 +259,10 @@ def _stem_layer(
             f"{conv.output}/padded", (n_, hp, wp, c_in), "int16", scale=1.0, zero_point=0
         )
     )
-    pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
     b.add_operator(
-        "PAD", [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)], [padded]
+        "PAD",
+        [x16, b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=nhwc_pads(p))],
+        [padded],
     )
     full = (n_, hp, wp, c_in)
     if wide_input:
@@ -244,7 +271,7 @@ def _stem_layer(
         wide = b.add_tensor(f"{conv.output}/u", full, "int32")
         b.add_operator("CAST", [padded], [wide])
     offset = b.add_tensor(
-        f"{conv.output}/u_offset", (), "int32", data=np.array(2 ** (width - 1), np.int32)
+        f"{conv.output}/u_offset", (), "int32", data=np.array(plan.offset, np.int32)
     )
     u = b.add_tensor(f"{conv.output}/u_plus", full, "int32")
     b.add_operator("ADD", [wide, offset], [u])
@@ -304,13 +331,12 @@ def _stem_layer(
             b.add_operator("ADD", [total, part], [summed])
             part = summed
         total = part
-    correction = -(2 ** (width - 1)) * weight.reshape(c, -1).sum(axis=1)
     corr = b.add_tensor(
-        f"{conv.output}/offset_correction", (c,), "int32", data=correction.astype(np.int32)
+        f"{conv.output}/offset_correction", (c,), "int32", data=plan.correction.astype(np.int32)
     )
     acc = b.add_tensor(f"{conv.output}/acc32", (n_, ho, wo, c), "int32")
     b.add_operator("ADD", [total, corr], [acc])
-    _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
+    _count(b, act, acc, "int32", (ho, wo, c), batch, index)
 
 
 INT4_MIN, INT4_MAX = -8, 7
@@ -389,15 +415,14 @@ def _threshold_layer(
             f"layer {act.source!r}: thresholds in [{theta.min()}, {theta.max()}] "
             "leave int16; the exact TFLite form needs them inside"
         )
-    d = act.direction.astype(np.int16)
     ho, wo, c = t[conv.output].shape
-    weight = conv.weight.astype(np.int16) * d[:, None, None, None]
+    weight = signed_weight(conv.weight, act.direction, np.int16)
     if np.abs(weight).max(initial=0) > 127:
         raise LoweringError(
             f"conv {conv.source!r}: weights beyond int8 (8-bit odd grid) are not "
             "supported by the TFLite target yet"
         )
-    padding = _conv_padding(conv)
+    padding = conv_padding(conv)
     if padding == "PAD":
         p, (n_, h_, w_, c_) = conv.padding, (batch, *t[conv.inputs[0]].shape)
         padded = b.add_tensor(
@@ -407,8 +432,7 @@ def _threshold_layer(
             scale=1.0,
             zero_point=0,
         )
-        pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
-        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
+        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=nhwc_pads(p))
         b.add_operator("PAD", [x16, amounts], [padded])
         x16, padding = padded, "VALID"
     options = {"padding": padding, "stride_h": conv.stride, "stride_w": conv.stride}
@@ -454,7 +478,7 @@ def _threshold_layer(
     )
     acc = b.add_tensor(f"{conv.output}/acc16", (batch, ho, wo, c), "int16", scale=1.0, zero_point=0)
     b.add_operator(op, [x16, w, bias], [acc], **options)
-    _count(b, act, acc, "int16", (ho, wo, c), batch, index, None)
+    _count(b, act, acc, "int16", (ho, wo, c), batch, index)
 
 
 def _float_conv_layer(
@@ -480,20 +504,18 @@ def _float_conv_layer(
     theta = act.thresholds.astype(np.int64)
     if theta.size and (theta.min() < -(2**31) or theta.max() > 2**31 - 1):
         raise LoweringError(f"layer {act.source!r}: thresholds beyond int32")
-    d = act.direction.astype(np.float32)
     ho, wo, c = t[conv.output].shape
-    weight = conv.weight.astype(np.float32) * d[:, None, None, None]
+    weight = signed_weight(conv.weight, act.direction, np.float32)  # keeps -0.0 (bytes)
     n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
     x = b.add_tensor(f"{conv.output}/input_float", (n_, h_, w_, c_in), "float32")
     b.add_operator("CAST", [x32], [x])
-    padding = _conv_padding(conv)
+    padding = conv_padding(conv)
     if padding == "PAD":
         p = conv.padding
         padded = b.add_tensor(
             f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
         )
-        pads = np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)
-        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=pads)
+        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=nhwc_pads(p))
         b.add_operator("PAD", [x, amounts], [padded])
         x, padding = padded, "VALID"
     options: dict[str, object] = {
@@ -516,7 +538,7 @@ def _float_conv_layer(
     b.add_operator(op, [x, w, bias], [out], **options)
     acc = b.add_tensor(f"{conv.output}/acc32", (batch, ho, wo, c), "int32")
     b.add_operator("CAST", [out], [acc])
-    _count(b, act, acc, "int32", (ho, wo, c), batch, index, None)
+    _count(b, act, acc, "int32", (ho, wo, c), batch, index)
 
 
 def _requantization_scales(act: ThresholdAct) -> list[float]:
@@ -556,7 +578,7 @@ def _int4_conv(
     if e is None:  # the values fit int4 as they are (shifted per channel like int8 filters)
         acc = b.add_tensor(f"{conv.output}/acc16", nhwc, "int16", scale=1.0, zero_point=0)
         b.add_operator("CONV_2D", [x16, w, bias], [acc], **options)
-        _count(b, act, acc, "int16", nhwc[1:], nhwc[0], index, None)
+        _count(b, act, acc, "int16", nhwc[1:], nhwc[0], index)
         return
     half = b.add_tensor(f"{conv.output}/half16", nhwc, "int16", scale=1.0, zero_point=0)
     b.add_operator("CONV_2D", [x16, w, bias], [half], **options)
@@ -606,7 +628,7 @@ def _int4_conv(
         parts = masked
     acc = b.add_tensor(f"{conv.output}/acc32", nhwc, "int32")
     b.add_operator("ADD", [doubled, parts], [acc])
-    _count(b, act, acc, "int32", nhwc[1:], nhwc[0], index, None)
+    _count(b, act, acc, "int32", nhwc[1:], nhwc[0], index)
 
 
 def _count(
@@ -617,16 +639,21 @@ def _count(
     hwc: tuple[int, ...],
     batch: int,
     index: dict[str, int],
-    direction: np.ndarray | None,
+    folded: bool = True,
 ) -> None:
-    """Compare and count: ``X = mult * #{t : d value >= theta_t} + offset`` (int32 out).
+    """Compare and count: ``X = mult * #{t : d value >= theta_t} + offset`` (int32 out), the
+    numbers of :func:`~climbq_deploy.ir.integer_forms.count_plan`.
 
-    ``direction`` None: the value already carries the direction (conv weights times d)."""
+    ``folded``: the value already carries the direction (conv weights times d); else a MUL by
+    ``d`` comes first."""
     ho, wo, c = hwc
-    theta = act.thresholds.astype(np.int64)
-    if direction is not None:
+    plan = count_plan(act, folded)
+    theta = plan.thresholds
+    if plan.direction is not None:
         signed = b.add_tensor(f"{act.output}/signed", (batch, ho, wo, c), "int32")
-        d = b.add_tensor(f"{act.output}/direction", (c,), "int32", data=direction)
+        d = b.add_tensor(
+            f"{act.output}/direction", (c,), "int32", data=plan.direction.astype(np.int32)
+        )
         b.add_operator("MUL", [value, d], [signed])
         value = signed
     rows = batch * ho * wo
@@ -644,8 +671,8 @@ def _count(
     axis = b.add_tensor(f"{act.output}/axis", (1,), "int32", data=np.array([2], np.int32))
     count = b.add_tensor(f"{act.output}/count", (rows, c), "int32")
     b.add_operator("SUM", [ints, axis], [count], keep_dims=False)
-    mult = b.add_tensor(f"{act.output}/mult", (), "int32", data=np.array(act.mult, np.int32))
-    offset = b.add_tensor(f"{act.output}/offset", (), "int32", data=np.array(act.offset, np.int32))
+    mult = b.add_tensor(f"{act.output}/mult", (), "int32", data=np.array(plan.mult, np.int32))
+    offset = b.add_tensor(f"{act.output}/offset", (), "int32", data=np.array(plan.offset, np.int32))
     scaled = b.add_tensor(f"{act.output}/scaled", (rows, c), "int32")
     b.add_operator("MUL", [count, mult], [scaled])
     shifted = b.add_tensor(f"{act.output}/shifted", (rows, c), "int32")

@@ -30,7 +30,9 @@ from dataclasses import replace
 import numpy as np
 
 from climbq_deploy.errors import LoweringError
-from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, Node, ThresholdAct
+from climbq_deploy.ir.graph import Graph, InputQuant, IntConv, ThresholdAct
+from climbq_deploy.ir.integer_forms import partial_sum_bound
+from climbq_deploy.ir.layers import ConvLayer, iter_layers
 
 INT16_LIMIT = 32767
 MAX_SHIFT = 31
@@ -99,8 +101,6 @@ def float_conv_is_exact(graph: Graph, conv: IntConv) -> bool:
     """Whether ``conv`` computed as a float32 ``CONV_2D`` on its integer input is exact: every
     partial sum of any accumulation order (``sum |W| max|x|``) stays below 2**24, so float32
     holds each one exactly and the rounded result is the integer accumulator."""
-    from climbq_deploy.ir.passes.bound_tensors import partial_sum_bound
-
     lo, hi = graph.tensors[conv.inputs[0]].bounds or (-(2**31), 2**31 - 1)
     return partial_sum_bound(conv.weight, lo, hi) < FLOAT32_EXACT
 
@@ -109,21 +109,17 @@ def int16_flavour(graph: Graph) -> Graph:
     """Set ``shift`` and thresholds of every conv-fed ThresholdAct for the int16 TFLite form
     (``shift`` stays None in a layer where every channel's thresholds fit int16, and in a layer
     the export computes with an exact float32 conv instead: :func:`float_conv_is_exact`)."""
-    producers = {n.output: n for n in graph.nodes}
-    program_input = next(n.output for n in graph.nodes if isinstance(n, InputQuant))
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        conv = producers.get(node.inputs[0])
+    flavoured: dict[int, ThresholdAct] = {}  # id of an activation -> its int16 form
+    for layer in iter_layers(graph):
         if (
-            isinstance(node, ThresholdAct)
-            and isinstance(conv, IntConv)
-            and conv.inputs[0] != program_input  # the stem is computed exactly (digit split)
+            isinstance(layer, ConvLayer)
+            and not layer.stem  # the stem is computed exactly (digit split)
             # layers beyond int16 with an exact float32 conv keep the pure program
-            and (thresholds_fit_int16(node) or not float_conv_is_exact(graph, conv))
+            and (thresholds_fit_int16(layer.act) or not float_conv_is_exact(graph, layer.conv))
         ):
-            shift, theta = requantize_shift(node.thresholds, node.direction)
-            node = replace(
-                node, shift=shift if shift.any() else None, thresholds=theta.astype(np.int16)
+            act = layer.act
+            shift, theta = requantize_shift(act.thresholds, act.direction)
+            flavoured[id(act)] = replace(
+                act, shift=shift if shift.any() else None, thresholds=theta.astype(np.int16)
             )
-        nodes.append(node)
-    return graph.replace_nodes(nodes)
+    return graph.replace_nodes([flavoured.get(id(n), n) for n in graph.nodes])
