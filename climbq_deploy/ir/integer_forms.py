@@ -57,8 +57,8 @@ def partial_sum_bound(weight: np.ndarray, lo: int, hi: int) -> int:
     """Largest ``|partial sum|`` any accumulation order can reach: ``max_o sum |W| max|x|``.
 
     ``weight`` is any ``(O, ...)`` integer filter, inputs lie in ``[lo, hi]`` (zero padding adds
-    zeros, which never raise the bound). Exact integer (int64 sums of ``|W|``); 0 for an empty
-    filter."""
+    zeros, which never raise the bound). Exact integer (int64 sums of ``|W|``); 0 for a filter
+    without taps."""
     w = np.abs(weight.reshape(weight.shape[0], -1).astype(np.int64))
     return int(w.sum(axis=1).max() * max(abs(lo), abs(hi), 0)) if w.size else 0
 
