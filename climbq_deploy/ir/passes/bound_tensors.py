@@ -79,6 +79,7 @@ def conv_channel_bounds(weight: np.ndarray, lo: int, hi: int, padding: int) -> n
 
 
 # -- one rule per op: (node, input bounds, graph) -> (node, output bounds) ------------------------
+# (every input is bounded when a rule runs, except the uint8 image that input_quant reads: None)
 
 
 def _input_quant(node: InputQuant, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
@@ -148,6 +149,12 @@ def bound_tensors(graph: Graph) -> Graph:
         if rule is None:
             nodes.append(node)
             continue
+        unbounded = [n for n in node.inputs if n not in bounds and n != graph.input]
+        if unbounded:
+            raise LoweringError(
+                f"{node.op} {node.source!r} reads {unbounded[0]!r}, which has no proven "
+                "bounds (its producer's op has no entry in BOUND_RULES)"
+            )
         node, out = rule(node, [bounds.get(name) for name in node.inputs], graph)
         if out[0] < INT32[0] or out[1] > INT32[1]:
             raise LoweringError(f"{node.op} {node.source!r}: range {out} exceeds int32")
