@@ -47,6 +47,7 @@ from climbq_deploy.models import build_model
 from climbq_deploy.models.common import QuantModel, QuantSpec
 from climbq_deploy.quant.layers import ActQuant
 from climbq_deploy.quant.quantizers import PTQActivation
+from climbq_deploy.runfolder import guard_output_run
 from climbq_deploy.train.checkpoint import save_checkpoint
 from climbq_deploy.train.loop import dataset_loader, predict
 from climbq_deploy.train.metrics import long_tail_metrics
@@ -179,8 +180,12 @@ def _calibrated_model(
     return model, {"batchnorm_reestimated": True, "batchnorm_batches": passes}
 
 
-def calibrate(config: CalibrateConfig, out: str | Path) -> dict[str, Any]:
-    """Calibrate ``config.fp_run`` into run folder ``out``; return the metrics written there."""
+def calibrate(config: CalibrateConfig, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Calibrate ``config.fp_run`` into run folder ``out``; return the metrics written there.
+
+    ``out`` may not be the full-precision run, nor a folder holding a run unless
+    ``overwrite`` (:func:`~climbq_deploy.runfolder.guard_output_run`)."""
+    guard_output_run(out, {"full-precision": config.fp_run}, overwrite=overwrite)
     began = time.perf_counter()
     run = load_run(config.fp_run, config.data)
     _check_fp_run(run)

@@ -62,6 +62,12 @@ class TrainConfig:
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
         QuantSpec(self.method, self.wbits, self.abits, self.act_scaling)
+        if self.method not in ("fp32", "ptq") and 32 in (self.wbits, self.abits):
+            raise ConfigError(
+                f"method {self.method!r} with wbits {self.wbits} and abits {self.abits} leaves "
+                "the weights or the activations in float, which no target lowers to an integer "
+                "program; quantize both (e.g. --wbits 4 --abits 4) or use --method fp32"
+            )
         if self.loss is not None and self.loss not in LOSS_NAMES:
             raise ConfigError(f"unknown loss {self.loss!r}; expected one of {LOSS_NAMES}")
         if self.precision not in PRECISIONS:

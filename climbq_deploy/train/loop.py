@@ -39,6 +39,7 @@ from climbq_deploy.errors import ClimbQError, ConfigError
 from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
 from climbq_deploy.losses import distillation_loss, make_loss
 from climbq_deploy.models import build_model
+from climbq_deploy.runfolder import guard_output_run
 from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
 from climbq_deploy.train.config import TrainConfig
@@ -123,21 +124,6 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
         if not same:
             differ.append(f"{key}: {theirs[key]!r} -> {value!r}")
     return differ
-
-
-def _check_output_folder(config: TrainConfig, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write a run over its own inputs, or over a run that is there, unless asked."""
-    for name in ("init", "teacher"):
-        source = getattr(config, name)
-        if source and Path(source).resolve() == out.resolve():
-            raise ConfigError(
-                f"--out {out} is the --{name} run; write the new run to another folder"
-            )
-    if (out / CHECKPOINT).is_file() and not (resume or overwrite):
-        raise ConfigError(
-            f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it "
-            "or --overwrite to replace it"
-        )
 
 
 def _first_problem(exc: RuntimeError) -> str:
@@ -252,7 +238,12 @@ def train(
     if config.method == "ptq":
         raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
     out = Path(out)
-    _check_output_folder(config, out, resume, overwrite)
+    guard_output_run(
+        out,
+        {"--init": config.init, "--teacher": config.teacher},
+        overwrite=overwrite,
+        resume=resume,
+    )
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     parallel = init_distributed(device.type)

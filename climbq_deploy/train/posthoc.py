@@ -35,6 +35,7 @@ from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.export import CHECKPOINT, load_run
 from climbq_deploy.fileio import atomic_write, write_json
+from climbq_deploy.runfolder import guard_output_run
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
 from climbq_deploy.train.loop import predict
 from climbq_deploy.train.metrics import long_tail_metrics
@@ -69,13 +70,15 @@ def _prior_counts(metrics: dict[str, Any], source: Path, num_classes: int) -> li
     return [int(c) for c in counts]
 
 
-def adjust_logits(source: str | Path, out: str | Path, tau: float = 1.0) -> dict[str, Any]:
+def adjust_logits(
+    source: str | Path, out: str | Path, tau: float = 1.0, overwrite: bool = False
+) -> dict[str, Any]:
     """Fold ``-tau log(prior)`` into ``source``'s classifier bias and write run folder ``out``;
-    return the metrics written there (final-epoch model of ``source``, adjusted)."""
+    return the metrics written there (final-epoch model of ``source``, adjusted). ``out`` may
+    not be the source run, nor a folder holding a run unless ``overwrite``."""
     began = time.perf_counter()
-    source, out = Path(source), Path(out)
-    if out.resolve() == source.resolve():
-        raise ConfigError(f"--out {out} is the source run; write the adjusted run elsewhere")
+    source = Path(source)
+    out = guard_output_run(out, {"source": source}, overwrite=overwrite)
     run = load_run(source)
     state = load_checkpoint(source / CHECKPOINT)
     if RECORD in state:

@@ -132,6 +132,23 @@ def test_bad_requests_are_refused(fp_run: Path, tmp_path: Path) -> None:
         calibrate(CalibrateConfig(str(tmp_path / "q"), "ptq-w4a4"), tmp_path / "b")
 
 
+def test_the_full_precision_run_and_finished_runs_are_never_overwritten(
+    fp_run: Path, tmp_path: Path
+) -> None:
+    before = (fp_run / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="is the full-precision run"):
+        calibrate(CalibrateConfig(str(fp_run), "ptq-w4a4", calib_size=10), fp_run)
+    assert (fp_run / "checkpoint.pt").read_bytes() == before
+    config = CalibrateConfig(str(fp_run), "ptq-w4a4", calib_size=10)
+    calibrate(config, tmp_path / "q")
+    done = (tmp_path / "q" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run.*pass --overwrite"):
+        calibrate(CalibrateConfig(str(fp_run), "ptq-int8", calib_size=10), tmp_path / "q")
+    assert (tmp_path / "q" / "checkpoint.pt").read_bytes() == done
+    calibrate(CalibrateConfig(str(fp_run), "ptq-int8", calib_size=10), tmp_path / "q", True)
+    assert load_run(tmp_path / "q").config.wbits == 8
+
+
 def test_cli_calibrate(fp_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "q"
     argv = [

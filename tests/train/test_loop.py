@@ -78,7 +78,7 @@ def test_a_finished_run_is_never_replaced_unasked(data_dir, tmp_path) -> None:
     config = TrainConfig(data_dir, epochs=1, batch_size=64)
     first = train(config, tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    with pytest.raises(ConfigError, match=r"already holds a training run.*--resume.*--overwrite"):
+    with pytest.raises(ConfigError, match=r"already holds a run.*--resume.*--overwrite"):
         train(config, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
     again = train(config, tmp_path / "run", progress=False, overwrite=True)
@@ -125,6 +125,9 @@ def test_bad_config() -> None:
         TrainConfig("d", loss="focal")
     with pytest.raises(ConfigError, match="bits"):
         TrainConfig("d", method="climbq", wbits=1)
+    for wbits, abits in ((32, 4), (4, 32), (32, 32)):  # trains, but no target could lower it
+        with pytest.raises(ConfigError, match=r"leaves the weights or the activations in float"):
+            TrainConfig("d", method="climbq", wbits=wbits, abits=abits)
 
 
 def test_same_seed_same_metrics_and_best_on_validation(data_dir, tmp_path) -> None:

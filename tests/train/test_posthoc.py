@@ -97,6 +97,12 @@ def test_refusals(trained_syndigits, tmp_path) -> None:
         adjust_logits(tmp_path / "pla", tmp_path / "twice", 1.0)
     with pytest.raises(ArtifactError, match="is not a training run"):
         adjust_logits(tmp_path / "nothing", tmp_path / "x", 1.0)
+    done = (tmp_path / "pla" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run.*pass --overwrite"):
+        adjust_logits(q4, tmp_path / "pla", 0.5)
+    assert (tmp_path / "pla" / "checkpoint.pt").read_bytes() == done
+    adjust_logits(q4, tmp_path / "pla", 0.5, overwrite=True)
+    assert (tmp_path / "pla" / "checkpoint.pt").read_bytes() != done
 
 
 def test_cli_prints_before_and_after_and_exits_non_zero_on_bad_tau(
