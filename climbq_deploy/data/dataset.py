@@ -234,7 +234,7 @@ def load_dataset(folder: str | Path) -> ImageDataset:
     if missing or not isinstance(meta.get("class_names"), list):
         raise ArtifactError(f"{folder}: {META_FILE} lacks class_names or the arrays {missing}")
     try:
-        return ImageDataset(
+        dataset = ImageDataset(
             name=str(meta.get("name", folder.name)),
             class_names=tuple(str(n) for n in meta["class_names"]),
             train_images=arrays["train_images"],
@@ -246,3 +246,19 @@ def load_dataset(folder: str | Path) -> ImageDataset:
         )
     except DataError as exc:  # name the folder the bad arrays came from
         raise DataError(f"{folder}: {exc}") from None
+    _check_summary(meta, dataset, folder / META_FILE)
+    return dataset
+
+
+def _check_summary(meta: dict[str, Any], dataset: ImageDataset, path: Path) -> None:
+    """meta.json's summary fields (``image_shape``, ``counts``, ``sizes``, where present) must
+    describe the arrays: export and training read them, and a hand-edited or stale meta.json
+    would otherwise give a program for the wrong image size or wrong long-tail groups."""
+    actual = {
+        "image_shape": list(dataset.image_shape),
+        "counts": {split: dataset.counts(split) for split in _SPLITS},
+        "sizes": {split: len(dataset.split(split)[1]) for split in _SPLITS},
+    }
+    for key, value in actual.items():
+        if key in meta and meta[key] != value:
+            raise ArtifactError(f"{path}: {key} is {meta[key]!r} but the arrays give {value!r}")

@@ -53,6 +53,23 @@ def test_tampered_array_fails_its_hash(tmp_path) -> None:
         load_dataset(tmp_path / "d")
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("image_shape", [16, 16, 3]),
+        ("counts", {"train": [4, 1], "test": [2, 2]}),
+        ("sizes", {"train": 5, "test": 3}),
+    ],
+)
+def test_a_summary_that_disagrees_with_the_arrays_is_refused(tmp_path, key, value) -> None:
+    save_dataset(tiny(), tmp_path / "d")
+    meta = json.loads((tmp_path / "d/meta.json").read_text())
+    meta[key] = value
+    (tmp_path / "d/meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=rf"meta.json: {key} is .* but the arrays give"):
+        load_dataset(tmp_path / "d")
+
+
 def test_truncated_npz_is_a_clear_error(tmp_path) -> None:
     save_dataset(tiny(), tmp_path / "d")
     data = (tmp_path / "d/data.npz").read_bytes()
