@@ -151,7 +151,7 @@ class _Builder:
 
 class _Emit:
     """What the emitters share while one model is written: the builder, the program, the
-    value steps and Q/DQ pairs made so far, the program input and the model's outputs."""
+    value steps and Q/DQ pairs made so far, the model's input and outputs."""
 
     def __init__(self, graph: Graph, weights: str) -> None:
         self.b = _Builder()
@@ -160,7 +160,6 @@ class _Emit:
         self.qdq_of: dict[str, str] = {}
         self.zero8 = self.b.const("zero_int8", np.array(0, np.int8))
         self.step = value_steps(graph)
-        self.program_input: str | None = None
         self.input_info: onnx.ValueInfoProto | None = None
         self.outputs: list[onnx.ValueInfoProto] = []
 
@@ -219,7 +218,6 @@ def write_onnx(
 
 def _input(e: _Emit, node: InputQuant) -> None:
     """The program input ``I``: float32 NCHW, batch ``N`` dynamic."""
-    e.program_input = node.output
     c_h_w = e.graph.tensors[node.output].shape
     e.input_info = helper.make_tensor_value_info(
         node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
