@@ -1025,7 +1025,15 @@ def render(done: list[dict[str, Any]], missing: list[dict[str, Any]], header: di
         "on test; Menon et al. 2021): the same final-epoch weights, a decision rule for the "
         "balanced test set; every method of a base gets it. In accuracy.json, `seconds` is a run's "
         "training wall time (a pause of the process counts) and `median_epoch_seconds` its median "
-        "epoch, which a pause does not move."
+        "epoch, which a pause does not move. "
+        "HomoVar bounds: every ClimbQ+ row here was trained before 2026-12-07, when HomoV"
+        "ar sorted its bounds (now `--loss-option bounds=sorted`); the authors' code, the"
+        " faithful default since, takes them unsorted (method §5). Not retrained with the"
+        " fix; measured at the start of QAT on CIFAR-10-LT γ=50 over one epoch of batches"
+        " (research/results/homovar_bounds.md), the class weights differ in 10 of 110 bat"
+        "ches from the 2-bit bn2 start and 6 of 110 from the 4-bit start, by up to 18.5 %"
+        " of a class weight (median 3.8 % / 4.3 % where they differ). Rows with `variant="
+        "corrected` (`loss-corrected`) sort in both versions."
     )
     lines += bars.bars_markdown(done)
     sections = [
