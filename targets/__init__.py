@@ -161,11 +161,16 @@ def option_owners(name: str) -> list[type]:
 def get_target(name: str, /, *values: Any, **options: Any) -> Target:
     """The target called ``name`` with its options: positional ``values`` fill the fields of
     its ``Options`` in order (``get_target("tflite", "ref")``), keywords by name; None means
-    the default. ConfigError for an unknown target or an option it does not have."""
+    the default (also past the last field: ``get_target("numpy", None, None)``). ConfigError
+    for an unknown target or an option it does not have."""
     cls = target_class(name)
     fields = list(option_fields(cls))
-    if len(values) > len(fields):
-        raise ConfigError(f"target {name!r} takes {len(fields)} option(s), got {len(values)}")
+    extra = [value for value in values[len(fields) :] if value is not None]
+    if extra:
+        raise ConfigError(
+            f"target {name!r} takes {len(fields)} option(s) ({', '.join(fields)}), got {extra!r} "
+            "beyond them"
+        )
     given = {**dict(zip(fields, values, strict=False)), **options}
     given = {key: value for key, value in given.items() if value is not None}
     for key, value in given.items():

@@ -106,6 +106,11 @@ def test_built_in_options_are_the_documented_ones() -> None:
     assert get_target("tflite", "ref").engine == "ref"  # positional: the fields in order
     assert get_target("tensorrt", "tensorrt").engine == "tensorrt"
     assert get_target("numpy").engine == "numpy" and get_target("numpy").reference
+    # the demo's call shape: (name, kernels or runtime, weights), None for "the default"
+    assert get_target("numpy", None, None).options == TARGETS["numpy"].Options()
+    assert get_target("tflite", "xnnpack", "int4").options.weights == "int4"
+    with pytest.raises(ConfigError, match="takes 1 option"):
+        get_target("numpy", None, "int4")
 
 
 def test_weight_choices_match_the_exporters() -> None:
