@@ -10,11 +10,8 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/climbq
-COPY pyproject.toml README.md ./
-COPY climbq_deploy ./climbq_deploy
-COPY calibration ./calibration
-COPY kernels ./kernels
-COPY targets ./targets
+# The package's sources only: .dockerignore lets in nothing else (no .venv, runs, tests).
+COPY . ./
 # Versions are pinned in pyproject.toml (torch==2.13.0); "." is this package.
 # hadolint ignore=DL3013
 RUN pip install ".[tflite,onnx]" && climbq demo --help > /dev/null
