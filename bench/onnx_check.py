@@ -116,7 +116,7 @@ def latency(run_dir: Path) -> dict[str, Any]:
         )
     tflite = run_dir / "model.tflite"
     if tflite.is_file():
-        from climbq_deploy.bench import bench_tflite
+        from climbq_deploy.targets.tflite.bench import bench_tflite
 
         out["litert_xnnpack_b1_p50_ms"] = bench_tflite(tflite, repeats=50)["latency_ms"]["p50"]
     return out

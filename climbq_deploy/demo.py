@@ -136,7 +136,9 @@ def _train(spec: ModelSpec, config: TrainConfig, run: Path) -> dict[str, Any]:
             _say(f"{spec.name}: reusing {metrics_file}")
             return metrics
     resume = (run / "checkpoint.pt").is_file() and not metrics_file.is_file()
-    return train(config, run, resume=resume)
+    if metrics_file.is_file():  # the demo's own run, finished with other settings (--quick)
+        _say(f"{spec.name}: {run} was trained with other settings; training it again")
+    return train(config, run, resume=resume, overwrite=not resume)
 
 
 def _deploy(run: Path, spec: TargetSpec, plan: DemoPlan, data: Path) -> dict[str, Any]:

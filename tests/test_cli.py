@@ -176,3 +176,35 @@ def test_show_detects_a_tampered_dataset(tmp_path) -> None:
     np.savez(tmp_path / "data.npz", **data)
     result = climbq("data", "show", tmp_path)
     assert result.returncode == 2 and "fails its sha256 check" in result.stderr
+
+
+def test_run_folders_are_never_replaced_unasked(trained_syndigits, tmp_path) -> None:
+    """calibrate/adjust-logits/train refuse their input run and a finished run as --out
+    (exit 2, one clear line, every file unchanged) unless --overwrite."""
+    import shutil
+
+    data, fp, q4, _ = trained_syndigits
+    fp_copy = tmp_path / "fp"
+    shutil.copytree(fp, fp_copy)
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    before = files(fp_copy)
+    out = climbq(
+        "calibrate", fp_copy, "--method", "ptq-w4a4", "--calib-size", "10", "--out", fp_copy
+    )
+    assert out.returncode == 2 and "is the full-precision run" in out.stderr
+    out = climbq("train", "--data", data, "--epochs", "1", "--out", fp_copy)
+    assert (
+        out.returncode == 2 and "already holds a run" in out.stderr and "--overwrite" in out.stderr
+    )
+    assert files(fp_copy) == before
+    assert climbq("adjust-logits", q4, "--out", tmp_path / "pla").returncode == 0
+    adjusted = files(tmp_path / "pla")
+    out = climbq("adjust-logits", q4, "--out", tmp_path / "pla", "--tau", "0.5")
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert files(tmp_path / "pla") == adjusted
+    out = climbq("adjust-logits", q4, "--out", tmp_path / "pla", "--tau", "0.5", "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert files(tmp_path / "pla")["checkpoint.pt"] != adjusted["checkpoint.pt"]

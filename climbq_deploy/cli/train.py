@@ -32,6 +32,11 @@ def _add_train(commands: Any) -> None:
     _add_start_options(tr)
     tr.add_argument("--out", required=True, type=Path, help="RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that OUT holds (refused otherwise)",
+    )
     tr.set_defaults(handler=_cmd_train)
 
 
@@ -161,6 +166,11 @@ def _add_calibrate(commands: Any) -> None:
     cal.add_argument("--batch-size", type=positive_int, default=250, help="forward-pass batch")
     cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
     cal.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    cal.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that OUT holds (refused otherwise)",
+    )
     cal.add_argument("--json", action="store_true", help="print metrics.json")
     cal.set_defaults(handler=_cmd_calibrate)
 
@@ -171,6 +181,11 @@ def _add_adjust_logits(commands: Any) -> None:
     )
     adj.add_argument("run", type=Path, help="finished RUN folder (climbq train)")
     adj.add_argument("--out", required=True, type=Path, help="output RUN folder")
+    adj.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that OUT holds (refused otherwise)",
+    )
     adj.add_argument(
         "--tau", type=float, default=1.0, help="bias -= tau * log(prior); 1 (default) undoes it"
     )
@@ -209,7 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         distill_temperature=args.distill_temperature,
         teacher=args.teacher,
     )
-    metrics = train(config, args.out, resume=args.resume)
+    metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
         return
     _print_training(metrics, args.out)
@@ -247,7 +262,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
         args.batch_size,
         args.data,
     )
-    metrics = calibrate(config, args.out)
+    metrics = calibrate(config, args.out, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -264,7 +279,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
 def _cmd_adjust_logits(args: argparse.Namespace) -> None:
     from climbq_deploy.train.posthoc import adjust_logits
 
-    metrics = adjust_logits(args.run, output_folder(args.out), args.tau)
+    metrics = adjust_logits(args.run, output_folder(args.out), args.tau, args.overwrite)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
