@@ -123,7 +123,12 @@ class OnnxRuntimeRunner:
         options.use_deterministic_compute = True
         options.enable_cpu_mem_arena = False  # give the large count tensors back after a run
         options.intra_op_num_threads = self.threads
-        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        # the file's own contract (the INT4 head's accuracy level), and the same for older files
+        # written before the contract travelled in them
+        from climbq_deploy.targets.tensorrt.export import ORT_SESSION_CONFIG_INT4, session_config
+
+        for key, value in {**ORT_SESSION_CONFIG_INT4, **session_config(model)}.items():
+            options.add_session_config_entry(key, value)
         return self._ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )

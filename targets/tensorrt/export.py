@@ -43,6 +43,7 @@ So every integer tensor of the program is exact in this model (float32 holds int
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -75,6 +76,15 @@ from climbq_deploy.ir.integer_forms import (
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 
 METADATA_NAME = "climbq_program"
+# The INT4 head's contract with ONNX Runtime. ORT fuses ``DequantizeLinear(INT4) -> MatMul``
+# into ``MatMulNBits`` and, at its default accuracy level, quantizes the MatMul's activations
+# (the pool sums) to int8: the logits then differ from the program (measured: up to 0.01 on
+# a 4-bit ResNet-20, 2 of 1000 top-1 moved). Accuracy level 0 keeps the float activations,
+# and the logits equal the program's to float32 rounding. The file carries the setting (as
+# JSON, in the metadata ``onnxruntime_session_config``); the toolkit's runners apply it, and a
+# user's session must too (``SessionOptions.add_session_config_entry(key, value)`` for each).
+ORT_SESSION_CONFIG_KEY = "onnxruntime_session_config"
+ORT_SESSION_CONFIG_INT4 = {"session.qdq_matmulnbits_accuracy_level": "0"}
 WEIGHTS = ("int8", "int4")
 OPSET = {"int8": 17, "int4": 21}  # INT4 DequantizeLinear needs opset 21
 INT8 = (-128, 127)
@@ -210,6 +220,8 @@ def write_onnx(
     )
     model.ir_version = 10 if weights == "int4" else 8
     props = {"weights": weights, "input_layout": "NCHW float32 integer input I (host quantized)"}
+    if weights == "int4":
+        props[ORT_SESSION_CONFIG_KEY] = json.dumps(ORT_SESSION_CONFIG_INT4, sort_keys=True)
     if program is not None:
         props[METADATA_NAME] = base64.b64encode(program).decode("ascii")
     helper.set_model_props(model, props)
@@ -434,3 +446,21 @@ def read_program_bytes(model: onnx.ModelProto, path: object = "model") -> bytes:
             except ValueError:
                 raise ArtifactError(f"{path}: corrupt {METADATA_NAME} metadata") from None
     raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
+
+
+def session_config(model: onnx.ModelProto) -> dict[str, str]:
+    """The ONNX Runtime session settings a model written by :func:`write_onnx` needs to
+    compute its program exactly (empty for the INT8 files): its
+    ``onnxruntime_session_config`` metadata."""
+    for prop in model.metadata_props:
+        if prop.key == ORT_SESSION_CONFIG_KEY:
+            try:
+                config = json.loads(prop.value)
+            except ValueError:
+                config = None
+            if not isinstance(config, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in config.items()
+            ):
+                raise ArtifactError(f"corrupt {ORT_SESSION_CONFIG_KEY} metadata: {prop.value!r}")
+            return config
+    return {}
