@@ -15,19 +15,8 @@ from typing import Any
 import numpy as np
 
 from climbq_deploy.errors import DataError
-from climbq_deploy.ir.graph import (
-    Add,
-    GlobalSumPool,
-    Graph,
-    InputQuant,
-    IntConv,
-    IntLinear,
-    Linear,
-    Node,
-    Relu,
-    TensorSpec,
-    ThresholdAct,
-)
+from climbq_deploy.ir import graph as ir
+from climbq_deploy.ir.graph import Graph, IntConv, Node, TensorSpec
 from climbq_deploy.ir.integer_forms import partial_sum_bound
 from climbq_deploy.ir.serialize import load_program
 from climbq_deploy.kernels import ops
@@ -63,20 +52,20 @@ def _input_scale(node: Node, graph: Graph) -> float | None:
 
 Kernel = Callable[[Any, list[np.ndarray], Graph], np.ndarray]
 REFERENCE_KERNELS: dict[type[Node], Kernel] = {
-    InputQuant: lambda node, x, graph: ops.input_quant(x[0], node.mean, node.std, node.step),
-    IntConv: lambda node, x, graph: ops.int_conv(
+    ir.InputQuant: lambda node, x, graph: ops.input_quant(x[0], node.mean, node.std, node.step),
+    ir.IntConv: lambda node, x, graph: ops.int_conv(
         x[0], node.weight, node.stride, node.padding, node.groups, _conv_partial_bound(node, graph)
     ),
-    ThresholdAct: lambda node, x, graph: ops.threshold_act(
+    ir.ThresholdAct: lambda node, x, graph: ops.threshold_act(
         x[0], node.thresholds, node.direction, node.mult, node.offset, node.shift
     ),
-    Relu: lambda node, x, graph: ops.relu(x[0]),
-    Add: lambda node, x, graph: ops.add(x[0], x[1]),
-    GlobalSumPool: lambda node, x, graph: ops.global_sum_pool(x[0]),
-    Linear: lambda node, x, graph: ops.linear(
+    ir.Relu: lambda node, x, graph: ops.relu(x[0]),
+    ir.Add: lambda node, x, graph: ops.add(x[0], x[1]),
+    ir.GlobalSumPool: lambda node, x, graph: ops.global_sum_pool(x[0]),
+    ir.Linear: lambda node, x, graph: ops.linear(
         x[0], node.weight, node.bias, _input_scale(node, graph)
     ),
-    IntLinear: lambda node, x, graph: ops.int_linear(
+    ir.IntLinear: lambda node, x, graph: ops.int_linear(
         x[0], node.weight, node.weight_scale, node.bias, _input_scale(node, graph)
     ),
 }

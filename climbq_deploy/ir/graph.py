@@ -68,6 +68,17 @@ class Node:
 
     op = "node"
 
+    def place(self) -> dict[str, Any]:
+        """The fields that place a node in the program (``name``, ``inputs``, ``output``,
+        ``source``): a pass that replaces a node by another op keeps them,
+        ``NewOp(**node.place(), ...)``."""
+        return {
+            "name": self.name,
+            "inputs": self.inputs,
+            "output": self.output,
+            "source": self.source,
+        }
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The node's array fields (weights, thresholds, ...)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if _is_array(self, f.name)}

@@ -46,6 +46,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -279,23 +280,15 @@ def _statistics(
     )
 
 
-def homovar_class_weights(
-    features: Tensor,
-    labels: Tensor,
-    class_counts: Tensor | Sequence[int] | np.ndarray,
-    alpha: float = 0.05,
-    beta: float = 0.999,
-    variant: str = "faithful",
-    bounds: str | None = None,
-) -> Tensor:
-    """HomoVar class weights ``w_k`` (K,), float32, positive, summing to K, without gradient.
+def homovar_class_weights(*args: Any, **kwargs: Any) -> Tensor:
+    """HomoVar class weights ``w_k`` (K,), float32, positive, summing to K, without gradient:
+    ``homovar_bounds(*args, **kwargs).weights`` (the same arguments; it also gives every
+    intermediate).
 
     Equal to the class-balanced weights of Cui et al. (:func:`class_balanced_weights` in
-    ``longtail``) whenever every ``n_k`` lies within its bounds. See :func:`homovar_bounds` for
-    the arguments and the intermediates.
+    ``longtail``) whenever every ``n_k`` lies within its bounds.
     """
-    statistics = homovar_bounds(features, labels, class_counts, alpha, beta, variant, bounds)
-    return statistics.weights.to(torch.float32)
+    return homovar_bounds(*args, **kwargs).weights.to(torch.float32)
 
 
 def log_prior(counts: np.ndarray, tau: object) -> tuple[float, Tensor]:

@@ -74,6 +74,7 @@ from climbq_deploy.ir.integer_forms import (
     value_steps,
 )
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
+from climbq_deploy.ir.passes.quantize_head import per_row_head
 
 METADATA_NAME = "climbq_program"
 # The INT4 head's contract with ONNX Runtime. ORT fuses ``DequantizeLinear(INT4) -> MatMul``
@@ -108,18 +109,7 @@ def int4_head(graph: Graph) -> Graph:
                 if isinstance(node, IntLinear)
                 else node.weight.astype(np.float64)
             )
-            peak = np.abs(weight).max(axis=1)
-            scale = np.where(peak > 0, peak / INT4_MAX, 1.0)
-            w_q = np.clip(np.rint(weight / scale[:, None]), -INT4_MAX, INT4_MAX).astype(np.int8)
-            node = IntLinear(
-                name=node.name,
-                inputs=node.inputs,
-                output=node.output,
-                source=node.source,
-                weight=w_q,
-                weight_scale=scale,
-                bias=node.bias,
-            )
+            node = per_row_head(node, weight, INT4_MAX)
         nodes.append(node)
     return replace(graph.replace_nodes(nodes), meta={**graph.meta, "head_weights": "int4"})
 

@@ -88,10 +88,7 @@ def derive_thresholds(graph: Graph) -> Graph:
         index[node.output] = len(nodes)
         nodes.append(
             ThresholdAct(
-                name=node.name,
-                inputs=node.inputs,
-                output=node.output,
-                source=node.source,
+                **node.place(),
                 thresholds=theta,
                 direction=direction,
                 mult=node.mult,

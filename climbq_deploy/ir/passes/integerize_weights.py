@@ -57,10 +57,7 @@ def integerize_weights(graph: Graph) -> Graph:
         b = np.zeros(channels) if node.affine_shift is None else node.affine_shift
         nodes.append(
             IntConv(
-                name=node.name,
-                inputs=node.inputs,
-                output=node.output,
-                source=node.source,
+                **node.place(),
                 weight=integer_weight(node),
                 weight_bits=node.weight_bits,
                 weight_grid=node.weight_grid,

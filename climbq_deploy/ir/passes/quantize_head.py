@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from climbq_deploy.errors import LoweringError
-from climbq_deploy.ir.graph import Graph, IntLinear, Linear, Node
+from climbq_deploy.ir.graph import Graph, IntLinear, Linear
 
 HEAD_BITS = (8, 4)
 
@@ -21,20 +21,15 @@ def quantize_head(graph: Graph, bits: int = 8) -> Graph:
     if bits not in HEAD_BITS:
         raise LoweringError(f"head bits must be one of {HEAD_BITS}, got {bits!r}")
     q = 2 ** (bits - 1) - 1
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        if isinstance(node, Linear):
-            peak = np.abs(node.weight).max(axis=1)
-            scale = np.where(peak > 0, peak / q, 1.0)
-            w_q = np.clip(np.rint(node.weight / scale[:, None]), -q, q).astype(np.int8)
-            node = IntLinear(
-                name=node.name,
-                inputs=node.inputs,
-                output=node.output,
-                source=node.source,
-                weight=w_q,
-                weight_scale=scale,
-                bias=node.bias,
-            )
-        nodes.append(node)
+    nodes = [per_row_head(n, n.weight, q) if isinstance(n, Linear) else n for n in graph.nodes]
     return graph.replace_nodes(nodes)
+
+
+def per_row_head(node: Linear | IntLinear, weight: np.ndarray, q: int) -> IntLinear:
+    """``node`` as an :class:`IntLinear` whose rows are ``weight`` (the head's real weights,
+    ``(classes, K)``) quantized symmetrically to ``[-q, q]`` (module docstring; computed in
+    ``weight``'s dtype), with ``node``'s bias and place in the program."""
+    peak = np.abs(weight).max(axis=1)
+    scale = np.where(peak > 0, peak / q, 1.0)
+    w_q = np.clip(np.rint(weight / scale[:, None]), -q, q).astype(np.int8)
+    return IntLinear(**node.place(), weight=w_q, weight_scale=scale, bias=node.bias)
