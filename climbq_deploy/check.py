@@ -17,6 +17,7 @@ What is compared, and why:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,11 +30,12 @@ from tqdm import tqdm
 
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ConfigError, DataError, TargetUnavailableError
-from climbq_deploy.export import TrainedRun, load_run
+from climbq_deploy.bench import check_images
+from climbq_deploy.export import TrainedRun, load_run, lower_run, run_config
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.kernels import ReferenceModel, ops
 from climbq_deploy.quant.layers import ActQuant
-from climbq_deploy.targets import DEFAULT_TARGET, Target, get_target
+from climbq_deploy.targets import DEFAULT_TARGET, Target, get_target, refuse_unlowerable
 
 
 @dataclass
@@ -127,44 +129,76 @@ def check_run(
     ``target``: a target (``get_target("tflite", kernels="ref")``) or a registered name;
     ``kernels``: with a name, the target's first option (the kernels or runtime that run it,
     :func:`~climbq_deploy.targets.get_target`'s positional value).
-    ``artifact`` defaults to a fresh export into ``RUN/model<suffix>`` (kept, written
-    atomically). ``limit`` checks ``limit`` evenly spaced test images (indices
+    ``artifact``: the file to check, as it is (it must read images of ``data``'s size). None:
+    the run is exported afresh (with ``head`` and the target's export options) into a
+    temporary folder that is removed afterwards; nothing is written into the run folder and
+    the record's ``artifact`` is None. A run the target cannot lower exactly (its declared
+    :attr:`~climbq_deploy.targets.base.TargetBase.lowers`) is refused before any work.
+    ``limit`` checks ``limit`` evenly spaced test images (indices
     ``round(linspace(0, N - 1, limit))``; test splits are stored class by class, so the first
     images would all be one class); the record says how many.
     """
     if not isinstance(target, str) and kernels is not None:
         raise ConfigError(f"kernels={kernels!r} with a target object: set it in its options")
     client = get_target(target, kernels) if isinstance(target, str) else target
-    target_name = client.name
     reason = client.unavailable()
     if reason:
-        raise TargetUnavailableError(f"target {target_name!r} cannot run here: {reason}")
+        raise TargetUnavailableError(f"target {client.name!r} cannot run here: {reason}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be >= 1, got {limit}")
+    if artifact is None:
+        refuse_unlowerable(client, run_config(run_dir), head)
     run = load_run(run_dir, data)
     began = time.perf_counter()
-    if artifact is None:
-        from climbq_deploy.export import lower_run
+    if artifact is not None:
+        record = _compare(
+            run, client, Path(artifact), str(artifact), data, batch_size, limit, progress
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="climbq-check-") as scratch:
+            graph = lower_run(run, head=head, input_bits=client.input_bits)
+            fresh = client.export(graph, Path(scratch) / f"model{client.suffix}")
+            label = f"a fresh export of {run_dir}"
+            record = _compare(run, client, fresh, label, data, batch_size, limit, progress)
+    record.update(
+        artifact=None if artifact is None else str(artifact),
+        run=str(run_dir),
+        head=head,
+        seconds=time.perf_counter() - began,
+    )
+    return record
 
-        suffix = "" if head == "float" else f".{head}-head"
-        artifact = Path(run_dir) / f"model{suffix}{client.suffix}"
-        client.export(lower_run(run, head=head, input_bits=client.input_bits), Path(artifact))
-    runner = client.load(Path(artifact))
+
+def _compare(
+    run: TrainedRun,
+    client: Target,
+    artifact: Path,
+    label: str,
+    data: str | Path | None,
+    batch_size: int,
+    limit: int | None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The record of ``client``'s artifact at ``artifact`` (``label`` in messages) against the
+    torch model of ``run`` on the test split of ``data`` (default: the run's dataset)."""
+    runner = client.load(artifact)
     graph: Graph = runner.graph
     oracle = None if client.reference else ReferenceModel(graph)
     step = next(n for n in graph.nodes if isinstance(n, InputQuant))
     layers = [n.source for n in graph.nodes if isinstance(n, ThresholdAct)]
     acts = {n.output: n.source for n in graph.nodes if isinstance(n, ThresholdAct)}
-    dataset = load_dataset(data if data is not None else run.config.data)
+    data_dir = data if data is not None else run.config.data
+    dataset = load_dataset(data_dir)
+    check_images(dataset, graph, data_dir, label)
     images, labels = dataset.test_images, dataset.test_labels
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"limit must be >= 1, got {limit}")
         chosen = np.unique(np.round(np.linspace(0, len(images) - 1, limit)).astype(np.int64))
         images, labels = images[chosen], labels[chosen]
     exact = _float64_copy(run)
     hooks = _TorchCodes(exact, layers)
     tally = _Tally(layers, dict.fromkeys(layers, 0), dict.fromkeys(layers, 0))
     bar = tqdm(
-        total=len(images), desc=f"check {target_name}", unit="img", disable=not progress or None
+        total=len(images), desc=f"check {client.name}", unit="img", disable=not progress or None
     )
     try:
         for batch, y in _batches(images, labels, batch_size):
@@ -210,17 +244,12 @@ def check_run(
             kernels=client.engine,
         )
     record.update(
-        target=target_name,
-        artifact=str(artifact),
-        run=str(run_dir),
-        head=head,
-        input_step=step.step,
-        seconds=time.perf_counter() - began,
+        target=client.name, artifact_bytes=artifact.stat().st_size, input_step=step.step
     )
     if client.exact and not tally.oracle_equal:
         raise DataError(
-            f"target {target_name!r} ({record['kernels']}) differs from the NumPy reference "
-            f"of its program on {artifact} (codes or top-1) although it should be "
+            f"target {client.name!r} ({record['kernels']}) differs from the NumPy reference "
+            f"of its program on {label} (codes or top-1) although it should be "
             f"exact; top-1 agreement with torch {record['top1_agreement']}, max logit "
             f"diff to the reference {tally.oracle_logit_diff:.3g}"
         )

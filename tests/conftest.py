@@ -104,6 +104,42 @@ def trained_syndigits(tmp_path_factory):
     return data, root / "fp", root / "q4", metrics
 
 
+def tiny_dataset(seed: int = 0, size: int = 16):
+    """A 2-class dataset of random ``size`` x ``size`` images (8 train, 4 test)."""
+    from climbq_deploy.data.dataset import ImageDataset
+
+    rng = np.random.default_rng(seed)
+    return ImageDataset(
+        name="tiny",
+        class_names=("a", "b"),
+        train_images=rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8),
+        train_labels=np.array([0, 0, 0, 0, 0, 1, 1, 1], dtype=np.int64),
+        test_images=rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8),
+        test_labels=np.array([0, 0, 1, 1], dtype=np.int64),
+        info={"normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+    )
+
+
+def make_random_run(folder: Path, data: Path, method: str, bits: int) -> Path:
+    """A run folder with random weights (no training): checkpoint.pt (config + state) and
+    metrics.json; an ordinary run to ``export``, ``check``, ``bench`` and ``calibrate``."""
+    import json
+
+    from climbq_deploy.models import build_model
+    from climbq_deploy.train.checkpoint import save_checkpoint
+    from climbq_deploy.train.config import TrainConfig
+
+    config = TrainConfig(str(data), method=method, wbits=bits, abits=bits, epochs=1)
+    torch.manual_seed(0)
+    model = build_model(config.arch, 2, config.quant_spec).eval()
+    folder.mkdir(parents=True)
+    save_checkpoint(
+        folder / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
+    )
+    (folder / "metrics.json").write_text(json.dumps({"top1": 50.0}))
+    return folder
+
+
 # Helpers for lowering tests: a model with trained-looking BatchNorm, and the torch model's own
 # codes computed independently of climbq_deploy.check (the golden side of exactness tests).
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)

@@ -35,11 +35,8 @@ from climbq_deploy.data.dataset import ImageDataset, save_dataset
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.fileio import array_sha256, write_npz
-from climbq_deploy.models import build_model
 from climbq_deploy.targets import get_target
-from climbq_deploy.train.checkpoint import save_checkpoint
-from climbq_deploy.train.config import TrainConfig
-from tests.conftest import make_tree_files, png_bytes
+from tests.conftest import make_random_run, make_tree_files, png_bytes, tiny_dataset
 
 SIZE = 16  # image side of the tiny dataset (ResNet-20 runs on any side >= 8)
 
@@ -56,38 +53,12 @@ class World:
     onnx: Path  # q4's model.onnx
 
 
-def _tiny_dataset(seed: int = 0, size: int = SIZE) -> ImageDataset:
-    rng = np.random.default_rng(seed)
-    return ImageDataset(
-        name="tiny",
-        class_names=("a", "b"),
-        train_images=rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8),
-        train_labels=np.array([0, 0, 0, 0, 0, 1, 1, 1], dtype=np.int64),
-        test_images=rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8),
-        test_labels=np.array([0, 0, 1, 1], dtype=np.int64),
-        info={"normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
-    )
-
-
-def _make_run(folder: Path, data: Path, method: str, bits: int) -> Path:
-    """A run folder with random weights: checkpoint.pt (config + state) and metrics.json."""
-    config = TrainConfig(str(data), method=method, wbits=bits, abits=bits, epochs=1)
-    torch.manual_seed(0)
-    model = build_model(config.arch, 2, config.quant_spec).eval()
-    folder.mkdir(parents=True)
-    save_checkpoint(
-        folder / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
-    )
-    (folder / "metrics.json").write_text(json.dumps({"top1": 50.0}))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("world")
-    data = save_dataset(_tiny_dataset(), root / "data")
-    q4 = _make_run(root / "q4", data, "climbq", 4)
-    fp = _make_run(root / "fp", data, "fp32", 32)
+    data = save_dataset(tiny_dataset(), root / "data")
+    q4 = make_random_run(root / "q4", data, "climbq", 4)
+    fp = make_random_run(root / "fp", data, "fp32", 32)
     numpy_target, tflite, onnx = (get_target(n) for n in ("numpy", "tflite", "tensorrt"))
     artifacts = root / "artifacts"
     artifacts.mkdir()
@@ -344,11 +315,11 @@ def zero_image_class(w: World, t: Path) -> Path:
 
 
 def small_images(w: World, t: Path) -> Path:
-    return save_dataset(_tiny_dataset(size=8), t / "d8")
+    return save_dataset(tiny_dataset(size=8), t / "d8")
 
 
 def three_classes(w: World, t: Path) -> Path:
-    base = _tiny_dataset()
+    base = tiny_dataset()
     return save_dataset(
         ImageDataset(
             "three",
@@ -501,7 +472,7 @@ def zero_fp_weights(w: World, t: Path) -> Path:
 
 def nan_ptq_range(w: World, t: Path) -> Path:
     """A calibrated-looking ptq run whose one activation range is NaN."""
-    folder = _make_run(t / "ptq", w.data, "ptq", 8)
+    folder = make_random_run(t / "ptq", w.data, "ptq", 8)
     state = torch.load(folder / "checkpoint.pt", weights_only=True)
     for key, value in state["model"].items():
         if key.endswith("quantizer.range"):

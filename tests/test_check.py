@@ -1,13 +1,18 @@
 """``export`` / ``check`` on trained runs: the NumPy reference against the torch model on the
 whole SynDigits-LT test set (the lowering's acceptance test), and the CLI record."""
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from climbq_deploy.check import check_run
+from climbq_deploy.cli import main
 from climbq_deploy.data.dataset import save_dataset
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.export import load_run, lower_run
@@ -15,6 +20,7 @@ from climbq_deploy.ir.artifact import artifact_size_report
 from climbq_deploy.ir.serialize import save_program
 from climbq_deploy.train.config import TrainConfig
 from climbq_deploy.train.loop import train
+from tests.conftest import make_random_run, tiny_dataset
 
 RECORD_KEYS = {
     "n_images",
@@ -148,3 +154,61 @@ def test_tflite_check_on_the_trained_model(trained_syndigits) -> None:
     assert record["exact_match"] is True
     assert record["code_agreement"] == 1.0 and record["first_divergent_layer"] is None
     assert record["ref_top1"] == record["torch_top1"]
+
+
+# --- check writes nothing into the run folder (issue 44) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 4-bit ClimbQ run with random weights on 16x16 images, and a dataset of 8x8 images."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = save_dataset(tiny_dataset(), root / "data")
+    return make_random_run(root / "q4", data, "climbq", 4), save_dataset(
+        tiny_dataset(size=8), root / "d8"
+    )
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _check_json(argv: list[str], capsys) -> dict:
+    capsys.readouterr()
+    assert main(["check", *argv, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_check_leaves_the_users_export_as_it_is(tiny_run, tmp_path, capsys, monkeypatch) -> None:
+    """The README's sequence: export int4 filters, then check; check exports afresh into a
+    temporary file, so the user's file keeps its bytes; ``--artifact`` checks it as it is."""
+    pytest.importorskip("ai_edge_litert")
+    run = Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["export", str(run), "--target", "tflite", "--weights", "int4"]) == 0
+    before = _hashes(run)
+    record = _check_json([str(run), "--target", "tflite"], capsys)
+    assert _hashes(run) == before and not any(scratch.iterdir())
+    assert record["exact_match"] is True and record["artifact"] is None
+    mine = run / "model.tflite"
+    record = _check_json([str(run), "--target", "tflite", "--artifact", str(mine)], capsys)
+    assert record["exact_match"] is True and record["artifact"] == str(mine)
+    assert record["artifact_bytes"] == mine.stat().st_size
+    assert _hashes(run) == before
+
+
+def test_check_with_other_data_or_head_writes_nothing(tiny_run, tmp_path, capsys) -> None:
+    """``--data`` with other image sizes and ``--head int8`` lower another program: it is
+    checked from a temporary file, the run's model.climbq keeps its bytes and nothing is
+    added."""
+    run, other = tiny_run
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    assert main(["export", str(run)]) == 0
+    before = _hashes(run)
+    record = _check_json([str(run), "--data", str(other)], capsys)
+    assert _hashes(run) == before
+    assert record["n_images"] == 4 and record["artifact"] is None
+    assert _check_json([str(run), "--head", "int8"], capsys)["head"] == "int8"
+    assert _hashes(run) == before
