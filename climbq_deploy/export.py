@@ -48,14 +48,7 @@ class TrainedRun:
 def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     """Load ``folder/checkpoint.pt``; ``data`` overrides the dataset folder it was trained on."""
     folder = Path(folder)
-    if not (folder / CHECKPOINT).is_file():
-        raise ArtifactError(f"{folder} is not a training run (no {CHECKPOINT})")
-    state = load_checkpoint(folder / CHECKPOINT)
-    weights = _checked_state(state, folder / CHECKPOINT)
-    try:
-        config = TrainConfig(**state["config"])
-    except TypeError as exc:
-        raise ArtifactError(f"{folder / CHECKPOINT}: unreadable config ({exc})") from None
+    weights, config = _read_checkpoint(folder)
     data_dir = Path(data) if data is not None else Path(config.data)
     meta = read_meta(data_dir)
     mean, std, size = _input_description(meta, data_dir)
@@ -77,6 +70,26 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     metrics_path = folder / "metrics.json"
     metrics = _read_metrics(metrics_path) if metrics_path.is_file() else {}
     return TrainedRun(folder, config, model.eval(), metrics, mean, std, size, num_classes)
+
+
+def run_config(folder: str | Path) -> TrainConfig:
+    """The training configuration of run ``folder`` (method, bits, arch, ...), read from its
+    checkpoint without building the model: what ``export`` and ``check`` decide by before
+    any lowering."""
+    return _read_checkpoint(Path(folder))[1]
+
+
+def _read_checkpoint(folder: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """``(weights, config)`` of ``folder/checkpoint.pt``, checked (ArtifactError otherwise)."""
+    if not (folder / CHECKPOINT).is_file():
+        raise ArtifactError(f"{folder} is not a training run (no {CHECKPOINT})")
+    state = load_checkpoint(folder / CHECKPOINT)
+    weights = _checked_state(state, folder / CHECKPOINT)
+    try:
+        config = TrainConfig(**state["config"])
+    except TypeError as exc:
+        raise ArtifactError(f"{folder / CHECKPOINT}: unreadable config ({exc})") from None
+    return weights, config
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from typing import Any
 
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.targets.base import (
+    HEADS,
+    Lowering,
     Runner,
     RunOutput,
     Target,
@@ -181,6 +183,33 @@ def get_target(name: str, /, *values: Any, **options: Any) -> Target:
     return cls(**given)
 
 
+def refuse_unlowerable(target: Any, config: Any, head: str = "float") -> None:
+    """ConfigError, before any lowering, when ``target`` (a target or its class) declares
+    what it lowers (``lowers``) and no row covers the run of ``config`` (its ``method``,
+    ``wbits``, ``abits``) with ``head``. Full-precision runs are left to the lowering, which
+    refuses them with its own message."""
+    rows = getattr(target, "lowers", None)
+    if rows is None or config.method == "fp32" or 32 in (config.wbits, config.abits):
+        return
+    run = f"{config.method} w{config.wbits}a{config.abits}"
+    if any(row.covers(config.method, config.wbits, config.abits, head) for row in rows):
+        return
+    raise ConfigError(
+        f"target {target.name!r} has no exact form for a {run} run with the {head} head; it "
+        f"lowers {'; '.join(map(str, rows))} (the numpy target lowers every quantized run)"
+    )
+
+
+def lowering_table() -> list[str]:
+    """One line per registered target: what it lowers exactly (``climbq export --help``)."""
+    lines = []
+    for name, cls in TARGETS.items():
+        rows = getattr(cls, "lowers", None)
+        what = "; ".join(map(str, rows)) if rows else "every quantized run the IR lowers"
+        lines.append(f"{name}: {what}")
+    return lines
+
+
 def target_for_path(path: str | Path) -> type | None:
     """The target class whose suffix ends the file name of ``path`` (the longest match;
     between equal suffixes the first in :data:`TARGETS`), else None."""
@@ -206,7 +235,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_TARGET",
+    "HEADS",
     "TARGETS",
+    "Lowering",
     "RunOutput",
     "Runner",
     "Target",
@@ -214,9 +245,11 @@ __all__ = [
     "TargetOptions",
     "get_target",
     "join_names",
+    "lowering_table",
     "option",
     "option_fields",
     "option_owners",
+    "refuse_unlowerable",
     "register_target",
     "target_class",
     "target_for_path",

@@ -51,6 +51,49 @@ def option(
     return field(default=default, metadata={"help": help, "choices": choices, "stage": stage})
 
 
+HEADS = ("float", "int8", "int4")  # the classifier heads a program can have (``--head``)
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """One row of what a target lowers exactly: runs of a method in ``methods`` with weight
+    bits in ``wbits`` and activation bits in ``abits`` (less the ``(wbits, abits)`` pairs in
+    ``except_pairs``) and a classifier head in ``heads``. A target declares its rows
+    (:attr:`TargetBase.lowers`) from exports actually tried; ``export`` and ``check`` refuse
+    a run outside every row before lowering it (:func:`climbq_deploy.targets.refuse_unlowerable`).
+    """
+
+    methods: tuple[str, ...]
+    wbits: tuple[int, ...]
+    abits: tuple[int, ...]
+    heads: tuple[str, ...] = HEADS
+    except_pairs: tuple[tuple[int, int], ...] = ()
+
+    def covers(self, method: str, wbits: int, abits: int, head: str) -> bool:
+        return (
+            method in self.methods
+            and wbits in self.wbits
+            and abits in self.abits
+            and (wbits, abits) not in self.except_pairs
+            and head in self.heads
+        )
+
+    def __str__(self) -> str:
+        text = (
+            f"{'/'.join(self.methods)} w{_span(self.wbits)} a{_span(self.abits)}"
+            f"{''.join(f' not w{w}a{a}' for w, a in self.except_pairs)}"
+        )
+        return f"{text}, head {'/'.join(self.heads)}"
+
+
+def _span(bits: tuple[int, ...]) -> str:
+    """``2-7`` for a run of consecutive widths, else ``4,8``."""
+    consecutive = list(bits) == list(range(bits[0], bits[-1] + 1))
+    if consecutive and len(bits) > 1:
+        return f"{bits[0]}-{bits[-1]}"
+    return ",".join(map(str, bits))
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """Base of every target's ``Options``: ``__post_init__`` checks each field against its
@@ -73,7 +116,9 @@ class Target(Protocol):
     target by them), ``Options`` (frozen :class:`TargetOptions` dataclass), ``input_bits``
     (width of the program's integer input it reads), ``exact`` (``check`` fails loudly unless
     every code equals the NumPy reference's), ``reference`` (the target *is* that reference:
-    nothing to compare it with), ``rank`` (position in listings: help, error messages)."""
+    nothing to compare it with), ``rank`` (position in listings: help, error messages).
+    Optional: ``lowers``, the :class:`Lowering` rows of the runs it lowers exactly (absent or
+    None: every run the integer IR lowers)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -130,6 +175,7 @@ class TargetBase:
     exact: ClassVar[bool] = False
     reference: ClassVar[bool] = False
     rank: ClassVar[int] = 100
+    lowers: ClassVar[tuple[Lowering, ...] | None] = None  # None: whatever the IR lowers
 
     def __init__(self, *values: Any, **options: Any) -> None:
         names = [f.name for f in dataclasses.fields(self.Options)]
