@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from climbq_deploy.bench import check_images
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ConfigError, DataError, TargetUnavailableError
-from climbq_deploy.bench import check_images
 from climbq_deploy.export import TrainedRun, load_run, lower_run, run_config
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.kernels import ReferenceModel, ops
@@ -243,9 +243,7 @@ def _compare(
             reference_max_abs_logit_diff=tally.oracle_logit_diff,
             kernels=client.engine,
         )
-    record.update(
-        target=client.name, artifact_bytes=artifact.stat().st_size, input_step=step.step
-    )
+    record.update(target=client.name, artifact_bytes=artifact.stat().st_size, input_step=step.step)
     if client.exact and not tally.oracle_equal:
         raise DataError(
             f"target {client.name!r} ({record['kernels']}) differs from the NumPy reference "

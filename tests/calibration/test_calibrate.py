@@ -195,20 +195,17 @@ def test_ptq_runs_deploy_like_trained_runs(
     from climbq_deploy.check import check_run
     from climbq_deploy.targets import get_target
 
-    reason = get_target(target).unavailable()
+    client = get_target(target, "ref" if target == "tflite" else None)
+    reason = client.unavailable()
     if reason:
         pytest.skip(f"{target}: {reason}")
-    calibrate(CalibrateConfig(str(fp_run), method, "balanced", 20), tmp_path / "q")
-    record = check_run(
-        tmp_path / "q",
-        target=target,
-        limit=8,
-        progress=False,
-        kernels="ref" if target == "tflite" else None,
-    )
+    run = tmp_path / "q"
+    calibrate(CalibrateConfig(str(fp_run), method, "balanced", 20), run)
+    graph = lower_run(load_run(run), input_bits=client.input_bits)
+    artifact = client.export(graph, tmp_path / f"model{client.suffix}")
+    record = check_run(run, target=client, artifact=artifact, limit=8, progress=False)
     assert record["exact_match"] is True
     assert record["top1_agreement"] == 1.0 and record["code_agreement"] == 1.0
-    artifact = Path(record["artifact"])
     if target == "tensorrt":
         import onnx
 
