@@ -33,6 +33,18 @@ class KernelError(DataError, ValueError):
     """Inputs outside a reference kernel's integer contract (they would overflow int32)."""
 
 
+class WriteError(ClimbQError, OSError):
+    """A file could not be written (a read-only folder, a full disk, a path below a file):
+    ``cannot write PATH: reason``. Also an :class:`OSError` (``errno``, ``strerror``,
+    ``filename``), for callers that catch those."""
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
 class TargetUnavailableError(ConfigError):
     """A target's runtime or hardware is missing on this machine (e.g. TensorRT, a GPU); a
     distinct exit code (3) so that scripts can tell "cannot run here" from bad input."""

@@ -34,6 +34,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from climbq_deploy.errors import WriteError
+
 # Fixed member timestamp so that the same arrays always give byte-identical .npz files.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 # When this process (or at least this module) started: a temporary file last touched before
@@ -123,18 +125,23 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     """Open a temporary sibling of ``path`` for writing; on success move it over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched. Stale
-    temporary siblings of ``path`` from killed writers are removed first.
+    temporary siblings of ``path`` from killed writers are removed first. A failure to write
+    (a read-only folder, a full disk, a path below a file) is a :class:`WriteError` naming
+    ``path`` (an OSError too).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
     try:
-        permissions = target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        permissions = 0o666 & ~_UMASK
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
-    )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        try:
+            permissions = target.stat().st_mode & 0o777
+        except FileNotFoundError:
+            permissions = 0o666 & ~_UMASK
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+        )
+    except OSError as exc:
+        raise WriteError(target, exc) from exc
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -143,11 +150,19 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         os.chmod(tmp_name, permissions)
         _pause_for_tests(target, tmp_name)
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError) and _about(exc, target):
+            raise WriteError(target, exc) from exc
         raise
     _fsync_dir(target.parent)
+
+
+def _about(exc: OSError, target: Path) -> bool:
+    """True when ``exc`` is about writing ``target``: it names no file (a write or flush on the
+    handle: a full disk) or the temporary file (chmod, replace)."""
+    return exc.filename is None or Path(exc.filename).parent == target.parent
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -208,3 +208,61 @@ def test_run_folders_are_never_replaced_unasked(trained_syndigits, tmp_path) -> 
     out = climbq("adjust-logits", q4, "--out", tmp_path / "pla", "--tau", "0.5", "--overwrite")
     assert out.returncode == 0, out.stderr
     assert files(tmp_path / "pla")["checkpoint.pt"] != adjusted["checkpoint.pt"]
+
+
+def test_a_full_disk_is_one_clear_line_and_leaves_the_file(tmp_path, monkeypatch, capsys) -> None:
+    """ENOSPC while writing (monkeypatched: the rename into place fails) is ``cannot write
+    PATH: No space left on device``, exit 2, and the file already there keeps its bytes."""
+    import errno
+    import os
+
+    from climbq_deploy.cli import main
+
+    data = tmp_path / "data"
+    assert (
+        main(["data", "digits", "--gamma", "5", "--test-per-class", "5", "--out", str(data)]) == 0
+    )
+    before = (data / "meta.json").read_bytes()
+
+    def full(src, dst, **_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    capsys.readouterr()
+    assert (
+        main(["data", "digits", "--gamma", "5", "--test-per-class", "5", "--out", str(data)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err == f"climbq: error: cannot write {data / 'data.npz'}: No space left on device\n"
+    assert (data / "meta.json").read_bytes() == before
+    assert sorted(p.name for p in data.iterdir()) == ["data.npz", "meta.json"]  # no temp left
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path) -> None:
+    """``climbq data show D --json | head -1``: the reader goes away before the output is
+    written (here: the pipe's read end is closed before climbq starts, so the write always
+    fails); no traceback, no 'internal error', exit 141 like a tool killed by SIGPIPE."""
+    import os
+
+    assert climbq("data", "digits", "--gamma", "5", "--out", tmp_path / "d").returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "climbq_deploy", "data", "show", str(tmp_path / "d"), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == "" and result.returncode == 141
+    piped = subprocess.run(  # as a user types it
+        f"{sys.executable} -m climbq_deploy data show {tmp_path / 'd'} --json | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert piped.stdout == "{\n" and piped.stderr == ""

@@ -2,13 +2,16 @@
 command group (:mod:`.data`, :mod:`.train`, :mod:`.deploy`, :mod:`.report`).
 
 Every user error surfaces as one ``climbq: error: ...`` line on stderr and a non-zero exit
-(2 for bad input, 1 for an unexpected internal error, 130 on Ctrl-C); ``--debug`` shows the
-traceback instead.
+(2 for bad input, a file that cannot be written or read included; 1 for an unexpected
+internal error, 130 on Ctrl-C); ``--debug`` shows the traceback instead. A reader that closes
+stdout early (``climbq data show D --json | head -1``) ends the command quietly with 141, as
+a shell tool killed by SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from climbq_deploy.cli._args import HelpFormatter
 from climbq_deploy.errors import ClimbQError
 
 GROUPS = (data, train, deploy, report)  # each adds its commands, in this order
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,17 +44,36 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, *_: A
     print(f"climbq: warning: {message}", file=sys.stderr)
 
 
+def _os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` (``PATH -> OTHER: reason`` for a rename), else the error itself."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{exc.filename}{other}: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     try:
         args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # the reader is gone: send what is still buffered to /dev/null, say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT
     except ClimbQError as exc:
         if args.debug:
             raise
         print(f"climbq: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the file system refused: a folder that cannot be made, a full disk
+        if args.debug:
+            raise
+        print(f"climbq: error: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("climbq: interrupted", file=sys.stderr)
         return 130
