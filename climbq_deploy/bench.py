@@ -21,6 +21,7 @@ import numpy as np
 from climbq_deploy.errors import ConfigError, DataError
 
 TOP1_CHUNK = 256  # images per runner call of the accuracy pass
+THREADS_PER_CORE = 16  # the most threads per core bench asks a runtime for
 
 
 def cpu_name() -> str:
@@ -62,6 +63,60 @@ def time_calls(call: Callable[[], Any], warmup: int, repeats: int) -> np.ndarray
     return np.array(times) * 1000
 
 
+def check_threads(threads: int) -> None:
+    """ConfigError when ``threads`` exceeds :data:`THREADS_PER_CORE` per core of this machine
+    (a runtime would start them all, or fail doing so)."""
+    cores = os.cpu_count() or 1
+    if threads > THREADS_PER_CORE * cores:
+        raise ConfigError(
+            f"--threads {threads} is more than {THREADS_PER_CORE} per core of this machine "
+            f"({cores} cores: at most {THREADS_PER_CORE * cores})"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give: ``MemAvailable`` of ``/proc/meminfo``, else the
+    physical memory (``sysconf``); None where neither is known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def batch_bytes(graph: Any, batch: int) -> int:
+    """A rough bound on the memory a runtime needs to run ``batch`` images of ``graph``:
+    ``batch x 8 x E x (n + 1)`` bytes, with ``E`` the elements of the program's largest
+    tensor and ``n`` the most thresholds of one activation: a compare-and-count holds a
+    tensor ``n`` times the activation's size (float32 in ONNX Runtime, int32 in the NumPy
+    kernels), and two such tensors may be alive at once. Measured on a 16x16 4-bit ResNet-20:
+    ~240 kB per image for NumPy, ~350 kB for ONNX Runtime, against 524 kB from this bound."""
+    from climbq_deploy.ir.graph import ThresholdAct
+
+    largest = max((int(np.prod(t.shape)) for t in graph.tensors.values()), default=1)
+    levels = max(
+        (n.thresholds.shape[-1] for n in graph.nodes if isinstance(n, ThresholdAct)), default=1
+    )
+    return batch * 8 * largest * (levels + 1)
+
+
+def check_batch_fits(graph: Any, batch: int) -> None:
+    """ConfigError when :func:`batch_bytes` of ``batch`` images exceeds
+    :func:`available_memory` (refused before anything is allocated)."""
+    need, have = batch_bytes(graph, batch), available_memory()
+    if have is not None and need > have:
+        most = max(1, have // batch_bytes(graph, 1))
+        raise ConfigError(
+            f"--batch {batch} needs about {need / 2**30:.1f} GiB to run, more than the "
+            f"{have / 2**30:.1f} GiB available here; use --batch {most} or less"
+        )
+
+
 def bench_runner(
     target: Any, path: Path, *, batch: int, warmup: int, repeats: int, runtime: str
 ) -> dict[str, Any]:
@@ -74,6 +129,7 @@ def bench_runner(
     if reason:
         raise TargetUnavailableError(f"target {target.name!r} cannot run here: {reason}")
     runner = target.load(path)
+    check_batch_fits(runner.graph, batch)
     images = np.zeros((batch, *runner.graph.tensors[runner.graph.input].shape), np.uint8)
     ms = time_calls(lambda: runner.run(images), warmup, repeats)
     return {
@@ -131,9 +187,10 @@ def bench_artifact(
     ``options``: that target's options (``{"kernels": "ref"}``); ``kernels``: its first option
     (the kernels or runtime that run it), as :func:`~climbq_deploy.targets.get_target`'s
     positional value. The target's ``bench`` times ``batch`` images per invoke (``threads``
-    where its runtime takes a count). With ``data``: top-1 on its test split and
-    ``reference_agreement``, the share of images whose top-1 equals the NumPy reference of the
-    artifact's own program (None for the reference target itself).
+    where its runtime takes a count; refused above :data:`THREADS_PER_CORE` per core, as is a
+    batch whose :func:`batch_bytes` exceeds the available memory). With ``data``: top-1 on
+    its test split and ``reference_agreement``, the share of images whose top-1 equals the
+    NumPy reference of the artifact's own program (None for the reference target itself).
     """
     from climbq_deploy.targets import get_target, known_suffixes, target_for_path
 
@@ -152,8 +209,14 @@ def bench_artifact(
                 f"{', '.join(known_suffixes())}"
             )
         target = found.name
+    check_threads(threads)
     client = get_target(target, kernels, **(options or {}))
-    record = client.bench(path, batch=batch, threads=threads, warmup=warmup, repeats=repeats)
+    try:
+        record = client.bench(path, batch=batch, threads=threads, warmup=warmup, repeats=repeats)
+    except MemoryError:  # past check_batch_fits's estimate (or a target without it)
+        raise ConfigError(
+            f"--batch {batch} does not fit in this machine's memory; use a smaller --batch"
+        ) from None
     record.setdefault("cores", os.cpu_count())
     record["reference_agreement"] = None
     if data is not None:

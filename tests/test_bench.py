@@ -101,3 +101,58 @@ def test_bench_artifact_refuses_unknown_files(tmp_path) -> None:
         bench_artifact(tmp_path / "m.bin")
     with pytest.raises(DataError, match="no artifact"):
         bench_artifact(tmp_path / "missing.tflite")
+
+
+def test_bench_text_of_the_numpy_target_never_says_none(exported, tmp_path) -> None:
+    """NumPy's BLAS keeps its own thread pool (the record's ``threads`` is None); the line
+    says so instead of 'None thread(s)'."""
+    from climbq_deploy.ir.serialize import save_program
+
+    program = save_program(exported[1], tmp_path / "m.climbq")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "climbq_deploy",
+            "bench",
+            str(program),
+            "--threads",
+            "2",
+            "--warmup",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "None" not in result.stdout and "(numpy, its own threads, " in result.stdout
+
+
+def test_bench_refuses_more_threads_than_16_per_core(exported, monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"--threads 33 is more than 16 per core .*at most 32"):
+        bench_artifact(exported[0], threads=33, warmup=0, repeats=1)
+    assert bench_artifact(exported[0], threads=32, warmup=0, repeats=1)["threads"] == 32
+
+
+def test_bench_refuses_a_batch_beyond_memory_before_running(exported, tmp_path, monkeypatch):
+    """``--batch 100000`` (the issue's) on a machine with 1 GiB available: refused by the
+    estimate (8 bytes x largest tensor x (thresholds + 1) per image) before any allocation;
+    a batch that fits still runs."""
+    import climbq_deploy.bench as bench_module
+    from climbq_deploy.ir.serialize import save_program
+
+    graph = exported[1]
+    program = save_program(graph, tmp_path / "m.climbq")
+    per_image = 8 * 32 * 32 * 16 * (15 + 1)  # 32x32x16 stem output, 4-bit: 15 thresholds
+    assert bench_module.batch_bytes(graph, 1) == per_image
+    monkeypatch.setattr(bench_module, "available_memory", lambda: 2**30)
+    with pytest.raises(ConfigError, match=r"--batch 100000 needs about 195\.3 GiB"):
+        bench_artifact(program, batch=100_000, warmup=0, repeats=1)
+    most = 2**30 // per_image
+    with pytest.raises(ConfigError, match=f"use --batch {most} or less"):
+        bench_artifact(program, batch=most + 1, warmup=0, repeats=1)
+    assert bench_artifact(program, batch=4, warmup=0, repeats=1)["batch"] == 4

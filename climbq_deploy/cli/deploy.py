@@ -159,10 +159,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(json.dumps(record, indent=2))
         return
     lat = record["latency_ms"]
+    threads = record["threads"]  # None: the runtime's own pool (NumPy's BLAS)
+    pool = "its own threads" if threads is None else f"{threads} thread(s)"
     print(
         f"{record['model']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 "
         f"{lat['p99']:.2f} ms, {record['images_per_second']:.1f} img/s "
-        f"({record['kernels']}, {record['threads']} thread(s), {record['cpu']})"
+        f"({record['kernels']}, {pool}, {record['cpu']})"
     )
     if record["top1"] is not None:
         print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")

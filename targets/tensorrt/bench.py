@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from climbq_deploy.bench import host_fields, latency_fields, time_calls
+from climbq_deploy.bench import check_batch_fits, host_fields, latency_fields, time_calls
 from climbq_deploy.errors import ConfigError, DataError
 
 
@@ -44,6 +44,7 @@ def bench_onnx(
         version = __import__("tensorrt").__version__
     else:
         runner = OnnxRuntimeRunner(path, threads=threads)
+        check_batch_fits(runner.graph, batch)
         h, w, c = runner.graph.tensors[runner.graph.input].shape
         feed = {runner.input_name: np.zeros((batch, c, h, w), np.float32)}
         ms = time_calls(lambda: runner.session.run(["logits"], feed), warmup, repeats)
