@@ -52,6 +52,7 @@ def option(
 
 
 HEADS = ("float", "int8", "int4")  # the classifier heads a program can have (``--head``)
+BITS = tuple(range(2, 9))  # the quantized bit widths a run can have (2..8)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class Lowering:
     """
 
     methods: tuple[str, ...]
-    wbits: tuple[int, ...]
-    abits: tuple[int, ...]
+    wbits: tuple[int, ...] = BITS
+    abits: tuple[int, ...] = BITS
     heads: tuple[str, ...] = HEADS
     except_pairs: tuple[tuple[int, int], ...] = ()
 
@@ -83,7 +84,7 @@ class Lowering:
             f"{'/'.join(self.methods)} w{_span(self.wbits)} a{_span(self.abits)}"
             f"{''.join(f' not w{w}a{a}' for w, a in self.except_pairs)}"
         )
-        return f"{text}, head {'/'.join(self.heads)}"
+        return text if self.heads == HEADS else f"{text} (head {'/'.join(self.heads)} only)"
 
 
 def _span(bits: tuple[int, ...]) -> str:
@@ -92,6 +93,12 @@ def _span(bits: tuple[int, ...]) -> str:
     if consecutive and len(bits) > 1:
         return f"{bits[0]}-{bits[-1]}"
     return ",".join(map(str, bits))
+
+
+def weights_option(help: str) -> Any:
+    """The ``weights`` export option (``--weights int8|int4``, default int8) of a target that
+    can store weights as INT4; ``help`` says which weights become INT4 there."""
+    return option("int8", choices=("int8", "int4"), help=help, stage="export")
 
 
 @dataclass(frozen=True)

@@ -560,6 +560,35 @@ def png_out(w: World, t: Path) -> Path:
     return _png(t / "out.png")
 
 
+def under_a_file(w: World, t: Path) -> Path:
+    """A path below a file: writing there fails with NotADirectoryError (an OSError), as a
+    read-only folder would (chmod does not stop root, who runs these tests in CI)."""
+    return _png(t / "picture.png") / "sub"
+
+
+def world_path(setup: Setup) -> str:
+    """The file name a world setup returns (``model.tflite``), for expected messages."""
+    return {climbq_model: "model.climbq", tflite_model: "model.tflite", onnx_model: "model.onnx"}[
+        setup
+    ]
+
+
+def uniform8_run(w: World, t: Path) -> Path:
+    return make_random_run(t / "u8", w.data, "uniform", 8)
+
+
+def climbq7_run(w: World, t: Path) -> Path:
+    return make_random_run(t / "c7", w.data, "climbq", 7)
+
+
+def tflite_out(w: World, t: Path) -> Path:
+    return t / "model.tflite"
+
+
+def onnx_out(w: World, t: Path) -> Path:
+    return t / "model.onnx"
+
+
 # --- the catalogue ---------------------------------------------------------------------------
 
 
@@ -612,6 +641,20 @@ CASES: list[Case] = [
         expect="class 'b' (id 1) has no training images",
     ),
     case("folder-missing-source", *SRC, missing, expect="does not exist"),
+    case(
+        "folder-out-under-a-file",
+        "data",
+        "folder",
+        "--gamma",
+        "1",
+        "--size",
+        str(SIZE),
+        "--source",
+        tree,
+        "--out",
+        under_a_file,
+        expect="picture.png/sub: Not a directory",
+    ),
     case("folder-png-as-source", *SRC, png_file, expect="neither a folder nor a zip"),
     case(
         "folder-corrupt-image",
@@ -991,6 +1034,56 @@ CASES: list[Case] = [
     case(
         "export-pooled-sum-exceeds-int32", "export", huge_image_run, *EXPORT, expect="exceeds int32"
     ),
+    case(
+        "export-out-under-a-file",
+        "export",
+        q4,
+        "--out",
+        lambda w, t: under_a_file(w, t) / "model.climbq",
+        expect="cannot write",
+    ),
+    case(
+        "export-tflite-int8-head",
+        "export",
+        q4,
+        "--target",
+        "tflite",
+        "--head",
+        "int8",
+        "--out",
+        tflite_out,
+        expect="target 'tflite' has no exact form for a climbq w4a4 run with the int8 head",
+    ),
+    case(
+        "export-tflite-8bit-uniform",
+        "export",
+        uniform8_run,
+        "--target",
+        "tflite",
+        "--out",
+        tflite_out,
+        expect="target 'tflite' has no exact form for a uniform w8a8 run",
+    ),
+    case(
+        "export-tensorrt-8bit-uniform",
+        "export",
+        uniform8_run,
+        "--target",
+        "tensorrt",
+        "--out",
+        onnx_out,
+        expect="target 'tensorrt' has no exact form for a uniform w8a8 run",
+    ),
+    case(
+        "export-tflite-7bit-climbq",
+        "export",
+        climbq7_run,
+        "--target",
+        "tflite",
+        "--out",
+        tflite_out,
+        expect="target 'tflite' has no exact form for a climbq w7a7 run",
+    ),
     # climbq check
     case("check-tflite-file-as-run", "check", tflite_model, expect="is not a training run"),
     case(
@@ -1061,8 +1154,59 @@ CASES: list[Case] = [
         three_classes,
         expect="with 3 classes",
     ),
+    *(
+        case(
+            f"check-{kind}-artifact-of-other-image-size",
+            "check",
+            q4_copy,
+            "--target",
+            target,
+            "--artifact",
+            model,
+            "--data",
+            small_images,
+            expect=f"{world_path(model)} expects 16x16x3",
+        )
+        for kind, target, model in (
+            ("climbq", "numpy", climbq_model),
+            ("tflite", "tflite", tflite_model),
+            ("onnx", "tensorrt", onnx_model),
+        )
+    ),
+    case(
+        "check-tflite-8bit-uniform",
+        "check",
+        uniform8_run,
+        "--target",
+        "tflite",
+        expect="target 'tflite' has no exact form for a uniform w8a8 run with the float head",
+    ),
     # climbq bench
     case("bench-missing-model", "bench", missing, *FAST_BENCH, expect="no artifact at"),
+    *(
+        case(
+            f"bench-{model.__name__}-batch-beyond-memory",
+            "bench",
+            model,
+            "--batch",
+            "1000000000",
+            *FAST_BENCH,
+            expect="--batch 1000000000 needs about",
+        )
+        for model in (climbq_model, onnx_model)
+    ),
+    *(
+        case(
+            f"bench-{model.__name__}-threads-beyond-cores",
+            "bench",
+            model,
+            "--threads",
+            "100000",
+            *FAST_BENCH,
+            expect="--threads 100000 is more than",
+        )
+        for model in (climbq_model, tflite_model, onnx_model)
+    ),
     case(
         "bench-png-as-model", "bench", png_file, *FAST_BENCH, expect="unknown artifact kind '.png'"
     ),

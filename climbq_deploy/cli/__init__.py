@@ -44,6 +44,17 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, *_: A
     print(f"climbq: warning: {message}", file=sys.stderr)
 
 
+def _flush_stdout() -> bool:
+    """Flush stdout (a closed pipe shows here, not at interpreter exit); False when the
+    reader is gone, after pointing stdout at /dev/null so nothing more is said about it."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
+
+
 def _os_error_text(exc: OSError) -> str:
     """``PATH: reason`` (``PATH -> OTHER: reason`` for a rename), else the error itself."""
     reason = exc.strerror or str(exc)
@@ -55,14 +66,18 @@ def _os_error_text(exc: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help or a usage error: its text may meet a closed pipe too
+        _flush_stdout()
+        raise
     warnings.showwarning = _show_warning
     try:
         args.handler(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        if not _flush_stdout():
+            return SIGPIPE_EXIT
     except BrokenPipeError:
-        # the reader is gone: send what is still buffered to /dev/null, say nothing
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _flush_stdout()
         return SIGPIPE_EXIT
     except ClimbQError as exc:
         if args.debug:

@@ -5,11 +5,17 @@ registry (:mod:`climbq_deploy.cli._targets`)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from climbq_deploy.cli._args import add_command, non_negative_int, positive_int
+from climbq_deploy.cli._args import (
+    add_command,
+    add_json_flag,
+    non_negative_int,
+    picked,
+    positive_int,
+    printed_as_json,
+)
 from climbq_deploy.cli._targets import (
     add_target_argument,
     add_target_option_flags,
@@ -19,8 +25,8 @@ from climbq_deploy.cli._targets import (
     refuse_foreign,
 )
 from climbq_deploy.errors import ConfigError
+from climbq_deploy.targets import HEADS
 
-HEADS = ("float", "int8", "int4")
 CHECK_KEYS = (
     "n_images",
     "top1_agreement",
@@ -41,8 +47,28 @@ def add_commands(commands: Any) -> None:
     _add_bench(commands)
 
 
+def _lowering_epilog() -> str:
+    """``export``/``check`` help's table: what each target lowers exactly (the targets'
+    declared ``lowers``)."""
+    from climbq_deploy.targets import lowering_table
+
+    return "\n".join(
+        [
+            "what each target lowers exactly (method, weight bits w, activation bits a, head); "
+            "other runs are refused before any lowering, and a layer of an unusual model "
+            "beyond a target's integer bounds is still refused by name:",
+            *(f"  {line}" for line in lowering_table()),
+        ]
+    )
+
+
 def _add_export(commands: Any) -> None:
-    ex = add_command(commands, "export", "lower a trained run to a target's integer artifact")
+    ex = add_command(
+        commands,
+        "export",
+        "lower a trained run to a target's integer artifact",
+        epilog=_lowering_epilog(),
+    )
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     add_target_argument(ex, {"export"})
     ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
@@ -52,22 +78,34 @@ def _add_export(commands: Any) -> None:
         default="float",
         help="classifier head (int4: a 4-bit head in the program itself)",
     )
-    ex.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_json_flag(ex, "print a JSON summary")
     ex.set_defaults(handler=_cmd_export)
 
 
 def _add_check(commands: Any) -> None:
-    ck = add_command(commands, "check", "compare a target's artifact with the torch model")
+    ck = add_command(
+        commands,
+        "check",
+        "compare a target's artifact with the torch model",
+        epilog="without --artifact, check exports the run afresh (with --head and the target's "
+        "export options) into a temporary file, checks it and deletes it: nothing in RUN is "
+        "written or replaced. To check the file `climbq export` wrote, give it: "
+        "--artifact RUN/model.tflite; it is checked as it is.\n\n" + _lowering_epilog(),
+    )
     ck.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     add_target_argument(ck, {"export", "run"})
     ck.add_argument(
-        "--artifact", type=Path, default=None, help="default: export afresh to RUN/model.*"
+        "--artifact",
+        type=Path,
+        default=None,
+        help="the file to check, as it is (default: a fresh export into a temporary file, "
+        "deleted afterwards; never into RUN)",
     )
     ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
     ck.add_argument("--head", choices=HEADS, default="float", help="classifier head of the export")
     ck.add_argument("--batch-size", type=positive_int, default=100, help="images per batch")
     ck.add_argument("--limit", type=positive_int, default=None, help="N evenly spaced test images")
-    ck.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_json_flag(ck)
     ck.set_defaults(handler=_cmd_check)
 
 
@@ -87,18 +125,19 @@ def _add_bench(commands: Any) -> None:
         default=1,
         help="images per invoke (1 where the model's batch is fixed at export)",
     )
-    bn.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_json_flag(bn)
     bn.set_defaults(handler=_cmd_bench)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from climbq_deploy.export import load_run, lower_run
-    from climbq_deploy.targets import get_target
+    from climbq_deploy.export import load_run, lower_run, run_config
+    from climbq_deploy.targets import get_target, refuse_unlowerable
 
     target = get_target(args.target, **given_options(args))
     out = args.out or args.run / f"model{target.suffix}"
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the artifact's file name")
+    refuse_unlowerable(target, run_config(args.run), args.head)
     graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
     path = target.export(graph, out)
     size = path.stat().st_size
@@ -109,9 +148,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         "nodes": len(graph.nodes),
         "head": args.head,
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
+    if not printed_as_json(args, summary):
         print(f"wrote {path} ({size} bytes, {len(graph.nodes)} integer ops)")
 
 
@@ -122,18 +159,9 @@ def _cmd_check(args: argparse.Namespace) -> None:
     cls = TARGETS[args.target]
     given = given_options(args)
     refuse_foreign(given, cls, owner_targets, repr(args.target))
-    record = check_run(
-        args.run,
-        target=cls(**given),
-        artifact=args.artifact,
-        data=args.data,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        head=args.head,
-        progress=True,
-    )
-    if args.json:
-        print(json.dumps(record, indent=2))
+    options = picked(args, "artifact", "data", "batch_size", "limit", "head")
+    record = check_run(args.run, target=cls(**given), progress=True, **options)
+    if printed_as_json(args, record):
         return
     for key in CHECK_KEYS:
         if key in record:
@@ -146,17 +174,9 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     given = given_options(args)
     refuse_foreign(given, target_for_path(args.model), owner_suffixes, args.model.name)
-    record = bench_artifact(
-        args.model,
-        threads=args.threads,
-        batch=args.batch,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        data=args.data,
-        options=given,
-    )
-    if args.json:
-        print(json.dumps(record, indent=2))
+    options = picked(args, "threads", "batch", "warmup", "repeats", "data")
+    record = bench_artifact(args.model, options=given, **options)
+    if printed_as_json(args, record):
         return
     lat = record["latency_ms"]
     threads = record["threads"]  # None: the runtime's own pool (NumPy's BLAS)

@@ -26,7 +26,15 @@ from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
 from climbq_deploy.kernels import ops
-from climbq_deploy.targets.base import RunOutput, TargetBase, TargetOptions, option
+from climbq_deploy.targets.base import (
+    BITS,
+    Lowering,
+    RunOutput,
+    TargetBase,
+    TargetOptions,
+    option,
+    weights_option,
+)
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 
@@ -172,12 +180,9 @@ class TensorrtOptions(TargetOptions):
         choices=RUNTIMES,
         help="what runs the ONNX model: ONNX Runtime (CPU) or a TensorRT engine (GPU)",
     )
-    weights: str = option(
-        "int8",
-        choices=("int8", "int4"),  # export.WEIGHTS (imported lazily: it imports onnx)
-        help="int8 (every weight INT8), or int4 (the head's weights INT4, block-quantized; "
-        "convs stay INT8; file model.int4.onnx)",
-        stage="export",
+    weights: str = weights_option(  # export.WEIGHTS (imported lazily: it imports onnx)
+        "int8 (every weight INT8), or int4 (the head's weights INT4, block-quantized; "
+        "convs stay INT8; file model.int4.onnx)"
     )
 
 
@@ -193,6 +198,18 @@ class TensorrtTarget(TargetBase):
     input_bits = 20  # 16 bits moves 2-bit codes (top-1 0.3 off torch); the stem splits digits
     exact = True  # every code equals the reference's (check fails loudly otherwise)
     rank = 20
+    # Measured (bench/target_lowering.py: random ResNet-20 and MobileNetV2, 2-3 seeds; PTQ
+    # runs from `climbq calibrate`), every head, --weights int8 and int4 alike. Refused:
+    # 8-bit weights of the odd grids (beyond INT8, or partial sums reaching 2**24 in the
+    # float32 convs that take 8-bit activations); 7-bit ClimbQ weights with 8-bit
+    # activations (ResNet partial sums reach 2**24 for every seed).
+    lowers = (
+        Lowering(("climbq", "climbq+"), BITS[:6], BITS, except_pairs=((7, 8),)),
+        Lowering(("uniform",), BITS[:6], BITS),
+        Lowering(("lsq",), BITS, BITS),
+        Lowering(("ptq",), (4,), (4,)),
+        Lowering(("ptq",), (8,), (8,)),
+    )
     options: TensorrtOptions
 
     @property

@@ -15,7 +15,15 @@ from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.ir.serialize import program_bytes
 from climbq_deploy.kernels import ops
-from climbq_deploy.targets.base import RunOutput, TargetBase, TargetOptions, option
+from climbq_deploy.targets.base import (
+    BITS,
+    Lowering,
+    RunOutput,
+    TargetBase,
+    TargetOptions,
+    option,
+    weights_option,
+)
 
 KERNELS = ("xnnpack", "optimized", "ref")
 # our kernel names -> LiteRT's OpResolverType member
@@ -117,11 +125,8 @@ class TfliteOptions(TargetOptions):
         choices=KERNELS,
         help="LiteRT kernels: its default (XNNPACK), builtin optimized, or reference",
     )
-    weights: str = option(
-        "int8",
-        choices=("int8", "int4"),  # export.WEIGHT_FORMS (imported lazily: it is not cheap)
-        help="filters as int8, or as packed INT4 wherever that is exact (same outputs)",
-        stage="export",
+    weights: str = weights_option(  # export.WEIGHT_FORMS (imported lazily: it is not cheap)
+        "filters as int8, or as packed INT4 wherever that is exact (same outputs)"
     )
 
 
@@ -135,6 +140,18 @@ class TfliteTarget(TargetBase):
     Options = TfliteOptions
     input_bits = 20  # 16 bits moves 2-bit codes (top-1 0.3 off torch); the stem splits digits
     rank = 10
+    # Measured (bench/target_lowering.py: random ResNet-20 and MobileNetV2, 2-3 seeds; PTQ
+    # runs from `climbq calibrate`), the same for --weights int8 and int4. Refused: the int8
+    # and int4 heads (no TFLite form of the integer head yet); 8-bit weights of the odd grids
+    # (stem weights too large for the int16 digit split); 7-bit ClimbQ weights (the 20-bit
+    # input times the stem's weights exceeds int32 for most models: 2 of 3 seeds).
+    lowers = (
+        Lowering(("climbq", "climbq+"), BITS[:5], BITS, ("float",)),
+        Lowering(("uniform",), BITS[:6], BITS, ("float",)),
+        Lowering(("lsq",), BITS, BITS, ("float",)),
+        Lowering(("ptq",), (4,), (4,), ("float",)),
+        Lowering(("ptq",), (8,), (8,), ("float",)),
+    )
     options: TfliteOptions
 
     @property

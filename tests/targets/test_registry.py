@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 
 from climbq_deploy.cli import main
 from climbq_deploy.data.dataset import ImageDataset, load_dataset, save_dataset
-from climbq_deploy.errors import ConfigError
+from climbq_deploy.errors import ConfigError, LoweringError
 from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
 from climbq_deploy.kernels import ReferenceModel
@@ -376,3 +377,109 @@ def test_an_unregistered_target_is_gone(capsys) -> None:
     assert code == 2 and "unknown target 'toy'; expected one of numpy, tflite, tensorrt" in err
     with pytest.raises(ConfigError, match="no target 'toy'"):
         unregister_target("toy")
+
+
+# --- what each target lowers exactly (issue 44) ----------------------------------------------
+
+
+def _config(method: str, bits: tuple[int, int]) -> TrainConfig:
+    return TrainConfig("unused", method=method, wbits=bits[0], abits=bits[1])
+
+
+def test_declared_lowerings_refuse_by_method_bits_and_head() -> None:
+    from climbq_deploy.targets import refuse_unlowerable
+
+    tflite, tensorrt, numpy_target = (TARGETS[n] for n in ("tflite", "tensorrt", "numpy"))
+    for cls, method, bits, head in [
+        (tflite, "climbq+", (6, 8), "float"),
+        (tflite, "uniform", (7, 8), "float"),
+        (tflite, "ptq", (8, 8), "float"),
+        (tensorrt, "climbq", (7, 7), "int4"),
+        (tensorrt, "climbq", (6, 8), "int8"),
+        (numpy_target, "climbq", (8, 8), "int8"),  # the reference lowers every quantized run
+        (tflite, "fp32", (32, 32), "int8"),  # full precision: the lowering's own message
+    ]:
+        refuse_unlowerable(cls, _config(method, bits), head)
+    for cls, method, bits, head, names in [
+        (tflite, "climbq", (4, 4), "int8", "climbq w4a4 run with the int8 head"),
+        (tflite, "climbq", (7, 4), "float", "climbq w7a4 run"),
+        (tflite, "uniform", (8, 8), "float", "uniform w8a8 run"),
+        (tflite, "ptq", (4, 8), "float", "ptq w4a8 run"),
+        (tensorrt, "climbq+", (7, 8), "float", "climbq+ w7a8 run"),
+        (tensorrt, "uniform", (8, 8), "float", "uniform w8a8 run"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(names)) as refused:
+            refuse_unlowerable(cls, _config(method, bits), head)
+        assert str(refused.value).startswith(f"target '{cls.name}' has no exact form for a ")
+    assert str(tensorrt.lowers[0]) == "climbq/climbq+ w2-7 a2-8 not w7a8"
+    assert str(tflite.lowers[0]) == "climbq/climbq+ w2-6 a2-8 (head float only)"
+
+
+def _random_graph(method: str, bits: tuple[int, int], head: str, seed: int) -> Graph:
+    """A ResNet-20 with random weights and trained-looking BatchNorm, lowered for a 20-bit
+    input target (what bench/target_lowering.py measures, one cell)."""
+    from climbq_deploy.ir.capture import capture
+    from climbq_deploy.ir.passes import lower
+    from climbq_deploy.models.common import QuantSpec
+    from tests.conftest import MEAN, STD
+
+    torch.manual_seed(seed)
+    model = build_model("resnet20", 10, QuantSpec(method, *bits))
+    generator = torch.Generator().manual_seed(1000 + seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=generator) * 2)
+            m.running_var.copy_(torch.rand(c, generator=generator) * 20 + 0.5)
+            m.weight.data.copy_(torch.randn(c, generator=generator))
+            m.bias.data.copy_(torch.randn(c, generator=generator) * 0.5)
+    return lower(capture(model.eval(), MEAN, STD, (16, 16, 3), {}, 20), head=head)
+
+
+# the cells on both sides of each declared boundary: (target, method, (w, a), head)
+BOUNDARY = [
+    ("tflite", "climbq", (6, 8), "float"),
+    ("tflite", "climbq", (7, 2), "float"),
+    ("tflite", "uniform", (7, 8), "float"),
+    ("tflite", "uniform", (8, 2), "float"),
+    ("tflite", "climbq", (4, 4), "int8"),
+    ("tensorrt", "climbq", (7, 7), "int4"),
+    ("tensorrt", "climbq", (7, 8), "float"),
+    ("tensorrt", "climbq", (6, 8), "float"),
+    ("tensorrt", "uniform", (7, 8), "float"),
+    ("tensorrt", "uniform", (8, 8), "float"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "bits", "head"), BOUNDARY)
+def test_declared_lowerings_match_the_exporters(name, method, bits, head, tmp_path) -> None:
+    """A declared cell exports for every seed tried; an undeclared one fails for at least one
+    (the emitters' own refusal): the table in ``climbq export --help`` is what the exporters
+    do, and a change to an exporter that lowers more shows up here."""
+    cls = TARGETS[name]
+    declared = any(row.covers(method, *bits, head) for row in cls.lowers)
+    exported = []
+    for seed in range(3):
+        try:
+            cls().export(_random_graph(method, bits, head, seed), tmp_path / f"m{cls.suffixes[0]}")
+            exported.append(True)
+        except LoweringError:
+            exported.append(False)
+    assert all(exported) if declared else not all(exported), (declared, exported)
+
+
+def test_export_refuses_before_lowering(world, tmp_path, monkeypatch, capsys) -> None:
+    """``climbq export --target tflite --head int8`` is refused from the run's config alone:
+    the lowering is never called."""
+    import climbq_deploy.export as export_module
+
+    def never(*_: Any, **__: Any) -> None:
+        raise AssertionError("lower_run was called")
+
+    monkeypatch.setattr(export_module, "lower_run", never)
+    out = tmp_path / "m.tflite"
+    argv = ["export", str(world.run), "--target", "tflite", "--head", "int8", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has no exact form for a climbq w4a4 run with the int8 head" in err
+    assert "climbq/climbq+ w2-6 a2-8 (head float only)" in err and not out.exists()
