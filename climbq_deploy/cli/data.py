@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from climbq_deploy.cli._args import add_command, gamma, non_negative_int, positive_int
+from climbq_deploy.cli._args import (
+    add_command,
+    add_json_flag,
+    gamma,
+    non_negative_int,
+    picked,
+    positive_int,
+    printed_as_json,
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -20,7 +28,7 @@ def add_commands(commands: Any) -> None:
     _add_digits(kinds)
     show = add_command(kinds, "show", "verify a dataset folder and print its summary")
     show.add_argument("folder", type=Path, help="dataset folder made by `climbq data`")
-    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_flag(show, "print the summary as JSON")
     show.add_argument("--preview", action="store_true", help="(re)write FOLDER/preview.png")
     show.set_defaults(handler=_cmd_show)
 
@@ -30,7 +38,7 @@ def _add_common_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     parser.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_flag(parser, "print the summary as JSON")
 
 
 def _add_syndigits(kinds: Any) -> None:
@@ -87,17 +95,16 @@ def _finish_dataset(dataset: Any, out: Path, args: argparse.Namespace, write: bo
         save_dataset(dataset, out)
     meta = json.loads((out / META_FILE).read_text())
     preview = write_contact_sheet(dataset, out / "preview.png") if args.preview else None
-    if args.json:
-        summary = {
-            "folder": str(out),
-            "name": meta["name"],
-            "class_names": meta["class_names"],
-            "counts": meta["counts"],
-            "sizes": meta["sizes"],
-            "sha256": {k: v["sha256"] for k, v in meta["arrays"].items()},
-            "preview": str(preview) if preview else None,
-        }
-        print(json.dumps(summary, indent=2))
+    summary = {
+        "folder": str(out),
+        "name": meta["name"],
+        "class_names": meta["class_names"],
+        "counts": meta["counts"],
+        "sizes": meta["sizes"],
+        "sha256": {k: v["sha256"] for k, v in meta["arrays"].items()},
+        "preview": str(preview) if preview else None,
+    }
+    if printed_as_json(args, summary):
         return
     print(dataset.summary())
     print(f"saved: {out / 'data.npz'} + {out / META_FILE}")
@@ -120,19 +127,10 @@ def _cmd_imagefolder(args: argparse.Namespace) -> None:
 
     default_name = f"{args.source.stem.lower()}-lt"
     name = "cifar10-lt" if args.kind == "cifar10" else (args.name or default_name)
-    dataset = build_image_dataset(
-        args.source,
-        args.gamma,
-        split_csv=args.split_csv,
-        test_csv=args.test_csv,
-        seed=args.seed,
-        n_max=args.n_max,
-        size=args.size,
-        skip_bad=args.skip_bad,
-        cap=args.cap,
-        name=name,
-        augment=args.augment,
+    options = picked(
+        args, "split_csv", "test_csv", "seed", "n_max", "size", "skip_bad", "cap", "augment"
     )
+    dataset = build_image_dataset(args.source, args.gamma, name=name, **options)
     skipped = dataset.info.get("skipped", {}).get("count", 0)
     if skipped:
         print(f"skipped {skipped} unreadable image(s); see meta.json info.skipped", file=sys.stderr)

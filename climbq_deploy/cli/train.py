@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from climbq_deploy.cli._args import (
     add_command,
+    add_json_flag,
+    add_run_output,
+    groups_text,
     key_value,
     non_negative_int,
     output_folder,
+    picked,
     positive_float,
     positive_int,
+    printed_as_json,
+)
+
+# the train options passed to TrainConfig unchanged, by their names
+TRAIN_OPTIONS = (
+    "data",
+    "arch",
+    "method",
+    "wbits",
+    "abits",
+    "loss",
+    "act_scaling",
+    "faithful_mbv2",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "seed",
+    "init",
+    "precision",
+    "val_fraction",
+    "device",
+    "init_bn_gamma",
+    "eval_every",
+    "distill",
+    "distill_temperature",
+    "teacher",
 )
 
 
@@ -30,13 +61,8 @@ def _add_train(commands: Any) -> None:
     _add_model_options(tr)
     _add_schedule_options(tr)
     _add_start_options(tr)
-    tr.add_argument("--out", required=True, type=Path, help="RUN folder")
+    add_run_output(tr, "RUN folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run that OUT holds (refused otherwise)",
-    )
     tr.set_defaults(handler=_cmd_train)
 
 
@@ -165,13 +191,8 @@ def _add_calibrate(commands: Any) -> None:
     cal.add_argument("--seed", type=non_negative_int, default=0, help="calibration set seed")
     cal.add_argument("--batch-size", type=positive_int, default=250, help="forward-pass batch")
     cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
-    cal.add_argument("--out", required=True, type=Path, help="output RUN folder")
-    cal.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run that OUT holds (refused otherwise)",
-    )
-    cal.add_argument("--json", action="store_true", help="print metrics.json")
+    add_run_output(cal)
+    add_json_flag(cal, "print metrics.json")
     cal.set_defaults(handler=_cmd_calibrate)
 
 
@@ -180,16 +201,11 @@ def _add_adjust_logits(commands: Any) -> None:
         commands, "adjust-logits", "post-hoc logit adjustment of a finished run (no training)"
     )
     adj.add_argument("run", type=Path, help="finished RUN folder (climbq train)")
-    adj.add_argument("--out", required=True, type=Path, help="output RUN folder")
-    adj.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run that OUT holds (refused otherwise)",
-    )
+    add_run_output(adj)
     adj.add_argument(
         "--tau", type=float, default=1.0, help="bias -= tau * log(prior); 1 (default) undoes it"
     )
-    adj.add_argument("--json", action="store_true", help="print metrics.json")
+    add_json_flag(adj, "print metrics.json")
     adj.set_defaults(handler=_cmd_adjust_logits)
 
 
@@ -198,32 +214,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from climbq_deploy.train.loop import train
 
     output_folder(args.out)
-    config = TrainConfig(
-        data=args.data,
-        arch=args.arch,
-        method=args.method,
-        wbits=args.wbits,
-        abits=args.abits,
-        loss=args.loss,
-        act_scaling=args.act_scaling,
-        faithful_mbv2=args.faithful_mbv2,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        seed=args.seed,
-        init=args.init,
-        loss_options=dict(args.loss_option),
-        precision=args.precision,
-        val_fraction=args.val_fraction,
-        device=args.device,
-        init_bn_gamma=args.init_bn_gamma,
-        eval_every=args.eval_every,
-        distill=args.distill,
-        distill_temperature=args.distill_temperature,
-        teacher=args.teacher,
-    )
+    config = TrainConfig(**picked(args, *TRAIN_OPTIONS), loss_options=dict(args.loss_option))
     metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
         return
@@ -231,11 +222,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _print_training(metrics: dict[str, Any], out: Path) -> None:
-    groups = ", ".join(
-        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
-    )
     print(
-        f"top-1 {metrics['top1']:.2f}% ({groups}) after {metrics['epochs']} epochs, "
+        f"top-1 {metrics['top1']:.2f}% ({groups_text(metrics)}) after {metrics['epochs']} epochs, "
         f"{metrics['seconds']:.1f} s; wrote {out / 'metrics.json'}"
     )
     if metrics["best_val"] is not None:
@@ -263,16 +251,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
         args.data,
     )
     metrics = calibrate(config, args.out, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
+    if printed_as_json(args, metrics):
         return
-    groups = ", ".join(
-        f"{g} {metrics[g]:.2f}" for g in ("many", "medium", "few") if metrics[g] is not None
-    )
     counts = metrics["calibration"]["set"]["counts"]
     print(
         f"{args.method} ({args.calib} calibration, {sum(counts)} images {counts}): top-1 "
-        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+        f"{metrics['top1']:.2f}% ({groups_text(metrics)}); wrote {args.out}"
     )
 
 
@@ -280,16 +264,10 @@ def _cmd_adjust_logits(args: argparse.Namespace) -> None:
     from climbq_deploy.train.posthoc import adjust_logits
 
     metrics = adjust_logits(args.run, output_folder(args.out), args.tau, args.overwrite)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
+    if printed_as_json(args, metrics):
         return
     before = metrics["unadjusted"]
-    groups = ", ".join(
-        f"{g} {before[g]:.2f} -> {metrics[g]:.2f}"
-        for g in ("many", "medium", "few")
-        if metrics[g] is not None and before.get(g) is not None
-    )
     print(
         f"logit adjustment (tau {args.tau:g}): top-1 {before['top1']:.2f} -> "
-        f"{metrics['top1']:.2f}% ({groups}); wrote {args.out}"
+        f"{metrics['top1']:.2f}% ({groups_text(metrics, before)}); wrote {args.out}"
     )
