@@ -404,7 +404,7 @@ def test_declared_lowerings_refuse_by_method_bits_and_head() -> None:
         (tflite, "climbq", (4, 4), "int8", "climbq w4a4 run with the int8 head"),
         (tflite, "climbq", (7, 4), "float", "climbq w7a4 run"),
         (tflite, "uniform", (8, 8), "float", "uniform w8a8 run"),
-        (tflite, "ptq", (4, 8), "float", "ptq w4a8 run"),
+        (tflite, "ptq", (4, 8), "int4", "ptq w4a8 run with the int4 head"),
         (tensorrt, "climbq+", (7, 8), "float", "climbq+ w7a8 run"),
         (tensorrt, "uniform", (8, 8), "float", "uniform w8a8 run"),
     ]:
