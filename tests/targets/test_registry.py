@@ -417,23 +417,16 @@ def test_declared_lowerings_refuse_by_method_bits_and_head() -> None:
 
 def _random_graph(method: str, bits: tuple[int, int], head: str, seed: int) -> Graph:
     """A ResNet-20 with random weights and trained-looking BatchNorm, lowered for a 20-bit
-    input target (what bench/target_lowering.py measures, one cell)."""
+    input target (one cell of bench/target_lowering.py's table)."""
     from climbq_deploy.ir.capture import capture
     from climbq_deploy.ir.passes import lower
     from climbq_deploy.models.common import QuantSpec
-    from tests.conftest import MEAN, STD
+    from tests.conftest import MEAN, STD, randomize_batchnorm
 
     torch.manual_seed(seed)
     model = build_model("resnet20", 10, QuantSpec(method, *bits))
-    generator = torch.Generator().manual_seed(1000 + seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=generator) * 2)
-            m.running_var.copy_(torch.rand(c, generator=generator) * 20 + 0.5)
-            m.weight.data.copy_(torch.randn(c, generator=generator))
-            m.bias.data.copy_(torch.randn(c, generator=generator) * 0.5)
-    return lower(capture(model.eval(), MEAN, STD, (16, 16, 3), {}, 20), head=head)
+    randomize_batchnorm(model, seed)
+    return lower(capture(model, MEAN, STD, (16, 16, 3), {}, 20), head=head)
 
 
 # the cells on both sides of each declared boundary: (target, method, (w, a), head)
