@@ -9,7 +9,9 @@ Conventions of the written file (those of the TFLite converter):
 
 - **Buffers.** Buffer 0 is the empty sentinel; every tensor without constant data points to
   it. Each constant tensor and each metadata entry gets its own buffer, whose data starts at a
-  16-byte boundary of the file.
+  64-byte boundary of the file (LiteRT's host-memory tensor-buffer alignment: its custom-op
+  dispatcher refuses a constant input whose data is less aligned, once the file is loaded at a
+  64-byte aligned address).
 - **Quantization.** ``real = scale * (q - zero_point)``. Per-tensor parameters are one scale and
   one zero point; per-channel parameters hold one scale (and zero point) per index of
   ``quantized_dimension``, e.g. dimension 0 of an OHWI ``CONV_2D`` filter, dimension 3 of a
@@ -24,6 +26,10 @@ Conventions of the written file (those of the TFLite converter):
 - **Operator codes.** ``builtin_code`` holds the real operator; ``deprecated_builtin_code`` is
   ``min(code, 127)`` (127 = "look at builtin_code"), as readers of old and new schemas expect.
 - **Optional inputs** (a missing bias) are the tensor index ``-1``.
+- **Custom operators** (``op="CUSTOM"``) have the builtin code ``CUSTOM`` (32), their name in
+  the operator code's ``custom_code`` and their parameters as raw ``custom_options`` bytes
+  (which the runtime hands to the kernel's init unparsed; ``custom_options_format`` stays the
+  schema default). Each distinct ``(custom_code, version)`` gets its own operator code.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
-BUFFER_ALIGNMENT = 16
+BUFFER_ALIGNMENT = 64  # LITERT_HOST_MEMORY_BUFFER_ALIGNMENT (litert_tensor_buffer_types.h)
 
 # dtype name -> (schema TensorType, little-endian NumPy dtype of the unpacked values)
 _DTYPES: dict[str, tuple[int, np.dtype]] = {
@@ -318,6 +324,7 @@ _OPS: dict[str, tuple[int, int, _OptionsFactory | None]] = {
     ),
 }
 OPS: tuple[str, ...] = tuple(_OPS)
+CUSTOM = "CUSTOM"  # the op name of add_operator for a custom operator (see its doc)
 
 
 def _as_list(value: Sequence[Any] | Any) -> list[Any]:
@@ -342,7 +349,8 @@ class ModelBuilder:
         self._tensors: list[schema.TensorT] = []
         self._names: dict[str, int] = {}
         self._buffers: list[bytes | None] = [None]  # buffer 0: the empty sentinel
-        self._opcodes: dict[tuple[int, int], int] = {}
+        # (builtin code, version, custom code or None) -> operator code index
+        self._opcodes: dict[tuple[int, int, str | None], int] = {}
         self._operators: list[schema.OperatorT] = []
         self._metadata: list[schema.MetadataT] = []
         self._inputs: list[int] | None = None
@@ -483,10 +491,12 @@ class ModelBuilder:
         - SUM / MEAN: ``keep_dims`` (default False; the axes are the second input);
         - RESHAPE: ``new_shape`` (optional; the shape may instead be the second input);
         - CONCATENATION: ``axis`` (required), ``fused_activation``;
-        - MAXIMUM, MINIMUM, GREATER_EQUAL, CAST, QUANTIZE, DEQUANTIZE, RELU, PAD: none.
+        - MAXIMUM, MINIMUM, GREATER_EQUAL, CAST, QUANTIZE, DEQUANTIZE, RELU, PAD: none;
+        - CUSTOM (:data:`CUSTOM`): ``custom_code`` (required, the operator's name, e.g.
+          ``"CLIMBQ_CONV_COUNT"``) and ``custom_options`` (bytes, default empty), stored as is.
         """
-        if op not in _OPS:
-            raise ConfigError(f"operator {op!r} is not one of {', '.join(OPS)}")
+        if op not in _OPS and op != CUSTOM:
+            raise ConfigError(f"operator {op!r} is not one of {', '.join(OPS)} or {CUSTOM}")
         where = f"operator {len(self._operators)} ({op})"
         ins = [int(i) for i in inputs]
         outs = [int(i) for i in outputs]
@@ -499,9 +509,26 @@ class ModelBuilder:
         if not isinstance(version, int) or version < 1:
             raise ConfigError(f"{where}: version must be an integer >= 1; got {version!r}")
 
-        code, options_type, factory = _OPS[op]
         parsed = _Options(where, options)
-        table = factory(parsed) if factory is not None else None
+        custom_code: str | None = None
+        custom_options: bytes | None = None
+        if op == CUSTOM:
+            code, options_type, table = (
+                schema.BuiltinOperator.CUSTOM,
+                schema.BuiltinOptions.NONE,
+                None,
+            )
+            custom_code = parsed.get("custom_code", required=True)
+            custom_options = parsed.get("custom_options", b"")
+            if not isinstance(custom_code, str) or not custom_code.isascii() or not custom_code:
+                raise ConfigError(f"{where}: custom_code must be a non-empty ASCII name")
+            if not isinstance(custom_options, bytes | bytearray):
+                raise ConfigError(
+                    f"{where}: custom_options must be bytes; got {type(custom_options).__name__}"
+                )
+        else:
+            code, options_type, factory = _OPS[op]
+            table = factory(parsed) if factory is not None else None
         parsed.finish()
         if op == "CAST":
             if len(ins) != 1 or len(outs) != 1 or ins[0] < 0:
@@ -510,7 +537,7 @@ class ModelBuilder:
                 inDataType=self._tensors[ins[0]].type, outDataType=self._tensors[outs[0]].type
             )
 
-        key = (int(code), version)
+        key = (int(code), version, custom_code)
         if key not in self._opcodes:
             self._opcodes[key] = len(self._opcodes)
         self._operators.append(
@@ -520,6 +547,9 @@ class ModelBuilder:
                 outputs=outs,
                 builtinOptionsType=options_type if table is not None else 0,
                 builtinOptions=table,
+                customOptions=(
+                    np.frombuffer(bytes(custom_options), np.uint8) if custom_options else None
+                ),
             )
         )
 
@@ -555,10 +585,13 @@ class ModelBuilder:
             operatorCodes=[
                 schema.OperatorCodeT(
                     deprecatedBuiltinCode=min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES),
+                    customCode=custom_code,
                     version=version,
                     builtinCode=code,
                 )
-                for (code, version), _ in sorted(self._opcodes.items(), key=lambda kv: kv[1])
+                for (code, version, custom_code), _ in sorted(
+                    self._opcodes.items(), key=lambda kv: kv[1]
+                )
             ],
             subgraphs=[subgraph],
             description=self.description,

@@ -29,6 +29,7 @@ from typing import Any
 from climbq_deploy.errors import ArtifactError
 from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.serialize import load_program_bytes
+from climbq_deploy.targets.tflite.custom_op import CUSTOM_CODE, parse_conv_count_options
 from climbq_deploy.targets.tflite.flavour import input_type
 
 __all__ = ["METADATA_NAME", "check_model", "read_program_bytes", "read_tflite"]
@@ -96,6 +97,10 @@ WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     90: ("FLOOR_DIV", 2, 2, ()),
     95: ("FLOOR_MOD", 2, 2, ()),
 }
+CUSTOM = 32  # BuiltinOperator.CUSTOM: the name is the operator code's custom_code
+INT8 = 9
+# Custom-op data is wrapped as LiteRT host tensor buffers, which must be 64-byte aligned.
+CUSTOM_DATA_ALIGNMENT = 64
 
 
 class _File:
@@ -253,12 +258,13 @@ def read_program_bytes(content: bytes, path: object = "model") -> bytes:
     return program
 
 
-def check_model(content: bytes, path: object, graph: Graph) -> None:
+def check_model(content: bytes, path: object, graph: Graph | None) -> None:
     """Walk the whole model: every subgraph, tensor, buffer, operator and operator code in
-    bounds, indices in range, only the operators of :data:`WRITTEN_OPS` with their numbers of
+    bounds, indices in range, only the operators of :data:`WRITTEN_OPS` (and the custom
+    ``CLIMBQ_CONV_COUNT`` with valid options, :func:`_check_conv_count`) with their numbers of
     inputs, data-flow order, constant data of the size its shape and type give, and one int16
     (int32 when wider) input ``(1, H, W, C)`` and one float32 output ``(1, classes)`` matching
-    ``graph``."""
+    ``graph`` (``graph=None``: the structure only, for files without an embedded program)."""
     where = str(path)
     model = _model(content, where)
     fail = model.file.fail
@@ -268,8 +274,17 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
         builtin = code.scalar(OPCODE_BUILTIN, "<i", 0)
         deprecated = code.scalar(OPCODE_DEPRECATED, "<b", 0)
         version = code.scalar(OPCODE_VERSION, "<i", 1)
-        if code.string(OPCODE_CUSTOM, f"operator code {i} custom name") is not None:
-            raise fail(f"operator code {i} is a custom operator; climbq_deploy writes none")
+        custom = code.string(OPCODE_CUSTOM, f"operator code {i} custom name")
+        if custom is not None:
+            # The one custom operator climbq_deploy writes (custom_op.py); any other is refused.
+            if custom != CUSTOM_CODE or builtin != CUSTOM or deprecated != CUSTOM or version != 1:
+                raise fail(
+                    f"operator code {i} is the custom operator {custom[:40]!r} (builtin "
+                    f"{builtin}, version {version}); climbq_deploy writes only {CUSTOM_CODE} "
+                    "version 1"
+                )
+            codes.append(CUSTOM)
+            continue
         # LiteRT runs max(builtin_code, deprecated_builtin_code): the two must agree.
         if builtin not in WRITTEN_OPS or deprecated != min(builtin, 127) or version < 1:
             raise fail(
@@ -293,7 +308,10 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
         code = op.scalar(OPERATOR_OPCODE, "<I", 0)
         if not 0 <= code < len(codes):
             raise fail(f"operator {i} names operator code {code} of {len(codes)}")
-        name, fewest, most, optional = WRITTEN_OPS[codes[code]]
+        if codes[code] == CUSTOM:
+            name, fewest, most, optional = CUSTOM_CODE, 3, 3, ()
+        else:
+            name, fewest, most, optional = WRITTEN_OPS[codes[code]]
         reads = op.ints(OPERATOR_INPUTS, "<i", f"operator {i} inputs")
         if not fewest <= len(reads) <= most:
             raise fail(f"operator {i} ({name}) has {len(reads)} inputs, not {fewest}..{most}")
@@ -318,7 +336,13 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             written.add(index)
         if op.scalar(OPERATOR_OPTIONS_TYPE, "<B", 0):
             op.table(OPERATOR_OPTIONS, f"operator {i} options")
-        op.data(OPERATOR_CUSTOM, f"operator {i} custom options")
+        custom_options = op.data(OPERATOR_CUSTOM, f"operator {i} custom options")
+        if codes[code] == CUSTOM:
+            _check_conv_count(model, i, reads, outputs, custom_options, tensors, described, fixed)
+        elif custom_options:
+            raise fail(f"operator {i} ({name}) is builtin but has custom options")
+    if graph is None:
+        return
     expected = {
         "input": (
             SUBGRAPH_INPUTS,
@@ -338,6 +362,49 @@ def check_model(content: bytes, path: object, graph: Graph) -> None:
             raise fail(
                 f"the model's {label} is type {got[0]} shape {got[1]}, the embedded "
                 f"program needs type {kind} shape {shape}"
+            )
+
+
+def _check_conv_count(
+    model: _Table,
+    i: int,
+    reads: list[int],
+    outputs: list[int],
+    options: bytes,
+    tensors: list[_Table],
+    described: list[tuple[int, tuple[int, ...], bool]],
+    fixed: set[int],
+) -> None:
+    """One CLIMBQ_CONV_COUNT operator: valid options, x int8 ``(N, in_h, in_w, in_c)``,
+    constant int8 weight ``(out_c, kh, kw, in_c / groups)`` and int32 thresholds
+    ``(out_c, levels)`` whose data start 64-byte aligned, output int8 ``(N, out_h, out_w,
+    out_c)``."""
+    where = f"{model.file.where}: operator {i}"
+    p = parse_conv_count_options(options, where)
+    cin = p["in_c"] if p["groups"] == 1 else 1
+    batch = described[reads[0]][1][:1]
+    expected = {
+        "input x": (reads[0], INT8, (*batch, p["in_h"], p["in_w"], p["in_c"])),
+        "weight": (reads[1], INT8, (p["out_c"], p["kernel_h"], p["kernel_w"], cin)),
+        "thresholds": (reads[2], INT32, (p["out_c"], p["levels"])),
+        "output": (outputs[0], INT8, (*batch, p["out_h"], p["out_w"], p["out_c"])),
+    }
+    for role, (index, kind, shape) in expected.items():
+        if described[index][:2] != (kind, shape):
+            raise model.file.fail(
+                f"operator {i} ({CUSTOM_CODE}) {role} is type {described[index][0]} shape "
+                f"{described[index][1]}; its options need type {kind} shape {shape}"
+            )
+    buffers = model.tables(MODEL_BUFFERS, "Model.buffers")
+    for role, index in (("weight", reads[1]), ("thresholds", reads[2])):
+        if index not in fixed:
+            raise model.file.fail(f"operator {i} ({CUSTOM_CODE}) {role} is not a constant")
+        buffer = buffers[tensors[index].scalar(TENSOR_BUFFER, "<I", 0)]
+        start = buffer.vector(BUFFER_DATA, 1, f"tensor {index} data")[0]
+        if buffer.scalar(BUFFER_OFFSET, "<Q", 0) > 1 or start % CUSTOM_DATA_ALIGNMENT:
+            raise model.file.fail(
+                f"operator {i} ({CUSTOM_CODE}) {role} data starts at byte {start}, not a "
+                f"multiple of {CUSTOM_DATA_ALIGNMENT} (LiteRT refuses it at run time)"
             )
 
 

@@ -1,0 +1,286 @@
+"""The CLIMBQ_CONV_COUNT custom op: its on-file form, the reader's check, and the fused kernel
+run inside LiteRT (C API route) against the reference kernels ``int_conv`` + ``threshold_act``."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
+from climbq_deploy.kernels import ops
+from climbq_deploy.targets.tflite import custom_op, fused_runner
+from climbq_deploy.targets.tflite.builder import CUSTOM, ModelBuilder
+from climbq_deploy.targets.tflite.reader import check_model
+
+CODE = custom_op.CUSTOM_CODE
+
+
+@dataclasses.dataclass
+class Layer:
+    """One fused layer: its params, W_int, direction d, thresholds theta."""
+
+    params: dict[str, int]
+    weight: np.ndarray  # int8 OHWI, direction not folded
+    direction: np.ndarray  # int8 (out_c,) in {-1, 0, 1}
+    thresholds: np.ndarray  # int32 (out_c, levels), sorted
+
+    @property
+    def folded(self) -> np.ndarray:
+        return (self.weight * self.direction[:, None, None, None]).astype(np.int8)
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """The oracle: ops.int_conv, ops.threshold_act (direction unfolded), ops.relu."""
+        p = self.params
+        bound = int(np.abs(self.weight.astype(np.int64)).reshape(p["out_c"], -1).sum(1).max())
+        acc = ops.int_conv(x, self.weight, p["stride"], p["pad"], p["groups"], bound * 128)
+        codes = ops.threshold_act(acc, self.thresholds, self.direction, p["mult"], p["offset"])
+        return (ops.relu(codes) if p["relu"] else codes).astype(np.int8)
+
+
+def make_layer(
+    rng: np.random.Generator,
+    hw: int,
+    in_c: int,
+    out_c: int,
+    *,
+    stride: int = 1,
+    depthwise: bool = False,
+    bits: int = 2,
+    relu: bool = False,
+) -> Layer:
+    levels = 2**bits - 1
+    cin = 1 if depthwise else in_c
+    weight = rng.integers(-7, 8, (out_c, 3, 3, cin)).astype(np.int8)
+    direction = rng.choice(np.array([-1, 1, 1, 0], np.int8), out_c)
+    direction[0] = -1  # a negative direction in every case
+    spread = 4 * 9 * cin  # thresholds where the accumulators lie (codes of all levels appear)
+    thresholds = np.sort(rng.integers(-spread, spread + 1, (out_c, levels)), axis=1)
+    out = (hw + 2 - 3) // stride + 1
+    params = dict(
+        in_h=hw, in_w=hw, in_c=in_c, out_h=out, out_w=out, out_c=out_c, kernel_h=3,
+        kernel_w=3, stride=stride, pad=1, groups=in_c if depthwise else 1, levels=levels,
+        mult=1 if relu else 2, offset=-(levels // 2) if relu else -levels, relu=int(relu),
+    )  # fmt: skip
+    return Layer(params, weight, direction, thresholds.astype(np.int32))
+
+
+def add_layer(b: ModelBuilder, layer: Layer, x: int, name: str, batch: int = 1) -> int:
+    p = layer.params
+    w = b.add_tensor(f"{name}_w", layer.folded.shape, "int8", data=layer.folded)
+    t = b.add_tensor(f"{name}_t", layer.thresholds.shape, "int32", data=layer.thresholds)
+    y = b.add_tensor(name, (batch, p["out_h"], p["out_w"], p["out_c"]), "int8", scale=1.0)
+    b.add_operator(
+        CUSTOM,
+        [x, w, t],
+        [y],
+        custom_code=CODE,
+        custom_options=custom_op.conv_count_options(p),
+    )
+    return y
+
+
+def one_layer_model(layer: Layer, batch: int = 1) -> bytes:
+    p = layer.params
+    b = ModelBuilder()
+    x = b.add_tensor("x", (batch, p["in_h"], p["in_w"], p["in_c"]), "int8", scale=1.0)
+    y = add_layer(b, layer, x, "codes", batch)
+    b.set_io([x], [y])
+    return b.build()
+
+
+def codes_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(-15, 16, shape).astype(np.int8)
+
+
+@pytest.fixture(scope="module")
+def fused() -> None:
+    """Skips when the kernel library is not built; otherwise the route must work here."""
+    if fused_runner.kernel_library() is None:
+        pytest.skip(
+            "the fused kernel library (climbq_deploy.kernels._climbq_native) is not built; "
+            "set CLIMBQ_NATIVE_LIB to a build of kernels/native/climbq_conv_count.h"
+        )
+    assert custom_op.support() is None
+
+
+# ---- on-file form -------------------------------------------------------------------------
+
+
+def test_options_layout_is_magic_version_and_fields_in_header_order() -> None:
+    layer = make_layer(np.random.default_rng(0), 8, 4, 6, stride=2)
+    blob = custom_op.conv_count_options(layer.params)
+    fields = [layer.params[name] for name in custom_op.PARAM_FIELDS]
+    expected = b"CQCC" + b"".join(v.to_bytes(4, "little", signed=True) for v in [1, *fields])
+    assert blob == expected and len(blob) == custom_op.OPTIONS_SIZE == 68
+    assert custom_op.parse_conv_count_options(blob) == layer.params
+    as_dataclass = dataclasses.make_dataclass("P", custom_op.PARAM_FIELDS)(**layer.params)
+    assert custom_op.conv_count_options(as_dataclass) == blob
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"out_h": 5}, "out_h = 5"),
+        ({"groups": 2}, "groups 2"),
+        ({"levels": 0}, "levels 0"),
+        ({"mult": 100}, "beyond int8"),
+        ({"relu": 2}, "relu"),
+    ],
+)
+def test_options_refuse_params_outside_the_kernel_contract(change, message) -> None:
+    params = make_layer(np.random.default_rng(0), 8, 4, 6).params | change
+    with pytest.raises(ConfigError, match=message):
+        custom_op.conv_count_options(params)
+
+
+def test_parse_refuses_other_magic_size_and_version() -> None:
+    blob = custom_op.conv_count_options(make_layer(np.random.default_rng(0), 8, 4, 6).params)
+    for bad in (b"XQCC" + blob[4:], blob[:-4], blob[:4] + struct.pack("<i", 2) + blob[8:]):
+        with pytest.raises(ArtifactError, match=CODE):
+            custom_op.parse_conv_count_options(bad, "m.tflite")
+
+
+def test_builder_writes_the_custom_operator_code_and_options() -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    layer = make_layer(np.random.default_rng(1), 6, 3, 4)
+    model = schema.Model.GetRootAs(one_layer_model(layer), 0)
+    code = model.OperatorCodes(0)
+    assert (code.CustomCode(), code.BuiltinCode(), code.DeprecatedBuiltinCode()) == (
+        CODE.encode(),
+        32,
+        32,
+    )
+    op = model.Subgraphs(0).Operators(0)
+    assert op.CustomOptionsAsNumpy().tobytes() == custom_op.conv_count_options(layer.params)
+    b = ModelBuilder()
+    x = b.add_tensor("x", (1, 2), "int8")
+    with pytest.raises(ConfigError, match="custom_code"):
+        b.add_operator(CUSTOM, [x], [x])
+    with pytest.raises(ConfigError, match="bytes"):
+        b.add_operator(CUSTOM, [x], [x], custom_code=CODE, custom_options="CQCC")
+
+
+# ---- the reader ---------------------------------------------------------------------------
+
+
+def test_reader_accepts_exactly_the_fused_op() -> None:
+    layer = make_layer(np.random.default_rng(2), 6, 3, 4)
+    check_model(one_layer_model(layer), "m.tflite", None)  # passes
+
+    def variant(code: str = CODE, inputs: int = 3, options: bytes | None = None) -> bytes:
+        p = layer.params
+        b = ModelBuilder()
+        x = b.add_tensor("x", (1, 6, 6, 3), "int8")
+        w = b.add_tensor("w", layer.folded.shape, "int8", data=layer.folded)
+        t = b.add_tensor("t", layer.thresholds.shape, "int32", data=layer.thresholds)
+        y = b.add_tensor("y", (1, p["out_h"], p["out_w"], p["out_c"]), "int8")
+        blob = custom_op.conv_count_options(p) if options is None else options
+        b.add_operator(CUSTOM, [x, w, t][:inputs], [y], custom_code=code, custom_options=blob)
+        b.set_io([x], [y])
+        return b.build()
+
+    blob = custom_op.conv_count_options(layer.params)
+    wrong_shape = custom_op.conv_count_options(layer.params | {"out_c": 5})
+    cases = {
+        "custom operator 'OTHER_OP'": variant(code="OTHER_OP"),
+        "has 2 inputs": variant(inputs=2),
+        "ABI version 2": variant(options=blob[:4] + struct.pack("<i", 2) + blob[8:]),
+        "weight is type": variant(options=wrong_shape),
+    }
+    for message, content in cases.items():
+        with pytest.raises(ArtifactError, match=message):
+            check_model(content, "m.tflite", None)
+
+
+# ---- runtime without the op, fallback -----------------------------------------------------
+
+
+def test_plain_interpreter_names_the_op_and_the_fix() -> None:
+    content = one_layer_model(make_layer(np.random.default_rng(3), 6, 3, 4))
+    with pytest.raises(TargetUnavailableError) as caught:
+        custom_op.interpreter(content, "model.tflite")
+    message = str(caught.value)
+    assert "model.tflite uses the custom op CLIMBQ_CONV_COUNT" in message
+    assert "--ops builtin" in message and "climbq check/bench" in message
+
+
+def test_resolve_ops_falls_back_only_when_asked_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(custom_op, "support", lambda: "no kernel here")
+    form, note = custom_op.resolve_ops("auto")
+    assert form == "builtin" and note is not None and "no kernel here" in note
+    assert custom_op.resolve_ops("builtin") == ("builtin", None)
+    with pytest.raises(TargetUnavailableError, match="no kernel here"):
+        custom_op.resolve_ops("fused")
+    with pytest.raises(ConfigError, match="--ops"):
+        custom_op.resolve_ops("fast")
+    monkeypatch.setattr(custom_op, "support", lambda: None)
+    assert custom_op.resolve_ops("auto") == ("fused", None)
+
+
+def test_unavailable_route_raises_target_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_runner, "_LIB", {})
+    monkeypatch.setattr(fused_runner, "TESTED_LITERT", ("0.1",))
+    content = one_layer_model(make_layer(np.random.default_rng(3), 6, 3, 4))
+    with pytest.raises(TargetUnavailableError, match="not a release"):
+        fused_runner.FusedRunner(content)
+    assert "not a release" in (fused_runner.probe() or "")
+
+
+# ---- the op inside LiteRT -----------------------------------------------------------------
+
+CASES = {
+    "dense s1 2-bit": dict(hw=8, in_c=5, out_c=7, stride=1, bits=2),
+    "dense s2 4-bit": dict(hw=9, in_c=6, out_c=4, stride=2, bits=4),
+    "dense s1 4-bit relu": dict(hw=7, in_c=3, out_c=8, stride=1, bits=4, relu=True),
+    "depthwise s1 2-bit": dict(hw=8, in_c=6, out_c=6, stride=1, bits=2, depthwise=True),
+    "depthwise s2 4-bit": dict(hw=9, in_c=5, out_c=5, stride=2, bits=4, depthwise=True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_layer_equals_reference_kernels(fused, case: str) -> None:
+    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+    layer = make_layer(rng, **CASES[case])
+    p = layer.params
+    runner = fused_runner.FusedRunner(one_layer_model(layer, batch=2), threads=1)
+    for _ in range(3):
+        x = codes_input(rng, (2, p["in_h"], p["in_w"], p["in_c"]))
+        (got,) = runner.run(x)
+        expected = layer.reference(x)
+        assert got.dtype == np.int8 and got.shape == expected.shape
+        assert np.array_equal(got, expected), f"{int((got != expected).sum())} codes differ"
+    assert len(np.unique(expected)) > 2  # the thresholds split the accumulators
+    assert runner.counts() == (1, 3)  # the custom op ran (not a fallback)
+
+
+def test_two_layers_with_a_builtin_add_between(fused) -> None:
+    """x -> CONV_COUNT -> codes1 -> ADD(+bias) -> CONV_COUNT -> out; both layers have the same
+    shapes (the op must tell them apart by their constants) and codes1 is read back too."""
+    rng = np.random.default_rng(11)
+    first = make_layer(rng, 8, 4, 4, bits=2)
+    second = make_layer(rng, 8, 4, 4, bits=4)
+    bias = rng.integers(-3, 4, (1, 1, 1, 4)).astype(np.int8)
+    b = ModelBuilder()
+    x = b.add_tensor("x", (1, 8, 8, 4), "int8", scale=1.0)
+    codes1 = add_layer(b, first, x, "codes1")
+    c = b.add_tensor("bias", bias.shape, "int8", data=bias, scale=1.0)
+    summed = b.add_tensor("summed", (1, 8, 8, 4), "int8", scale=1.0)
+    b.add_operator("ADD", [codes1, c], [summed])
+    out = add_layer(b, second, summed, "codes2")
+    b.set_io([x], [out])
+    content = fused_runner.with_outputs(b.build(), ["codes1"])
+    check_model(content, "two.tflite", None)
+    runner = fused_runner.FusedRunner(content, threads=2)
+    assert runner.output_names == ["codes2", "codes1"]
+    x_in = codes_input(rng, (1, 8, 8, 4))
+    got2, got1 = runner.run(x_in)
+    want1 = first.reference(x_in)
+    want2 = second.reference(np.clip(ops.add(want1, bias), -128, 127).astype(np.int8))
+    assert np.array_equal(got1, want1) and np.array_equal(got2, want2)
+    assert runner.counts()[1] == 2
