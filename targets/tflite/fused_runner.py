@@ -20,6 +20,7 @@ variable ``CLIMBQ_NATIVE_LIB`` names another build, e.g. for tests); the shim is
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -27,13 +28,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from climbq_deploy.errors import ArtifactError, TargetUnavailableError
+from climbq_deploy.targets.tflite import custom_op
 from climbq_deploy.targets.tflite.custom_op import (
     CUSTOM_CODE,
     PARAM_FIELDS,
@@ -222,6 +224,29 @@ def _io(content: bytes, where: str) -> tuple[list[tuple[str, int, tuple[int, ...
     return io, graph.InputsLength()
 
 
+@contextlib.contextmanager
+def _quiet_stderr(log: list[str]) -> Iterator[None]:
+    """Hold back what native code writes to fd 2 (LiteRT logs INFO lines on every compile);
+    the text is appended to ``log`` for an error message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            log.append(held.read().decode(errors="replace"))
+
+
+def _errors(log: list[str]) -> str:
+    """LiteRT's ERROR lines of a held-back log, joined (at most 400 characters)."""
+    lines = [line.strip() for text in log for line in text.splitlines() if "ERROR" in line]
+    return "; ".join(lines)[-400:]
+
+
 class FusedRunner:
     """One compiled LiteRT model with ``CLIMBQ_CONV_COUNT`` registered (CPU, XNNPACK).
 
@@ -238,6 +263,8 @@ class FusedRunner:
         lib = _shim()
         self._lib = lib
         nodes = _nodes(content, self.path)
+        if nodes and not register:  # LiteRT would compile it and fail at the first run
+            raise TargetUnavailableError(custom_op.missing_op_message(self.path))
         io, self._n_in = _io(content, self.path)
         self.input_names = [name for name, _, _ in io[: self._n_in]]
         self.output_names = [name for name, _, _ in io[self._n_in :]]
@@ -257,25 +284,31 @@ class FusedRunner:
         blob = ctypes.create_string_buffer(bytes(content), len(content))
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERR)
-        status = lib.cqlr_create(
-            ctypes.addressof(blob),
-            len(content),
-            int(threads),
-            int(register),
-            len(nodes),
-            params.ctypes.data,
-            weights,
-            thresholds,
-            self._n_in,
-            len(io) - self._n_in,
-            types.ctypes.data,
-            ranks.ctypes.data,
-            dims.ctypes.data,
-            ctypes.byref(handle),
-            err,
-        )
+        log: list[str] = []
+        with _quiet_stderr(log):
+            status = lib.cqlr_create(
+                ctypes.addressof(blob),
+                len(content),
+                int(threads),
+                int(register),
+                len(nodes),
+                params.ctypes.data,
+                weights,
+                thresholds,
+                self._n_in,
+                len(io) - self._n_in,
+                types.ctypes.data,
+                ranks.ctypes.data,
+                dims.ctypes.data,
+                ctypes.byref(handle),
+                err,
+            )
         if status != 0:
-            raise ArtifactError(f"{self.path}: {err.value.decode(errors='replace')}")
+            detail = _errors(log)
+            raise ArtifactError(
+                f"{self.path}: {err.value.decode(errors='replace')}"
+                + (f" (LiteRT: {detail})" if detail else "")
+            )
         self._handle = handle
         self._views = []
         for k in range(len(io)):

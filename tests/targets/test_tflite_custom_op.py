@@ -284,3 +284,37 @@ def test_two_layers_with_a_builtin_add_between(fused) -> None:
     want2 = second.reference(np.clip(ops.add(want1, bias), -128, 127).astype(np.int8))
     assert np.array_equal(got1, want1) and np.array_equal(got2, want2)
     assert runner.counts()[1] == 2
+
+
+def test_route_without_registration_is_refused_by_name(fused) -> None:
+    """LiteRT compiles a model with an unregistered custom op and fails only at the first run
+    (status 3, the op named only in its log): the runner refuses it up front instead."""
+    content = one_layer_model(make_layer(np.random.default_rng(5), 6, 3, 4))
+    with pytest.raises(TargetUnavailableError, match=r"m\.tflite uses the custom op CLIMBQ_CONV"):
+        fused_runner.FusedRunner(content, register=False, path="m.tflite")
+
+
+def test_plain_model_through_the_route_equals_the_interpreter(fused) -> None:
+    """A builtin-only int8 model (CONV_2D + ADD) compiled through the C API route."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(6)
+    b = ModelBuilder()
+    x = b.add_tensor("x", (1, 8, 8, 4), "int8", scale=0.1)
+    w = rng.integers(-127, 128, (4, 3, 3, 4)).astype(np.int8)
+    wi = b.add_tensor("w", w.shape, "int8", data=w, scale=[0.01] * 4, quantized_dimension=0)
+    bi = b.add_tensor("b", (4,), "int32", data=np.arange(4, dtype=np.int32), scale=[0.001] * 4)
+    y = b.add_tensor("y", (1, 8, 8, 4), "int8", scale=0.2)
+    b.add_operator("CONV_2D", [x, wi, bi], [y], padding="SAME")
+    z = b.add_tensor("z", (1, 8, 8, 4), "int8", scale=0.3)
+    b.add_operator("ADD", [y, x], [z])
+    b.set_io([x], [z])
+    content = b.build()
+    x_in = rng.integers(-128, 128, (1, 8, 8, 4)).astype(np.int8)
+    it = Interpreter(model_content=content)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x_in)
+    it.invoke()
+    want = it.get_tensor(it.get_output_details()[0]["index"])
+    (got,) = fused_runner.FusedRunner(content, register=False).run(x_in)
+    assert np.array_equal(got, want) and len(np.unique(want)) > 10

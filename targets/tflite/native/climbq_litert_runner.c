@@ -476,7 +476,7 @@ int cqlr_create(const void* model, size_t size, int threads, int register_op, in
   }
   if (api.CreateCompiledModel(r->env, r->model, r->options, &r->compiled) != kLiteRtStatusOk) {
     say(err, "LiteRtCreateCompiledModel failed%s%s", r->failed ? ": " : "",
-        r->failed ? r->err : " (LiteRT's log above says why)");
+        r->failed ? r->err : " (see LiteRT's log)");
     goto fail;
   }
   if (r->failed) {
