@@ -48,10 +48,26 @@ INLINE T512 void epilogue512(const struct climbq_cc_layer* L, __m512i a, int v, 
                                     _mm512_set1_epi32(p->offset));
     if (p->relu) code = _mm512_max_epi32(code, _mm512_setzero_si512());
     _mm512_mask_cvtepi32_storeu_epi8(dst, (__mmask16)((1u << n) - 1), code);
-  } else {
-    int32_t acc[16];
-    _mm512_storeu_si512(acc, a);
-    cc_epilogue_sorted(L, acc, o0, n, dst);
+  } else { /* binary search over the sorted levels, 16 lanes at once (one gather a round) */
+    const int32_t* th = L->theta_vec + (size_t)v * p->levels * 16;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i levels = _mm512_set1_epi32(p->levels);
+    int step = 1;
+    while (step * 2 <= p->levels) step *= 2;
+    __m512i count = _mm512_setzero_si512();
+    for (; step; step >>= 1) {
+      const __m512i candidate = _mm512_add_epi32(count, _mm512_set1_epi32(step));
+      const __mmask16 valid = _mm512_cmple_epi32_mask(candidate, levels);
+      const __m512i index = _mm512_add_epi32(
+          _mm512_slli_epi32(_mm512_sub_epi32(candidate, _mm512_set1_epi32(1)), 4), lane);
+      const __m512i level = _mm512_mask_i32gather_epi32(a, valid, index, th, 4);
+      const __mmask16 reached = _mm512_mask_cmpge_epi32_mask(valid, a, level);
+      count = _mm512_mask_mov_epi32(count, reached, candidate);
+    }
+    __m512i code = _mm512_add_epi32(_mm512_mullo_epi32(count, _mm512_set1_epi32(p->mult)),
+                                    _mm512_set1_epi32(p->offset));
+    if (p->relu) code = _mm512_max_epi32(code, _mm512_setzero_si512());
+    _mm512_mask_cvtepi32_storeu_epi8(dst, (__mmask16)((1u << n) - 1), code);
   }
 }
 
