@@ -4,6 +4,11 @@
 (kernels/native/*.c), built with baseline flags (its SIMD paths carry function-level target
 attributes and are chosen at run time). It is optional: without a C compiler the install still
 succeeds and :func:`climbq_deploy.kernels.native.available` says why the kernel is missing.
+
+``climbq_deploy.targets.tflite._climbq_litert_runner`` is the LiteRT C API runner that
+registers the kernel as the custom op ``CLIMBQ_CONV_COUNT`` (it dlopens libLiteRt.so from the
+installed ai-edge-litert and the kernel at run time; links neither). Also optional: without it
+the fused runner compiles the shim into the user cache on first use, or says why it cannot.
 """
 
 from setuptools import Extension, setup
@@ -24,6 +29,18 @@ setup(
             include_dirs=["kernels/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
             optional=True,
-        )
+        ),
+        Extension(
+            "climbq_deploy.targets.tflite._climbq_litert_runner",
+            sources=[
+                "targets/tflite/native/climbq_litert_runner.c",
+                "targets/tflite/native/_pymodule.c",
+            ],
+            depends=["kernels/native/climbq_conv_count.h"],
+            include_dirs=["kernels/native"],
+            libraries=["dl"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ]
 )

@@ -6,7 +6,8 @@ Stages (each resumable: a finished stage's files are reused when the demo runs a
 2. train — full-precision ResNet-20, then 4-bit ClimbQ+ QAT from it, the same with class
    scaling off (for the weight-error view), and a 4-bit LSQ baseline (``DIR/runs/<name>``);
 3. export — the ClimbQ+ model to every target that can run here: NumPy reference, TFLite
-   (exact int16 form, int8 and int4 filters), TensorRT-bound ONNX under ONNX Runtime
+   (the fast builtin forms, and the fused CLIMBQ_CONV_COUNT kernel), TensorRT-bound ONNX
+   under ONNX Runtime
    (``DIR/runs/<run>/targets/<label>/model.*``); a target that cannot run here is listed with
    its reason, never faked;
 4. check — each artifact against the torch model and the NumPy reference on the test set
@@ -75,12 +76,13 @@ class TargetSpec:
     target: str
     kernels: str | None = None
     weights: str | None = None
+    ops: str | None = None
 
 
 TARGETS = (
     TargetSpec("numpy", "numpy"),
     TargetSpec("tflite-xnnpack", "tflite", "xnnpack"),
-    TargetSpec("tflite-int4-xnnpack", "tflite", "xnnpack", "int4"),
+    TargetSpec("tflite-fused-xnnpack", "tflite", "xnnpack", ops="climbq"),
     TargetSpec("tensorrt-onnxruntime", "tensorrt", "onnxruntime"),
 )
 
@@ -151,7 +153,7 @@ def _deploy(run: Path, spec: TargetSpec, plan: DemoPlan, data: Path) -> dict[str
     folder = run / "targets" / spec.label
     record: dict[str, Any] = {"label": spec.label, **asdict(spec)}
     try:
-        target = get_target(spec.target, spec.kernels, spec.weights)
+        target = get_target(spec.target, spec.kernels, spec.weights, spec.ops)
     except ConfigError as exc:
         return {**record, "status": "unavailable", "reason": str(exc)}
     reason = target.unavailable()

@@ -57,12 +57,12 @@ def test_quick_demo_leaves_report_summary_and_artifacts(tmp_path: Path) -> None:
         assert 0 <= model["top1"] <= 100 and len(model["per_class"]) == 10
     labels = {t["label"]: t for t in summary["targets"]}
     assert set(labels) == {t.label for t in TARGETS}
-    for label in ("numpy", "tflite-xnnpack", "tflite-int4-xnnpack", "tensorrt-onnxruntime"):
+    for label in ("numpy", "tflite-xnnpack", "tflite-fused-xnnpack", "tensorrt-onnxruntime"):
         target = labels[label]
         assert target["status"] == "ok", target
         assert Path(target["artifact"]).is_file()
         assert target["top1_agreement"] == 1.0 and target["n_images"] == 200
         assert target["latency_ms"]["p50"] > 0
-    for label in ("tflite-xnnpack", "tflite-int4-xnnpack", "tensorrt-onnxruntime"):
+    for label in ("tflite-xnnpack", "tflite-fused-xnnpack", "tensorrt-onnxruntime"):
         assert labels[label]["exact_match"] is True
     assert "climbq+-w4a4" in result.stdout and "total" in result.stdout

@@ -1,5 +1,16 @@
-"""The LiteRT (TFLite) target: the integer program as builtin int16/int32 ops, run by
-``ai_edge_litert`` (or ``tflite_runtime``'s Interpreter where a device only has that)."""
+"""The LiteRT (TFLite) target: the integer program as LiteRT ops, run by ``ai_edge_litert``
+(or ``tflite_runtime``'s Interpreter where a device only has that).
+
+``--ops`` picks the form (all exact, the same codes and logits):
+
+- ``builtin`` (default): per layer the fastest exact form on builtin ops that XNNPACK runs
+  (:mod:`.forms`: float32 or int8 convs and the sign sum), any stock LiteRT;
+- ``climbq``: the layers as climbq_deploy's fused conv-and-count kernel, the custom op
+  ``CLIMBQ_CONV_COUNT`` (:mod:`.custom_op`), registered by ``climbq check``/``bench``
+  through LiteRT's C API (:mod:`.fused_runner`); layers it cannot take stay builtin;
+- ``int16``: the first exact form (16x8 convs, GREATER_EQUAL/CAST/SUM counts), kept for
+  comparison: mostly outside XNNPACK, ~100x slower.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +37,7 @@ from climbq_deploy.targets.base import (
 )
 
 KERNELS = ("xnnpack", "optimized", "ref")
+OPS = ("builtin", "climbq", "int16")
 # our kernel names -> LiteRT's OpResolverType member
 RESOLVERS = {
     "xnnpack": "AUTO",
@@ -61,13 +73,22 @@ class TfliteRunner:
         # The whole file is checked before LiteRT's C++ parser sees it (a crafted flatbuffer
         # can crash the interpreter's process).
         self.graph, self.manifest = read_tflite(content, self.path)
+        self.kernels = kernels
+        self._step = next(n for n in self.graph.nodes if isinstance(n, InputQuant))
+        self._acts = {n.output: n.source for n in self.graph.nodes if isinstance(n, ThresholdAct)}
+        self._content = content
+        from climbq_deploy.targets.tflite.custom_op import uses_custom_op
+
+        self.fused = uses_custom_op(content)
+        if self.fused:
+            self._open_fused(content)
+            return
         module = interpreter_module()
         if module is None:
             raise TargetUnavailableError(
                 "no LiteRT interpreter (pip install climbq-deploy[tflite])"
             )
         resolver = RESOLVERS[kernels]
-        self.kernels = kernels
 
         def make(keep: bool):
             try:
@@ -86,11 +107,36 @@ class TfliteRunner:
         self._make = make
         self._plain = self._make(False)
         self._debug = None
-        self._step = next(n for n in self.graph.nodes if isinstance(n, InputQuant))
         self._input_dtype = self._plain.get_input_details()[0]["dtype"]  # int16 or int32
-        self._acts = {n.output: n.source for n in self.graph.nodes if isinstance(n, ThresholdAct)}
+
+    def _open_fused(self, content: bytes) -> None:
+        """A model with the ``CLIMBQ_CONV_COUNT`` op runs through LiteRT's C API with the
+        op registered (:class:`.fused_runner.FusedRunner`, XNNPACK for the builtin ops)."""
+        from climbq_deploy.targets.tflite import custom_op
+        from climbq_deploy.targets.tflite.fused_runner import FusedRunner, with_outputs
+
+        if self.kernels != "xnnpack":
+            raise ConfigError(
+                f"{self.path} holds the fused {custom_op.CUSTOM_CODE} op, which runs through "
+                f"LiteRT's C API with XNNPACK only; --kernels {self.kernels} applies to "
+                "models exported with --ops builtin or int16"
+            )
+        reason = custom_op.support()
+        if reason is not None:
+            raise TargetUnavailableError(
+                f"{self.path} uses the custom op {custom_op.CUSTOM_CODE} (climbq_deploy's "
+                f"fused kernel), which cannot run here: {reason}; export with --ops builtin"
+            )
+        self._plain = FusedRunner(content, threads=1, path=self.path)
+        self._debug = None
+        self._make_debug = lambda: FusedRunner(
+            with_outputs(content, list(self._acts)), threads=1, path=self.path
+        )
+        self._input_dtype = np.dtype(self._plain._dtypes[0])
 
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
+        if self.fused:
+            return self._run_fused(images, with_codes)
         if with_codes and self._debug is None:
             self._debug = self._make(True)
         it = self._debug if with_codes else self._plain
@@ -113,7 +159,22 @@ class TfliteRunner:
                 raise ArtifactError(f"{self.path}: LiteRT fails to run the model: {exc}") from None
             logits.append(it.get_tensor(it.get_output_details()[0]["index"]).astype(np.float64))
             for name, source in self._acts.items() if with_codes else ():
-                codes[source].append(it.get_tensor(names[name]).copy())
+                codes[source].append(it.get_tensor(names[name]).astype(np.int64))
+        joined = {k: np.concatenate(v) for k, v in codes.items()} if with_codes else {}
+        return RunOutput(np.concatenate(logits), joined)
+
+    def _run_fused(self, images: np.ndarray, with_codes: bool) -> RunOutput:
+        if with_codes and self._debug is None:
+            self._debug = self._make_debug()
+        runner = self._debug if with_codes else self._plain
+        quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
+        logits, codes = [], {source: [] for source in self._acts.values()}
+        for i in range(len(images)):
+            outputs = runner.run(quantized[i : i + 1].astype(self._input_dtype))
+            logits.append(outputs[0].astype(np.float64))
+            if with_codes:
+                for source, value in zip(self._acts.values(), outputs[1:], strict=True):
+                    codes[source].append(value.astype(np.int64))
         joined = {k: np.concatenate(v) for k, v in codes.items()} if with_codes else {}
         return RunOutput(np.concatenate(logits), joined)
 
@@ -126,8 +187,25 @@ class TfliteOptions(TargetOptions):
         help="LiteRT kernels: its default (XNNPACK), builtin optimized, or reference",
     )
     weights: str = weights_option(  # export.WEIGHT_FORMS (imported lazily: it is not cheap)
-        "filters as int8, or as packed INT4 wherever that is exact (same outputs)"
+        "filters as int8, or as packed INT4 wherever that is exact (same outputs; int16 "
+        "layers only)"
     )
+    ops: str = option(
+        "builtin",
+        choices=OPS,
+        help="layer form: builtin (fast exact XNNPACK forms, any LiteRT), climbq (fused "
+        "CLIMBQ_CONV_COUNT custom op, registered by climbq check/bench), int16 (first form)",
+        stage="export",
+    )
+
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weights == "int4" and self.ops != "int16":
+            raise ConfigError(
+                f"weights='int4' packs the int16 form's filters; ops={self.ops!r} stores int8 "
+                "(and float32) filters: use ops='int16' with it (--ops int16 --weights int4)"
+            )
 
 
 class TfliteTarget(TargetBase):
@@ -160,6 +238,10 @@ class TfliteTarget(TargetBase):
     def unavailable(self) -> str | None:
         if interpreter_module() is None:
             return "no LiteRT interpreter (pip install climbq-deploy[tflite])"
+        if self.options.ops == "climbq":
+            from climbq_deploy.targets.tflite.custom_op import support
+
+            return support()
         return None
 
     def export(self, graph: Graph, out: Path) -> Path:
@@ -167,9 +249,14 @@ class TfliteTarget(TargetBase):
         from climbq_deploy.targets.tflite.flavour import int16_flavour
 
         flavour = int16_flavour(graph)
-        content = write_tflite(
-            flavour, batch=1, program=program_bytes(flavour), weights=self.options.weights
-        )
+        program, weights = program_bytes(flavour), self.options.weights
+        if self.options.ops == "int16":
+            content = write_tflite(flavour, batch=1, program=program, weights=weights)
+        else:
+            from climbq_deploy.targets.tflite.forms import write_fast_tflite
+
+            fused = self.options.ops == "climbq"
+            content, _ = write_fast_tflite(flavour, 1, program, weights, fused=fused)
         with atomic_write(out, "wb") as handle:
             handle.write(content)
         return Path(out)

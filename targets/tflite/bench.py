@@ -25,7 +25,7 @@ def bench_tflite(
     repeats: int = 100,
 ) -> dict[str, Any]:
     """The latency record of one ``.tflite`` written by climbq_deploy (batch as exported)."""
-    from climbq_deploy.targets.tflite import KERNELS, RESOLVERS, TfliteRunner, interpreter_module
+    from climbq_deploy.targets.tflite import KERNELS, TfliteRunner, interpreter_module
 
     if kernels not in KERNELS:
         raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
@@ -37,7 +37,38 @@ def bench_tflite(
     path = Path(model)
     if not path.is_file():
         raise DataError(f"no model file at {path}")
-    TfliteRunner(path, kernels)  # validates the file (and its program) before LiteRT reads it
+    runner = TfliteRunner(path, kernels)  # validates the file (and program) before LiteRT
+    if runner.fused:  # the CLIMBQ_CONV_COUNT op: LiteRT's C API route, op registered
+        from climbq_deploy.targets.tflite.fused_runner import FusedRunner
+
+        fused = FusedRunner(path.read_bytes(), threads=threads, path=path)
+        x = np.zeros(fused._shapes[0], fused._dtypes[0])
+        ms = time_calls(lambda: fused.run(x), warmup, repeats)
+        batch, runtime = int(x.shape[0]), "litert-c-api+climbq-fused"
+    else:
+        ms, batch = _time_interpreter(module, path, threads, kernels, warmup, repeats)
+        runtime = getattr(module, "__name__", "interpreter")
+    return {
+        "model": str(path),
+        "target": "tflite",
+        "kernels": kernels,
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        **latency_fields(ms, batch),
+        "runtime": runtime,
+        **host_fields(),
+        "top1": None,
+    }
+
+
+def _time_interpreter(
+    module: Any, path: Path, threads: int, kernels: str, warmup: int, repeats: int
+) -> tuple[np.ndarray, int]:
+    """Milliseconds per invoke of a builtin-op model under LiteRT's Interpreter, its batch."""
+    from climbq_deploy.targets.tflite import RESOLVERS
+
     interpreter = module.Interpreter(
         model_content=path.read_bytes(),
         num_threads=threads,
@@ -52,17 +83,4 @@ def bench_tflite(
         interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
 
-    ms = time_calls(invoke, warmup, repeats)
-    return {
-        "model": str(path),
-        "target": "tflite",
-        "kernels": kernels,
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "repeats": repeats,
-        **latency_fields(ms, batch),
-        "runtime": getattr(module, "__name__", "interpreter"),
-        **host_fields(),
-        "top1": None,
-    }
+    return time_calls(invoke, warmup, repeats), batch

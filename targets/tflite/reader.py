@@ -77,19 +77,22 @@ TENSOR_BITS: dict[int, int | None] = {
     22: 8,
 }
 FLOAT32, INT32, INT16 = 0, 2, 7
-# The builtin operators the toolkit's writers emit (export.py, baseline.py): code -> (name,
-# fewest and most inputs, input positions that may be -1 "absent"). Anything else is refused
-# before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an ADD with an absent
+# The builtin operators the toolkit's writers emit (export.py, forms.py, bench/plain_int8.py):
+# code -> (name, fewest and most inputs, input positions that may be -1 "absent"). Anything
+# else is refused before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an ADD with an absent
 # input). A writer that starts using another operator adds it here.
 WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     0: ("ADD", 2, 2, ()),
     3: ("CONV_2D", 3, 3, (2,)),
+    6: ("DEQUANTIZE", 1, 1, ()),
     4: ("DEPTHWISE_CONV_2D", 3, 3, (2,)),
     9: ("FULLY_CONNECTED", 3, 3, (2,)),
     18: ("MUL", 2, 2, ()),
+    19: ("RELU", 1, 1, ()),
     22: ("RESHAPE", 1, 2, ()),
     34: ("PAD", 2, 2, ()),
     40: ("MEAN", 2, 2, ()),
+    114: ("QUANTIZE", 1, 1, ()),
     53: ("CAST", 1, 1, ()),
     55: ("MAXIMUM", 2, 2, ()),
     62: ("GREATER_EQUAL", 2, 2, ()),

@@ -28,9 +28,11 @@ from tests.conftest import MEAN, STD, codes_and_logits, randomize_batchnorm
 pytest.importorskip("ai_edge_litert")
 
 
-def export_and_compare(model, size: int, tmp_path, kernels: str) -> tuple[int, int]:
-    graph = lower(capture(model, MEAN, STD, (size, size, 3), input_bits=16))
-    target = TfliteTarget(kernels)
+def export_and_compare(
+    model, size: int, tmp_path, kernels: str, ops: str = "builtin", input_bits: int = 16
+) -> tuple[int, int]:
+    graph = lower(capture(model, MEAN, STD, (size, size, 3), input_bits=input_bits))
+    target = TfliteTarget(kernels, ops=ops)
     path = target.export(graph, tmp_path / f"m-{kernels}.tflite")
     runner = target.load(path)
     images = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
@@ -47,21 +49,40 @@ def export_and_compare(model, size: int, tmp_path, kernels: str) -> tuple[int, i
     return mismatches, total
 
 
-@pytest.mark.parametrize("kernels", ["ref", "optimized", "xnnpack"])
+OPS_AND_KERNELS = [
+    (ops, kernels)
+    for ops in ("builtin", "int16")
+    for kernels in ("ref", "optimized", "xnnpack")
+] + [("climbq", "xnnpack")]
+
+
+def _skip_without_fused(ops: str) -> None:
+    if ops == "climbq":
+        from climbq_deploy.targets.tflite.custom_op import support
+
+        reason = support()
+        if reason is not None:
+            pytest.skip(f"the fused op cannot run here: {reason}")
+
+
+@pytest.mark.parametrize(("ops", "kernels"), OPS_AND_KERNELS)
 @pytest.mark.parametrize("bits", [2, 4])
-def test_resnet_tflite_equals_its_reference(tmp_path, kernels: str, bits: int) -> None:
+def test_resnet_tflite_equals_its_reference(tmp_path, ops: str, kernels: str, bits: int) -> None:
+    _skip_without_fused(ops)
     torch.manual_seed(bits)
     model = CifarResNet(8, 10, QuantSpec("climbq+", bits, bits))
     randomize_batchnorm(model, bits)
-    mismatches, total = export_and_compare(model, 16, tmp_path, kernels)
+    mismatches, total = export_and_compare(model, 16, tmp_path, kernels, ops, input_bits=20)
     assert total > 0 and mismatches == 0
 
 
-def test_mobilenetv2_tflite_equals_its_reference(tmp_path) -> None:
+@pytest.mark.parametrize(("ops", "kernels"), OPS_AND_KERNELS)
+def test_mobilenetv2_tflite_equals_its_reference(tmp_path, ops: str, kernels: str) -> None:
+    _skip_without_fused(ops)
     torch.manual_seed(0)
     model = CifarMobileNetV2(10, QuantSpec("climbq", 4, 4))
     randomize_batchnorm(model, 0)
-    mismatches, total = export_and_compare(model, 8, tmp_path, "ref")
+    mismatches, total = export_and_compare(model, 8, tmp_path, kernels, ops, input_bits=20)
     assert total > 0 and mismatches == 0
 
 
@@ -136,7 +157,7 @@ def test_int4_weights_give_the_int8_model_outputs(tmp_path, kernels: str, bits: 
     images = np.random.default_rng(2).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     outs = {}
     for weights in ("int8", "int4"):
-        target = TfliteTarget(kernels, weights)
+        target = TfliteTarget(kernels, weights, "int16")
         path = target.export(graph, tmp_path / f"{weights}.tflite")
         outs[weights] = target.load(path).run(images, with_codes=True)
         tensors = _tensors(path)
@@ -391,7 +412,7 @@ def test_one_channel_shifted_layer_equals_its_flavour_reference(
     assert np.array_equal(a2.thresholds[1:], raw[1:])
     from ai_edge_litert import schema_py_generated as schema
 
-    target = TfliteTarget(kernels, weights)
+    target = TfliteTarget(kernels, weights, "int16")
     path = target.export(graph, tmp_path / f"m-{kernels}-{weights}.tflite")
     assert (schema.TensorType.INT4 in _tensors(path).values()) == (weights == "int4")
     runner = target.load(path)

@@ -503,9 +503,10 @@ void* cqlr_io_data(cqlr_runner* r, int k, size_t* size) {
 
 /* One invoke on the inputs written into cqlr_io_data; 0 on success, else err says why. */
 int cqlr_run(cqlr_runner* r, char* err) {
-  LiteRtTensorBuffer in[64], out[64];
-  if (r->n_in > 64 || r->n_out > 64) {
-    say(err, "more than 64 model inputs or outputs");
+  enum { MAX_IO = 1024 }; /* a checked model with every layer's codes as outputs */
+  LiteRtTensorBuffer in[MAX_IO], out[MAX_IO];
+  if (r->n_in > MAX_IO || r->n_out > MAX_IO) {
+    say(err, "more than %d model inputs or outputs", MAX_IO);
     return -1;
   }
   for (int k = 0; k < r->n_in; k++) in[k] = r->io[k].buffer;

@@ -1,0 +1,672 @@
+"""Fast exact forms of the ClimbQ layer on LiteRT builtin ops, chosen per layer.
+
+Today's int16 form (:mod:`.export`: 16x8 conv, GREATER_EQUAL, CAST, SUM) is exact but runs
+outside XNNPACK. The forms here compute the same integers with ops XNNPACK runs (float32 and
+int8 convs, clamps, sums), so a whole model is one XNNPACK partition wherever every layer has
+one:
+
+**The sign sum.** For an integer ``v`` and an integer threshold ``t``,
+``clamp(2 (v - t) + 1, -1, 1)`` is exactly ``+1`` when ``v >= t`` and ``-1`` otherwise
+(``2 (v - t) + 1`` is odd, so never 0). Summed over a channel's ``n`` thresholds,
+``S = 2 count - n``, so the code is ``X = mult count + offset = (mult / 2) S + (mult n / 2 +
+offset)``: for ClimbQ (``mult = 2``, ``offset = -n``) the sum *is* the code. Thresholds beyond
+the value's bound ``B`` are clamped to ``±(B + 1)`` first (no count changes).
+
+- ``float-signs``: a float32 conv of the integer codes (exact: every partial sum is an integer
+  below 2**24, :func:`~.flavour.float_conv_is_exact`), a 1x1 ``DEPTHWISE_CONV_2D`` with
+  multiplier ``n`` (weight 2, bias ``1 - 2 t``, fused ``RELU_N1_TO_1``) giving the ``n``
+  signs, ``SUM`` over them. Exact when ``2 B + 3 < 2**24`` (``2 v`` is exact, ``1 - 2 t`` is
+  exact, their sum is rounded once and an odd integer keeps its sign and ``|.| >= 1`` under
+  rounding to nearest; the clamp then gives exactly ±1).
+- ``int8-signs``: an int8 conv with every output channel repeated ``n`` times, filter ``2 W``,
+  int32 bias ``1 - 2 t``, input/filter/output scale 1 and fused ``RELU_N1_TO_1`` (the
+  requantization multiplies by exactly 1: the odd accumulator's sign survives, the clamp
+  gives ±1), then a block-diagonal 1x1 int8 conv summing each channel's ``n`` signs with
+  filter scale ``mult / 2`` and bias ``n + 2 offset / mult`` (scale ``mult / 2``): output
+  ``(S + n) mult / 2 + offset = X`` exactly. Needs int8 codes in and out, ``|2 W| <= 127``,
+  ``mult`` a power of two and ``4 B + 3 < 2**30`` (LiteRT's reference requantization shifts
+  the accumulator left once). Costs ``n`` times the conv's multiply-adds: best for small n.
+- the stem (20-bit input, partial sums beyond 2**24): ``I = 2**D h + l`` in two digit planes
+  (:func:`~climbq_deploy.ir.integer_forms.float32_digit_plan`), one exact float32 conv each,
+  ``2 (acc - t) + 1 = 2**(D+1) (A_h - t_h) + (2 A_l + 1 - 2 t_l)`` with ``t = 2**D t_h +
+  t_l``: each term is exact in float32 (checked: ``|A_h - t_h| < 2**24``, ``|2 A_l + 1 - 2
+  t_l| < 2**24``), one ADD rounds their odd sum once, keeping its sign; ``RELU_N1_TO_1``.
+- anything else (a layer the int16 flavour requantizes, partial sums too large): the int16
+  form of :mod:`.export`, converted in and out.
+
+Which form a layer takes is decided by :func:`choose_forms` from a cost model whose constants
+were measured on LiteRT 2.3 / XNNPACK (see :data:`COSTS`).
+
+Tensors travel between layers as float32 (codes as exact float integers) or int8 (scale 1,
+zero point 0): ``QUANTIZE`` / ``DEQUANTIZE`` convert exactly (integers within int8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from climbq_deploy.errors import LoweringError
+from climbq_deploy.ir.graph import (
+    Add,
+    GlobalSumPool,
+    Graph,
+    InputQuant,
+    IntConv,
+    Linear,
+    Relu,
+    ThresholdAct,
+)
+from climbq_deploy.ir.integer_forms import (
+    FLOAT32_EXACT,
+    conv_padding,
+    nhwc_pads,
+    partial_sum_bound,
+    signed_weight,
+)
+from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
+from climbq_deploy.targets.tflite import export as int16_form
+from climbq_deploy.targets.tflite.flavour import float_conv_is_exact
+
+__all__ = ["COSTS", "FORMS", "LayerCost", "choose_forms", "write_fast_tflite"]
+
+FLOAT_SIGNS, INT8_SIGNS, INT16, FUSED = "float-signs", "int8-signs", "int16", "fused"
+FORMS = (INT8_SIGNS, FLOAT_SIGNS, INT16, FUSED)
+INT8_MIN, INT8_MAX = -128, 127
+# LiteRT's reference int8 requantization by 1.0 computes acc * 2 in int32 first.
+REF_REQUANT_LIMIT = 2**30
+# LiteRT 2.3's optimized float DEPTHWISE_CONV_2D never returns when its output has more than
+# 4832 channels (its accumulation buffer holds no whole pixel then; measured: 322 x 15
+# channels run, 323 x 15 hang, with XNNPACK off). The float sign stage stays below it.
+FLOAT_DEPTHWISE_LIMIT = 4832
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per unit of work in each form, batch 1, one thread (XNNPACK, LiteRT 2.3).
+
+    ``float_mac``: one float32 conv multiply-add; ``int8_mac``: one int8 conv multiply-add;
+    ``sign_element``: one output element of the float sign stage (depthwise with multiplier
+    ``n`` plus the SUM), per output value ``H W C`` (it is dominated by per-element overhead,
+    hardly by ``n``); ``sign_level``: each of the ``H W C n`` signs on top."""
+
+    float_mac: float
+    int8_mac: float
+    sign_element: float
+    sign_level: float
+
+
+COSTS = Costs(float_mac=10e-12, int8_mac=2.6e-12, sign_element=3.4e-9, sign_level=0.25e-9)
+"""Fitted to single-layer timings (3x3 convs, 32x32x16 and 8x8x64, n = 3 and 15, one thread,
+x86-64 AVX-512; ``/work/shared/probes/fast-tflite/layers_t1.json``, re-measured by
+``bench/tflite_latency.py``): float32 conv 24 us for 2.4 M multiply-adds, int8 with ``n``
+repeats 90 us at ``n = 15`` and 20 us at ``n = 3``, the float sign stage ~55-60 us for 16 K
+values."""
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """A layer's candidate forms, each with its estimated seconds (None: not exact here), and
+    the one chosen."""
+
+    layer: str
+    costs: dict[str, float | None]
+    chosen: str
+
+
+# -- which forms are exact for a layer ----------------------------------------------------
+
+
+def _bound(graph: Graph, name: str) -> tuple[int, int]:
+    return graph.tensors[name].bounds or (-(2**31), 2**31 - 1)
+
+
+def _acc_bound(graph: Graph, conv: IntConv) -> int:
+    lo, hi = _bound(graph, conv.inputs[0])
+    return partial_sum_bound(conv.weight, lo, hi)
+
+
+def _fits_int8(graph: Graph, name: str) -> bool:
+    lo, hi = _bound(graph, name)
+    return lo >= INT8_MIN and hi <= INT8_MAX
+
+
+def _power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _int8_sum_bias(act: ThresholdAct) -> int | None:
+    """``n + 2 offset / mult`` when it is an integer and ``mult`` a power of two, else None."""
+    n, mult, offset = act.thresholds.shape[1], int(act.mult), int(act.offset)
+    if not _power_of_two(mult) or (2 * offset) % mult:
+        return None
+    return n + 2 * offset // mult
+
+
+def int8_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
+    """None when the ``int8-signs`` form computes ``layer`` exactly, else why not."""
+    conv, act = layer.conv, layer.act
+    if layer.stem:
+        return "the stem reads the wide input"
+    if act.shift is not None:
+        return "the int16 flavour requantizes this layer"
+    if conv.groups not in (1, conv.weight.shape[0]) or (
+        conv.groups != 1 and conv.weight.shape[3] != 1
+    ):
+        return "grouped conv"
+    if 2 * int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
+        return "2 W leaves int8"
+    if not _fits_int8(graph, conv.inputs[0]) or not _fits_int8(graph, act.output):
+        return "codes leave int8"
+    if _int8_sum_bias(act) is None:
+        return f"mult {act.mult} / offset {act.offset} have no exact int8 sum"
+    if 4 * _acc_bound(graph, conv) + 3 >= REF_REQUANT_LIMIT:
+        return "accumulators too large for the reference requantization"
+    return None
+
+
+def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
+    """None when the fused ``CLIMBQ_CONV_COUNT`` op computes ``layer`` exactly (int8 codes in
+    and out, int8 filter, ``max_o sum |W_o| 128`` within int32: the kernel's contract), else
+    why not."""
+    conv, act = layer.conv, layer.act
+    if layer.stem:
+        return "the stem reads the wide input"
+    if act.shift is not None:
+        return "the int16 flavour requantizes this layer"
+    if conv.groups not in (1, conv.weight.shape[0]) or (
+        conv.groups != 1 and conv.weight.shape[3] != 1
+    ):
+        return "grouped conv"
+    if int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
+        return "W leaves int8"
+    if not _fits_int8(graph, conv.inputs[0]) or not _fits_int8(graph, act.output):
+        return "codes leave int8"
+    if partial_sum_bound(conv.weight, -128, 127) > 2**31 - 1:
+        return "accumulators may leave int32"
+    if not 1 <= act.thresholds.shape[1] <= 255:
+        return "levels beyond 1..255"
+    return None
+
+
+def float_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
+    """None when the ``float-signs`` form computes ``layer`` exactly, else why not."""
+    conv, act = layer.conv, layer.act
+    if act.shift is not None:
+        return "the int16 flavour requantizes this layer"
+    if conv.groups not in (1, conv.weight.shape[0]) or (
+        conv.groups != 1 and conv.weight.shape[3] != 1
+    ):
+        return "grouped conv"
+    if conv.weight.shape[0] * act.thresholds.shape[1] > FLOAT_DEPTHWISE_LIMIT:
+        return "channels x levels beyond LiteRT's float depthwise limit"
+    if layer.stem:
+        return _stem_plan(graph, layer)[1]
+    if not float_conv_is_exact(graph, conv):
+        return "partial sums reach 2**24"
+    if 2 * _acc_bound(graph, conv) + 3 >= FLOAT32_EXACT:
+        return "2 acc + 1 - 2 t leaves float32's exact integers"
+    return None
+
+
+def _stem_plan(graph: Graph, layer: ConvLayer) -> tuple[int | None, str | None]:
+    """``(D, None)``: the stem's digit bits (None: one plain float32 conv is exact), or
+    ``(None, reason)`` when no exact float form exists (see module docstring)."""
+    conv = layer.conv
+    lo, hi = _bound(graph, conv.inputs[0])
+    if max(abs(lo), abs(hi)) >= FLOAT32_EXACT:
+        return None, "the input leaves float32's exact integers"
+    weight = signed_weight(conv.weight, layer.act.direction)
+    bound = partial_sum_bound(weight, lo, hi)
+    if bound < FLOAT32_EXACT and 2 * bound + 3 < FLOAT32_EXACT:
+        return None, None
+    peak = max(abs(lo), abs(hi))
+    for bits in range(1, 31):  # the first digit width whose every term is exact
+        high = -(-peak // 2**bits)
+        bound_h = partial_sum_bound(weight, -high, high)
+        bound_l = partial_sum_bound(weight, 0, 2**bits - 1)
+        t_h = (bound + 1) // 2**bits + 1  # |t_h| of thresholds clamped to ±(bound + 1)
+        if bound_h + t_h < FLOAT32_EXACT and 2 * bound_l + 2 ** (bits + 1) < FLOAT32_EXACT:
+            return bits, None
+    return None, "no digit split of the stem keeps every term within float32's exact integers"
+
+
+def _costs(graph: Graph, layer: ConvLayer) -> dict[str, float | None]:
+    """Estimated seconds of each exact form of ``layer`` (:data:`COSTS`); None: not exact."""
+    conv, act = layer.conv, layer.act
+    ho, wo, c = graph.tensors[conv.output].shape
+    n = act.thresholds.shape[1]
+    macs = ho * wo * c * int(np.prod(conv.weight.shape[1:]))
+    values = ho * wo * c
+    costs: dict[str, float | None] = {INT8_SIGNS: None, FLOAT_SIGNS: None, INT16: 1.0}
+    if int8_signs_exact(graph, layer) is None:
+        costs[INT8_SIGNS] = COSTS.int8_mac * (macs * n + values * n * c)
+    if float_signs_exact(graph, layer) is None:
+        digits = 2 if layer.stem and _stem_plan(graph, layer)[0] is not None else 1
+        costs[FLOAT_SIGNS] = (
+            COSTS.float_mac * macs * digits
+            + COSTS.sign_element * values * digits
+            + COSTS.sign_level * values * n * digits
+        )
+    return costs
+
+
+def choose_forms(graph: Graph, fused: bool = False) -> list[LayerCost]:
+    """Each conv layer's form: with ``fused``, the ``CLIMBQ_CONV_COUNT`` op wherever it is
+    exact; else (and elsewhere) the cheapest exact builtin form by :data:`COSTS` (the int16
+    form only where no other is exact)."""
+    chosen = []
+    # LiteRT's custom-op kernel interface asks for output shapes from input shapes alone: two
+    # fused layers with equal input, filter and threshold shapes must give equal outputs.
+    fused_outputs: dict[tuple, tuple] = {}
+    for layer in iter_layers(graph):
+        if isinstance(layer, ConvLayer):
+            costs = _costs(graph, layer)
+            fast = {k: v for k, v in costs.items() if v is not None and k != INT16}
+            pick = min(fast, key=lambda k: fast[k]) if fast else INT16
+            if fused and fused_exact(graph, layer) is None:
+                t = graph.tensors
+                key = (
+                    t[layer.conv.inputs[0]].shape,
+                    layer.conv.weight.shape,
+                    layer.act.thresholds.shape,
+                )
+                if (
+                    fused_outputs.setdefault(key, t[layer.conv.output].shape)
+                    == t[layer.conv.output].shape
+                ):
+                    pick = FUSED
+            chosen.append(LayerCost(layer.act.output, costs, pick))
+    return chosen
+
+
+# -- the writer -----------------------------------------------------------------------------
+
+
+class _FastEmit(int16_form._Emit):
+    """:class:`~.export._Emit` with a float32 and an int8 view of each IR tensor besides the
+    int32 one (``index``); views are converted on demand, exactly."""
+
+    def __init__(self, graph: Graph, batch: int, weights: str) -> None:
+        super().__init__(graph, batch, weights)
+        self.floats: dict[str, int] = {}
+        self.int8s: dict[str, int] = {}
+        self.forms: dict[str, str] = {}
+
+    def const(self, name: str, values: np.ndarray, dtype: str, **quant: object) -> int:
+        return self.b.add_tensor(name, values.shape, dtype, data=values.astype(dtype), **quant)
+
+    def int8_tensor(self, name: str, shape: tuple[int, ...]) -> int:
+        return self.b.add_tensor(name, shape, "int8", scale=1.0, zero_point=0)
+
+    def float_view(self, name: str) -> int:
+        if name not in self.floats:
+            out = self.b.add_tensor(f"{name}/float", self.shape(name), "float32")
+            if name in self.int8s:
+                self.b.add_operator("DEQUANTIZE", [self.int8s[name]], [out])
+            else:
+                self.b.add_operator("CAST", [self.index[name]], [out])
+            self.floats[name] = out
+        return self.floats[name]
+
+    def int8_view(self, name: str) -> int:
+        if name not in self.int8s:
+            out = self.int8_tensor(f"{name}/int8", self.shape(name))
+            self.b.add_operator("QUANTIZE", [self.float_view(name)], [out])
+            self.int8s[name] = out
+        return self.int8s[name]
+
+    def int32_view(self, name: str) -> int:
+        if name not in self.index:
+            out = self.b.add_tensor(f"{name}/int32", self.shape(name), "int32")
+            self.b.add_operator("CAST", [self.float_view(name)], [out])
+            self.index[name] = out
+        return self.index[name]
+
+
+def write_fast_tflite(
+    graph: Graph,
+    batch: int = 1,
+    program: bytes | None = None,
+    weights: str = "int8",
+    fused: bool = False,
+) -> tuple[bytes, list[LayerCost]]:
+    """The ``.tflite`` bytes of the program in the fast forms, and each layer's form.
+
+    ``graph`` is the int16 flavour (:func:`~.flavour.int16_flavour`): its requantized layers
+    keep the int16 form. ``weights`` applies to those only (the fast forms store int8 or
+    float32 filters). ``fused``: layers as the ``CLIMBQ_CONV_COUNT`` custom op wherever it is
+    exact (:func:`fused_exact`; a runtime needs the op registered, see :mod:`.custom_op`)."""
+    e = _FastEmit(graph, batch, weights)
+    choices = choose_forms(graph, fused)
+    e.forms = {c.layer: c.chosen for c in choices}
+    for layer in iter_layers(graph):
+        emit = op_entry(FAST_EMITTERS, layer)
+        if emit is None:
+            raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TFLite form yet")
+        emit(e, layer)
+    e.b.set_io(e.inputs, e.outputs)
+    if program is not None:
+        e.b.add_metadata(int16_form.METADATA_NAME, program)
+    return e.b.build(), choices
+
+
+def _clamped_thresholds(act: ThresholdAct, bound: int) -> np.ndarray:
+    """Thresholds clamped to ``[-(bound + 1), bound + 1]``: for values within ``±bound`` the
+    count is unchanged (a threshold below every value stays below, above stays above)."""
+    return np.clip(act.thresholds.astype(np.int64), -(bound + 1), bound + 1)
+
+
+def _conv_layer(e: _FastEmit, layer: ConvLayer) -> None:
+    form = e.forms[layer.act.output]
+    if form == FUSED:
+        _fused_layer(e, layer)
+    elif form == INT8_SIGNS:
+        _int8_signs_layer(e, layer)
+    elif form == FLOAT_SIGNS and layer.stem:
+        _float_stem_layer(e, layer)
+    elif form == FLOAT_SIGNS:
+        _float_signs_layer(e, layer)
+    else:
+        if not layer.stem:
+            e.int32_view(layer.conv.inputs[0])
+        int16_form._conv_layer(e, layer)
+
+
+def _float_conv(e: _FastEmit, conv: IntConv, weight: np.ndarray, x: int, tag: str) -> int:
+    """A float32 conv of ``x`` (float32 NHWC integers) with the float32 filter ``weight``
+    ((O, kh, kw, I), direction folded) and zero bias: the exact accumulators (caller checks
+    the partial sums)."""
+    b, t = e.b, e.graph.tensors
+    n_, h_, w_, c_in = (e.batch, *t[conv.inputs[0]].shape)
+    ho, wo, c = t[conv.output].shape
+    padding = conv_padding(conv)
+    if padding == "PAD":
+        p = conv.padding
+        padded = b.add_tensor(
+            f"{conv.output}/{tag}padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
+        )
+        pads = e.const(f"{conv.output}/{tag}pads", nhwc_pads(conv.padding), "int32")
+        b.add_operator("PAD", [x, pads], [padded])
+        x, padding = padded, "VALID"
+    options: dict[str, object] = {
+        "padding": padding,
+        "stride_h": conv.stride,
+        "stride_w": conv.stride,
+    }
+    if conv.groups == 1:
+        w = e.const(f"{conv.output}/{tag}weight", weight, "float32")
+        op = "CONV_2D"
+    else:
+        w = e.const(f"{conv.output}/{tag}weight", np.transpose(weight, (3, 1, 2, 0)), "float32")
+        op = "DEPTHWISE_CONV_2D"
+        options["depth_multiplier"] = 1
+    bias = e.const(f"{conv.output}/{tag}bias", np.zeros(c), "float32")
+    acc = b.add_tensor(f"{conv.output}/{tag}acc", (e.batch, ho, wo, c), "float32")
+    b.add_operator(op, [x, w, bias], [acc], **options)
+    return acc
+
+
+def _signs(
+    e: _FastEmit,
+    name: str,
+    value: int,
+    hwc: tuple[int, int, int],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    activation: str = "RELU_N1_TO_1",
+) -> int:
+    """``clamp(weight_c value_c + bias_{c,t}, -1, 1)`` for each channel ``c`` and level
+    ``t`` (a 1x1 depthwise conv with multiplier ``n``; ``bias`` (C, n), ``weight`` (C,)),
+    float32 ``(N, H, W, C n)``, channel ``c n + t``."""
+    ho, wo, c = hwc
+    n = bias.shape[1]
+    w = e.const(f"{name}/sign_weight", np.repeat(weight, n).reshape(1, 1, 1, c * n), "float32")
+    b = e.const(f"{name}/sign_bias", bias.reshape(-1), "float32")
+    out = e.b.add_tensor(f"{name}/signs", (e.batch, ho, wo, c * n), "float32")
+    e.b.add_operator(
+        "DEPTHWISE_CONV_2D",
+        [value, w, b],
+        [out],
+        padding="VALID",
+        depth_multiplier=n,
+        fused_activation=activation,
+    )
+    return out
+
+
+def _sum_signs(e: _FastEmit, act: ThresholdAct, signs: int, hwc: tuple[int, int, int]) -> None:
+    """The code ``(mult / 2) S + (mult n / 2 + offset)`` from the signs (float32), named
+    ``act.output``."""
+    ho, wo, c = hwc
+    n = act.thresholds.shape[1]
+    b = e.b
+    shape = (e.batch, ho, wo, c)
+    grouped = b.add_tensor(f"{act.output}/sign_levels", (*shape, n), "float32")
+    b.add_operator("RESHAPE", [signs], [grouped], new_shape=[*shape, n])
+    axis = e.const(f"{act.output}/sign_axis", np.array([4]), "int32")
+    mult, offset = int(act.mult), int(act.offset)
+    plain = mult == 2 and offset == -n
+    total = b.add_tensor(act.output if plain else f"{act.output}/sign_sum", shape, "float32")
+    b.add_operator("SUM", [grouped, axis], [total], keep_dims=False)
+    if not plain:
+        scaled = b.add_tensor(f"{act.output}/sign_scaled", shape, "float32")
+        b.add_operator(
+            "MUL",
+            [total, e.const(f"{act.output}/half_mult", np.array(mult / 2), "float32")],
+            [scaled],
+        )
+        code = b.add_tensor(act.output, shape, "float32")
+        shift = e.const(f"{act.output}/code_offset", np.array(mult * n / 2 + offset), "float32")
+        b.add_operator("ADD", [scaled, shift], [code])
+        total = code
+    e.floats[act.output] = total
+
+
+def _float_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
+    conv, act = layer.conv, layer.act
+    weight = signed_weight(conv.weight, act.direction, np.float32)
+    acc = _float_conv(e, conv, weight, e.float_view(conv.inputs[0]), "")
+    theta = _clamped_thresholds(act, _acc_bound(e.graph, conv))
+    hwc = e.graph.tensors[conv.output].shape
+    c = hwc[2]
+    signs = _signs(e, act.output, acc, hwc, np.full(c, 2.0), 1.0 - 2.0 * theta)
+    _sum_signs(e, act, signs, hwc)
+
+
+def _float_stem_layer(e: _FastEmit, layer: ConvLayer) -> None:
+    """The stem from two digit planes (module docstring), or one plain float conv."""
+    conv, act = layer.conv, layer.act
+    bits, reason = _stem_plan(e.graph, layer)
+    assert reason is None
+    hwc = e.graph.tensors[conv.output].shape
+    c = hwc[2]
+    weight = signed_weight(conv.weight, act.direction, np.float32)
+    lo, hi = _bound(e.graph, conv.inputs[0])
+    bound = partial_sum_bound(signed_weight(conv.weight, act.direction), lo, hi)
+    theta = _clamped_thresholds(act, bound)
+    name = conv.inputs[0]
+    if bits is None:
+        acc = _float_conv(e, conv, weight, e.float_view(name), "")
+        signs = _signs(e, act.output, acc, hwc, np.full(c, 2.0), 1.0 - 2.0 * theta)
+        _sum_signs(e, act, signs, hwc)
+        return
+    b = e.b
+    x = e.int32_view(name)
+    base = e.const(f"{name}/digit_base", np.array(2**bits), "int32")
+    planes = []
+    for tag, op in (("high", "FLOOR_DIV"), ("low", "FLOOR_MOD")):
+        digit = b.add_tensor(f"{name}/{tag}", e.shape(name), "int32")
+        b.add_operator(op, [x, base], [digit])
+        as_float = b.add_tensor(f"{name}/{tag}_float", e.shape(name), "float32")
+        b.add_operator("CAST", [digit], [as_float])
+        planes.append(as_float)
+    acc_h = _float_conv(e, conv, weight, planes[0], "high_")
+    acc_l = _float_conv(e, conv, weight, planes[1], "low_")
+    t_h = np.floor_divide(theta, 2**bits)
+    t_l = theta - 2**bits * t_h
+    scale = float(2 ** (bits + 1))
+    s_h = _signs(e, f"{act.output}/high", acc_h, hwc, np.full(c, scale), -scale * t_h, "NONE")
+    s_l = _signs(e, f"{act.output}/low", acc_l, hwc, np.full(c, 2.0), 1.0 - 2.0 * t_l, "NONE")
+    signs = b.add_tensor(f"{act.output}/signs", (e.batch, *hwc[:2], c * theta.shape[1]), "float32")
+    b.add_operator("ADD", [s_h, s_l], [signs], fused_activation="RELU_N1_TO_1")
+    _sum_signs(e, act, signs, hwc)
+
+
+def _int8_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
+    conv, act = layer.conv, layer.act
+    b, t = e.b, e.graph.tensors
+    ho, wo, c = t[conv.output].shape
+    n = act.thresholds.shape[1]
+    k = c * n
+    x = e.int8_view(conv.inputs[0])
+    padding = conv_padding(conv)
+    if padding == "PAD":
+        p, (h_, w_, c_in) = conv.padding, t[conv.inputs[0]].shape
+        padded = e.int8_tensor(f"{conv.output}/padded", (e.batch, h_ + 2 * p, w_ + 2 * p, c_in))
+        b.add_operator("PAD", [x, e.const(f"{conv.output}/pads", nhwc_pads(p), "int32")], [padded])
+        x, padding = padded, "VALID"
+    weight = 2 * signed_weight(conv.weight, act.direction)
+    theta = _clamped_thresholds(act, _acc_bound(e.graph, conv))
+    unit = {"scale": [1.0] * k, "zero_point": [0] * k}
+    options: dict[str, object] = {
+        "padding": padding,
+        "stride_h": conv.stride,
+        "stride_w": conv.stride,
+        "fused_activation": "RELU_N1_TO_1",
+    }
+    if conv.groups == 1:
+        w = e.const(f"{conv.output}/weight_x2", np.repeat(weight, n, axis=0), "int8", **unit)
+        op = "CONV_2D"
+    else:  # depthwise: output channel c n + j reads input channel c
+        dw = np.repeat(np.transpose(weight, (3, 1, 2, 0)), n, axis=3)
+        w = e.const(f"{conv.output}/weight_x2", dw, "int8", quantized_dimension=3, **unit)
+        op = "DEPTHWISE_CONV_2D"
+        options["depth_multiplier"] = n
+    bias = e.const(f"{conv.output}/sign_bias", (1 - 2 * theta).reshape(-1), "int32", **unit)
+    signs = e.int8_tensor(f"{act.output}/signs", (e.batch, ho, wo, k))
+    b.add_operator(op, [x, w, bias], [signs], **options)
+    blocks = np.zeros((c, 1, 1, k), np.int64)
+    for ch in range(c):
+        blocks[ch, 0, 0, ch * n : (ch + 1) * n] = 1
+    half = [int(act.mult) / 2] * c
+    sum_quant = {"scale": half, "zero_point": [0] * c}
+    ones = e.const(f"{act.output}/sign_blocks", blocks, "int8", **sum_quant)
+    shift = e.const(f"{act.output}/sum_bias", np.full(c, _int8_sum_bias(act)), "int32", **sum_quant)
+    code = e.int8_tensor(act.output, (e.batch, ho, wo, c))
+    b.add_operator("CONV_2D", [signs, ones, shift], [code], padding="VALID")
+    e.int8s[act.output] = code
+
+
+def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
+    """The layer as one ``CLIMBQ_CONV_COUNT`` op (:mod:`.custom_op`): int8 codes in, the int8
+    filter ``d W``, int32 thresholds clamped to ``±(B + 1)`` (``B`` the accumulator bound; no
+    count changes), int8 codes ``mult count + offset`` out, named ``act.output``."""
+    from climbq_deploy.targets.tflite.custom_op import CUSTOM_CODE, conv_count_options
+
+    conv, act = layer.conv, layer.act
+    t = e.graph.tensors
+    h, w, c_in = t[conv.inputs[0]].shape
+    ho, wo, c = t[conv.output].shape
+    weight = signed_weight(conv.weight, act.direction)
+    theta = _clamped_thresholds(act, min(_acc_bound(e.graph, conv), 2**31 - 2))
+    params = {
+        "in_h": h,
+        "in_w": w,
+        "in_c": c_in,
+        "out_h": ho,
+        "out_w": wo,
+        "out_c": c,
+        "kernel_h": conv.weight.shape[1],
+        "kernel_w": conv.weight.shape[2],
+        "stride": conv.stride,
+        "pad": conv.padding,
+        "groups": conv.groups,
+        "levels": theta.shape[1],
+        "mult": int(act.mult),
+        "offset": int(act.offset),
+        "relu": 0,
+    }
+    w8 = e.const(f"{conv.output}/weight", weight, "int8", scale=1.0, zero_point=0)
+    th = e.const(f"{act.output}/thresholds", theta, "int32")
+    code = e.int8_tensor(act.output, (e.batch, ho, wo, c))
+    e.b.add_operator(
+        "CUSTOM",
+        [e.int8_view(conv.inputs[0]), w8, th],
+        [code],
+        custom_code=CUSTOM_CODE,
+        custom_options=conv_count_options(params),
+    )
+    e.int8s[act.output] = code
+
+
+def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
+    """A count of a non-conv value (a residual sum): the float sign sum with weight ``2 d``
+    when the values are exact in float32, else the int16-form count."""
+    lo, hi = _bound(e.graph, node.inputs[0])
+    bound = max(abs(lo), abs(hi))
+    hwc = e.graph.tensors[node.output].shape
+    if 2 * bound + 3 >= FLOAT32_EXACT or node.thresholds.size > FLOAT_DEPTHWISE_LIMIT:
+        e.int32_view(node.inputs[0])
+        int16_form._threshold_act(e, node)
+        return
+    theta = _clamped_thresholds(node, bound)
+    weight = 2.0 * node.direction.astype(np.float64)
+    signs = _signs(e, node.output, e.float_view(node.inputs[0]), hwc, weight, 1.0 - 2.0 * theta)
+    _sum_signs(e, node, signs, hwc)
+
+
+def _relu(e: _FastEmit, node: Relu) -> None:
+    source = node.inputs[0]
+    if source in e.int8s and source not in e.floats:
+        out = e.int8_tensor(node.output, e.shape(node.output))
+        e.b.add_operator("RELU", [e.int8s[source]], [out])
+        e.int8s[node.output] = out
+    else:
+        out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
+        e.b.add_operator("RELU", [e.float_view(source)], [out])
+        e.floats[node.output] = out
+
+
+def _add(e: _FastEmit, node: Add) -> None:
+    out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
+    e.b.add_operator("ADD", [e.float_view(n) for n in node.inputs], [out])
+    e.floats[node.output] = out
+
+
+def _global_sum_pool(e: _FastEmit, node: GlobalSumPool) -> None:
+    out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
+    axes = e.const(f"{node.output}/axes", np.array([1, 2]), "int32")
+    e.b.add_operator("SUM", [e.float_view(node.inputs[0]), axes], [out], keep_dims=False)
+    e.floats[node.output] = out
+
+
+def _linear(e: _FastEmit, node: Linear) -> None:
+    """Float head on the (exact) float pool sums: MUL by their unit, FULLY_CONNECTED."""
+    b = e.b
+    unit = e.graph.tensors[node.inputs[0]].scale
+    scaled = b.add_tensor(f"{node.output}/scaled", e.shape(node.inputs[0]), "float32")
+    b.add_operator(
+        "MUL",
+        [e.float_view(node.inputs[0]), e.const(f"{node.output}/unit", np.array(unit), "float32")],
+        [scaled],
+    )
+    w = e.const(f"{node.output}/weight", node.weight, "float32")
+    bias = e.const(f"{node.output}/bias", node.bias, "float32")
+    out = b.add_tensor("logits", e.shape(node.output), "float32")
+    b.add_operator("FULLY_CONNECTED", [scaled, w, bias], [out])
+    e.index[node.output] = out
+    e.outputs = [out]
+
+
+FAST_EMITTERS = {
+    InputQuant: int16_form._input,
+    ConvLayer: _conv_layer,
+    ThresholdAct: _threshold_act,
+    Relu: _relu,
+    Add: _add,
+    GlobalSumPool: _global_sum_pool,
+    Linear: _linear,
+}
+"""Layer class -> the function writing it in the fast forms."""
