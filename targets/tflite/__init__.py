@@ -198,7 +198,6 @@ class TfliteOptions(TargetOptions):
         stage="export",
     )
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weights == "int4" and self.ops != "int16":

@@ -79,8 +79,8 @@ TENSOR_BITS: dict[int, int | None] = {
 FLOAT32, INT32, INT16 = 0, 2, 7
 # The builtin operators the toolkit's writers emit (export.py, forms.py, bench/plain_int8.py):
 # code -> (name, fewest and most inputs, input positions that may be -1 "absent"). Anything
-# else is refused before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an ADD with an absent
-# input). A writer that starts using another operator adds it here.
+# else is refused before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an
+# ADD with an absent input). A writer that starts using another operator adds it here.
 WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     0: ("ADD", 2, 2, ()),
     3: ("CONV_2D", 3, 3, (2,)),

@@ -50,9 +50,7 @@ def export_and_compare(
 
 
 OPS_AND_KERNELS = [
-    (ops, kernels)
-    for ops in ("builtin", "int16")
-    for kernels in ("ref", "optimized", "xnnpack")
+    (ops, kernels) for ops in ("builtin", "int16") for kernels in ("ref", "optimized", "xnnpack")
 ] + [("climbq", "xnnpack")]
 
 
