@@ -1,6 +1,6 @@
 """TFLite target against the NumPy reference and the torch model, whole SynDigits-LT test set.
 
-Runs ``climbq check RUN --target tflite --kernels K --json`` for the trained runs of
+Runs ``climbq check RUN --target tflite --ops O --kernels K --json`` for the trained runs of
 ``bench/lowering_check.py`` (kept under ``--runs``) and collects the records; with
 ``--collect`` it only gathers records already written to ``runs/tflite_checks/``, with
 ``--keep`` it runs only the checks that have no record there yet.
@@ -32,15 +32,22 @@ from bench._common import (
 from climbq_deploy.fileio import write_json
 
 NAME = "tflite_check"
+RUNS = (
+    "resnet20-climbq+-w4a4",
+    "resnet20-climbq+-w2a2",
+    "mobilenetv2-climbq+-w4a4",
+    "mobilenetv2-climbq+-w2a2",
+)
+# --ops form x kernels: the builtin forms on every LiteRT kernel set; the fused custom op runs
+# through LiteRT's C API (XNNPACK) only
 CHECKS = [
-    (run, kernels)
-    for run in (
-        "resnet20-climbq+-w4a4",
-        "resnet20-climbq+-w2a2",
-        "mobilenetv2-climbq+-w4a4",
-        "mobilenetv2-climbq+-w2a2",
-    )
-    for kernels in ("ref", "xnnpack", "optimized")
+    (run, ops, kernels)
+    for run in RUNS
+    for ops, kernels in [
+        *(("int16", k) for k in ("ref", "xnnpack", "optimized")),
+        *(("builtin", k) for k in ("ref", "xnnpack", "optimized")),
+        ("climbq", "xnnpack"),
+    ]
 ]
 
 
@@ -66,8 +73,10 @@ def main() -> None:
     args.records.mkdir(parents=True, exist_ok=True)
     header = run_header()
     records, rows, missing = [], [], []
-    for run, kernels in CHECKS:
-        path = args.records / f"{run}-{kernels}.json"
+    for run, ops, kernels in CHECKS:
+        # the int16 form's records keep their earlier names (it was the only form)
+        stem = f"{run}-{kernels}" if ops == "int16" else f"{run}-{ops}-{kernels}"
+        path = args.records / f"{stem}.json"
         if args.only and run not in args.only:
             continue
         if not args.collect and not (args.keep and path.is_file()):
@@ -81,13 +90,15 @@ def main() -> None:
                 "tflite",
                 "--kernels",
                 kernels,
+                "--ops",
+                ops,
                 "--json",
             ]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             stamp = {"measured_commit": git_commit(), "measured_utc": utc_timestamp()}
             write_json(path, {**json.loads(output), **stamp})
         if not path.is_file():  # --collect of a check never run
-            missing.append(f"{run} {kernels}")
+            missing.append(f"{run} {ops} {kernels}")
             continue
         record = json.loads(path.read_text())
         record["model"] = run
@@ -106,6 +117,7 @@ def main() -> None:
         rows.append(
             (
                 _relative(record["run"]),
+                ops,
                 kernels,
                 record["n_images"],
                 record["exact_match"],
@@ -128,6 +140,7 @@ def main() -> None:
         + markdown_table(
             (
                 "model",
+                "ops",
                 "kernels",
                 "images",
                 "exact_match",
@@ -143,7 +156,7 @@ def main() -> None:
             ),
             rows,
         )
-        + "\n\nRecords produced by `climbq check RUN --target tflite --kernels K "
+        + "\n\nRecords produced by `climbq check RUN --target tflite --ops O --kernels K "
         "--json` (one per row; RUN as in the first column); this file collects them. Not run: "
         + (", ".join(missing) or "none")
         + ".\n\n"

@@ -84,3 +84,41 @@ def _time_interpreter(
         interpreter.invoke()
 
     return time_calls(invoke, warmup, repeats), batch
+
+
+def delegation(interpreter: Any) -> dict[str, Any]:
+    """How many of the model's operators a delegate (XNNPACK) runs: ``delegated_ops``,
+    ``total_ops``, ``partitions`` (delegate nodes) and ``left_ops`` (names of the operators
+    LiteRT runs itself, in execution order).
+
+    LiteRT replaces each partition of delegated operators by one ``DELEGATE`` node whose inputs
+    are the tensors entering the partition; the operators inside are those reached backwards
+    from the node's outputs without crossing its inputs."""
+    ops = interpreter._get_ops_details()
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in original for t in op["outputs"]}
+    by_index = {op["index"]: op for op in original}
+    inside: set[int] = set()
+    partitions = 0
+    for node in ops:
+        if node["op_name"] != "DELEGATE":
+            continue
+        partitions += 1
+        entering = {int(t) for t in node["inputs"]}
+        todo = [int(t) for t in node["outputs"]]
+        seen: set[int] = set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in seen or tensor in entering or tensor not in producer:
+                continue
+            seen.add(tensor)
+            op = producer[tensor]
+            if op not in inside:
+                inside.add(op)
+                todo.extend(int(t) for t in by_index[op]["inputs"] if int(t) >= 0)
+    return {
+        "delegated_ops": len(inside),
+        "total_ops": len(original),
+        "partitions": partitions,
+        "left_ops": [op["op_name"] for op in original if op["index"] not in inside],
+    }

@@ -310,6 +310,7 @@ _OPS: dict[str, tuple[int, int, _OptionsFactory | None]] = {
         _empty(schema.DequantizeOptionsT),
     ),
     "RELU": (schema.BuiltinOperator.RELU, schema.BuiltinOptions.NONE, None),
+    "FLOOR": (schema.BuiltinOperator.FLOOR, schema.BuiltinOptions.NONE, None),
     "CONCATENATION": (
         schema.BuiltinOperator.CONCATENATION,
         schema.BuiltinOptions.ConcatenationOptions,

@@ -493,15 +493,20 @@ def _float_stem_layer(e: _FastEmit, layer: ConvLayer) -> None:
         _sum_signs(e, act, signs, hwc)
         return
     b = e.b
-    x = e.int32_view(name)
-    base = e.const(f"{name}/digit_base", np.array(2**bits), "int32")
-    planes = []
-    for tag, op in (("high", "FLOOR_DIV"), ("low", "FLOOR_MOD")):
-        digit = b.add_tensor(f"{name}/{tag}", e.shape(name), "int32")
-        b.add_operator(op, [x, base], [digit])
-        as_float = b.add_tensor(f"{name}/{tag}_float", e.shape(name), "float32")
-        b.add_operator("CAST", [digit], [as_float])
-        planes.append(as_float)
+    x = e.float_view(name)  # exact: |I| < 2**24
+    shape = e.shape(name)
+
+    def scaled(tensor: int, factor: float, tag: str) -> int:
+        out = b.add_tensor(f"{name}/{tag}", shape, "float32")
+        const = e.const(f"{name}/{tag}_factor", np.array(factor), "float32")
+        b.add_operator("MUL", [tensor, const], [out])
+        return out
+
+    high = b.add_tensor(f"{name}/high", shape, "float32")  # floor(I / 2**D), exact
+    b.add_operator("FLOOR", [scaled(x, 2.0**-bits, "over_base")], [high])
+    low = b.add_tensor(f"{name}/low", shape, "float32")  # I - 2**D h in [0, 2**D), exact
+    b.add_operator("SUB", [x, scaled(high, 2.0**bits, "high_times_base")], [low])
+    planes = [high, low]
     acc_h = _float_conv(e, conv, weight, planes[0], "high_")
     acc_l = _float_conv(e, conv, weight, planes[1], "low_")
     t_h = np.floor_divide(theta, 2**bits)
@@ -618,15 +623,11 @@ def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
 
 
 def _relu(e: _FastEmit, node: Relu) -> None:
-    source = node.inputs[0]
-    if source in e.int8s and source not in e.floats:
-        out = e.int8_tensor(node.output, e.shape(node.output))
-        e.b.add_operator("RELU", [e.int8s[source]], [out])
-        e.int8s[node.output] = out
-    else:
-        out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
-        e.b.add_operator("RELU", [e.float_view(source)], [out])
-        e.floats[node.output] = out
+    """RELU in float32 (XNNPACK takes no int8 RELU; DEQUANTIZE/QUANTIZE around it are exact
+    and delegated)."""
+    out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
+    e.b.add_operator("RELU", [e.float_view(node.inputs[0])], [out])
+    e.floats[node.output] = out
 
 
 def _add(e: _FastEmit, node: Add) -> None:
