@@ -1,202 +1,229 @@
-"""Batch-1 LiteRT latency of the ClimbQ TFLite models against a plain int8 model of the same
-shape from the same writer (the issue's yardstick), side by side in one process.
+"""LiteRT latency of every exact ClimbQ form against a plain int8 model of the same shape,
+side by side in one process.
 
-Models, all from the same lowered program of each run:
+Forms, all written from the same lowered program of each run (``--run``, trained runs):
 
-- ``plain int8``: :func:`bench.plain_int8.write_plain_int8` (uniform
-  activation quantization, fused ReLU; what the LiteRT converter's int8 PTQ gives);
-- ``ClimbQ exact int16``: ``climbq export --target tflite`` (int8 filters), bit-exact;
-- ``ClimbQ exact int16, int4 filters``: ``--weights int4``, the same outputs;
-- ``int8 count probe``: *not a usable model* — the cheapest compare-and-count we found on
-  LiteRT builtins in int8 (conv to int8, then a 1x1 depthwise conv with multiplier n giving
-  ``clamp(2 (y - t) + 1, -1, 1)`` per threshold, then a grouped 1x1 conv summing the n signs).
-  Thresholds are zeros: only its time is meaningful. It bounds what an int8 ClimbQ form with
-  requantized (approximate) thresholds would cost.
+- ``plain-int8``: :func:`bench.plain_int8.write_plain_int8` (uniform int8 activations, fused
+  ReLU: what LiteRT's int8 PTQ gives; the yardstick, not ClimbQ);
+- ``int16-builtin``: ``climbq export --target tflite --ops int16`` (16x8 convs,
+  GREATER_EQUAL/CAST/SUM counts; the first exact form);
+- ``builtin``: ``--ops builtin`` (the default: per layer the cheapest exact form on ops
+  XNNPACK runs, :mod:`climbq_deploy.targets.tflite.forms`);
+- ``fused``: ``--ops climbq`` (the ``CLIMBQ_CONV_COUNT`` custom op: climbq_deploy's fused
+  kernel, run through LiteRT's C API with the op registered).
 
-Timing: the models are interleaved round-robin (``--rounds`` rounds of ``--repeats`` invokes
-each, after warm-up) so machine noise hits all alike; the table gives the median per-invoke
-time over all rounds and the ratio to the plain model in the same run.
+For each ``threads`` x ``batch`` the four models are interleaved round-robin (``--rounds``
+rounds; in each, every model runs for about ``--budget`` seconds, at least one invoke) so
+that machine noise hits all alike; ``p50_ms`` is the median per-invoke time over all rounds,
+``ratio_to_plain_int8`` its ratio to the plain model's in the same run. ``exact_match`` is
+taken from the whole-test-set records of ``bench/tflite_check.py`` (``runs/tflite_checks``;
+None when that check has not run); ``delegated_ops`` / ``total_ops`` from LiteRT's execution
+plan with XNNPACK (:func:`~climbq_deploy.targets.tflite.bench.delegation`; the fused form's
+compiled model does not expose its plan: None, its builtin ops are counted in ``total_ops``).
 
 Usage::
 
-    .venv/bin/python -m bench.tflite_latency --run runs/lowering/resnet20-climbq+-w4a4 \
-        --run runs/lowering/resnet20-climbq+-w2a2
+    .venv/bin/python -m bench.tflite_latency --run runs/lowering/resnet20-climbq+-w4a4 \\
+        --run runs/lowering/resnet20-climbq+-w2a2 --run runs/lowering/mobilenetv2-climbq+-w4a4
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench._common import (
     DEFAULT_OUT,
+    REPO_ROOT,
     markdown_table,
     provenance_markdown,
     run_header,
     warn_if_busy,
     write_results,
 )
-from bench.plain_int8 import write_conv, write_plain_int8
+from bench.plain_int8 import write_plain_int8
 from climbq_deploy.export import load_run, lower_run
-from climbq_deploy.ir.graph import Graph, IntConv, ThresholdAct
+from climbq_deploy.ir.graph import Graph
+from climbq_deploy.ir.serialize import program_bytes
 from climbq_deploy.targets.tflite import TfliteTarget, interpreter_module
-from climbq_deploy.targets.tflite.builder import ModelBuilder
+from climbq_deploy.targets.tflite.bench import delegation
+from climbq_deploy.targets.tflite.export import write_tflite
+from climbq_deploy.targets.tflite.flavour import int16_flavour
+from climbq_deploy.targets.tflite.forms import write_fast_tflite
 
 NAME = "tflite_latency"
-PLAIN = "plain int8"
+PLAIN = "plain-int8"
+FORMS = (PLAIN, "int16-builtin", "builtin", "fused")
+CHECK_OPS = {"int16-builtin": "int16", "builtin": "builtin", "fused": "climbq"}
 
 
-def count_probe(graph: Graph) -> bytes:
-    """The plain int8 model plus an int8 compare-and-count after every conv (module docstring).
-    Built by rewriting each conv's output into the probe's three ops."""
-
-    def conv_then_count(
-        b: ModelBuilder, conv: IntConv, x, in_shape, batch, out, in_scale, multipliers, activation
-    ) -> None:
-        act = next(
-            n for n in graph.nodes if isinstance(n, ThresholdAct) and n.inputs[0] == conv.output
-        )
-        n = act.thresholds.shape[1]
-        h, w, c = graph.tensors[conv.output].shape
-        y = b.add_tensor(f"{conv.output}/y", (batch, h, w, c), "int8", scale=1.0, zero_point=0)
-        write_conv(b, conv, x, in_shape, batch, y, in_scale, multipliers, "NONE")
-        k = c * n
-        unit = {"zero_point": 0}
-
-        def const(name: str, values: np.ndarray, axis: int = 0) -> int:
-            scales = [1.0] * values.shape[axis]
-            return b.add_tensor(
-                f"{conv.output}/{name}",
-                values.shape,
-                str(values.dtype),
-                data=values,
-                scale=scales,
-                quantized_dimension=axis,
-            )
-
-        signs = b.add_tensor(f"{conv.output}/signs", (batch, h, w, k), "int8", scale=1.0, **unit)
-        two = const("two", np.full((1, 1, 1, k), 2, np.int8), axis=3)
-        one_minus_2t = const("one_minus_2t", np.ones(k, np.int32))
-        b.add_operator(
-            "DEPTHWISE_CONV_2D",
-            [y, two, one_minus_2t],
-            [signs],
-            depth_multiplier=n,
-            padding="VALID",
-            fused_activation="RELU_N1_TO_1",
-        )
-        ones = const("sum", np.ones((c, 1, 1, n), np.int8))
-        zero = const("sum_bias", np.zeros(c, np.int32))
-        b.add_operator(
-            "CONV_2D", [signs, ones, zero], [out], padding="VALID", fused_activation=activation
-        )
-
-    return write_plain_int8(graph, conv_writer=conv_then_count)
+def models_of(graph: Graph, batch: int) -> dict[str, bytes]:
+    """Each form's ``.tflite`` bytes for ``graph`` at ``batch``."""
+    flavour = int16_flavour(graph)
+    program = program_bytes(flavour)
+    return {
+        PLAIN: write_plain_int8(graph, batch),
+        "int16-builtin": write_tflite(flavour, batch, program),
+        "builtin": write_fast_tflite(flavour, batch, program)[0],
+        "fused": write_fast_tflite(flavour, batch, program, fused=True)[0],
+    }
 
 
-def models_of(run_dir: Path, tmp: Path) -> dict[str, bytes]:
-    run = load_run(run_dir)
-    graph = lower_run(run, input_bits=TfliteTarget.input_bits)
-    out = {PLAIN: write_plain_int8(graph)}
-    for weights in ("int8", "int4"):
-        path = TfliteTarget("xnnpack", weights).export(graph, tmp / f"{weights}.tflite")
-        label = "ClimbQ exact int16" + (", int4 filters" if weights == "int4" else "")
-        out[label] = path.read_bytes()
-    out["int8 count probe"] = count_probe(graph)
-    return out
+def _op_count(content: bytes) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.Model.GetRootAs(content, 0).Subgraphs(0).OperatorsLength()
 
 
-def interpreter(content: bytes, threads: int, kernels: str):
+def invoker(form: str, content: bytes, threads: int) -> tuple[Callable[[], Any], dict]:
+    """A no-argument call running one invoke of the model on a zero input, and its
+    delegation record."""
+    if form == "fused":
+        from climbq_deploy.targets.tflite.fused_runner import FusedRunner
+
+        runner = FusedRunner(content, threads=threads)
+        x = np.zeros(runner._shapes[0], runner._dtypes[0])
+        ops = {"delegated_ops": None, "total_ops": _op_count(content), "partitions": None}
+        return (lambda: runner.run(x)), ops
     module = interpreter_module()
-    resolver = {"xnnpack": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}[kernels]
-    it = module.Interpreter(
-        model_content=content,
-        num_threads=threads,
-        experimental_op_resolver_type=getattr(module.OpResolverType, resolver),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = module.Interpreter(
+            model_content=content,
+            num_threads=threads,
+            experimental_op_resolver_type=module.OpResolverType.AUTO,
+        )
     it.allocate_tensors()
     detail = it.get_input_details()[0]
     x = np.zeros(detail["shape"], detail["dtype"])
-    return it, detail["index"], x
+
+    def call() -> None:
+        it.set_tensor(detail["index"], x)
+        it.invoke()
+
+    return call, delegation(it)
 
 
 def time_round_robin(
-    models: dict[str, bytes], threads: int, kernels: str, rounds: int, repeats: int
+    calls: dict[str, Callable[[], Any]], rounds: int, budget: float
 ) -> dict[str, list[float]]:
-    live = {name: interpreter(content, threads, kernels) for name, content in models.items()}
-    for it, index, x in live.values():
-        for _ in range(10):
-            it.set_tensor(index, x)
-            it.invoke()
-    times: dict[str, list[float]] = {name: [] for name in live}
+    """Per-invoke milliseconds of each call, interleaved (module docstring)."""
+    repeats = {}
+    for name, call in calls.items():
+        for _ in range(3):
+            call()
+        began = time.perf_counter()
+        call()
+        repeats[name] = max(1, min(200, int(budget / max(time.perf_counter() - began, 1e-6))))
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
-        for name, (it, index, x) in live.items():
-            for _ in range(repeats):
+        for name, call in calls.items():
+            for _ in range(repeats[name]):
                 began = time.perf_counter()
-                it.set_tensor(index, x)
-                it.invoke()
+                call()
                 times[name].append(1000 * (time.perf_counter() - began))
     return times
+
+
+def exact_records(records: Path, run: str) -> dict[str, bool | None]:
+    """``exact_match`` of each form on the whole test set (xnnpack kernels) from
+    ``bench/tflite_check.py``'s records, None where the check has not run."""
+    out: dict[str, bool | None] = {PLAIN: None}
+    for form, ops in CHECK_OPS.items():
+        stem = f"{run}-xnnpack" if ops == "int16" else f"{run}-{ops}-xnnpack"
+        path = records / f"{stem}.json"
+        out[form] = json.loads(path.read_text())["exact_match"] if path.is_file() else None
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, action="append", required=True)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--budget", type=float, default=0.2, help="seconds per model per round")
+    parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     load = warn_if_busy()
     records, rows = [], []
     for run_dir in args.run:
-        with tempfile.TemporaryDirectory() as tmp:
-            models = models_of(run_dir, Path(tmp))
-        for threads in (1, 2):
-            for kernels in ("xnnpack", "optimized"):
-                times = time_round_robin(models, threads, kernels, args.rounds, args.repeats)
+        graph = lower_run(load_run(run_dir), input_bits=TfliteTarget.input_bits)
+        exact = exact_records(args.records, run_dir.name)
+        for batch in args.batch:
+            models = models_of(graph, batch)
+            for threads in args.threads:
+                live = {form: invoker(form, models[form], threads) for form in FORMS}
+                times = time_round_robin(
+                    {form: call for form, (call, _) in live.items()}, args.rounds, args.budget
+                )
                 plain = statistics.median(times[PLAIN])
-                for name, values in times.items():
-                    p50 = statistics.median(values)
-                    records.append(
-                        {
-                            "run": str(run_dir),
-                            "model": name,
-                            "threads": threads,
-                            "kernels": kernels,
-                            "bytes": len(models[name]),
-                            "p50_ms": p50,
-                            "p90_ms": float(np.percentile(values, 90)),
-                            "p99_ms": float(np.percentile(values, 99)),
-                            "ratio_to_plain_int8": p50 / plain,
-                            "times_ms": values,
-                        }
-                    )
+                for form in FORMS:
+                    p50 = statistics.median(times[form])
+                    ops = live[form][1]
+                    record = {
+                        "run": run_dir.name,
+                        "form": form,
+                        "threads": threads,
+                        "batch": batch,
+                        "p50_ms": p50,
+                        "p90_ms": float(np.percentile(times[form], 90)),
+                        "ratio_to_plain_int8": p50 / plain,
+                        "exact_match": exact[form],
+                        "bytes": len(models[form]),
+                        "delegated_ops": ops["delegated_ops"],
+                        "total_ops": ops["total_ops"],
+                        "partitions": ops["partitions"],
+                        "invokes": len(times[form]),
+                    }
+                    records.append(record)
                     rows.append(
                         (
                             run_dir.name,
                             threads,
-                            kernels,
-                            name,
-                            len(models[name]),
+                            batch,
+                            form,
                             f"{p50:.3f}",
-                            f"{np.percentile(values, 90):.3f}",
-                            f"{p50 / plain:.1f}x",
+                            f"{p50 / plain:.2f}x",
+                            {True: "yes", False: "NO", None: "-"}[exact[form]],
+                            len(models[form]),
+                            "-"
+                            if ops["delegated_ops"] is None
+                            else f"{ops['delegated_ops']}/{ops['total_ops']}",
                         )
                     )
+                    print(rows[-1], flush=True)
     header = run_header(load)
     markdown = (
-        "# ClimbQ TFLite models vs a plain int8 model of the same shape, batch 1\n\n"
-        f"Each cell: median of {args.rounds} x {args.repeats} invokes, models interleaved "
-        "round-robin in one process; ratio = p50 / p50 of the plain int8 model in the same "
-        "run (threads, kernels). `int8 count probe` is a timing probe, not a usable model "
-        "(see bench/tflite_latency.py).\n\n"
+        "# ClimbQ TFLite forms vs a plain int8 model of the same shape (LiteRT, XNNPACK)\n\n"
+        f"Each cell: median per-invoke time over {args.rounds} interleaved rounds (about "
+        f"{args.budget} s of invokes per model per round) in one process; ratio = p50 / p50 "
+        "of the plain int8 model in the same run (threads, batch). `exact`: every code of the "
+        "whole SynDigits-LT test set equal to the NumPy reference (bench/tflite_check.md; "
+        "'-' not checked, the plain int8 model is not ClimbQ). `XNNPACK ops`: operators "
+        "XNNPACK runs / all operators ('-': the fused form runs through LiteRT's C API, whose "
+        "compiled model does not expose its plan).\n\n"
         + markdown_table(
-            ("run", "threads", "kernels", "model", "bytes", "p50 ms", "p90 ms", "p50 / plain int8"),
+            (
+                "run",
+                "threads",
+                "batch",
+                "form",
+                "p50 ms",
+                "p50 / plain int8",
+                "exact",
+                "bytes",
+                "XNNPACK ops",
+            ),
             rows,
         )
         + "\n\n"

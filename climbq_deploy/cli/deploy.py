@@ -186,5 +186,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         f"{lat['p99']:.2f} ms, {record['images_per_second']:.1f} img/s "
         f"({record['kernels']}, {pool}, {record['cpu']})"
     )
+    ops = record.get("delegation")
+    if ops:
+        left = ", ".join(ops["left_ops"][:6]) + (" ..." if len(ops["left_ops"]) > 6 else "")
+        print(
+            f"delegate ops: {ops['delegated_ops']} of {ops['total_ops']} in "
+            f"{ops['partitions']} partition(s)" + (f"; LiteRT runs {left}" if left else "")
+        )
     if record["top1"] is not None:
         print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")

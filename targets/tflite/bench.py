@@ -45,8 +45,9 @@ def bench_tflite(
         x = np.zeros(fused._shapes[0], fused._dtypes[0])
         ms = time_calls(lambda: fused.run(x), warmup, repeats)
         batch, runtime = int(x.shape[0]), "litert-c-api+climbq-fused"
+        ops = None  # a compiled model does not expose its partitions
     else:
-        ms, batch = _time_interpreter(module, path, threads, kernels, warmup, repeats)
+        ms, batch, ops = _time_interpreter(module, path, threads, kernels, warmup, repeats)
         runtime = getattr(module, "__name__", "interpreter")
     return {
         "model": str(path),
@@ -58,6 +59,7 @@ def bench_tflite(
         "repeats": repeats,
         **latency_fields(ms, batch),
         "runtime": runtime,
+        "delegation": ops,
         **host_fields(),
         "top1": None,
     }
@@ -65,8 +67,9 @@ def bench_tflite(
 
 def _time_interpreter(
     module: Any, path: Path, threads: int, kernels: str, warmup: int, repeats: int
-) -> tuple[np.ndarray, int]:
-    """Milliseconds per invoke of a builtin-op model under LiteRT's Interpreter, its batch."""
+) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Milliseconds per invoke of a builtin-op model under LiteRT's Interpreter, its batch and
+    its :func:`delegation`."""
     from climbq_deploy.targets.tflite import RESOLVERS
 
     interpreter = module.Interpreter(
@@ -83,7 +86,7 @@ def _time_interpreter(
         interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
 
-    return time_calls(invoke, warmup, repeats), batch
+    return time_calls(invoke, warmup, repeats), batch, delegation(interpreter)
 
 
 def delegation(interpreter: Any) -> dict[str, Any]:

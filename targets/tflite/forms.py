@@ -67,7 +67,7 @@ from climbq_deploy.ir.integer_forms import (
 )
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 from climbq_deploy.targets.tflite import export as int16_form
-from climbq_deploy.targets.tflite.flavour import float_conv_is_exact
+from climbq_deploy.targets.tflite.flavour import float_conv_is_exact, input_type
 
 __all__ = ["COSTS", "FORMS", "LayerCost", "choose_forms", "write_fast_tflite"]
 
@@ -306,7 +306,8 @@ class _FastEmit(int16_form._Emit):
             if name in self.int8s:
                 self.b.add_operator("DEQUANTIZE", [self.int8s[name]], [out])
             else:
-                self.b.add_operator("CAST", [self.index[name]], [out])
+                source = self.index.get(name, self.int16_of.get(name))
+                self.b.add_operator("CAST", [source], [out])
             self.floats[name] = out
         return self.floats[name]
 
@@ -320,7 +321,10 @@ class _FastEmit(int16_form._Emit):
     def int32_view(self, name: str) -> int:
         if name not in self.index:
             out = self.b.add_tensor(f"{name}/int32", self.shape(name), "int32")
-            self.b.add_operator("CAST", [self.float_view(name)], [out])
+            source = self.int16_of.get(name)
+            self.b.add_operator(
+                "CAST", [self.float_view(name) if source is None else source], [out]
+            )
             self.index[name] = out
         return self.index[name]
 
@@ -661,8 +665,21 @@ def _linear(e: _FastEmit, node: Linear) -> None:
     e.outputs = [out]
 
 
+def _input(e: _FastEmit, node: InputQuant) -> None:
+    """The model input, int16 (or int32 when ``I`` is wider); views are made on demand."""
+    wide = input_type(e.graph) != "int16"
+    x = e.b.add_tensor(
+        "input",
+        e.shape(node.output),
+        "int32" if wide else "int16",
+        **({} if wide else {"scale": 1.0, "zero_point": 0}),
+    )
+    (e.index if wide else e.int16_of)[node.output] = x
+    e.inputs = [x]
+
+
 FAST_EMITTERS = {
-    InputQuant: int16_form._input,
+    InputQuant: _input,
     ConvLayer: _conv_layer,
     ThresholdAct: _threshold_act,
     Relu: _relu,
