@@ -97,12 +97,15 @@ class Costs:
     sign_level: float
 
 
-COSTS = Costs(float_mac=10e-12, int8_mac=2.6e-12, sign_element=3.4e-9, sign_level=0.25e-9)
-"""Fitted to single-layer timings (3x3 convs, 32x32x16 and 8x8x64, n = 3 and 15, one thread,
-x86-64 AVX-512; ``/work/shared/probes/fast-tflite/layers_t1.json``, re-measured by
-``bench/tflite_latency.py``): float32 conv 24 us for 2.4 M multiply-adds, int8 with ``n``
-repeats 90 us at ``n = 15`` and 20 us at ``n = 3``, the float sign stage ~55-60 us for 16 K
-values."""
+COSTS = Costs(float_mac=20e-12, int8_mac=5.3e-12, sign_element=4.8e-9, sign_level=0.0)
+"""Fitted to single-layer LiteRT 2.3 / XNNPACK timings, batch 1, one thread, x86-64 AVX-512
+(3x3 convs, 32x32x16, 16x16x32 and 8x8x64, n = 3, 7 and 15; ``bench/tflite_forms.py``,
+results in ``bench/results/tflite_forms.md``): the float32 conv costs ~20 ps per
+multiply-add, the int8 conv with ``n`` repeats ~5.3 ps per multiply-add (its ``n``-fold work
+and the block-diagonal sum), the float sign stage (depthwise with multiplier ``n`` plus the
+SUM) ~4.8 ns per output value ``H W C`` and hardly depends on ``n``. Only the ratios between
+forms matter for the choice: int8 wins at n = 3 (3.2x a plain int8 conv against 9x), float
+at n = 15 (9x against 15x)."""
 
 
 @dataclass(frozen=True)
