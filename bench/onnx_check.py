@@ -122,6 +122,38 @@ def latency(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def best_form_summary(out_dir: Path) -> str:
+    """One paragraph from ``bench/onnx_latency.py``'s results (``onnx_latency.json`` in
+    ``out_dir``): per model, the fastest exact ONNX form's p50 ratio to the plain int8 QDQ
+    ResNet-20 under ONNX Runtime at 1 thread, batch 1 and 64; empty when absent."""
+    import json
+
+    path = out_dir / "onnx_latency.json"
+    if not path.is_file():
+        return ""
+    results = json.loads(path.read_text())["results"]
+    lines = []
+    for name, result in results.items():
+        exact = [f for f, r in result["exact"].items() if r["code_mismatches"] == 0]
+        for row in result["latency"]:
+            if row["threads"] != 1:
+                continue
+            ratios = {f: row["ratio_to_plain_int8"][f] for f in exact}
+            best = min(ratios, key=ratios.get)
+            lines.append(
+                f"- {name}, batch {row['batch']}: `{best}` {row['p50_ms'][best]:.2f} ms, "
+                f"{ratios[best]:.2f}x plain int8 QDQ ({row['p50_ms']['plain_int8']:.2f} ms); "
+                f"today's `qdq` {ratios['qdq']:.2f}x"
+            )
+    return (
+        "## Fastest exact ONNX form vs plain int8 QDQ ResNet-20 (ONNX Runtime, 1 thread)"
+        "\n\nFrom `bench/results/onnx_latency.md` (`bench/onnx_latency.py`: every form and the "
+        "plain int8 QDQ model interleaved in one process; p50 ratio):\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "lowering")
@@ -229,6 +261,7 @@ def main() -> None:
         )
         + "\n\nORT: `session.run` of the float32 input (host quantization excluded); NumPy "
         "reference: `ReferenceModel.run` on uint8 images; LiteRT: `climbq bench model.tflite`.\n\n"
+        + best_form_summary(args.out)
         + provenance_markdown(header)
     )
     write_results(args.out, NAME, {**header, "records": records, "latency": latencies}, markdown)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from climbq_deploy.errors import ArtifactError, TargetUnavailableError
+from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
 from climbq_deploy.fileio import atomic_write
 from climbq_deploy.ir.graph import Graph, InputQuant, ThresholdAct
 from climbq_deploy.ir.serialize import load_program_bytes, program_bytes
@@ -184,12 +184,23 @@ class TensorrtOptions(TargetOptions):
         "int8 (every weight INT8), or int4 (the head's weights INT4, block-quantized; "
         "convs stay INT8; file model.int4.onnx)"
     )
+    form: str = option(  # export.FORMS
+        "qdq",
+        choices=("qdq", "sign_sum", "int8_dup", "ort"),
+        help="how conv layers are written: qdq (TensorRT explicit quantization), or an exact "
+        "ONNX Runtime form: sign_sum (float32 conv + clamped-sign sum), int8_dup (QLinearConv "
+        "with channels repeated per threshold), ort (int8_dup for <= 3 thresholds, else "
+        "sign_sum: fastest measured under ONNX Runtime); the ONNX Runtime forms are not "
+        "TensorRT files",
+        stage="export",
+    )
 
 
 class TensorrtTarget(TargetBase):
     """``weights``: ``int8`` (every weight INT8, head as the program has it) or ``int4`` (the
     head's weights INT4, block-quantized; convs stay INT8). ``runtime``: what ``load`` and
-    ``bench`` run the model with."""
+    ``bench`` run the model with. ``form``: ``qdq`` (the TensorRT file) or one of the exact,
+    faster ONNX Runtime forms of :mod:`.ort_forms` (``ort`` is the measured fastest)."""
 
     name = "tensorrt"
     summary = "explicit-quantization ONNX for TensorRT or ONNX Runtime, model.onnx"
@@ -238,9 +249,13 @@ class TensorrtTarget(TargetBase):
             # a float or int8 head is re-quantized to 4 bits: a different program from the
             # int8-weight file's; lower with --head int4 for a pair with identical outputs
             graph = int4_head(graph)
-        model = write_onnx(graph, weights, program_bytes(graph))
+        form = self.options.form
+        if form != "qdq" and self.options.runtime == "tensorrt":
+            raise ConfigError(f"--form {form} is an ONNX Runtime form; TensorRT needs qdq")
+        model = write_onnx(graph, weights, program_bytes(graph), form)
         onnx.checker.check_model(model, full_check=True)
-        check_tensorrt_rules(model, out)
+        if form == "qdq":  # the ONNX Runtime forms use ops TensorRT does not parse
+            check_tensorrt_rules(model, out)
         with atomic_write(out, "wb") as handle:
             handle.write(model.SerializeToString())
         return Path(out)

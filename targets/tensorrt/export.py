@@ -87,6 +87,8 @@ METADATA_NAME = "climbq_program"
 ORT_SESSION_CONFIG_KEY = "onnxruntime_session_config"
 ORT_SESSION_CONFIG_INT4 = {"session.qdq_matmulnbits_accuracy_level": "0"}
 WEIGHTS = ("int8", "int4")
+# how the conv layers are written: TensorRT's Q/DQ, or an exact ONNX Runtime form (ort_forms)
+FORMS = ("qdq", "sign_sum", "int8_dup", "ort")
 OPSET = {"int8": 17, "int4": 21}  # INT4 DequantizeLinear needs opset 21
 INT8 = (-128, 127)
 INT4_MAX = 7  # symmetric INT4: [-7, 7] (TensorRT's zero point is 0; -8 left unused)
@@ -181,26 +183,37 @@ class _Emit:
 
 
 def write_onnx(
-    graph: Graph, weights: str = "int8", program: bytes | None = None
+    graph: Graph, weights: str = "int8", program: bytes | None = None, form: str = "qdq"
 ) -> onnx.ModelProto:
     """The ONNX model of a lowered program (see module docstring); ``program`` (the
     ``model.climbq`` bytes of the same program) travels base64-encoded in the metadata
     ``climbq_program``. ``weights="int4"`` expects the head from :func:`int4_head`. Each layer
     (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
-    :data:`ONNX_EMITTERS`."""
+    :data:`ONNX_EMITTERS`; ``form`` other than ``"qdq"`` (TensorRT's explicit quantization)
+    writes the conv layers and adds in one of the exact ONNX Runtime forms of
+    :mod:`.ort_forms` (metadata ``form``)."""
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if form not in FORMS:
+        raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
+    emitters = ONNX_EMITTERS
+    if form != "qdq":
+        from climbq_deploy.targets.tensorrt.ort_forms import form_emitters
+
+        emitters = form_emitters(form, ONNX_EMITTERS)
     e = _Emit(graph, weights)
     for layer in iter_layers(graph):
-        emit = op_entry(ONNX_EMITTERS, layer)
+        emit = op_entry(emitters, layer)
         if emit is None:
             raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TensorRT form")
         emit(e, layer)
     if e.input_info is None or not e.outputs:
         raise LoweringError("the program needs an InputQuant and a Linear head")
     b = e.b
+    used = {name for node in b.nodes for name in node.input}  # e.g. no Q/DQ in an ORT form
+    initializers = [i for i in b.initializers if i.name in used]
     onnx_graph = helper.make_graph(
-        b.nodes, "climbq_program", [e.input_info], e.outputs, b.initializers
+        b.nodes, "climbq_program", [e.input_info], e.outputs, initializers
     )
     model = helper.make_model(
         onnx_graph,
@@ -209,7 +222,11 @@ def write_onnx(
         doc_string="ClimbQ integer program, TensorRT explicit quantization (Q/DQ)",
     )
     model.ir_version = 10 if weights == "int4" else 8
-    props = {"weights": weights, "input_layout": "NCHW float32 integer input I (host quantized)"}
+    props = {
+        "weights": weights,
+        "form": form,
+        "input_layout": "NCHW float32 integer input I (host quantized)",
+    }
     if weights == "int4":
         props[ORT_SESSION_CONFIG_KEY] = json.dumps(ORT_SESSION_CONFIG_INT4, sort_keys=True)
     if program is not None:
