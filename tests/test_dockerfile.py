@@ -95,7 +95,7 @@ def test_the_build_context_is_the_package_sources_and_nothing_else(tmp_path: Pat
     expected = {
         rel
         for rel in tracked
-        if rel.split("/")[0] in package or rel in ("pyproject.toml", "README.md")
+        if rel.split("/")[0] in package or rel in ("pyproject.toml", "setup.py", "README.md")
     }
     assert sent == expected
     for dockerfile in [DOCKERFILE, *sorted((REPO / "targets").rglob("Dockerfile"))]:
