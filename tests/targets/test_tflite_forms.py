@@ -208,10 +208,13 @@ def test_delegation_counts_a_fully_delegated_model() -> None:
     assert record["delegated_ops"] == 0 and record["partitions"] == 0
 
 
-def test_int4_weights_need_the_int16_form() -> None:
+def test_int4_weights_need_the_int16_form(tmp_path) -> None:
     from climbq_deploy.errors import ConfigError
     from climbq_deploy.targets.tflite import TfliteTarget
 
+    graph = int16_flavour(edge_program(8))
     with pytest.raises(ConfigError, match="--ops int16 --weights int4"):
-        TfliteTarget("xnnpack", "int4")
-    assert TfliteTarget("xnnpack", "int4", "int16").options.weights == "int4"
+        TfliteTarget("xnnpack", "int4").export(graph, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+    TfliteTarget("xnnpack", "int4", "int16").export(graph, tmp_path / "m.tflite")
+    assert (tmp_path / "m.tflite").is_file()
