@@ -18,8 +18,9 @@ Semantics (the header's): ``acc = sum W x`` exact in int32 with zero padding,
 
 **Where it runs**: :func:`support` is None when the fused op can run in this process (LiteRT's
 C API route of :mod:`~climbq_deploy.targets.tflite.fused_runner`), else the one-line reason;
-:func:`resolve_ops` turns an ``--ops`` request into the form to export; a model holding the op
-opened with a plain LiteRT ``Interpreter`` fails with :func:`missing_op_message`.
+``climbq export --ops climbq`` writes the op (:mod:`.forms`), and a target with that option
+reports the reason as unavailable; a model holding the op opened with a plain LiteRT
+``Interpreter`` fails with :func:`missing_op_message`.
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableEr
 __all__ = [
     "ABI_VERSION",
     "CUSTOM_CODE",
-    "OPS_FORMS",
     "OPTIONS_SIZE",
     "PARAM_FIELDS",
     "conv_count_options",
     "interpreter",
     "missing_op_message",
     "parse_conv_count_options",
-    "resolve_ops",
     "support",
 ]
 
@@ -69,7 +68,6 @@ PARAM_FIELDS: tuple[str, ...] = (
     "relu",
 )
 OPTIONS_SIZE = len(MAGIC) + 4 * (1 + len(PARAM_FIELDS))
-OPS_FORMS = ("auto", "fused", "builtin")
 
 
 def _check_params(values: Mapping[str, int], where: str) -> None:
@@ -176,23 +174,6 @@ def support() -> str | None:
 
         _SUPPORT["reason"] = fused_runner.probe()
     return _SUPPORT["reason"]
-
-
-def resolve_ops(requested: str) -> tuple[str, str | None]:
-    """``(form, note)`` for an ``--ops`` request: ``form`` is ``"fused"`` (layers as
-    ``CLIMBQ_CONV_COUNT``) or ``"builtin"``; ``note`` is the one line to print when ``"auto"``
-    falls back to builtin. An explicit ``"fused"`` that cannot run here raises
-    TargetUnavailableError with the reason (never a silent fallback)."""
-    if requested not in OPS_FORMS:
-        raise ConfigError(f"--ops must be one of {', '.join(OPS_FORMS)}; got {requested!r}")
-    if requested == "builtin":
-        return "builtin", None
-    reason = support()
-    if reason is None:
-        return "fused", None
-    if requested == "fused":
-        raise TargetUnavailableError(f"--ops fused: the {CUSTOM_CODE} op cannot run here: {reason}")
-    return "builtin", f"fused {CUSTOM_CODE} unavailable ({reason}); using builtin ops"
 
 
 def missing_op_message(path: object) -> str:

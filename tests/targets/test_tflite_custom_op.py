@@ -210,17 +210,28 @@ def test_plain_interpreter_names_the_op_and_the_fix() -> None:
     assert "--ops builtin" in message and "climbq check/bench" in message
 
 
-def test_resolve_ops_falls_back_only_when_asked_to(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fused_model_where_the_op_cannot_run_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from climbq_deploy.targets.tflite import TfliteRunner, TfliteTarget
+
     monkeypatch.setattr(custom_op, "support", lambda: "no kernel here")
-    form, note = custom_op.resolve_ops("auto")
-    assert form == "builtin" and note is not None and "no kernel here" in note
-    assert custom_op.resolve_ops("builtin") == ("builtin", None)
-    with pytest.raises(TargetUnavailableError, match="no kernel here"):
-        custom_op.resolve_ops("fused")
-    with pytest.raises(ConfigError, match="--ops"):
-        custom_op.resolve_ops("fast")
-    monkeypatch.setattr(custom_op, "support", lambda: None)
-    assert custom_op.resolve_ops("auto") == ("fused", None)
+    assert TfliteTarget(ops="climbq").unavailable() == "no kernel here"
+    assert TfliteTarget(ops="builtin").unavailable() is None
+    from climbq_deploy.ir.capture import capture
+    from climbq_deploy.ir.passes import lower
+    from climbq_deploy.models.common import QuantSpec
+    from climbq_deploy.models.resnet import CifarResNet
+
+    model = CifarResNet(8, 10, QuantSpec("climbq", 2, 2)).eval()
+    graph = lower(capture(model, (0.5,) * 3, (0.25,) * 3, (8, 8, 3), input_bits=20))
+    path = TfliteTarget(ops="climbq").export(graph, tmp_path / "m.tflite")
+    assert custom_op.uses_custom_op(path.read_bytes())
+    with pytest.raises(TargetUnavailableError) as caught:
+        TfliteRunner(path)
+    message = str(caught.value)
+    assert "CLIMBQ_CONV_COUNT" in message and "no kernel here" in message
+    assert "--ops builtin" in message
 
 
 def test_unavailable_route_raises_target_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
