@@ -68,6 +68,9 @@ def main() -> None:
         "--keep", action="store_true", help="reuse records already written; run the missing checks"
     )
     parser.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
+    parser.add_argument(
+        "--ops", nargs="*", default=None, help="--ops forms to check (default: all)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     args.records.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,7 @@ def main() -> None:
         # the int16 form's records keep their earlier names (it was the only form)
         stem = f"{run}-{kernels}" if ops == "int16" else f"{run}-{ops}-{kernels}"
         path = args.records / f"{stem}.json"
-        if args.only and run not in args.only:
+        if (args.only and run not in args.only) or (args.ops and ops not in args.ops):
             continue
         if not args.collect and not (args.keep and path.is_file()):
             command = [
