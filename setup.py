@@ -1,7 +1,7 @@
 """Build hook for the native kernel; the project's metadata lives in pyproject.toml.
 
 ``climbq_deploy.kernels._climbq_native`` is the fused ClimbQ conv-and-count kernel
-(kernels/native/*.c), built with baseline flags (its SIMD paths carry function-level target
+(kernels/csrc/*.c), built with baseline flags (its SIMD paths carry function-level target
 attributes and are chosen at run time). It is optional: without a C compiler the install still
 succeeds and :func:`climbq_deploy.kernels.native.available` says why the kernel is missing.
 
@@ -14,10 +14,10 @@ the fused runner compiles the shim into the user cache on first use, or says why
 from setuptools import Extension, setup
 
 NATIVE_SOURCES = [
-    "kernels/native/climbq_conv_count.c",
-    "kernels/native/cc_x86.c",
-    "kernels/native/cc_arm.c",
-    "kernels/native/_pymodule.c",
+    "kernels/csrc/climbq_conv_count.c",
+    "kernels/csrc/cc_x86.c",
+    "kernels/csrc/cc_arm.c",
+    "kernels/csrc/_pymodule.c",
 ]
 
 setup(
@@ -25,8 +25,8 @@ setup(
         Extension(
             "climbq_deploy.kernels._climbq_native",
             sources=NATIVE_SOURCES,
-            depends=["kernels/native/climbq_conv_count.h", "kernels/native/cc_internal.h"],
-            include_dirs=["kernels/native"],
+            depends=["kernels/csrc/climbq_conv_count.h", "kernels/csrc/cc_internal.h"],
+            include_dirs=["kernels/csrc"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
             optional=True,
         ),
@@ -36,8 +36,8 @@ setup(
                 "targets/tflite/native/climbq_litert_runner.c",
                 "targets/tflite/native/_pymodule.c",
             ],
-            depends=["kernels/native/climbq_conv_count.h"],
-            include_dirs=["kernels/native"],
+            depends=["kernels/csrc/climbq_conv_count.h"],
+            include_dirs=["kernels/csrc"],
             libraries=["dl"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
             optional=True,

@@ -163,7 +163,7 @@ def stage_package(work: Path) -> Path:
     shutil.copytree(REPO_ROOT / "climbq_deploy", target, ignore=ignore)
     for sub in ("kernels", "targets", "calibration"):
         shutil.copytree(REPO_ROOT / sub, target / sub, ignore=ignore)
-    native = REPO_ROOT / "kernels" / "native"
+    native = REPO_ROOT / "kernels" / "csrc"
     flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", f"-I{native}"]
     kernel = target / "kernels" / f"_climbq_native{SUFFIX}"
     _run([CC, "-O3", *flags, *(str(native / s) for s in KERNEL_SOURCES), "-o", str(kernel)])

@@ -12,7 +12,7 @@ every code must fit int8, no rounding anywhere: the result equals
 ``threshold_act(int_conv(x, W, ...), theta, 1, mult, offset)`` of :mod:`.ops` bit for bit.
 Groups are 1 (dense) or ``in_c == out_c`` (depthwise, ``W`` is ``(out_c, kh, kw, 1)``).
 
-The C library (``kernels/native/climbq_conv_count.h``) is built by the package install as the
+The C library (``kernels/csrc/climbq_conv_count.h``) is built by the package install as the
 optional extension ``climbq_deploy.kernels._climbq_native`` and loaded here with ctypes. It
 picks its SIMD path at run time (AVX-512 VNNI, AVX2, NEON dot product, NEON, scalar); the
 environment variable ``CLIMBQ_NATIVE_ISA`` forces a path the CPU supports, read when a layer

@@ -9,7 +9,7 @@
   ``d_o`` folded in (``W = d_o W_int``), ``thresholds`` int32 ``(O, levels)`` constant,
   non-decreasing along levels; one output: int8 NHWC ``(N, out_h, out_w, O)``;
 - ``custom_options`` (68 bytes, little-endian): ``b"CQCC"``, int32 ABI version
-  (:data:`ABI_VERSION`, = ``CLIMBQ_CC_ABI_VERSION`` of ``kernels/native/climbq_conv_count.h``),
+  (:data:`ABI_VERSION`, = ``CLIMBQ_CC_ABI_VERSION`` of ``kernels/csrc/climbq_conv_count.h``),
   then the 15 int32 fields of ``climbq_cc_params`` in header order (:data:`PARAM_FIELDS`).
 
 Semantics (the header's): ``acc = sum W x`` exact in int32 with zero padding,

@@ -89,7 +89,7 @@ def _runner_library() -> Path:
     if packaged:
         return packaged[0]
     source = runner_source()
-    header = Path(__file__).parents[2] / "kernels" / "native" / "climbq_conv_count.h"
+    header = Path(__file__).parents[2] / "kernels" / "csrc" / "climbq_conv_count.h"
     if not source.is_file() or not header.is_file():
         raise TargetUnavailableError(f"the LiteRT runner shim is not built ({source} missing)")
     digest = hashlib.sha256(source.read_bytes() + header.read_bytes()).hexdigest()[:16]

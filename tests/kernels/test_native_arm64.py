@@ -1,7 +1,7 @@
 """The native kernel's arm64 paths (NEON dot product, NEON, scalar) under qemu-aarch64.
 
 The C sources are cross-compiled with aarch64-linux-gnu-gcc (baseline armv8-a flags, as
-shipped) together with ``kernels/native/test_driver.c``; the cases (inputs, parameters and the
+shipped) together with ``kernels/csrc/test_driver.c``; the cases (inputs, parameters and the
 expected codes from the NumPy oracle ``threshold_act(int_conv(...))``) are written to a binary
 file the driver reads, and the driver compares every output byte. ``-cpu max`` has the ARMv8.2
 dot product (neon-dot by default; neon and scalar forced with ``CLIMBQ_NATIVE_ISA``),
@@ -22,7 +22,7 @@ import pytest
 
 from climbq_deploy.kernels import ops
 
-NATIVE = Path(__file__).resolve().parents[2] / "kernels" / "native"
+NATIVE = Path(__file__).resolve().parents[2] / "kernels" / "csrc"
 SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c", "test_driver.c"]
 CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", "/usr/aarch64-linux-gnu"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -103,7 +103,7 @@ def fused() -> None:
     if fused_runner.kernel_library() is None:
         pytest.skip(
             "the fused kernel library (climbq_deploy.kernels._climbq_native) is not built; "
-            "set CLIMBQ_NATIVE_LIB to a build of kernels/native/climbq_conv_count.h"
+            "set CLIMBQ_NATIVE_LIB to a build of kernels/csrc/climbq_conv_count.h"
         )
     assert custom_op.support() is None
 

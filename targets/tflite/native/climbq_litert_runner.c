@@ -5,7 +5,7 @@
  * LiteRtCreateOptions, LiteRtAddCustomOpKernelOption, LiteRtCreateCompiledModel,
  * LiteRtRunCompiledModel and the tensor-buffer functions. The custom op kernel is a
  * LiteRtCustomOpKernel (Init / GetOutputLayouts / Run / Destroy) whose Run calls the fused
- * kernel of kernels/native/climbq_conv_count.h. Both libraries are opened with dlopen at run
+ * kernel of kernels/csrc/climbq_conv_count.h. Both libraries are opened with dlopen at run
  * time (paths from the caller), so this file links against neither and a missing symbol is a
  * clear error, not a load failure.
  *
@@ -16,7 +16,7 @@
  * status returned by Run and GetOutputLayouts, so failures are recorded in the runner and
  * reported by cqlr_run / cqlr_create.
  *
- * Build: cc -O2 -fPIC -shared -I kernels/native climbq_litert_runner.c -o <lib> -ldl
+ * Build: cc -O2 -fPIC -shared -I kernels/csrc climbq_litert_runner.c -o <lib> -ldl
  */
 #include <dlfcn.h>
 #include <stdarg.h>

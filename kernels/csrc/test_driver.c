@@ -9,8 +9,8 @@
  * Prints one line per failing case and a summary "isa=NAME cases=N failed=F mismatches=M";
  * exit status 0 only when every output matches.
  *
- * Build: cc -O3 -I kernels/native kernels/native/test_driver.c kernels/native/climbq_conv_count.c
- *        kernels/native/cc_x86.c kernels/native/cc_arm.c -o test_driver */
+ * Build: cc -O3 -I kernels/csrc kernels/csrc/test_driver.c kernels/csrc/climbq_conv_count.c
+ *        kernels/csrc/cc_x86.c kernels/csrc/cc_arm.c -o test_driver */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
