@@ -78,7 +78,8 @@ INT8_MIN, INT8_MAX = -128, 127
 REF_REQUANT_LIMIT = 2**30
 # LiteRT 2.3's optimized float DEPTHWISE_CONV_2D never returns when its output has more than
 # 4832 channels (its accumulation buffer holds no whole pixel then; measured: 322 x 15
-# channels run, 323 x 15 hang, with XNNPACK off). The float sign stage stays below it.
+# channels run, 323 x 15 hang, with XNNPACK off). Past it the float sign stage is a broadcast
+# MUL and ADD instead (:func:`_signs`).
 FLOAT_DEPTHWISE_LIMIT = 4832
 
 
@@ -202,8 +203,6 @@ def float_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
         conv.groups != 1 and conv.weight.shape[3] != 1
     ):
         return "grouped conv"
-    if conv.weight.shape[0] * act.thresholds.shape[1] > FLOAT_DEPTHWISE_LIMIT:
-        return "channels x levels beyond LiteRT's float depthwise limit"
     if layer.stem:
         return _stem_plan(graph, layer)[1]
     if not float_conv_is_exact(graph, conv):
@@ -415,6 +414,15 @@ def _float_conv(e: _FastEmit, conv: IntConv, weight: np.ndarray, x: int, tag: st
     return acc
 
 
+def _signs_shape(e: _FastEmit, hwc: tuple[int, int, int], n: int) -> tuple[int, ...]:
+    """The sign tensor's shape: ``(N, H, W, C n)`` (depthwise), or ``(N, H, W, C, n)`` (the
+    broadcast form, when ``C n`` passes :data:`FLOAT_DEPTHWISE_LIMIT`)."""
+    ho, wo, c = hwc
+    if c * n > FLOAT_DEPTHWISE_LIMIT:
+        return (e.batch, ho, wo, c, n)
+    return (e.batch, ho, wo, c * n)
+
+
 def _signs(
     e: _FastEmit,
     name: str,
@@ -424,14 +432,27 @@ def _signs(
     bias: np.ndarray,
     activation: str = "RELU_N1_TO_1",
 ) -> int:
-    """``clamp(weight_c value_c + bias_{c,t}, -1, 1)`` for each channel ``c`` and level
-    ``t`` (a 1x1 depthwise conv with multiplier ``n``; ``bias`` (C, n), ``weight`` (C,)),
-    float32 ``(N, H, W, C n)``, channel ``c n + t``."""
+    """``clamp(weight_c value_c + bias_{c,t}, -1, 1)`` for each channel ``c`` and level ``t``
+    (``bias`` (C, n), ``weight`` (C,), a power of two or 0: the product is exact, the sum is
+    rounded once), float32 (:func:`_signs_shape`): a 1x1 depthwise conv with multiplier ``n``
+    (channel ``c n + t``), or, past LiteRT's float depthwise limit, the value reshaped to
+    ``(N, H, W, C, 1)``, MUL by ``weight`` and a broadcast ADD of ``bias`` with the clamp
+    fused."""
     ho, wo, c = hwc
     n = bias.shape[1]
+    shape = _signs_shape(e, hwc, n)
+    out = e.b.add_tensor(f"{name}/signs", shape, "float32")
+    if len(shape) == 5:
+        column = e.b.add_tensor(f"{name}/column", (e.batch, ho, wo, c, 1), "float32")
+        e.b.add_operator("RESHAPE", [value], [column], new_shape=[e.batch, ho, wo, c, 1])
+        scaled = e.b.add_tensor(f"{name}/column_scaled", (e.batch, ho, wo, c, 1), "float32")
+        factor = e.const(f"{name}/sign_weight", weight.reshape(c, 1), "float32")
+        e.b.add_operator("MUL", [column, factor], [scaled])
+        b = e.const(f"{name}/sign_bias", bias, "float32")
+        e.b.add_operator("ADD", [scaled, b], [out], fused_activation=activation)
+        return out
     w = e.const(f"{name}/sign_weight", np.repeat(weight, n).reshape(1, 1, 1, c * n), "float32")
     b = e.const(f"{name}/sign_bias", bias.reshape(-1), "float32")
-    out = e.b.add_tensor(f"{name}/signs", (e.batch, ho, wo, c * n), "float32")
     e.b.add_operator(
         "DEPTHWISE_CONV_2D",
         [value, w, b],
@@ -450,8 +471,11 @@ def _sum_signs(e: _FastEmit, act: ThresholdAct, signs: int, hwc: tuple[int, int,
     n = act.thresholds.shape[1]
     b = e.b
     shape = (e.batch, ho, wo, c)
-    grouped = b.add_tensor(f"{act.output}/sign_levels", (*shape, n), "float32")
-    b.add_operator("RESHAPE", [signs], [grouped], new_shape=[*shape, n])
+    if len(_signs_shape(e, hwc, n)) == 5:
+        grouped = signs
+    else:
+        grouped = b.add_tensor(f"{act.output}/sign_levels", (*shape, n), "float32")
+        b.add_operator("RESHAPE", [signs], [grouped], new_shape=[*shape, n])
     axis = e.const(f"{act.output}/sign_axis", np.array([4]), "int32")
     mult, offset = int(act.mult), int(act.offset)
     plain = mult == 2 and offset == -n
@@ -521,7 +545,7 @@ def _float_stem_layer(e: _FastEmit, layer: ConvLayer) -> None:
     scale = float(2 ** (bits + 1))
     s_h = _signs(e, f"{act.output}/high", acc_h, hwc, np.full(c, scale), -scale * t_h, "NONE")
     s_l = _signs(e, f"{act.output}/low", acc_l, hwc, np.full(c, 2.0), 1.0 - 2.0 * t_l, "NONE")
-    signs = b.add_tensor(f"{act.output}/signs", (e.batch, *hwc[:2], c * theta.shape[1]), "float32")
+    signs = b.add_tensor(f"{act.output}/signs", _signs_shape(e, hwc, theta.shape[1]), "float32")
     b.add_operator("ADD", [s_h, s_l], [signs], fused_activation="RELU_N1_TO_1")
     _sum_signs(e, act, signs, hwc)
 
@@ -619,7 +643,7 @@ def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
     lo, hi = _bound(e.graph, node.inputs[0])
     bound = max(abs(lo), abs(hi))
     hwc = e.graph.tensors[node.output].shape
-    if 2 * bound + 3 >= FLOAT32_EXACT or node.thresholds.size > FLOAT_DEPTHWISE_LIMIT:
+    if 2 * bound + 3 >= FLOAT32_EXACT:
         e.int32_view(node.inputs[0])
         int16_form._threshold_act(e, node)
         return
