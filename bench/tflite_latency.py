@@ -153,9 +153,17 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.2, help="seconds per model per round")
     parser.add_argument("--records", type=Path, default=REPO_ROOT / "runs" / "tflite_checks")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--refresh-exact",
+        action="store_true",
+        help="no timing: re-read exact_match from --records into the results in --out",
+    )
     args = parser.parse_args()
+    if args.refresh_exact:
+        refresh_exact(args)
+        return
     load = warn_if_busy()
-    records, rows = [], []
+    records: list[dict[str, Any]] = []
     for run_dir in args.run:
         graph = lower_run(load_run(run_dir), input_bits=TfliteTarget.input_bits)
         exact = exact_records(args.records, run_dir.name)
@@ -186,29 +194,43 @@ def main() -> None:
                         "invokes": len(times[form]),
                     }
                     records.append(record)
-                    rows.append(
-                        (
-                            run_dir.name,
-                            threads,
-                            batch,
-                            form,
-                            f"{p50:.3f}",
-                            f"{p50 / plain:.2f}x",
-                            {True: "yes", False: "NO", None: "-"}[exact[form]],
-                            len(models[form]),
-                            "-"
-                            if ops["delegated_ops"] is None
-                            else f"{ops['delegated_ops']}/{ops['total_ops']}",
-                        )
-                    )
-                    print(rows[-1], flush=True)
+                    print(_row(record), flush=True)
     header = run_header(load)
-    markdown = (
+    header["settings"] = {"rounds": args.rounds, "budget": args.budget}
+    markdown = render(records, header)
+    write_results(args.out, NAME, {**header, "records": records}, markdown)
+    print(markdown)
+
+
+def _row(record: dict[str, Any]) -> tuple:
+    exact = {True: "yes", False: "NO", None: "-"}[record["exact_match"]]
+    ops = (
+        "-"
+        if record["delegated_ops"] is None
+        else f"{record['delegated_ops']}/{record['total_ops']}"
+    )
+    return (
+        record["run"],
+        record["threads"],
+        record["batch"],
+        record["form"],
+        f"{record['p50_ms']:.3f}",
+        f"{record['ratio_to_plain_int8']:.2f}x",
+        exact,
+        record["bytes"],
+        ops,
+    )
+
+
+def render(records: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """The markdown table of the records, with the machine and command."""
+    settings = header.get("settings", {"rounds": "?", "budget": "?"})
+    return (
         "# ClimbQ TFLite forms vs a plain int8 model of the same shape (LiteRT, XNNPACK)\n\n"
-        f"Each cell: median per-invoke time over {args.rounds} interleaved rounds (about "
-        f"{args.budget} s of invokes per model per round) in one process; ratio = p50 / p50 "
-        "of the plain int8 model in the same run (threads, batch). `exact`: every code of the "
-        "whole SynDigits-LT test set equal to the NumPy reference (bench/tflite_check.md; "
+        f"Each cell: median per-invoke time over {settings['rounds']} interleaved rounds (about "
+        f"{settings['budget']} s of invokes per model per round) in one process; ratio = p50 / "
+        "p50 of the plain int8 model in the same run (threads, batch). `exact`: every code of "
+        "the whole SynDigits-LT test set equal to the NumPy reference (bench/tflite_check.md; "
         "'-' not checked, the plain int8 model is not ClimbQ). `XNNPACK ops`: operators "
         "XNNPACK runs / all operators ('-': the fused form runs through LiteRT's C API, whose "
         "compiled model does not expose its plan).\n\n"
@@ -224,13 +246,20 @@ def main() -> None:
                 "bytes",
                 "XNNPACK ops",
             ),
-            rows,
+            [_row(r) for r in records],
         )
         + "\n\n"
         + provenance_markdown(header)
     )
-    write_results(args.out, NAME, {**header, "records": records}, markdown)
-    print(markdown)
+
+
+def refresh_exact(args: argparse.Namespace) -> None:
+    """Re-read ``exact_match`` of every record from the check records (timings unchanged)."""
+    payload = json.loads((args.out / f"{NAME}.json").read_text())
+    for record in payload["records"]:
+        record["exact_match"] = exact_records(args.records, record["run"])[record["form"]]
+    header = {k: v for k, v in payload.items() if k != "records"}
+    write_results(args.out, NAME, payload, render(payload["records"], header))
 
 
 if __name__ == "__main__":
