@@ -10,7 +10,10 @@ DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint install
 
-$(STAMP): pyproject.toml
+# the native kernel and the LiteRT shim are built by the install: a change to them re-installs
+NATIVE_SOURCES := setup.py $(wildcard kernels/csrc/*) $(wildcard targets/tflite/native/*)
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
