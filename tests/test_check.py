@@ -180,14 +180,16 @@ def _check_json(argv: list[str], capsys) -> dict:
 
 
 def test_check_leaves_the_users_export_as_it_is(tiny_run, tmp_path, capsys, monkeypatch) -> None:
-    """The README's sequence: export int4 filters, then check; check exports afresh into a
-    temporary file, so the user's file keeps its bytes; ``--artifact`` checks it as it is."""
+    """The README's sequence: export int4 filters (the int16 form's), then check; check exports
+    afresh into a temporary file, so the user's file keeps its bytes; ``--artifact`` checks it
+    as it is."""
     pytest.importorskip("ai_edge_litert")
     run = Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    assert main(["export", str(run), "--target", "tflite", "--weights", "int4"]) == 0
+    export = ["export", str(run), "--target", "tflite", "--ops", "int16", "--weights", "int4"]
+    assert main(export) == 0
     before = _hashes(run)
     record = _check_json([str(run), "--target", "tflite"], capsys)
     assert _hashes(run) == before and not any(scratch.iterdir())
