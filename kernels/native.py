@@ -33,7 +33,7 @@ ABI_VERSION = 1
 INT32_MAX = 2**31 - 1
 ISA_NAMES = ("avx512vnni", "avx2", "neon-dot", "neon", "scalar")
 
-_FIELDS = (
+PARAM_FIELDS: tuple[str, ...] = (  # climbq_cc_params, in header order
     "in_h",
     "in_w",
     "in_c",
@@ -53,7 +53,7 @@ _FIELDS = (
 
 
 class _Params(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int32) for name in _FIELDS]
+    _fields_ = [(name, ctypes.c_int32) for name in PARAM_FIELDS]
 
 
 _library: ctypes.CDLL | None = None
@@ -272,7 +272,7 @@ class PackedConvCount:
             raise KernelError(f"native conv_count: {err.value.decode(errors='replace')}")
         self._lib = lib
         self._handle = handle.value
-        self.params = {name: int(getattr(params, name)) for name in _FIELDS}
+        self.params = {name: int(getattr(params, name)) for name in PARAM_FIELDS}
         self.isa = lib.climbq_cc_isa().decode()
 
     @property

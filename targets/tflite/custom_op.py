@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from climbq_deploy.errors import ArtifactError, ConfigError, TargetUnavailableError
+from climbq_deploy.kernels.native import ABI_VERSION, PARAM_FIELDS
 
 __all__ = [
     "ABI_VERSION",
@@ -48,25 +49,6 @@ __all__ = [
 CUSTOM_CODE = "CLIMBQ_CONV_COUNT"
 CUSTOM_VERSION = 1  # the operator code's version
 MAGIC = b"CQCC"
-ABI_VERSION = 1
-# climbq_cc_params, in header order
-PARAM_FIELDS: tuple[str, ...] = (
-    "in_h",
-    "in_w",
-    "in_c",
-    "out_h",
-    "out_w",
-    "out_c",
-    "kernel_h",
-    "kernel_w",
-    "stride",
-    "pad",
-    "groups",
-    "levels",
-    "mult",
-    "offset",
-    "relu",
-)
 OPTIONS_SIZE = len(MAGIC) + 4 * (1 + len(PARAM_FIELDS))
 
 

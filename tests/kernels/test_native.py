@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def codes_for(levels: int, variant: int) -> tuple[int, int]:
     return 1, -128
 
 
-def check(
+def make_case(
     rng: np.random.Generator,
     *,
     batch: int,
@@ -114,7 +115,9 @@ def check(
     variant: int = 0,
     x_range: tuple[int, int] = (-128, 128),
     w_range: tuple[int, int] = (-15, 16),
-) -> None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
+    """One random layer: ``(x, weight, thresholds, kwargs, want)`` with ``want`` the NumPy
+    kernels' codes (:func:`reference`); also the arm64 test's cases."""
     groups = in_c if depthwise else 1
     if depthwise:
         out_c = in_c
@@ -124,14 +127,19 @@ def check(
     theta = thresholds_for(acc, levels, rng)
     mult, offset = codes_for(levels, variant)
     kw = dict(stride=stride, padding=padding, groups=groups, mult=mult, offset=offset, relu=relu)
+    return x, weight, theta, kw, reference(x, weight, theta, **kw)
+
+
+def check(rng: np.random.Generator, **case: Any) -> None:
+    """The native kernel's codes of :func:`make_case`'s layer equal the reference's."""
+    x, weight, theta, kw, want = make_case(rng, **case)
     got = native.conv_count(x, weight, theta, **kw)
-    want = reference(x, weight, theta, **kw)
     assert got.dtype == np.int8 and got.shape == want.shape
     mismatched = np.argwhere(got != want)
     assert np.array_equal(got, want), (
         f"{len(mismatched)} of {got.size} codes differ, first at {mismatched[:3].tolist()}: "
         f"got {got[tuple(mismatched[0])]}, want {want[tuple(mismatched[0])]} ({kw}, "
-        f"levels {levels}, isa {native.isa()})"
+        f"levels {case['levels']}, isa {native.isa()})"
     )
 
 

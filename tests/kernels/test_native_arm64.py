@@ -16,11 +16,12 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from climbq_deploy.kernels import ops
+from tests.kernels.test_native import make_case
 
 NATIVE = Path(__file__).resolve().parents[2] / "kernels" / "csrc"
 SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c", "test_driver.c"]
@@ -35,40 +36,16 @@ if _missing:
     )
 
 
-def _case(
-    rng: np.random.Generator,
-    *,
-    batch: int,
-    hw: tuple[int, int],
-    in_c: int,
-    out_c: int,
-    kernel: int,
-    stride: int,
-    padding: int,
-    depthwise: bool,
-    levels: int,
-    relu: bool,
-    x_range: tuple[int, int] = (-128, 128),
-    w_range: tuple[int, int] = (-15, 16),
-) -> bytes:
-    """One case record: params, batch, weight, thresholds, x and the oracle's codes."""
-    groups = in_c if depthwise else 1
-    out_c = in_c if depthwise else out_c
-    x = rng.integers(*x_range, (batch, *hw, in_c), dtype=np.int8)
-    weight = rng.integers(*w_range, (out_c, kernel, kernel, 1 if depthwise else in_c), np.int8)
-    acc = ops.int_conv(x, weight, stride, padding, groups, INT32_MAX).astype(np.int64)
-    values = acc.reshape(-1, out_c)
-    theta = values[rng.integers(0, len(values), (out_c, levels)), np.arange(out_c)[:, None]]
-    theta += rng.integers(-1, 2, theta.shape)
-    special = rng.random(theta.shape) < 0.05
-    theta[special] = rng.choice([INT32_MIN, INT32_MAX, INT32_MAX - 1], special.sum())
-    theta = np.sort(theta, axis=1).astype(np.int32)
-    mult, offset = (2, -levels) if 2 * levels <= 255 else (1, -128)
-    y = ops.threshold_act(acc, theta, np.ones(out_c, np.int8), mult, offset)
-    y = (ops.relu(y) if relu else y).astype(np.int8)
-    out_h, out_w = y.shape[1:3]
-    params = (*hw, in_c, out_h, out_w, out_c, kernel, kernel, stride, padding, groups, levels)
-    header = struct.pack("<16i", *params, mult, offset, int(relu), batch)
+def _case(rng: np.random.Generator, **case: Any) -> bytes:
+    """One case record: params, batch, weight, thresholds, x and the oracle's codes (the
+    layer of test_native's :func:`make_case`)."""
+    x, weight, theta, kw, y = make_case(rng, **case)
+    batch, in_c = x.shape[0], x.shape[3]
+    out_h, out_w, out_c = y.shape[1:]
+    kernel = weight.shape[1]
+    params = (*x.shape[1:3], in_c, out_h, out_w, out_c, kernel, kernel, kw["stride"])
+    params += (kw["padding"], kw["groups"], theta.shape[1], kw["mult"], kw["offset"])
+    header = struct.pack("<16i", *params, int(kw["relu"]), batch)
     return header + weight.tobytes() + theta.astype("<i4").tobytes() + x.tobytes() + y.tobytes()
 
 
