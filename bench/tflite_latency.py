@@ -90,7 +90,7 @@ def invoker(form: str, content: bytes, threads: int) -> tuple[Callable[[], Any],
         from climbq_deploy.targets.tflite.fused_runner import FusedRunner
 
         runner = FusedRunner(content, threads=threads)
-        x = np.zeros(runner._shapes[0], runner._dtypes[0])
+        x = runner.zero_input()
         ops = {"delegated_ops": None, "total_ops": _op_count(content), "partitions": None}
         return (lambda: runner.run(x)), ops
     module = interpreter_module()

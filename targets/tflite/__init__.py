@@ -132,7 +132,7 @@ class TfliteRunner:
         self._make_debug = lambda: FusedRunner(
             with_outputs(content, list(self._acts)), threads=1, path=self.path
         )
-        self._input_dtype = np.dtype(self._plain._dtypes[0])
+        self._input_dtype = self._plain.zero_input().dtype
 
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
         if self.fused:

@@ -42,7 +42,7 @@ def bench_tflite(
         from climbq_deploy.targets.tflite.fused_runner import FusedRunner
 
         fused = FusedRunner(path.read_bytes(), threads=threads, path=path)
-        x = np.zeros(fused._shapes[0], fused._dtypes[0])
+        x = fused.zero_input()
         ms = time_calls(lambda: fused.run(x), warmup, repeats)
         batch, runtime = int(x.shape[0]), "litert-c-api+climbq-fused"
         ops = None  # a compiled model does not expose its partitions

@@ -90,15 +90,14 @@ class Costs:
     ``float_mac``: one float32 conv multiply-add; ``int8_mac``: one int8 conv multiply-add;
     ``sign_element``: one output element of the float sign stage (depthwise with multiplier
     ``n`` plus the SUM), per output value ``H W C`` (it is dominated by per-element overhead,
-    hardly by ``n``); ``sign_level``: each of the ``H W C n`` signs on top."""
+    hardly by ``n``: measured, so no per-level term)."""
 
     float_mac: float
     int8_mac: float
     sign_element: float
-    sign_level: float
 
 
-COSTS = Costs(float_mac=20e-12, int8_mac=5.3e-12, sign_element=4.8e-9, sign_level=0.0)
+COSTS = Costs(float_mac=20e-12, int8_mac=5.3e-12, sign_element=4.8e-9)
 """Fitted to single-layer LiteRT 2.3 / XNNPACK timings, batch 1, one thread, x86-64 AVX-512
 (3x3 convs, 32x32x16, 16x16x32 and 8x8x64, n = 3, 7 and 15; ``bench/tflite_forms.py``,
 results in ``bench/results/tflite_forms.md``): the float32 conv costs ~20 ps per
@@ -246,11 +245,7 @@ def _costs(graph: Graph, layer: ConvLayer) -> dict[str, float | None]:
         costs[INT8_SIGNS] = COSTS.int8_mac * (macs * n + values * n * c)
     if float_signs_exact(graph, layer) is None:
         digits = 2 if layer.stem and _stem_plan(graph, layer)[0] is not None else 1
-        costs[FLOAT_SIGNS] = (
-            COSTS.float_mac * macs * digits
-            + COSTS.sign_element * values * digits
-            + COSTS.sign_level * values * n * digits
-        )
+        costs[FLOAT_SIGNS] = COSTS.float_mac * macs * digits + COSTS.sign_element * values * digits
     return costs
 
 

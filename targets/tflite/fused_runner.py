@@ -337,6 +337,10 @@ class FusedRunner:
             raise ArtifactError(f"{self.path}: {err.value.decode(errors='replace')}")
         return [view.copy() for view in self._views[self._n_in :]]
 
+    def zero_input(self, k: int = 0) -> np.ndarray:
+        """Zeros of model input ``k``'s shape and dtype (for timing and warm-up)."""
+        return np.zeros(self._shapes[k], self._dtypes[k])
+
     def counts(self) -> tuple[int, int]:
         """How often LiteRT called the op's Init and Run so far (proof that the op ran)."""
         init, run = ctypes.c_long(), ctypes.c_long()
