@@ -506,17 +506,39 @@ def _float_conv_layer(
         raise LoweringError(f"layer {act.source!r}: thresholds beyond int32")
     ho, wo, c = t[conv.output].shape
     weight = signed_weight(conv.weight, act.direction, np.float32)  # keeps -0.0 (bytes)
-    n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
-    x = b.add_tensor(f"{conv.output}/input_float", (n_, h_, w_, c_in), "float32")
+    x = b.add_tensor(f"{conv.output}/input_float", (batch, *t[conv.inputs[0]].shape), "float32")
     b.add_operator("CAST", [x32], [x])
+    out = float_conv(b, graph, conv, weight, x, batch, acc_name="acc_float")
+    acc = b.add_tensor(f"{conv.output}/acc32", (batch, ho, wo, c), "int32")
+    b.add_operator("CAST", [out], [acc])
+    _count(b, act, acc, "int32", (ho, wo, c), batch, index)
+
+
+def float_conv(
+    b: ModelBuilder,
+    graph: Graph,
+    conv: IntConv,
+    weight: np.ndarray,
+    x: int,
+    batch: int,
+    tag: str = "",
+    acc_name: str = "acc",
+) -> int:
+    """A float32 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` of ``x`` (float32 NHWC integers) with the
+    float32 filter ``weight`` ((O, kh, kw, I), direction folded) and zero bias, explicit PAD
+    where "SAME" is not the conv's padding: the exact accumulators while every partial sum
+    stays below 2**24 (the caller checks). Tensors are named ``{conv.output}/{tag}...``."""
+    t = graph.tensors
+    n_, h_, w_, c_in = (batch, *t[conv.inputs[0]].shape)
+    ho, wo, c = t[conv.output].shape
     padding = conv_padding(conv)
     if padding == "PAD":
         p = conv.padding
         padded = b.add_tensor(
-            f"{conv.output}/padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
+            f"{conv.output}/{tag}padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
         )
-        amounts = b.add_tensor(f"{conv.output}/pads", (4, 2), "int32", data=nhwc_pads(p))
-        b.add_operator("PAD", [x, amounts], [padded])
+        pads = b.add_tensor(f"{conv.output}/{tag}pads", (4, 2), "int32", data=nhwc_pads(p))
+        b.add_operator("PAD", [x, pads], [padded])
         x, padding = padded, "VALID"
     options: dict[str, object] = {
         "padding": padding,
@@ -524,21 +546,19 @@ def _float_conv_layer(
         "stride_w": conv.stride,
     }
     if conv.groups == 1:
-        w = b.add_tensor(f"{conv.output}/weight", weight.shape, "float32", data=weight)
+        w = b.add_tensor(f"{conv.output}/{tag}weight", weight.shape, "float32", data=weight)
         op = "CONV_2D"
     elif conv.groups == c and weight.shape[3] == 1:
         dw = np.ascontiguousarray(np.transpose(weight, (3, 1, 2, 0)))  # (1, kh, kw, C)
-        w = b.add_tensor(f"{conv.output}/weight", dw.shape, "float32", data=dw)
+        w = b.add_tensor(f"{conv.output}/{tag}weight", dw.shape, "float32", data=dw)
         op = "DEPTHWISE_CONV_2D"
         options["depth_multiplier"] = 1
     else:
         raise LoweringError(f"conv {conv.source!r}: grouped convs have no TFLite form here")
-    bias = b.add_tensor(f"{conv.output}/bias", (c,), "float32", data=np.zeros(c, np.float32))
-    out = b.add_tensor(f"{conv.output}/acc_float", (batch, ho, wo, c), "float32")
-    b.add_operator(op, [x, w, bias], [out], **options)
-    acc = b.add_tensor(f"{conv.output}/acc32", (batch, ho, wo, c), "int32")
-    b.add_operator("CAST", [out], [acc])
-    _count(b, act, acc, "int32", (ho, wo, c), batch, index)
+    bias = b.add_tensor(f"{conv.output}/{tag}bias", (c,), "float32", data=np.zeros(c, np.float32))
+    acc = b.add_tensor(f"{conv.output}/{tag}{acc_name}", (batch, ho, wo, c), "float32")
+    b.add_operator(op, [x, w, bias], [acc], **options)
+    return acc
 
 
 def _requantization_scales(act: ThresholdAct) -> list[float]:

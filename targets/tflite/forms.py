@@ -376,37 +376,8 @@ def _conv_layer(e: _FastEmit, layer: ConvLayer) -> None:
 
 
 def _float_conv(e: _FastEmit, conv: IntConv, weight: np.ndarray, x: int, tag: str) -> int:
-    """A float32 conv of ``x`` (float32 NHWC integers) with the float32 filter ``weight``
-    ((O, kh, kw, I), direction folded) and zero bias: the exact accumulators (caller checks
-    the partial sums)."""
-    b, t = e.b, e.graph.tensors
-    n_, h_, w_, c_in = (e.batch, *t[conv.inputs[0]].shape)
-    ho, wo, c = t[conv.output].shape
-    padding = conv_padding(conv)
-    if padding == "PAD":
-        p = conv.padding
-        padded = b.add_tensor(
-            f"{conv.output}/{tag}padded", (n_, h_ + 2 * p, w_ + 2 * p, c_in), "float32"
-        )
-        pads = e.const(f"{conv.output}/{tag}pads", nhwc_pads(conv.padding), "int32")
-        b.add_operator("PAD", [x, pads], [padded])
-        x, padding = padded, "VALID"
-    options: dict[str, object] = {
-        "padding": padding,
-        "stride_h": conv.stride,
-        "stride_w": conv.stride,
-    }
-    if conv.groups == 1:
-        w = e.const(f"{conv.output}/{tag}weight", weight, "float32")
-        op = "CONV_2D"
-    else:
-        w = e.const(f"{conv.output}/{tag}weight", np.transpose(weight, (3, 1, 2, 0)), "float32")
-        op = "DEPTHWISE_CONV_2D"
-        options["depth_multiplier"] = 1
-    bias = e.const(f"{conv.output}/{tag}bias", np.zeros(c), "float32")
-    acc = b.add_tensor(f"{conv.output}/{tag}acc", (e.batch, ho, wo, c), "float32")
-    b.add_operator(op, [x, w, bias], [acc], **options)
-    return acc
+    """:func:`~.export.float_conv` in this writer (exact accumulators, float32)."""
+    return int16_form.float_conv(e.b, e.graph, conv, weight, x, e.batch, tag)
 
 
 def _signs_shape(e: _FastEmit, hwc: tuple[int, int, int], n: int) -> tuple[int, ...]:
