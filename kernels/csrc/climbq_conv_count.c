@@ -370,6 +370,23 @@ static cc_image_fn image_fn(const climbq_cc_layer* L) {
   }
 }
 
+/* The padded-input scratch of the calling thread, kept between calls and grown on demand: a
+ * model runs its layers one after another, so one buffer per thread serves them all (a fresh
+ * malloc per call meant an mmap and page faults per layer for large inputs). Released when
+ * the process ends. */
+static _Thread_local void* thread_scratch = NULL;
+static _Thread_local size_t thread_scratch_size = 0;
+
+static void* scratch(size_t size) {
+  if (size > thread_scratch_size) {
+    void* grown = realloc(thread_scratch, size);
+    if (!grown) return NULL;
+    thread_scratch = grown;
+    thread_scratch_size = size;
+  }
+  return thread_scratch;
+}
+
 int climbq_cc_run(const climbq_cc_layer* L, int32_t batch, const int8_t* x, int8_t* y) {
   if (!L || !x || !y || batch < 0) return CC_E_ARG;
   const climbq_cc_params* p = &L->p;
@@ -383,12 +400,11 @@ int climbq_cc_run(const climbq_cc_layer* L, int32_t batch, const int8_t* x, int8
   if (!fn) return CC_E_ARG;
   const size_t buf_size = ((size_t)p->in_h + 2 * p->pad) * ((size_t)p->in_w + 2 * p->pad) *
                           (size_t)L->cin_pad * L->in_elem;
-  void* buf = malloc(buf_size + 64); /* + 64: vector loads may read a little past the end */
+  void* buf = scratch(buf_size + 64); /* + 64: vector loads may read a little past the end */
   if (!buf) return CC_E_NOMEM;
   for (int32_t n = 0; n < batch; n++) {
     pad_image(L, x + n * in_size, buf);
     fn(L, buf, y + n * out_size);
   }
-  free(buf);
   return 0;
 }

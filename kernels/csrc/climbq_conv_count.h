@@ -43,7 +43,8 @@ typedef struct climbq_cc_layer climbq_cc_layer; /* opaque packed layer */
 int climbq_cc_pack(const climbq_cc_params* params, const int8_t* weight, const int32_t* thresholds,
                    climbq_cc_layer** out, char* err);
 
-/* Y for `batch` images; 0 on success. scratch is allocated inside the packed layer. */
+/* Y for `batch` images; 0 on success. The padded-input scratch is one buffer per calling
+ * thread, kept between calls (grown on demand). */
 int climbq_cc_run(const climbq_cc_layer* layer, int32_t batch, const int8_t* x, int8_t* y);
 
 void climbq_cc_free(climbq_cc_layer* layer);
