@@ -113,7 +113,12 @@ class TfliteRunner:
         """A model with the ``CLIMBQ_CONV_COUNT`` op runs through LiteRT's C API with the
         op registered (:class:`.fused_runner.FusedRunner`, XNNPACK for the builtin ops)."""
         from climbq_deploy.targets.tflite import custom_op
-        from climbq_deploy.targets.tflite.fused_runner import FusedRunner, with_outputs
+        from climbq_deploy.targets.tflite.forms import rectifier
+        from climbq_deploy.targets.tflite.fused_runner import (
+            FusedRunner,
+            tensor_names,
+            with_outputs,
+        )
 
         if self.kernels != "xnnpack":
             raise ConfigError(
@@ -129,6 +134,19 @@ class TfliteRunner:
             )
         self._plain = FusedRunner(content, threads=1, path=self.path)
         self._debug = None
+        # A fused op that applies the ReLU after a code stores only the rectified code, under
+        # the ReLU's name (forms._fused_op): those layers are compared as max(code, 0).
+        present = set(tensor_names(content))
+        self._rectified: set[str] = set()
+        acts = {}
+        for name, source in self._acts.items():
+            relu = rectifier(self.graph, name)
+            if name not in present and relu is not None and relu.output in present:
+                acts[relu.output] = source
+                self._rectified.add(source)
+            else:
+                acts[name] = source
+        self._acts = acts
         self._make_debug = lambda: FusedRunner(
             with_outputs(content, list(self._acts)), threads=1, path=self.path
         )
@@ -176,7 +194,7 @@ class TfliteRunner:
                 for source, value in zip(self._acts.values(), outputs[1:], strict=True):
                     codes[source].append(value.astype(np.int64))
         joined = {k: np.concatenate(v) for k, v in codes.items()} if with_codes else {}
-        return RunOutput(np.concatenate(logits), joined)
+        return RunOutput(np.concatenate(logits), joined, frozenset(self._rectified))
 
 
 @dataclass(frozen=True)

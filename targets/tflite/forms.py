@@ -116,6 +116,9 @@ class LayerCost:
     layer: str
     costs: dict[str, float | None]
     chosen: str
+    extra_levels: int = 0
+    """Fused op only: never-reached thresholds appended so that its input shapes name its
+    output shape (see :func:`choose_forms`)."""
 
 
 # -- which forms are exact for a layer ----------------------------------------------------
@@ -193,6 +196,31 @@ def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
     return None
 
 
+def fused_count_exact(graph: Graph, node: ThresholdAct) -> str | None:
+    """None when the fused op computes the count of a non-conv value (a residual sum) exactly
+    as a 1x1 depthwise ``CLIMBQ_CONV_COUNT`` with filter ``d`` (the direction, int8): the
+    value and the codes within int8, 1..255 levels, no requantization; else why not."""
+    if node.shift is not None:
+        return "the int16 flavour requantizes this count"
+    if not _fits_int8(graph, node.inputs[0]) or not _fits_int8(graph, node.output):
+        return "values or codes leave int8"
+    if not 1 <= node.thresholds.shape[1] <= 255:
+        return "levels beyond 1..255"
+    return None
+
+
+def rectifier(graph: Graph, name: str) -> Relu | None:
+    """The ``Relu`` that is the only consumer of tensor ``name`` (not a graph output), else
+    None: the fused op then applies it (``max(code, 0)``, its ``relu`` flag) and the code
+    before it is never stored."""
+    if name == graph.output:
+        return None
+    consumers = graph.consumers(name)
+    if len(consumers) == 1 and isinstance(consumers[0], Relu):
+        return consumers[0]
+    return None
+
+
 def float_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
     """None when the ``float-signs`` form computes ``layer`` exactly, else why not."""
     conv, act = layer.conv, layer.act
@@ -255,26 +283,41 @@ def choose_forms(graph: Graph, fused: bool = False) -> list[LayerCost]:
     form only where no other is exact)."""
     chosen = []
     # LiteRT's custom-op kernel interface asks for output shapes from input shapes alone: two
-    # fused layers with equal input, filter and threshold shapes must give equal outputs.
+    # fused ops with equal input, filter and threshold shapes must give equal output shapes
+    # (a stride-2 depthwise layer can share all three with a stride-1 one). Such a layer gets
+    # ``k`` extra thresholds at ``B + 1``, beyond every accumulator (no count changes), the
+    # smallest ``k`` that makes its threshold shape unique.
     fused_outputs: dict[tuple, tuple] = {}
+    t = graph.tensors
+
+    def extra_levels(x: str, weight_shape: tuple[int, ...], act: ThresholdAct, y: str) -> int:
+        out_c, n = act.thresholds.shape
+        for k in range(0, 256 - n):
+            top = int(act.mult) * (n + k) + int(act.offset)  # the kernel checks its code range
+            if k and not INT8_MIN <= top <= INT8_MAX:
+                break
+            key = (t[x].shape, weight_shape, (out_c, n + k))
+            if fused_outputs.setdefault(key, t[y].shape) == t[y].shape:
+                return k
+        return -1
+
     for layer in iter_layers(graph):
         if isinstance(layer, ConvLayer):
             costs = _costs(graph, layer)
             fast = {k: v for k, v in costs.items() if v is not None and k != INT16}
             pick = min(fast, key=lambda k: fast[k]) if fast else INT16
+            conv = layer.conv
             if fused and fused_exact(graph, layer) is None:
-                t = graph.tensors
-                key = (
-                    t[layer.conv.inputs[0]].shape,
-                    layer.conv.weight.shape,
-                    layer.act.thresholds.shape,
-                )
-                if (
-                    fused_outputs.setdefault(key, t[layer.conv.output].shape)
-                    == t[layer.conv.output].shape
-                ):
-                    pick = FUSED
+                k = extra_levels(conv.inputs[0], conv.weight.shape, layer.act, conv.output)
+                if k >= 0:
+                    chosen.append(LayerCost(layer.act.output, costs, FUSED, k))
+                    continue
             chosen.append(LayerCost(layer.act.output, costs, pick))
+        elif isinstance(layer, ThresholdAct) and fused and fused_count_exact(graph, layer) is None:
+            c = t[layer.output].shape[-1]
+            k = extra_levels(layer.inputs[0], (c, 1, 1, 1), layer, layer.output)
+            if k >= 0:
+                chosen.append(LayerCost(layer.output, {}, FUSED, k))
     return chosen
 
 
@@ -290,6 +333,7 @@ class _FastEmit(int16_form._Emit):
         self.floats: dict[str, int] = {}
         self.int8s: dict[str, int] = {}
         self.forms: dict[str, str] = {}
+        self.extra_levels: dict[str, int] = {}
 
     def const(self, name: str, values: np.ndarray, dtype: str, **quant: object) -> int:
         return self.b.add_tensor(name, values.shape, dtype, data=values.astype(dtype), **quant)
@@ -342,6 +386,7 @@ def write_fast_tflite(
     e = _FastEmit(graph, batch, weights)
     choices = choose_forms(graph, fused)
     e.forms = {c.layer: c.chosen for c in choices}
+    e.extra_levels = {c.layer: c.extra_levels for c in choices}
     for layer in iter_layers(graph):
         emit = op_entry(FAST_EMITTERS, layer)
         if emit is None:
@@ -353,10 +398,12 @@ def write_fast_tflite(
     return e.b.build(), choices
 
 
-def _clamped_thresholds(act: ThresholdAct, bound: int) -> np.ndarray:
+def _clamped_thresholds(act: ThresholdAct, bound: int, extra: int = 0) -> np.ndarray:
     """Thresholds clamped to ``[-(bound + 1), bound + 1]``: for values within ``±bound`` the
-    count is unchanged (a threshold below every value stays below, above stays above)."""
-    return np.clip(act.thresholds.astype(np.int64), -(bound + 1), bound + 1)
+    count is unchanged (a threshold below every value stays below, above stays above).
+    ``extra`` more columns at ``bound + 1`` (never reached: no count changes)."""
+    theta = np.clip(act.thresholds.astype(np.int64), -(bound + 1), bound + 1)
+    return np.pad(theta, ((0, 0), (0, extra)), constant_values=bound + 1)
 
 
 def _conv_layer(e: _FastEmit, layer: ConvLayer) -> None:
@@ -564,15 +611,44 @@ def _int8_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
 def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
     """The layer as one ``CLIMBQ_CONV_COUNT`` op (:mod:`.custom_op`): int8 codes in, the int8
     filter ``d W``, int32 thresholds clamped to ``±(B + 1)`` (``B`` the accumulator bound; no
-    count changes), int8 codes ``mult count + offset`` out, named ``act.output``."""
+    count changes), int8 codes ``mult count + offset`` out (see :func:`_fused_op`)."""
+    conv, act = layer.conv, layer.act
+    weight = signed_weight(conv.weight, act.direction)
+    bound = min(_acc_bound(e.graph, conv), 2**31 - 2)
+    theta = _clamped_thresholds(act, bound, e.extra_levels.get(act.output, 0))
+    _fused_op(e, conv.inputs[0], weight, theta, act, conv.stride, conv.padding, conv.groups)
+
+
+def _fused_count(e: _FastEmit, node: ThresholdAct) -> None:
+    """A count of a non-conv int8 value (a residual sum) as a 1x1 depthwise fused op with
+    filter ``d`` (the direction): ``acc = d x`` exactly, then the same count and code."""
+    c = e.graph.tensors[node.output].shape[-1]
+    lo, hi = _bound(e.graph, node.inputs[0])
+    theta = _clamped_thresholds(node, max(abs(lo), abs(hi)), e.extra_levels.get(node.output, 0))
+    weight = node.direction.astype(np.int64).reshape(c, 1, 1, 1)
+    _fused_op(e, node.inputs[0], weight, theta, node, 1, 0, c)
+
+
+def _fused_op(
+    e: _FastEmit,
+    x: str,
+    weight: np.ndarray,
+    theta: np.ndarray,
+    act: ThresholdAct,
+    stride: int,
+    padding: int,
+    groups: int,
+) -> None:
+    """One ``CLIMBQ_CONV_COUNT`` op reading the int8 view of ``x``. When the code's only
+    consumer is a ``Relu`` (:func:`rectifier`), the op applies it (``relu`` set) and its
+    output is that Relu's tensor (``act.output`` is then never stored; a check compares
+    ``max(code, 0)`` there); else the output is named ``act.output``."""
     from climbq_deploy.targets.tflite.custom_op import CUSTOM_CODE, conv_count_options
 
-    conv, act = layer.conv, layer.act
     t = e.graph.tensors
-    h, w, c_in = t[conv.inputs[0]].shape
-    ho, wo, c = t[conv.output].shape
-    weight = signed_weight(conv.weight, act.direction)
-    theta = _clamped_thresholds(act, min(_acc_bound(e.graph, conv), 2**31 - 2))
+    h, w, c_in = t[x].shape
+    ho, wo, c = t[act.output].shape
+    relu = rectifier(e.graph, act.output)
     params = {
         "in_h": h,
         "in_w": w,
@@ -580,32 +656,37 @@ def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
         "out_h": ho,
         "out_w": wo,
         "out_c": c,
-        "kernel_h": conv.weight.shape[1],
-        "kernel_w": conv.weight.shape[2],
-        "stride": conv.stride,
-        "pad": conv.padding,
-        "groups": conv.groups,
+        "kernel_h": weight.shape[1],
+        "kernel_w": weight.shape[2],
+        "stride": stride,
+        "pad": padding,
+        "groups": groups,
         "levels": theta.shape[1],
         "mult": int(act.mult),
         "offset": int(act.offset),
-        "relu": 0,
+        "relu": int(relu is not None),
     }
-    w8 = e.const(f"{conv.output}/weight", weight, "int8", scale=1.0, zero_point=0)
+    name = act.output if relu is None else relu.output
+    w8 = e.const(f"{act.output}/weight", weight, "int8", scale=1.0, zero_point=0)
     th = e.const(f"{act.output}/thresholds", theta, "int32")
-    code = e.int8_tensor(act.output, (e.batch, ho, wo, c))
+    code = e.int8_tensor(name, (e.batch, ho, wo, c))
     e.b.add_operator(
         "CUSTOM",
-        [e.int8_view(conv.inputs[0]), w8, th],
+        [e.int8_view(x), w8, th],
         [code],
         custom_code=CUSTOM_CODE,
         custom_options=conv_count_options(params),
     )
-    e.int8s[act.output] = code
+    e.int8s[name] = code
 
 
 def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
-    """A count of a non-conv value (a residual sum): the float sign sum with weight ``2 d``
-    when the values are exact in float32, else the int16-form count."""
+    """A count of a non-conv value (a residual sum): the fused op where chosen
+    (:func:`_fused_count`), else the float sign sum with weight ``2 d`` when the values are
+    exact in float32, else the int16-form count."""
+    if e.forms.get(node.output) == FUSED:
+        _fused_count(e, node)
+        return
     lo, hi = _bound(e.graph, node.inputs[0])
     bound = max(abs(lo), abs(hi))
     hwc = e.graph.tensors[node.output].shape
@@ -621,13 +702,23 @@ def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
 
 def _relu(e: _FastEmit, node: Relu) -> None:
     """RELU in float32 (XNNPACK takes no int8 RELU; DEQUANTIZE/QUANTIZE around it are exact
-    and delegated)."""
+    and delegated); nothing when a fused op applied it already (:func:`_fused_op`)."""
+    if node.output in e.int8s:
+        return
     out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
     e.b.add_operator("RELU", [e.float_view(node.inputs[0])], [out])
     e.floats[node.output] = out
 
 
 def _add(e: _FastEmit, node: Add) -> None:
+    """ADD in int8 (scales 1, zero points 0: XNNPACK's requantization multiplies by exactly 1)
+    when both summands are int8 already and the sum fits int8, else in float32 (exact: the
+    sums are integers far below 2**24)."""
+    if all(n in e.int8s for n in node.inputs) and _fits_int8(e.graph, node.output):
+        out = e.int8_tensor(node.output, e.shape(node.output))
+        e.b.add_operator("ADD", [e.int8s[n] for n in node.inputs], [out])
+        e.int8s[node.output] = out
+        return
     out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
     e.b.add_operator("ADD", [e.float_view(n) for n in node.inputs], [out])
     e.floats[node.output] = out

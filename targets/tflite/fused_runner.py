@@ -44,7 +44,14 @@ from climbq_deploy.targets.tflite.custom_op import (
     runner_source,
 )
 
-__all__ = ["TESTED_LITERT", "FusedRunner", "kernel_library", "probe", "with_outputs"]
+__all__ = [
+    "TESTED_LITERT",
+    "FusedRunner",
+    "kernel_library",
+    "probe",
+    "tensor_names",
+    "with_outputs",
+]
 
 # ai-edge-litert releases (major.minor) whose libLiteRt.so this route was run against. The C
 # API's symbols are versioned, but LiteRtCreateModelFromBuffer gained an argument in 2026-06
@@ -356,6 +363,14 @@ class FusedRunner:
 
     def __del__(self) -> None:
         self.close()
+
+
+def tensor_names(content: bytes) -> list[str]:
+    """The names of the model's tensors (first subgraph), in index order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAs(bytes(content), 0).Subgraphs(0)
+    return [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
 
 
 def with_outputs(content: bytes, names: Sequence[str]) -> bytes:

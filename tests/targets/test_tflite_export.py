@@ -29,7 +29,13 @@ pytest.importorskip("ai_edge_litert")
 
 
 def export_and_compare(
-    model, size: int, tmp_path, kernels: str, ops: str = "builtin", input_bits: int = 16
+    model,
+    size: int,
+    tmp_path,
+    kernels: str,
+    ops: str = "builtin",
+    input_bits: int = 16,
+    rectified: set | None = None,
 ) -> tuple[int, int]:
     graph = lower(capture(model, MEAN, STD, (size, size, 3), input_bits=input_bits))
     target = TfliteTarget(kernels, ops=ops)
@@ -37,13 +43,16 @@ def export_and_compare(
     runner = target.load(path)
     images = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     out = runner.run(images, with_codes=True)
+    if rectified is not None:
+        rectified.update(out.rectified)
     flavour = int16_flavour(graph)
     values = ReferenceModel(flavour).run(images, keep=True)
     mismatches = total = 0
     for node in flavour.nodes:
         if node.op == "threshold_act":
             got = out.codes[node.source]
-            mismatches += int(np.count_nonzero(got != values[node.output]))
+            expected = out.expected(node.source, values[node.output])
+            mismatches += int(np.count_nonzero(got != expected))
             total += got.size
     np.testing.assert_allclose(out.logits, values[flavour.output], rtol=1e-5, atol=1e-4)
     return mismatches, total
@@ -80,8 +89,47 @@ def test_mobilenetv2_tflite_equals_its_reference(tmp_path, ops: str, kernels: st
     torch.manual_seed(0)
     model = CifarMobileNetV2(10, QuantSpec("climbq", 4, 4))
     randomize_batchnorm(model, 0)
-    mismatches, total = export_and_compare(model, 8, tmp_path, kernels, ops, input_bits=20)
+    rectified: set[str] = set()
+    mismatches, total = export_and_compare(
+        model, 8, tmp_path, kernels, ops, input_bits=20, rectified=rectified
+    )
     assert total > 0 and mismatches == 0
+    if ops == "climbq":  # the fused op applied the ReLUs after 46 of its codes
+        assert len(rectified) == 46
+
+
+def test_fused_forms_fuse_relus_and_residual_counts_and_tell_apart_strided_layers() -> None:
+    """MobileNetV2 in the fused forms: every layer but the stem is a fused op (the residual
+    counts as 1x1 depthwise ops, the residual adds in int8), the three stride-2 depthwise
+    layers that share input, filter and threshold shapes with a stride-1 one carry one extra
+    threshold (LiteRT infers output shapes from input shapes alone), and no ReLU is left."""
+    from climbq_deploy.targets.tflite import forms
+
+    torch.manual_seed(0)
+    model = CifarMobileNetV2(10, QuantSpec("climbq", 4, 4))
+    randomize_batchnorm(model, 0)
+    flavour = int16_flavour(lower(capture(model, MEAN, STD, (8, 8, 3), input_bits=20)))
+    choices = forms.choose_forms(flavour, fused=True)
+    assert [c.layer for c in choices if c.chosen != forms.FUSED] == ["act4"]  # the stem
+    assert sum(1 for c in choices if not c.costs) == 14  # residual counts
+    assert {c.layer: c.extra_levels for c in choices if c.extra_levels} == {
+        "act63": 1,
+        "act108": 1,
+        "act221": 1,
+    }
+    content, _ = forms.write_fast_tflite(flavour, fused=True)
+    from ai_edge_litert import schema_py_generated as schema
+
+    model_t = schema.Model.GetRootAs(content, 0)
+    graph = model_t.Subgraphs(0)
+    ops = [
+        model_t.OperatorCodes(graph.Operators(i).OpcodeIndex())
+        for i in range(graph.OperatorsLength())
+    ]
+    builtin = [max(o.BuiltinCode(), o.DeprecatedBuiltinCode()) for o in ops if not o.CustomCode()]
+    assert schema.BuiltinOperator.RELU in builtin[:14]  # the stem's, in the builtin stem form
+    assert schema.BuiltinOperator.RELU not in builtin[14:]
+    assert builtin.count(schema.BuiltinOperator.DEQUANTIZE) == 1  # only the pool's input
 
 
 def test_tflite_codes_equal_torch_float64_on_the_same_input(tmp_path) -> None:
