@@ -17,6 +17,7 @@ NATIVE_SOURCES = [
     "kernels/csrc/climbq_conv_count.c",
     "kernels/csrc/cc_x86.c",
     "kernels/csrc/cc_arm.c",
+    "kernels/csrc/cc_int32.c",
     "kernels/csrc/_pymodule.c",
 ]
 

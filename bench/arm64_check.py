@@ -72,7 +72,7 @@ DEFAULT_ENV = Path("/opt/arm64py")
 QEMU = str(DEFAULT_ENV / "qemu" / "qemu-aarch64")
 if not Path(QEMU).is_file():
     QEMU = "qemu-aarch64"
-KERNEL_SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c"]
+KERNEL_SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c", "cc_int32.c"]
 SUFFIX = ".cpython-311-aarch64-linux-gnu.so"
 # An aarch64 /proc/cpuinfo (two Neoverse-N1-like cores) for qemu versions that pass the host's
 # through (qemu < 8.1 has no aarch64 /proc/cpuinfo emulation).

@@ -1,16 +1,26 @@
-"""The fused native ClimbQ layer: exact int8 convolution and compare-and-count in one C kernel.
+"""The fused native ClimbQ layer: exact integer convolution and compare-and-count in one C kernel.
 
-For int8 NHWC ``x``, int8 OHWI ``W`` (direction folded in), int32 thresholds ``theta``
+For int8 or int32 NHWC ``x``, int8 OHWI ``W`` (direction folded in), int32 thresholds ``theta``
 ``(out_c, levels)`` non-decreasing along ``t``::
 
     acc[n, y, x, o] = sum_{i, j, c} W[o, i, j, c] * X[n, s y + i - p, s x + j - p, g(o) c]
     count           = #{t : acc[n, y, x, o] >= theta[o, t]}          (0 .. levels)
     Y[n, y, x, o]   = mult * count + offset, then max(Y, 0) when relu
 
-``acc`` is the exact int32 sum (refused here unless ``max_o sum |W_o| * 128 <= 2**31 - 1``),
-every code must fit int8, no rounding anywhere: the result equals
+Every code must fit int8, no rounding anywhere: while ``acc`` fits int32 the result equals
 ``threshold_act(int_conv(x, W, ...), theta, 1, mult, offset)`` of :mod:`.ops` bit for bit.
 Groups are 1 (dense) or ``in_c == out_c`` (depthwise, ``W`` is ``(out_c, kh, kw, 1)``).
+
+Input types (``input_dtype`` of :class:`PackedConvCount`, the C field ``input_type``):
+
+- int8 (``np.int8``, the default): ``acc`` is exact for every input because a layer is
+  refused here unless ``max_o sum |W_o| * 128 <= 2**31 - 1`` (``|x| <= 128``).
+- int32 (``np.int32``; a network's first layer, whose input is an integer image of ~20 bits):
+  the kernel cannot know the input's range, so **the caller guarantees** that every
+  accumulator fits int32, e.g. ``max_o sum |W_o| * max |x| <= 2**31 - 1``. Outside it the C
+  kernel's sum wraps modulo ``2**32`` (defined behaviour, no crash) and the codes are those of
+  the wrapped value. No weight-sum bound is checked. One portable C loop, vectorised by the
+  compiler, serves every ISA (:func:`isa` still picks its AVX-512 / AVX2 / baseline build).
 
 The C library (``kernels/csrc/climbq_conv_count.h``) is built by the package install as the
 optional extension ``climbq_deploy.kernels._climbq_native`` and loaded here with ctypes. It
@@ -29,7 +39,7 @@ import numpy as np
 
 from climbq_deploy.errors import KernelError
 
-ABI_VERSION = 1
+ABI_VERSION = 2  # 2: the int32-input mode (PARAM_FIELDS gained input_type)
 INT32_MAX = 2**31 - 1
 ISA_NAMES = ("avx512vnni", "avx2", "neon-dot", "neon", "scalar")
 
@@ -49,7 +59,9 @@ PARAM_FIELDS: tuple[str, ...] = (  # climbq_cc_params, in header order
     "mult",
     "offset",
     "relu",
+    "input_type",  # INPUT_TYPES: 0 int8, 1 int32 (the element type of x)
 )
+INPUT_TYPES: dict[np.dtype, int] = {np.dtype(np.int8): 0, np.dtype(np.int32): 1}
 
 
 class _Params(ctypes.Structure):
@@ -140,6 +152,17 @@ def _integer(name: str, value: object, lo: int, hi: int) -> int:
     return int(value)
 
 
+def _input_dtype(value: object) -> np.dtype:
+    """``np.int8`` or ``np.int32`` as a NumPy dtype (KernelError for anything else)."""
+    try:
+        dtype = np.dtype(value)  # type: ignore[call-overload]
+    except TypeError:
+        dtype = None
+    if dtype not in INPUT_TYPES:
+        raise KernelError(f"native conv_count: input_dtype must be int8 or int32, got {value!r}")
+    return dtype
+
+
 def _validated_params(
     input_hw: tuple[int, int],
     weight: np.ndarray,
@@ -150,6 +173,7 @@ def _validated_params(
     mult: int,
     offset: int,
     relu: bool,
+    input_dtype: np.dtype,
 ) -> tuple[_Params, np.ndarray, np.ndarray]:
     """Check every field against the C contract; the ctypes params and contiguous arrays."""
     if not isinstance(weight, np.ndarray) or weight.dtype != np.int8 or weight.ndim != 4:
@@ -223,14 +247,16 @@ def _validated_params(
             f"(mult {mult}, offset {offset}, levels {levels}), beyond int8"
         )
     weight_sum = int(np.abs(weight.astype(np.int64)).reshape(out_c, -1).sum(1).max())
-    if weight_sum * 128 > INT32_MAX:
+    # int8 input: |acc| <= max_o sum |W_o| * 128 must fit int32. int32 input: the caller's
+    # guarantee (module docstring); the kernel cannot know the input's range.
+    if input_dtype == np.int8 and weight_sum * 128 > INT32_MAX:
         raise KernelError(
             f"native conv_count: weight sum |W| {weight_sum} (weight shape {weight.shape}) "
             f"gives accumulators up to {weight_sum * 128}, beyond int32"
         )
     params = _Params(
         in_h, in_w, in_c, out_h, out_w, out_c, kh, kw, stride, padding, groups, levels,
-        mult, offset, int(bool(relu)),
+        mult, offset, int(bool(relu)), INPUT_TYPES[input_dtype],
     )  # fmt: skip
     return params, np.ascontiguousarray(weight), theta
 
@@ -239,10 +265,11 @@ class PackedConvCount:
     """One layer packed once for the SIMD path of this CPU; :meth:`run` per batch.
 
     ``PackedConvCount(weight, thresholds, input_hw=(H, W), stride=, padding=, groups=,
-    mult=, offset=, relu=)`` validates every field (:class:`KernelError` naming it) and packs
-    the weights; ``run(x)`` takes int8 ``(N, H, W, in_c)`` and returns int8
-    ``(N, out_h, out_w, out_c)`` (the formula in the module docstring). The packed layer is
-    freed by :meth:`close`, on ``with`` exit, or when the object is collected.
+    mult=, offset=, relu=, input_dtype=np.int8)`` validates every field (:class:`KernelError`
+    naming it) and packs the weights; ``run(x)`` takes ``(N, H, W, in_c)`` of ``input_dtype``
+    (int8, or int32 with the caller's accumulator guarantee of the module docstring) and
+    returns int8 ``(N, out_h, out_w, out_c)`` (the formula in the module docstring). The packed
+    layer is freed by :meth:`close`, on ``with`` exit, or when the object is collected.
     """
 
     def __init__(
@@ -257,12 +284,15 @@ class PackedConvCount:
         mult: int = 1,
         offset: int = 0,
         relu: bool = False,
+        input_dtype: type[np.integer] | np.dtype = np.int8,
     ) -> None:
         self._handle: int | None = None
         lib = _require()
+        self.input_dtype = _input_dtype(input_dtype)
         params, weight, theta = _validated_params(
-            input_hw, weight, thresholds, stride, padding, groups, mult, offset, relu
-        )
+            input_hw, weight, thresholds, stride, padding, groups, mult, offset, relu,
+            self.input_dtype,
+        )  # fmt: skip
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(256)
         code = lib.climbq_cc_pack(
@@ -288,13 +318,15 @@ class PackedConvCount:
         return p["out_h"], p["out_w"], p["out_c"]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """int8 codes ``(N, out_h, out_w, out_c)`` for int8 ``x`` ``(N, H, W, in_c)``."""
+        """int8 codes ``(N, out_h, out_w, out_c)`` for ``x`` ``(N, H, W, in_c)`` of the packed
+        ``input_dtype`` (int8 or int32)."""
         if self._handle is None:
             raise KernelError("native conv_count: run on a closed layer")
-        if not isinstance(x, np.ndarray) or x.dtype != np.int8 or x.ndim != 4:
+        if not isinstance(x, np.ndarray) or x.dtype != self.input_dtype or x.ndim != 4:
             raise KernelError(
-                f"native conv_count: x must be an int8 NHWC array, got "
-                f"{getattr(x, 'dtype', type(x).__name__)} shape {getattr(x, 'shape', None)}"
+                f"native conv_count: x must be an {self.input_dtype} NHWC array, got "
+                f"{getattr(x, 'dtype', type(x).__name__)} shape {getattr(x, 'shape', None)} "
+                f"(the layer was packed with input_dtype {self.input_dtype})"
             )
         if tuple(x.shape[1:]) != self.input_shape:
             raise KernelError(
@@ -340,12 +372,14 @@ def conv_count(
 ) -> np.ndarray:
     """One-shot fused layer: pack ``weight``/``thresholds`` for ``x``'s size, run, free.
 
-    int8 ``x`` ``(N, H, W, in_c)`` -> int8 ``(N, out_h, out_w, out_c)``, the formula of the
-    module docstring; see :class:`PackedConvCount` to pack once and run many batches.
+    int8 or int32 ``x`` ``(N, H, W, in_c)`` -> int8 ``(N, out_h, out_w, out_c)``, the formula
+    of the module docstring; ``x``'s dtype is the packed ``input_dtype`` (int32: the caller
+    guarantees the accumulators fit int32). See :class:`PackedConvCount` to pack once and run
+    many batches.
     """
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         raise KernelError(
-            f"native conv_count: x must be an int8 NHWC array, got "
+            f"native conv_count: x must be an int8 NHWC array or an int32 one, got "
             f"{getattr(x, 'dtype', type(x).__name__)} shape {getattr(x, 'shape', None)}"
         )
     with PackedConvCount(
@@ -358,5 +392,6 @@ def conv_count(
         mult=mult,
         offset=offset,
         relu=relu,
+        input_dtype=x.dtype,
     ) as layer:
         return layer.run(x)

@@ -12,8 +12,9 @@
  *   theta_vec: [vec][t][lanes] int32 (theta16 the same as int16 where it fits), bias: [vec * lanes] int32 added to the accumulator
  *              (-128 sum W for the uint8 VNNI input; 0 elsewhere).
  *
- * The padded input (per image, allocated per run call so that runs are thread-safe) is
- * [in_h + 2 pad][in_w + 2 pad][cin_pad] elements of the path's input mode.
+ * The padded input (per image, in the calling thread's scratch buffer, so that runs are
+ * thread-safe) is [in_h + 2 pad][in_w + 2 pad][cin_pad] elements of the path's input mode.
+ * The int32-input mode has its own layout, described in cc_int32.c.
  */
 #ifndef CLIMBQ_CC_INTERNAL_H
 #define CLIMBQ_CC_INTERNAL_H
@@ -25,7 +26,8 @@
 
 enum cc_isa { CC_SCALAR = 0, CC_AVX2, CC_AVX512VNNI, CC_NEON, CC_NEON_DOT, CC_ISA_COUNT };
 
-enum cc_input_mode { CC_IN_S8 = 0, CC_IN_U8X, CC_IN_S16 }; /* U8X: x + 128 as uint8 */
+/* U8X: x + 128 as uint8; S32: the int32-input mode's int32 elements (cc_int32.c) */
+enum cc_input_mode { CC_IN_S8 = 0, CC_IN_U8X, CC_IN_S16, CC_IN_S32 };
 
 /* Up to this many levels the SIMD epilogue compares against every threshold; beyond, the count
  * is a binary search over the sorted thresholds, one element at a time. */
@@ -51,6 +53,9 @@ struct climbq_cc_layer {
   int16_t* theta16; /* theta_vec as int16 when every threshold is in [-32767, 32767] and levels
                        <= CC_LINEAR_LEVELS, else NULL: then comparing the int16-saturated
                        accumulator gives the same count, two vectors per compare */
+  int32_t* theta_search; /* int32-input mode with levels > CC_LINEAR_LEVELS: [out_c][search_len]
+                            rows of theta padded with INT32_MAX (cc_int32.c), else NULL */
+  int search_len;        /* 2**k - 1 >= levels */
 };
 
 /* count = #{t : a >= theta[t]} for sorted theta (binary search). */
@@ -77,6 +82,16 @@ static inline void cc_epilogue_sorted(const struct climbq_cc_layer* L, const int
   for (int i = 0; i < n; i++)
     dst[i] = cc_code(&L->p, cc_count_sorted(acc[i], L->theta + (size_t)(o0 + i) * levels, levels));
 }
+
+/* The int32-input mode (cc_int32.c): output channels padded to a multiple of CC32_LANES. */
+#define CC32_LANES 16
+/* Sets the layout fields of L and packs L->weight / L->theta into L->wpack / L->theta_vec;
+ * 0, or -1 when out of memory. */
+int cc_int32_pack(struct climbq_cc_layer* L);
+/* The zero-padded int32 image [in_h + 2 pad][in_w + 2 pad][cin_pad] from int32 NHWC x. */
+void cc_int32_pad_image(const struct climbq_cc_layer* L, const int32_t* x, int32_t* buf);
+/* Y of one image from its padded input. */
+void cc_int32_image(const struct climbq_cc_layer* L, const void* in, int8_t* y);
 
 typedef void (*cc_image_fn)(const struct climbq_cc_layer* L, const void* in, int8_t* y);
 

@@ -1,6 +1,7 @@
 /* The fused ClimbQ conv-and-count kernel: parameter checks, packing, run-time ISA choice, the
  * padded-input builder and the scalar reference path. The SIMD inner loops live in cc_x86.c
- * (AVX2, AVX-512 VNNI) and cc_arm.c (NEON, NEON dot product); they are compiled with
+ * (AVX2, AVX-512 VNNI) and cc_arm.c (NEON, NEON dot product), the int32-input mode in
+ * cc_int32.c (portable C, vectorised by the compiler); they are compiled with
  * function-level target attributes, so one library built with baseline flags runs everywhere
  * and picks the best path for the CPU it runs on. See climbq_conv_count.h for the semantics. */
 #include <stdarg.h>
@@ -109,6 +110,9 @@ static int check_params(const climbq_cc_params* p, const int8_t* weight, const i
   if (p->levels < 1 || p->levels > 255)
     return fail(err, CC_E_LEVELS, "levels must be in 1..255, got %d", (int)p->levels);
   if (p->relu != 0 && p->relu != 1) return fail(err, CC_E_ARG, "relu must be 0 or 1, got %d", (int)p->relu);
+  if (p->input_type != CLIMBQ_CC_INPUT_INT8 && p->input_type != CLIMBQ_CC_INPUT_INT32)
+    return fail(err, CC_E_ARG, "input_type must be 0 (int8) or 1 (int32), got %d",
+                (int)p->input_type);
   int64_t lo = p->offset, hi = (int64_t)p->mult * p->levels + p->offset;
   if (lo < -128 || lo > 127 || hi < -128 || hi > 127)
     return fail(err, CC_E_CODES, "codes mult * count + offset = %lld .. %lld beyond int8 (mult %d, offset %d, levels %d)",
@@ -116,7 +120,7 @@ static int check_params(const climbq_cc_params* p, const int8_t* weight, const i
                 (int)p->offset, (int)p->levels);
   const int64_t per_out = (int64_t)p->kernel_h * p->kernel_w * (p->in_c / p->groups);
   int64_t worst = 0;
-  for (int64_t o = 0; o < p->out_c; o++) {
+  for (int64_t o = 0; o < p->out_c && p->input_type == CLIMBQ_CC_INPUT_INT8; o++) {
     int64_t s = 0;
     for (int64_t i = 0; i < per_out; i++) {
       int w = weight[o * per_out + i];
@@ -124,7 +128,9 @@ static int check_params(const climbq_cc_params* p, const int8_t* weight, const i
     }
     if (s > worst) worst = s;
   }
-  if (worst * 128 > INT32_MAX)
+  /* int8 input: |x| <= 128, so |acc| <= 128 max_o sum |W_o| must fit int32. int32 input: the
+   * range of x is the caller's guarantee (see the header); no check is possible here. */
+  if (p->input_type == CLIMBQ_CC_INPUT_INT8 && worst * 128 > INT32_MAX)
     return fail(err, CC_E_BOUND, "weight sum |W| = %lld: accumulators up to %lld do not fit int32",
                 (long long)worst, (long long)(worst * 128));
   for (int64_t o = 0; o < p->out_c; o++)
@@ -182,6 +188,7 @@ void climbq_cc_free(climbq_cc_layer* L) {
   free(L->theta_vec);
   free(L->bias);
   free(L->theta16);
+  free(L->theta_search);
   free(L);
 }
 
@@ -197,6 +204,18 @@ int climbq_cc_pack(const climbq_cc_params* params, const int8_t* weight, const i
   if (!L) return fail(err, CC_E_NOMEM, "out of memory");
   L->p = *p;
   L->isa = chosen_isa();
+  if (p->input_type == CLIMBQ_CC_INPUT_INT32) { /* one portable layout for every ISA */
+    const size_t wn = (size_t)p->out_c * p->kernel_h * p->kernel_w * (p->in_c / p->groups);
+    const size_t tn = (size_t)p->out_c * p->levels;
+    L->weight = malloc(wn);
+    L->theta = malloc(tn * sizeof(int32_t));
+    if (!L->weight || !L->theta) goto nomem;
+    memcpy(L->weight, weight, wn);
+    memcpy(L->theta, thresholds, tn * sizeof(int32_t));
+    if (cc_int32_pack(L) != 0) goto nomem;
+    *out = L;
+    return 0;
+  }
   L->depthwise = p->groups != 1;
   if (L->depthwise && p->in_c == 1) L->depthwise = 0; /* a 1-channel depthwise is dense */
   struct path_desc d = describe(L->isa, L->depthwise);
@@ -387,20 +406,32 @@ static void* scratch(size_t size) {
   return thread_scratch;
 }
 
-int climbq_cc_run(const climbq_cc_layer* L, int32_t batch, const int8_t* x, int8_t* y) {
-  if (!L || !x || !y || batch < 0) return CC_E_ARG;
+int climbq_cc_run(const climbq_cc_layer* L, int32_t batch, const void* input, int8_t* y) {
+  if (!L || !input || !y || batch < 0) return CC_E_ARG;
   const climbq_cc_params* p = &L->p;
-  const size_t in_size = (size_t)p->in_h * p->in_w * p->in_c;
+  const size_t in_size = (size_t)p->in_h * p->in_w * p->in_c; /* elements per image */
   const size_t out_size = (size_t)p->out_h * p->out_w * p->out_c;
+  const size_t padded = ((size_t)p->in_h + 2 * p->pad) * ((size_t)p->in_w + 2 * p->pad) *
+                        (size_t)L->cin_pad; /* elements of the padded image */
+  if (p->input_type == CLIMBQ_CC_INPUT_INT32) {
+    const int32_t* x = input;
+    int32_t* buf = scratch(padded * sizeof(int32_t) + 64);
+    if (!buf) return CC_E_NOMEM;
+    for (int32_t n = 0; n < batch; n++) {
+      cc_int32_pad_image(L, x + n * in_size, buf);
+      cc_int32_image(L, buf, y + n * out_size);
+    }
+    return 0;
+  }
+  const int8_t* x = input;
   if (L->isa == CC_SCALAR) {
     for (int32_t n = 0; n < batch; n++) scalar_image(L, x + n * in_size, y + n * out_size);
     return 0;
   }
   cc_image_fn fn = image_fn(L);
   if (!fn) return CC_E_ARG;
-  const size_t buf_size = ((size_t)p->in_h + 2 * p->pad) * ((size_t)p->in_w + 2 * p->pad) *
-                          (size_t)L->cin_pad * L->in_elem;
-  void* buf = scratch(buf_size + 64); /* + 64: vector loads may read a little past the end */
+  /* + 64: vector loads may read a little past the end */
+  void* buf = scratch(padded * L->in_elem + 64);
   if (!buf) return CC_E_NOMEM;
   for (int32_t n = 0; n < batch; n++) {
     pad_image(L, x + n * in_size, buf);

@@ -2,15 +2,15 @@
  * tests/kernels/test_native_arm64.py): reads cases written from the NumPy reference, packs and
  * runs each one, compares every output byte.
  *
- * File (little-endian): "CCT1", int32 cases; per case: climbq_cc_params (15 int32), int32
- * batch, int8 weight[out_c * kernel_h * kernel_w * in_c / groups], int32
- * thresholds[out_c * levels], int8 x[batch * in_h * in_w * in_c], int8
- * expected[batch * out_h * out_w * out_c].
+ * File (little-endian): "CCT2", int32 cases; per case: climbq_cc_params (16 int32, the last
+ * input_type), int32 batch, int8 weight[out_c * kernel_h * kernel_w * in_c / groups], int32
+ * thresholds[out_c * levels], x[batch * in_h * in_w * in_c] (int8, or int32 when input_type
+ * is CLIMBQ_CC_INPUT_INT32), int8 expected[batch * out_h * out_w * out_c].
  * Prints one line per failing case and a summary "isa=NAME cases=N failed=F mismatches=M";
  * exit status 0 only when every output matches.
  *
  * Build: cc -O3 -I kernels/csrc kernels/csrc/test_driver.c kernels/csrc/climbq_conv_count.c
- *        kernels/csrc/cc_x86.c kernels/csrc/cc_arm.c -o test_driver */
+ *        kernels/csrc/cc_x86.c kernels/csrc/cc_arm.c kernels/csrc/cc_int32.c -o test_driver */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +38,8 @@ int main(int argc, char** argv) {
   }
   char magic[4];
   int32_t cases;
-  if (fread(magic, 1, 4, f) != 4 || memcmp(magic, "CCT1", 4) != 0 || fread(&cases, 4, 1, f) != 1) {
-    fprintf(stderr, "%s: not a CCT1 case file\n", argv[1]);
+  if (fread(magic, 1, 4, f) != 4 || memcmp(magic, "CCT2", 4) != 0 || fread(&cases, 4, 1, f) != 1) {
+    fprintf(stderr, "%s: not a CCT2 case file\n", argv[1]);
     return 2;
   }
   int failed = 0;
@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
     const size_t yn = (size_t)batch * p.out_h * p.out_w * p.out_c;
     int8_t* w = read_exact(f, wn);
     int32_t* t = read_exact(f, tn * 4);
-    int8_t* x = read_exact(f, xn);
+    const size_t x_elem = p.input_type == CLIMBQ_CC_INPUT_INT32 ? 4 : 1; /* bytes per x element */
+    void* x = read_exact(f, xn * x_elem);
     int8_t* want = read_exact(f, yn);
     int8_t* got = malloc(yn ? yn : 1);
     climbq_cc_layer* layer = NULL;
@@ -78,10 +79,10 @@ int main(int argc, char** argv) {
         }
       if (bad) {
         printf("case %d: %lld of %zu outputs differ, first at %lld: got %d want %d "
-               "(in %dx%dx%d out_c %d k %dx%d s %d p %d g %d levels %d)\n",
+               "(in %dx%dx%d out_c %d k %dx%d s %d p %d g %d levels %d input_type %d)\n",
                (int)k, bad, yn, first, got[first], want[first], (int)p.in_h, (int)p.in_w,
                (int)p.in_c, (int)p.out_c, (int)p.kernel_h, (int)p.kernel_w, (int)p.stride,
-               (int)p.pad, (int)p.groups, (int)p.levels);
+               (int)p.pad, (int)p.groups, (int)p.levels, (int)p.input_type);
         failed++;
         mismatches += bad;
       }

@@ -5,12 +5,17 @@
 
 - operator code: builtin ``CUSTOM`` (32), ``custom_code = "CLIMBQ_CONV_COUNT"``, version 1;
 - inputs, in order: ``x`` int8 NHWC ``(N, H, W, C)`` (the codes; scale 1, zero point 0 when
-  quantized), ``weight`` int8 OHWI ``(O, kh, kw, C / groups)`` constant with the direction
+  quantized), or int32 NHWC when the options' ``input_type`` is 1 (a network's first layer,
+  whose input is a ~20-bit integer image; the exporter then guarantees that every accumulator
+  fits int32, see ``kernels/csrc/climbq_conv_count.h``), ``weight`` int8 OHWI
+  ``(O, kh, kw, C / groups)`` constant with the direction
   ``d_o`` folded in (``W = d_o W_int``), ``thresholds`` int32 ``(O, levels)`` constant,
   non-decreasing along levels; one output: int8 NHWC ``(N, out_h, out_w, O)``;
-- ``custom_options`` (68 bytes, little-endian): ``b"CQCC"``, int32 ABI version
-  (:data:`ABI_VERSION`, = ``CLIMBQ_CC_ABI_VERSION`` of ``kernels/csrc/climbq_conv_count.h``),
-  then the 15 int32 fields of ``climbq_cc_params`` in header order (:data:`PARAM_FIELDS`).
+- ``custom_options`` (72 bytes, little-endian): ``b"CQCC"``, int32 ABI version
+  (:data:`ABI_VERSION` = 2, = ``CLIMBQ_CC_ABI_VERSION`` of ``kernels/csrc/climbq_conv_count.h``),
+  then the 16 int32 fields of ``climbq_cc_params`` in header order (:data:`PARAM_FIELDS`, the
+  last ``input_type``: 0 int8 ``x``, 1 int32 ``x``). Version 1 (68 bytes, no ``input_type``)
+  is refused by name.
 
 Semantics (the header's): ``acc = sum W x`` exact in int32 with zero padding,
 ``count = #{t : acc >= theta[o, t]}``, ``y = mult * count + offset``, then ``max(y, 0)`` when
@@ -37,6 +42,7 @@ from climbq_deploy.kernels.native import ABI_VERSION, PARAM_FIELDS
 __all__ = [
     "ABI_VERSION",
     "CUSTOM_CODE",
+    "DEFAULT_INPUT_TYPE",
     "OPTIONS_SIZE",
     "PARAM_FIELDS",
     "conv_count_options",
@@ -49,7 +55,8 @@ __all__ = [
 CUSTOM_CODE = "CLIMBQ_CONV_COUNT"
 CUSTOM_VERSION = 1  # the operator code's version
 MAGIC = b"CQCC"
-OPTIONS_SIZE = len(MAGIC) + 4 * (1 + len(PARAM_FIELDS))
+OPTIONS_SIZE = len(MAGIC) + 4 * (1 + len(PARAM_FIELDS))  # 72: magic, version, 16 fields
+DEFAULT_INPUT_TYPE = 0  # int8 x: conv_count_options' value for params without input_type
 
 
 def _check_params(values: Mapping[str, int], where: str) -> None:
@@ -77,6 +84,10 @@ def _check_params(values: Mapping[str, int], where: str) -> None:
         raise ConfigError(f"{where}: levels {v['levels']} must lie in 1..255")
     if v["relu"] not in (0, 1):
         raise ConfigError(f"{where}: relu must be 0 or 1; got {v['relu']}")
+    if v["input_type"] not in (0, 1):
+        raise ConfigError(
+            f"{where}: input_type must be 0 (int8) or 1 (int32); got {v['input_type']}"
+        )
     codes = [v["mult"] * j + v["offset"] for j in (0, v["levels"])]
     if v["relu"]:
         codes = [max(c, 0) for c in codes]
@@ -88,18 +99,22 @@ def _check_params(values: Mapping[str, int], where: str) -> None:
 
 
 def conv_count_options(params: Mapping[str, Any] | Any) -> bytes:
-    """The 68 ``custom_options`` bytes of one ``CLIMBQ_CONV_COUNT`` node (see module doc).
+    """The 72 ``custom_options`` bytes of one ``CLIMBQ_CONV_COUNT`` node (see module doc).
 
-    ``params``: a mapping or a dataclass with (at least) the :data:`PARAM_FIELDS`, integers.
-    Raises ConfigError naming the field when one is missing, not an integer, or outside the
-    kernel's contract (shapes inconsistent, groups neither 1 nor depthwise, levels outside
-    1..255, codes beyond int8).
+    ``params``: a mapping or a dataclass with (at least) the :data:`PARAM_FIELDS`, integers;
+    ``input_type`` alone may be left out and then means 0 (int8 ``x``, the form every layer
+    but an int32-input stem has: :data:`DEFAULT_INPUT_TYPE`). Raises ConfigError naming the
+    field when one is missing, not an integer, or outside the kernel's contract (shapes
+    inconsistent, groups neither 1 nor depthwise, levels outside 1..255, codes beyond int8,
+    input_type neither 0 nor 1).
     """
     if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
     if not isinstance(params, Mapping):
         raise ConfigError(f"{CUSTOM_CODE} params must be a mapping or a dataclass")
     values: dict[str, int] = {}
+    if "input_type" not in params:
+        params = {**params, "input_type": DEFAULT_INPUT_TYPE}
     for name in PARAM_FIELDS:
         if name not in params:
             raise ConfigError(f"{CUSTOM_CODE} params lack {name!r}")
@@ -123,16 +138,20 @@ def parse_conv_count_options(data: bytes, where: str = CUSTOM_CODE) -> dict[str,
     contract.
     """
     data = bytes(data)
+    # the version first: an older file (version 1: 68 bytes, no input_type) is named as such
+    if len(data) >= 8 and data[:4] == MAGIC:
+        (version,) = struct.unpack_from("<i", data, 4)
+        if version != ABI_VERSION:
+            raise ArtifactError(
+                f"{where}: {CUSTOM_CODE} ABI version {version}; this climbq_deploy reads "
+                f"{ABI_VERSION} (re-export the model)"
+            )
     if len(data) != OPTIONS_SIZE or data[:4] != MAGIC:
         raise ArtifactError(
             f"{where}: {CUSTOM_CODE} custom_options are {len(data)} bytes starting "
             f"{data[:4]!r}; expected {OPTIONS_SIZE} bytes starting {MAGIC!r}"
         )
-    version, *fields = struct.unpack_from(f"<{1 + len(PARAM_FIELDS)}i", data, 4)
-    if version != ABI_VERSION:
-        raise ArtifactError(
-            f"{where}: {CUSTOM_CODE} ABI version {version}; this climbq_deploy reads {ABI_VERSION}"
-        )
+    _, *fields = struct.unpack_from(f"<{1 + len(PARAM_FIELDS)}i", data, 4)
     values = dict(zip(PARAM_FIELDS, fields, strict=True))
     try:
         _check_params(values, f"{where}: {CUSTOM_CODE}")

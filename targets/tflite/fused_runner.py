@@ -410,7 +410,7 @@ def _selftest_model() -> tuple[bytes, np.ndarray, np.ndarray]:
     x = rng.integers(-3, 4, (1, 4, 4, 2)).astype(np.int8)
     w = rng.integers(-2, 3, (3, 3, 3, 2)).astype(np.int8)
     t = np.sort(rng.integers(-6, 7, (3, 2)), axis=1).astype(np.int32)
-    p = dict(zip(PARAM_FIELDS, (4, 4, 2, 4, 4, 3, 3, 3, 1, 1, 1, 2, 2, -1, 0), strict=True))
+    p = dict(zip(PARAM_FIELDS, (4, 4, 2, 4, 4, 3, 3, 3, 1, 1, 1, 2, 2, -1, 0, 0), strict=True))
     b = ModelBuilder()
     xi = b.add_tensor("x", x.shape, "int8")
     wi = b.add_tensor("w", w.shape, "int8", data=w)

@@ -380,16 +380,20 @@ def _check_conv_count(
     described: list[tuple[int, tuple[int, ...], bool]],
     fixed: set[int],
 ) -> None:
-    """One CLIMBQ_CONV_COUNT operator: valid options, x int8 ``(N, in_h, in_w, in_c)``,
-    constant int8 weight ``(out_c, kh, kw, in_c / groups)`` and int32 thresholds
-    ``(out_c, levels)`` whose data start 64-byte aligned, output int8 ``(N, out_h, out_w,
-    out_c)``."""
+    """One CLIMBQ_CONV_COUNT operator: valid options, x ``(N, in_h, in_w, in_c)`` int8 (int32
+    when the options' ``input_type`` is 1), constant int8 weight ``(out_c, kh, kw, in_c /
+    groups)`` and int32 thresholds ``(out_c, levels)`` whose data start 64-byte aligned, output
+    int8 ``(N, out_h, out_w, out_c)``."""
     where = f"{model.file.where}: operator {i}"
     p = parse_conv_count_options(options, where)
     cin = p["in_c"] if p["groups"] == 1 else 1
     batch = described[reads[0]][1][:1]
     expected = {
-        "input x": (reads[0], INT8, (*batch, p["in_h"], p["in_w"], p["in_c"])),
+        "input x": (
+            reads[0],
+            INT32 if p["input_type"] == 1 else INT8,
+            (*batch, p["in_h"], p["in_w"], p["in_c"]),
+        ),
         "weight": (reads[1], INT8, (p["out_c"], p["kernel_h"], p["kernel_w"], cin)),
         "thresholds": (reads[2], INT32, (p["out_c"], p["levels"])),
         "output": (outputs[0], INT8, (*batch, p["out_h"], p["out_w"], p["out_c"])),

@@ -1,5 +1,8 @@
 """The native kernel's arm64 paths (NEON dot product, NEON, scalar) under qemu-aarch64.
 
+Int8 cases and int32-input cases (the stem mode: its portable C loop, built for the NEON
+baseline, runs under every path name).
+
 The C sources are cross-compiled with aarch64-linux-gnu-gcc (baseline armv8-a flags, as
 shipped) together with ``kernels/csrc/test_driver.c``; the cases (inputs, parameters and the
 expected codes from the NumPy oracle ``threshold_act(int_conv(...))``) are written to a binary
@@ -24,7 +27,7 @@ import pytest
 from tests.kernels.test_native import make_case
 
 NATIVE = Path(__file__).resolve().parents[2] / "kernels" / "csrc"
-SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c", "test_driver.c"]
+SOURCES = ["climbq_conv_count.c", "cc_x86.c", "cc_arm.c", "cc_int32.c", "test_driver.c"]
 CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", "/usr/aarch64-linux-gnu"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -37,16 +40,18 @@ if _missing:
 
 
 def _case(rng: np.random.Generator, **case: Any) -> bytes:
-    """One case record: params, batch, weight, thresholds, x and the oracle's codes (the
-    layer of test_native's :func:`make_case`)."""
+    """One case record: params (16 int32, input_type last), batch, weight, thresholds, x (int8
+    or int32) and the oracle's codes (the layer of test_native's :func:`make_case`)."""
     x, weight, theta, kw, y = make_case(rng, **case)
+    input_type = {np.dtype(np.int8): 0, np.dtype(np.int32): 1}[x.dtype]
     batch, in_c = x.shape[0], x.shape[3]
     out_h, out_w, out_c = y.shape[1:]
     kernel = weight.shape[1]
     params = (*x.shape[1:3], in_c, out_h, out_w, out_c, kernel, kernel, kw["stride"])
     params += (kw["padding"], kw["groups"], theta.shape[1], kw["mult"], kw["offset"])
-    header = struct.pack("<16i", *params, int(kw["relu"]), batch)
-    return header + weight.tobytes() + theta.astype("<i4").tobytes() + x.tobytes() + y.tobytes()
+    header = struct.pack("<17i", *params, int(kw["relu"]), input_type, batch)
+    x_bytes = x.astype(x.dtype.newbyteorder("<")).tobytes()
+    return header + weight.tobytes() + theta.astype("<i4").tobytes() + x_bytes + y.tobytes()
 
 
 def _cases() -> list[bytes]:
@@ -100,6 +105,34 @@ def _cases() -> list[bytes]:
                     w_range=(-127, 128) if bits == 8 else (-15, 16),
                 )
             )
+    int32_shapes = [
+        (1, (32, 32), 3, 32, 3, 1, 1, False),  # the stem
+        (3, (9, 11), 3, 40, 3, 2, 1, False),
+        (1, (7, 9), 4, 17, 5, 1, 2, False),
+        (1, (9, 9), 1, 33, 3, 3, 0, False),
+        (1, (8, 8), 3, 70, 3, 1, 1, False),
+        (1, (9, 10), 33, 33, 3, 1, 1, True),
+        (3, (8, 8), 17, 17, 3, 2, 1, True),
+    ]
+    for batch, hw, in_c, out_c, kernel, stride, padding, depthwise in int32_shapes:
+        for levels, relu in ((15, True), (3, False), (100, False)):
+            out.append(
+                _case(
+                    rng,
+                    batch=batch,
+                    hw=hw,
+                    in_c=in_c,
+                    out_c=out_c,
+                    kernel=kernel,
+                    stride=stride,
+                    padding=padding,
+                    depthwise=depthwise,
+                    levels=levels,
+                    relu=relu,
+                    w_range=(-127, 128),
+                    input_dtype=np.int32,
+                )
+            )
     return out
 
 
@@ -114,7 +147,7 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     assert built.returncode == 0, f"{' '.join(command)} failed:\n{built.stderr}"
     cases = _cases()
     path = work / "cases.bin"
-    path.write_bytes(b"CCT1" + struct.pack("<i", len(cases)) + b"".join(cases))
+    path.write_bytes(b"CCT2" + struct.pack("<i", len(cases)) + b"".join(cases))
     return binary, path, len(cases)
 
 

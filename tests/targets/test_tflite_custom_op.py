@@ -4,6 +4,7 @@ run inside LiteRT (C API route) against the reference kernels ``int_conv`` + ``t
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 
 import numpy as np
@@ -37,7 +38,8 @@ class Layer:
         """The oracle: ops.int_conv, ops.threshold_act (direction unfolded), ops.relu."""
         p = self.params
         bound = int(np.abs(self.weight.astype(np.int64)).reshape(p["out_c"], -1).sum(1).max())
-        acc = ops.int_conv(x, self.weight, p["stride"], p["pad"], p["groups"], bound * 128)
+        x_max = 128 if x.dtype == np.int8 else int(np.abs(x.astype(np.int64)).max(initial=1))
+        acc = ops.int_conv(x, self.weight, p["stride"], p["pad"], p["groups"], bound * x_max)
         codes = ops.threshold_act(acc, self.thresholds, self.direction, p["mult"], p["offset"])
         return (ops.relu(codes) if p["relu"] else codes).astype(np.int8)
 
@@ -52,19 +54,23 @@ def make_layer(
     depthwise: bool = False,
     bits: int = 2,
     relu: bool = False,
+    input_type: int = 0,
 ) -> Layer:
     levels = 2**bits - 1
     cin = 1 if depthwise else in_c
     weight = rng.integers(-7, 8, (out_c, 3, 3, cin)).astype(np.int8)
     direction = rng.choice(np.array([-1, 1, 1, 0], np.int8), out_c)
     direction[0] = -1  # a negative direction in every case
-    spread = 4 * 9 * cin  # thresholds where the accumulators lie (codes of all levels appear)
+    # thresholds where the accumulators lie (codes of all levels appear); int32 input: |x| up
+    # to 2**19 (int32_input), int8 codes: |x| <= 15 (codes_input)
+    spread = (2**17 if input_type else 4) * 9 * cin
     thresholds = np.sort(rng.integers(-spread, spread + 1, (out_c, levels)), axis=1)
     out = (hw + 2 - 3) // stride + 1
     params = dict(
         in_h=hw, in_w=hw, in_c=in_c, out_h=out, out_w=out, out_c=out_c, kernel_h=3,
         kernel_w=3, stride=stride, pad=1, groups=in_c if depthwise else 1, levels=levels,
         mult=1 if relu else 2, offset=-(levels // 2) if relu else -levels, relu=int(relu),
+        input_type=input_type,
     )  # fmt: skip
     return Layer(params, weight, direction, thresholds.astype(np.int32))
 
@@ -84,10 +90,13 @@ def add_layer(b: ModelBuilder, layer: Layer, x: int, name: str, batch: int = 1) 
     return y
 
 
-def one_layer_model(layer: Layer, batch: int = 1) -> bytes:
+def one_layer_model(layer: Layer, batch: int = 1, x_type: str | None = None) -> bytes:
+    """x -> CLIMBQ_CONV_COUNT -> codes; x int8, or int32 for an int32-input layer (x_type
+    overrides it, to write a mismatched model)."""
     p = layer.params
     b = ModelBuilder()
-    x = b.add_tensor("x", (batch, p["in_h"], p["in_w"], p["in_c"]), "int8", scale=1.0)
+    x_type = x_type or ("int32" if p.get("input_type") else "int8")
+    x = b.add_tensor("x", (batch, p["in_h"], p["in_w"], p["in_c"]), x_type, scale=1.0)
     y = add_layer(b, layer, x, "codes", batch)
     b.set_io([x], [y])
     return b.build()
@@ -95,6 +104,11 @@ def one_layer_model(layer: Layer, batch: int = 1) -> bytes:
 
 def codes_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.integers(-15, 16, shape).astype(np.int8)
+
+
+def int32_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A stem's input: integers within +-2**19 (|acc| <= 2**19 * 9 * 7 * in_c fits int32)."""
+    return rng.integers(-(2**19), 2**19 + 1, shape).astype(np.int32)
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +126,28 @@ def fused() -> None:
 
 
 def test_options_layout_is_magic_version_and_fields_in_header_order() -> None:
-    layer = make_layer(np.random.default_rng(0), 8, 4, 6, stride=2)
-    blob = custom_op.conv_count_options(layer.params)
-    fields = [layer.params[name] for name in custom_op.PARAM_FIELDS]
-    expected = b"CQCC" + b"".join(v.to_bytes(4, "little", signed=True) for v in [1, *fields])
-    assert blob == expected and len(blob) == custom_op.OPTIONS_SIZE == 68
-    assert custom_op.parse_conv_count_options(blob) == layer.params
-    as_dataclass = dataclasses.make_dataclass("P", custom_op.PARAM_FIELDS)(**layer.params)
-    assert custom_op.conv_count_options(as_dataclass) == blob
+    for input_type in (0, 1):
+        layer = make_layer(np.random.default_rng(0), 8, 4, 6, stride=2, input_type=input_type)
+        blob = custom_op.conv_count_options(layer.params)
+        fields = [layer.params[name] for name in custom_op.PARAM_FIELDS]
+        assert custom_op.PARAM_FIELDS[-1] == "input_type" and fields[-1] == input_type
+        expected = b"CQCC" + b"".join(v.to_bytes(4, "little", signed=True) for v in [2, *fields])
+        assert blob == expected and len(blob) == custom_op.OPTIONS_SIZE == 72
+        assert custom_op.parse_conv_count_options(blob) == layer.params
+        as_dataclass = dataclasses.make_dataclass("P", custom_op.PARAM_FIELDS)(**layer.params)
+        assert custom_op.conv_count_options(as_dataclass) == blob
+
+
+def test_options_without_input_type_mean_int8_input() -> None:
+    """A params mapping (or dataclass) without input_type is an int8-input node."""
+    params = make_layer(np.random.default_rng(0), 8, 4, 6).params
+    without = {k: v for k, v in params.items() if k != "input_type"}
+    assert custom_op.DEFAULT_INPUT_TYPE == 0
+    assert custom_op.conv_count_options(without) == custom_op.conv_count_options(params)
+    assert custom_op.parse_conv_count_options(custom_op.conv_count_options(without)) == params
+    fields = [f for f in custom_op.PARAM_FIELDS if f != "input_type"]
+    as_dataclass = dataclasses.make_dataclass("P", fields)(**without)
+    assert custom_op.conv_count_options(as_dataclass) == custom_op.conv_count_options(params)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +158,9 @@ def test_options_layout_is_magic_version_and_fields_in_header_order() -> None:
         ({"levels": 0}, "levels 0"),
         ({"mult": 100}, "beyond int8"),
         ({"relu": 2}, "relu"),
+        ({"input_type": 2}, r"input_type must be 0 \(int8\) or 1 \(int32\); got 2"),
+        ({"input_type": -1}, "input_type must be 0"),
+        ({"input_type": 1.0}, "'input_type' must be an int32"),
     ],
 )
 def test_options_refuse_params_outside_the_kernel_contract(change, message) -> None:
@@ -140,9 +171,16 @@ def test_options_refuse_params_outside_the_kernel_contract(change, message) -> N
 
 def test_parse_refuses_other_magic_size_and_version() -> None:
     blob = custom_op.conv_count_options(make_layer(np.random.default_rng(0), 8, 4, 6).params)
-    for bad in (b"XQCC" + blob[4:], blob[:-4], blob[:4] + struct.pack("<i", 2) + blob[8:]):
+    for bad in (b"XQCC" + blob[4:], blob[:-4], blob[:4] + struct.pack("<i", 3) + blob[8:]):
         with pytest.raises(ArtifactError, match=CODE):
             custom_op.parse_conv_count_options(bad, "m.tflite")
+    # a version-1 file (68 bytes, no input_type) is named by its version
+    old = blob[:4] + struct.pack("<i", 1) + blob[8:-4]
+    with pytest.raises(ArtifactError, match="ABI version 1; this climbq_deploy reads 2"):
+        custom_op.parse_conv_count_options(old, "m.tflite")
+    # input_type outside 0..1 in the file
+    with pytest.raises(ArtifactError, match=r"m\.tflite: CLIMBQ_CONV_COUNT: input_type must be"):
+        custom_op.parse_conv_count_options(blob[:-4] + struct.pack("<i", 5), "m.tflite")
 
 
 def test_builder_writes_the_custom_operator_code_and_options() -> None:
@@ -190,12 +228,25 @@ def test_reader_accepts_exactly_the_fused_op() -> None:
     cases = {
         "custom operator 'OTHER_OP'": variant(code="OTHER_OP"),
         "has 2 inputs": variant(inputs=2),
-        "ABI version 2": variant(options=blob[:4] + struct.pack("<i", 2) + blob[8:]),
+        "ABI version 1": variant(options=blob[:4] + struct.pack("<i", 1) + blob[8:]),
         "weight is type": variant(options=wrong_shape),
     }
     for message, content in cases.items():
         with pytest.raises(ArtifactError, match=message):
             check_model(content, "m.tflite", None)
+
+
+def test_reader_checks_the_input_type_of_x() -> None:
+    """x is int32 exactly when the options' input_type is 1."""
+    int32_layer = make_layer(np.random.default_rng(2), 6, 3, 4, input_type=1)
+    int8_layer = make_layer(np.random.default_rng(2), 6, 3, 4)
+    check_model(one_layer_model(int32_layer), "m.tflite", None)  # passes
+    for layer, x_type, message in (
+        (int32_layer, "int8", r"input x is type 9 .* its options need type 2 "),
+        (int8_layer, "int32", r"input x is type 2 .* its options need type 9 "),
+    ):
+        with pytest.raises(ArtifactError, match=message):
+            check_model(one_layer_model(layer, x_type=x_type), "m.tflite", None)
 
 
 # ---- runtime without the op, fallback -----------------------------------------------------
@@ -254,14 +305,23 @@ CASES = {
 }
 
 
+CASES |= {
+    "int32 stem s1 4-bit relu": dict(hw=8, in_c=3, out_c=7, stride=1, bits=4, relu=True),
+    "int32 stem s2 2-bit": dict(hw=9, in_c=3, out_c=20, stride=2, bits=2),
+    "int32 depthwise s1 4-bit": dict(hw=8, in_c=5, out_c=5, stride=1, bits=4, depthwise=True),
+}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_one_layer_equals_reference_kernels(fused, case: str) -> None:
     rng = np.random.default_rng(abs(hash(case)) % 2**32)
-    layer = make_layer(rng, **CASES[case])
+    input_type = int(case.startswith("int32"))
+    layer = make_layer(rng, **CASES[case], input_type=input_type)
     p = layer.params
     runner = fused_runner.FusedRunner(one_layer_model(layer, batch=2), threads=1)
     for _ in range(3):
-        x = codes_input(rng, (2, p["in_h"], p["in_w"], p["in_c"]))
+        make_input = int32_input if input_type else codes_input
+        x = make_input(rng, (2, p["in_h"], p["in_w"], p["in_c"]))
         (got,) = runner.run(x)
         expected = layer.reference(x)
         assert got.dtype == np.int8 and got.shape == expected.shape
@@ -295,6 +355,22 @@ def test_two_layers_with_a_builtin_add_between(fused) -> None:
     want2 = second.reference(np.clip(ops.add(want1, bias), -128, 127).astype(np.int8))
     assert np.array_equal(got1, want1) and np.array_equal(got2, want2)
     assert runner.counts()[1] == 2
+
+
+def test_x_type_other_than_the_node_input_type_is_refused_at_run(fused) -> None:
+    """The shim checks x's element type against the node's input_type (a model the reader
+    would refuse, run without it)."""
+    rng = np.random.default_rng(9)
+    for input_type, x_type, message in (
+        (1, "int8", "input x is int8 but the node's input_type 1 needs int32"),
+        (0, "int32", "input x is int32 but the node's input_type 0 needs int8"),
+    ):
+        layer = make_layer(rng, 6, 3, 4, input_type=input_type)
+        runner = fused_runner.FusedRunner(one_layer_model(layer, x_type=x_type), path="m.tflite")
+        with pytest.raises(
+            ArtifactError, match=re.escape(f"m.tflite: CLIMBQ_CONV_COUNT: {message}")
+        ):
+            runner.run(runner.zero_input())
 
 
 def test_route_without_registration_is_refused_by_name(fused) -> None:

@@ -99,7 +99,7 @@ static struct {
   LiteRtStatus (*UnlockTensorBuffer)(LiteRtTensorBuffer);
   int (*cc_pack)(const climbq_cc_params*, const int8_t*, const int32_t*, climbq_cc_layer**,
                  char*);
-  int (*cc_run)(const climbq_cc_layer*, int32_t, const int8_t*, int8_t*);
+  int (*cc_run)(const climbq_cc_layer*, int32_t, const void*, int8_t*);
   void (*cc_free)(climbq_cc_layer*);
   int (*cc_abi_version)(void);
 } api;
@@ -209,10 +209,11 @@ static void fail(cqlr_runner* r, const char* fmt, ...) {
   va_end(args);
 }
 
-#define N_FIELDS 15
+#define N_FIELDS 16 /* int32 fields of climbq_cc_params (ABI 2: input_type last) */
 #define OPTIONS_SIZE (4 + 4 * (1 + N_FIELDS))
+_Static_assert(sizeof(climbq_cc_params) == 4 * N_FIELDS, "climbq_cc_params is N_FIELDS int32");
 
-/* custom_options = "CQCC" + int32 ABI version + the 15 int32 fields of climbq_cc_params. */
+/* custom_options = "CQCC" + int32 ABI version + the 16 int32 fields of climbq_cc_params. */
 static int parse_options(const void* data, size_t size, climbq_cc_params* out) {
   if (size != OPTIONS_SIZE || memcmp(data, "CQCC", 4) != 0) return -1;
   int32_t fields[1 + N_FIELDS];
@@ -306,6 +307,12 @@ static cq_node* find_node(cqlr_runner* r, const LiteRtRankedTensorType* types, v
   return NULL;
 }
 
+static const char* type_name(int element_type) {
+  return element_type == kLiteRtElementTypeInt8    ? "int8"
+         : element_type == kLiteRtElementTypeInt32 ? "int32"
+                                                   : "another type";
+}
+
 static LiteRtStatus op_run(void* user_data, size_t n_in, const LiteRtTensorBuffer* inputs,
                            size_t n_out, LiteRtTensorBuffer* outputs) {
   cqlr_runner* r = user_data;
@@ -317,16 +324,20 @@ static LiteRtStatus op_run(void* user_data, size_t n_in, const LiteRtTensorBuffe
   LiteRtTensorBuffer buffers[4] = {inputs[0], inputs[1], inputs[2], outputs[0]};
   LiteRtRankedTensorType types[4];
   void* data[4] = {0};
+  /* x is int8 or int32 (the node's input_type, checked once the node is known) */
   static const int want[4] = {kLiteRtElementTypeInt8, kLiteRtElementTypeInt8,
                               kLiteRtElementTypeInt32, kLiteRtElementTypeInt8};
   static const unsigned ranks[4] = {4, 4, 2, 4};
   int locked = 0;
   LiteRtStatus status = kLiteRtStatusErrorInvalidArgument;
   for (; locked < 4; locked++) {
-    if (api.GetTensorBufferTensorType(buffers[locked], &types[locked]) != kLiteRtStatusOk ||
-        types[locked].element_type != want[locked] || types[locked].layout.rank != ranks[locked]) {
+    int type = -1;
+    if (api.GetTensorBufferTensorType(buffers[locked], &types[locked]) == kLiteRtStatusOk)
+      type = types[locked].element_type;
+    const int type_ok = type == want[locked] || (locked == 0 && type == kLiteRtElementTypeInt32);
+    if (!type_ok || types[locked].layout.rank != ranks[locked]) {
       fail(r, "CLIMBQ_CONV_COUNT: tensor %d is not %s of rank %u", locked,
-           want[locked] == kLiteRtElementTypeInt8 ? "int8" : "int32", ranks[locked]);
+           locked == 0 ? "int8 or int32" : type_name(want[locked]), ranks[locked]);
       goto unlock;
     }
     int mode = locked == 3 ? kLiteRtTensorBufferLockModeWrite : kLiteRtTensorBufferLockModeRead;
@@ -341,6 +352,13 @@ static LiteRtStatus op_run(void* user_data, size_t n_in, const LiteRtTensorBuffe
     goto unlock;
   }
   const climbq_cc_params* p = &node->params;
+  const int x_type =
+      p->input_type == CLIMBQ_CC_INPUT_INT32 ? kLiteRtElementTypeInt32 : kLiteRtElementTypeInt8;
+  if (types[0].element_type != x_type) {
+    fail(r, "CLIMBQ_CONV_COUNT: input x is %s but the node's input_type %d needs %s",
+         type_name(types[0].element_type), (int)p->input_type, type_name(x_type));
+    goto unlock;
+  }
   const int32_t* y = types[3].layout.dimensions;
   int32_t batch = types[0].layout.dimensions[0];
   if (y[0] != batch || y[1] != p->out_h || y[2] != p->out_w || y[3] != p->out_c) {
@@ -400,7 +418,7 @@ static int add_io(cqlr_runner* r, int k, int type, int rank, const int32_t* dims
 }
 
 /* Compile `model` (the .tflite bytes) for the CPU with `threads` XNNPACK threads (0: LiteRT's
- * choice). The n_nodes CLIMBQ_CONV_COUNT nodes are given as params (n_nodes x 15 int32, the
+ * choice). The n_nodes CLIMBQ_CONV_COUNT nodes are given as params (n_nodes x 16 int32, the
  * options' fields), weights and thresholds (one pointer each); with register_op = 0 the op is
  * not registered (to time plain models through this route). io: n_in + n_out tensors,
  * io_types (LiteRtElementType), io_ranks, io_dims (8 per tensor). 0 on success. */
