@@ -77,6 +77,7 @@ class TfliteRunner:
         self._step = next(n for n in self.graph.nodes if isinstance(n, InputQuant))
         self._acts = {n.output: n.source for n in self.graph.nodes if isinstance(n, ThresholdAct)}
         self._content = content
+        self._rectify_acts(content)
         from climbq_deploy.targets.tflite.custom_op import uses_custom_op
 
         self.fused = uses_custom_op(content)
@@ -109,16 +110,29 @@ class TfliteRunner:
         self._debug = None
         self._input_dtype = self._plain.get_input_details()[0]["dtype"]  # int16 or int32
 
+    def _rectify_acts(self, content: bytes) -> None:
+        """A layer whose ReLU the writer fused into it (forms.rectifier) stores only the
+        rectified code, under the ReLU's name: read that tensor, compared as max(code, 0)."""
+        from climbq_deploy.targets.tflite.forms import rectifier
+        from climbq_deploy.targets.tflite.fused_runner import tensor_names
+
+        present = set(tensor_names(content))
+        self._rectified: set[str] = set()
+        acts = {}
+        for name, source in self._acts.items():
+            relu = rectifier(self.graph, name)
+            if name not in present and relu is not None and relu.output in present:
+                acts[relu.output] = source
+                self._rectified.add(source)
+            else:
+                acts[name] = source
+        self._acts = acts
+
     def _open_fused(self, content: bytes) -> None:
         """A model with the ``CLIMBQ_CONV_COUNT`` op runs through LiteRT's C API with the
         op registered (:class:`.fused_runner.FusedRunner`, XNNPACK for the builtin ops)."""
         from climbq_deploy.targets.tflite import custom_op
-        from climbq_deploy.targets.tflite.forms import rectifier
-        from climbq_deploy.targets.tflite.fused_runner import (
-            FusedRunner,
-            tensor_names,
-            with_outputs,
-        )
+        from climbq_deploy.targets.tflite.fused_runner import FusedRunner, with_outputs
 
         if self.kernels != "xnnpack":
             raise ConfigError(
@@ -134,19 +148,6 @@ class TfliteRunner:
             )
         self._plain = FusedRunner(content, threads=1, path=self.path)
         self._debug = None
-        # A fused op that applies the ReLU after a code stores only the rectified code, under
-        # the ReLU's name (forms._fused_op): those layers are compared as max(code, 0).
-        present = set(tensor_names(content))
-        self._rectified: set[str] = set()
-        acts = {}
-        for name, source in self._acts.items():
-            relu = rectifier(self.graph, name)
-            if name not in present and relu is not None and relu.output in present:
-                acts[relu.output] = source
-                self._rectified.add(source)
-            else:
-                acts[name] = source
-        self._acts = acts
         self._make_debug = lambda: FusedRunner(
             with_outputs(content, list(self._acts)), threads=1, path=self.path
         )
@@ -179,7 +180,7 @@ class TfliteRunner:
             for name, source in self._acts.items() if with_codes else ():
                 codes[source].append(it.get_tensor(names[name]).astype(np.int64))
         joined = {k: np.concatenate(v) for k, v in codes.items()} if with_codes else {}
-        return RunOutput(np.concatenate(logits), joined)
+        return RunOutput(np.concatenate(logits), joined, frozenset(self._rectified))
 
     def _run_fused(self, images: np.ndarray, with_codes: bool) -> RunOutput:
         if with_codes and self._debug is None:

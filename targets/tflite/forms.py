@@ -174,11 +174,12 @@ def int8_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
 
 def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
     """None when the fused ``CLIMBQ_CONV_COUNT`` op computes ``layer`` exactly (int8 codes in
-    and out, int8 filter, ``max_o sum |W_o| 128`` within int32: the kernel's contract), else
+    and out, int8 filter, ``max_o sum |W_o| 128`` within int32: the kernel's contract; the
+    stem reads the int32 input instead, its partial sums bounded by the input's range), else
     why not."""
     conv, act = layer.conv, layer.act
     if layer.stem:
-        return "the stem reads the wide input"
+        return _fused_stem_exact(graph, layer)
     if act.shift is not None:
         return "the int16 flavour requantizes this layer"
     if conv.groups not in (1, conv.weight.shape[0]) or (
@@ -191,6 +192,29 @@ def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
         return "codes leave int8"
     if partial_sum_bound(conv.weight, -128, 127) > 2**31 - 1:
         return "accumulators may leave int32"
+    if not 1 <= act.thresholds.shape[1] <= 255:
+        return "levels beyond 1..255"
+    return None
+
+
+def _fused_stem_exact(graph: Graph, layer: ConvLayer) -> str | None:
+    """The stem's conditions for the fused op in its int32-input mode: int8 filter, every
+    partial sum over the input's range ``[lo, hi]`` within int32 (the kernel wraps modulo
+    2**32 and cannot know the range: the exporter proves it), codes within int8."""
+    conv, act = layer.conv, layer.act
+    if act.shift is not None:
+        return "the int16 flavour requantizes this layer"
+    if conv.groups not in (1, conv.weight.shape[0]) or (
+        conv.groups != 1 and conv.weight.shape[3] != 1
+    ):
+        return "grouped conv"
+    if int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
+        return "W leaves int8"
+    if not _fits_int8(graph, act.output):
+        return "codes leave int8"
+    lo, hi = _bound(graph, conv.inputs[0])
+    if partial_sum_bound(conv.weight, lo, hi) > 2**31 - 2:
+        return "the stem's accumulators may leave int32"
     if not 1 <= act.thresholds.shape[1] <= 255:
         return "levels beyond 1..255"
     return None
@@ -603,9 +627,19 @@ def _int8_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
     sum_quant = {"scale": half, "zero_point": [0] * c}
     ones = e.const(f"{act.output}/sign_blocks", blocks, "int8", **sum_quant)
     shift = e.const(f"{act.output}/sum_bias", np.full(c, _int8_sum_bias(act)), "int32", **sum_quant)
-    code = e.int8_tensor(act.output, (e.batch, ho, wo, c))
-    b.add_operator("CONV_2D", [signs, ones, shift], [code], padding="VALID")
-    e.int8s[act.output] = code
+    # A ReLU that is the code's only consumer is the sum conv's fused RELU (int8, scale 1,
+    # zero point 0: exactly max(code, 0)); the output is then named after it (see _fused_op).
+    relu = rectifier(e.graph, act.output)
+    name = act.output if relu is None else relu.output
+    code = e.int8_tensor(name, (e.batch, ho, wo, c))
+    b.add_operator(
+        "CONV_2D",
+        [signs, ones, shift],
+        [code],
+        padding="VALID",
+        **({} if relu is None else {"fused_activation": "RELU"}),
+    )
+    e.int8s[name] = code
 
 
 def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
@@ -616,7 +650,9 @@ def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
     weight = signed_weight(conv.weight, act.direction)
     bound = min(_acc_bound(e.graph, conv), 2**31 - 2)
     theta = _clamped_thresholds(act, bound, e.extra_levels.get(act.output, 0))
-    _fused_op(e, conv.inputs[0], weight, theta, act, conv.stride, conv.padding, conv.groups)
+    _fused_op(
+        e, conv.inputs[0], weight, theta, act, conv.stride, conv.padding, conv.groups, layer.stem
+    )
 
 
 def _fused_count(e: _FastEmit, node: ThresholdAct) -> None:
@@ -638,8 +674,10 @@ def _fused_op(
     stride: int,
     padding: int,
     groups: int,
+    wide: bool = False,
 ) -> None:
-    """One ``CLIMBQ_CONV_COUNT`` op reading the int8 view of ``x``. When the code's only
+    """One ``CLIMBQ_CONV_COUNT`` op reading the int8 view of ``x`` (``wide``: the int32 view,
+    the kernel's int32-input mode, for the stem). When the code's only
     consumer is a ``Relu`` (:func:`rectifier`), the op applies it (``relu`` set) and its
     output is that Relu's tensor (``act.output`` is then never stored; a check compares
     ``max(code, 0)`` there); else the output is named ``act.output``."""
@@ -665,6 +703,7 @@ def _fused_op(
         "mult": int(act.mult),
         "offset": int(act.offset),
         "relu": int(relu is not None),
+        "input_type": int(wide),
     }
     name = act.output if relu is None else relu.output
     w8 = e.const(f"{act.output}/weight", weight, "int8", scale=1.0, zero_point=0)
@@ -672,7 +711,7 @@ def _fused_op(
     code = e.int8_tensor(name, (e.batch, ho, wo, c))
     e.b.add_operator(
         "CUSTOM",
-        [e.int8_view(x), w8, th],
+        [e.int32_view(x) if wide else e.int8_view(x), w8, th],
         [code],
         custom_code=CUSTOM_CODE,
         custom_options=conv_count_options(params),
@@ -715,9 +754,16 @@ def _add(e: _FastEmit, node: Add) -> None:
     when both summands are int8 already and the sum fits int8, else in float32 (exact: the
     sums are integers far below 2**24)."""
     if all(n in e.int8s for n in node.inputs) and _fits_int8(e.graph, node.output):
-        out = e.int8_tensor(node.output, e.shape(node.output))
-        e.b.add_operator("ADD", [e.int8s[n] for n in node.inputs], [out])
-        e.int8s[node.output] = out
+        relu = rectifier(e.graph, node.output)  # fused as above: exactly max(sum, 0)
+        name = node.output if relu is None else relu.output
+        out = e.int8_tensor(name, e.shape(node.output))
+        e.b.add_operator(
+            "ADD",
+            [e.int8s[n] for n in node.inputs],
+            [out],
+            **({} if relu is None else {"fused_activation": "RELU"}),
+        )
+        e.int8s[name] = out
         return
     out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
     e.b.add_operator("ADD", [e.float_view(n) for n in node.inputs], [out])
