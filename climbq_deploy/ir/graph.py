@@ -225,6 +225,27 @@ class Add(Node):
 
 
 @dataclass(frozen=True)
+class MaxPool(Node):
+    """``y[h, w, c] = max over the kernel x kernel window at (s h - p, s w - p)`` of integer
+    ``x`` (HWC), windows clipped to the input (torch's ``max_pool2d`` pads with -inf: a padded
+    position never wins); scale unchanged. ``out = floor((in + 2 p - k) / s) + 1`` (no
+    ceil mode, no dilation)."""
+
+    kernel: int = 2
+    stride: int = 2
+    padding: int = 0
+    op = "max_pool"
+
+
+@dataclass(frozen=True)
+class Concat(Node):
+    """Integer tensors of equal scale and spatial shape joined along channels, in input
+    order (``torch.cat(..., dim=1)`` in NCHW)."""
+
+    op = "concat"
+
+
+@dataclass(frozen=True)
 class GlobalSumPool(Node):
     """``s_c = sum_{h,w} x[c, h, w]`` in int32/int64; the average is ``s * scale`` with
     ``scale = input_scale / (H * W)`` recorded on the output tensor (exact, no division)."""
@@ -265,12 +286,23 @@ OPS: dict[str, type[Node]] = {
         ThresholdAct,
         Relu,
         Add,
+        MaxPool,
+        Concat,
         GlobalSumPool,
         Linear,
         IntLinear,
     )
 }
-INTEGER_OPS = ("input_quant", "int_conv", "threshold_act", "relu", "add", "global_sum_pool")
+INTEGER_OPS = (
+    "input_quant",
+    "int_conv",
+    "threshold_act",
+    "relu",
+    "add",
+    "max_pool",
+    "concat",
+    "global_sum_pool",
+)
 HEAD_OPS = ("linear", "int_linear")
 
 
