@@ -1,25 +1,39 @@
-"""Capture a trained model as a float-level IR graph (before lowering).
+"""Capture a trained model as a float-level IR graph (before lowering), from its torch.fx graph.
 
-Walks the known architectures explicitly (ResNet §4, MobileNetV2) rather than tracing, so every
-node knows the torch module it came from. Weights enter the graph as the quantizer's own
-integer weights times their scale (float64): the codes the exporter sees are the codes
-training used. Activation quantizers enter as their :class:`ActivationGrid` at inference
-(sigma = 2, no labels).
+The model is traced with ``torch.fx`` (:class:`_Tracer`: the quantized layers and torch.nn's
+own modules are leaves) and converted node by node (:data:`MODULE_RULES`,
+:data:`FUNCTION_RULES`, :data:`METHOD_RULES`), so the built-in ResNets and MobileNetV2 and a
+user's own CNN go through one path, and every IR node knows the torch module it came from.
+Anything without an exact integer form is refused naming the fx node, its op and the module
+it came from (:func:`_unsupported`); nothing falls back to float inside the integer program.
+
+Weights enter the graph as the quantizer's own integer weights times their scale (float64): the
+codes the exporter sees are the codes training used. Activation quantizers enter as their
+:class:`ActivationGrid` at inference (sigma = 2, no labels).
 
 Per-output-channel weight scales ``s_o`` (post-training quantization) enter through the
 BatchNorm that follows the conv: the conv carries ``W_int`` (scale 1) and
 ``BN(s_o z) = (gamma s_o) (z - mean / s_o) / sqrt(var + eps) + beta``, so the BatchNorm node
 gets ``gamma' = gamma s_o`` and ``mean' = mean / s_o`` (float64); the folding pass is unchanged.
+
+Sources (the ``source`` of each node, used in messages and the check's layer names): the module
+path for module calls; for a function or method call (``x.relu()``, ``a + b``) the path of the
+module whose ``forward`` made it plus the op (``layers.0.add``), and a ReLU applied straight to
+a quantizer's codes is ``<quantizer>.relu``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F  # noqa: N812
+from torch import fx, nn
 
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.ir.graph import (
@@ -31,13 +45,13 @@ from climbq_deploy.ir.graph import (
     Graph,
     InputQuant,
     Linear,
+    MaxPool,
     Node,
     Relu,
     TensorSpec,
 )
-from climbq_deploy.models.common import QuantModel
-from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2, InvertedResidual
-from climbq_deploy.models.resnet import CifarResNet
+from climbq_deploy.ir.graph import Concat as ConcatNode
+from climbq_deploy.quant import layers as qlayers
 from climbq_deploy.quant.layers import ActQuant as TorchActQuant
 from climbq_deploy.quant.layers import QConv2d
 
@@ -48,6 +62,7 @@ SHORT_NAMES = {
     "act_quant": "act",
     "global_sum_pool": "pool",
     "linear": "fc",
+    "max_pool": "maxpool",
 }
 
 
@@ -81,6 +96,9 @@ class _Builder:
         self.count = 0
         # per-output-channel weight scales of a conv output, consumed by the BatchNorm after it
         self.channel_scales: dict[str, np.ndarray] = {}
+        # a conv's bias (float64, per output channel), folded into the BatchNorm after it
+        self.conv_bias: dict[str, np.ndarray] = {}
+        self.input_tensor = ""  # the InputQuant output (the stem reads it)
 
     def add(
         self,
@@ -145,6 +163,9 @@ def _bn(b: _Builder, x: str, bn: nn.BatchNorm2d, source: str) -> str:
         return t.detach().double().numpy().copy()
 
     gamma, mean = arr(bn.weight), arr(bn.running_mean)
+    bias = b.conv_bias.pop(x, None)
+    if bias is not None:  # BN(z + c) = gamma (z - (mean - c)) / sqrt(var + eps) + beta
+        mean = mean - bias
     channel_scale = b.channel_scales.pop(x, None)
     if channel_scale is not None:  # BN(s z) = (gamma s) (z - mean / s) / sqrt(var + eps) + beta
         gamma, mean = gamma * channel_scale, mean / channel_scale
@@ -189,95 +210,610 @@ def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
     )
 
 
-def _seq(b: _Builder, x: str, seq: nn.Sequential, prefix: str, relu: bool) -> str:
-    conv, bn, act = seq[0], seq[1], seq[2]
-    h = _act(b, _bn(b, _conv(b, x, conv, f"{prefix}.0"), bn, f"{prefix}.1"), act, f"{prefix}.2")
-    return _relu(b, h, f"{prefix}.3") if relu else h
+SUPPORTED = (
+    "Conv2d (quantized; groups, stride, padding, bias folded into the BatchNorm after it), "
+    "BatchNorm2d, the activation quantizers, ReLU, ReLU6 (where the codes stay below 6), "
+    "residual add, torch.cat on channels, MaxPool2d, global average pooling (AdaptiveAvgPool2d "
+    "to 1x1, mean over H and W), flatten, Dropout/Identity, and one final Linear head"
+)
 
 
-def _relu(b: _Builder, x: str, source: str) -> str:
-    spec = b.tensors[x]
-    return b.add(Relu, (x,), spec.shape, spec.dtype, spec.scale, source=source)
+class CaptureError(ConfigError):
+    """A model, or one node of its traced graph, that has no exact integer form."""
 
 
-def _add(b: _Builder, x: str, y: str, source: str) -> str:
-    sx, sy = b.tensors[x].scale, b.tensors[y].scale
-    if sx is None or sy is None or not math.isclose(sx, sy, rel_tol=1e-12):
-        raise ConfigError(
-            f"residual add {source!r}: operands have scales {sx} and {sy}; an exact integer add "
-            "needs equal scales (lsq learns one step per quantizer, climbq and uniform share R/n)"
+def _module_path(node: fx.Node) -> str:
+    """The module whose ``forward`` made ``node`` ('' for the root)."""
+    if node.op == "call_module":
+        return str(node.target)
+    return str(node.meta.get("climbq_module", ""))
+
+
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """``node 'x' (what it calls, and where)`` for messages."""
+    where = _module_path(node)
+    place = f"in module {where!r}" if where else "in the model's forward"
+    if node.op == "call_module":
+        what = f"module {node.target!r}, {type(modules[str(node.target)]).__name__}"
+    elif node.op == "call_function":
+        what = f"function {getattr(node.target, '__name__', repr(node.target))} {place}"
+    elif node.op == "call_method":
+        what = f"method .{node.target}() {place}"
+    else:
+        what = f"{node.op} {node.target!r} {place}"
+    return f"node {node.name!r} ({what})"
+
+
+def _unsupported(node: fx.Node, modules: dict[str, nn.Module], why: str) -> CaptureError:
+    return CaptureError(
+        f"{_describe(node, modules)}: {why}; no exact integer form. Supported: {SUPPORTED}"
+    )
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx tracer keeping the quantized layers whole (their forward reads run-time state:
+    sigma, dtypes) besides torch.nn's own modules, and recording on every node the module
+    whose ``forward`` made it (``node.meta["climbq_module"]``, for sources and messages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module_scope: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if type(m).__module__ == qlayers.__name__:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
+    ) -> Any:
+        self.module_scope.append(self.path_of_module(m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.module_scope.pop()
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        node.meta["climbq_module"] = self.module_scope[-1] if self.module_scope else ""
+        return node
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``model`` (eval mode) as a torch.fx graph; a clear error when fx cannot trace it."""
+    concrete: dict[str, Any] = {}
+    params = inspect.signature(model.forward).parameters
+    for name, value in (("labels", None), ("return_features", False)):
+        if name in params:
+            concrete[name] = value
+    try:
+        graph = _Tracer().trace(model, concrete_args=concrete or None)
+    except Exception as exc:  # fx raises many kinds: TraceError, TypeError, RuntimeError ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaptureError(
+            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {first} "
+            "(data-dependent control flow in forward is the usual cause; torch.export is not "
+            "supported yet)"
+        ) from None
+    return fx.GraphModule(model, graph)
+
+
+class _Converter:
+    """Walks the traced graph in execution order, building IR nodes (:class:`_Builder`)."""
+
+    def __init__(self, gm: fx.GraphModule, b: _Builder) -> None:
+        self.gm, self.b = gm, b
+        self.modules = dict(gm.named_modules())
+        self.env: dict[fx.Node, str] = {}
+        self.act_of: dict[str, nn.Module] = {}  # IR tensor -> the activation quantizer made it
+        self.head: str | None = None
+
+    def arg(self, node: fx.Node, value: Any) -> str:
+        if not isinstance(value, fx.Node) or value not in self.env:
+            raise _unsupported(node, self.modules, f"reads {value!r}, not a tensor of the program")
+        return self.env[value]
+
+    def integer(self, node: fx.Node, tensor: str, what: str) -> None:
+        spec = self.b.tensors[tensor]
+        if spec.scale is None or spec.dtype.startswith("float"):
+            raise _unsupported(
+                node,
+                self.modules,
+                f"{what} reads {tensor!r}, a float tensor (no activation quantizer between the "
+                "last conv or BatchNorm and this op)",
+            )
+
+    def run(self, image: str) -> str:
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        if not placeholders:
+            raise CaptureError(f"{type(self.gm).__name__} takes no input")
+        self.env[placeholders[0]] = image
+        # Concrete arguments (labels=None, return_features=False) stay placeholders that fx
+        # only asserts on: the nodes derived from them are skipped (the output must not be).
+        derived = set(placeholders[1:])
+        output = None
+        for node in self.gm.graph.nodes:
+            if node.op == "output":
+                output = node.args[0]
+                break
+            if node in derived or any(a in derived for a in node.all_input_nodes):
+                derived.add(node)
+                continue
+            if node.op == "placeholder":
+                continue
+            self.env[node] = self.convert(node)
+        if not isinstance(output, fx.Node) or self.env.get(output) != self.head:
+            raise CaptureError(
+                "the model's output must be its final Linear head's logits (one tensor); "
+                f"got {output!r}"
+            )
+        return self.env[output]
+
+    def convert(self, node: fx.Node) -> str:
+        if self.head is not None:
+            raise _unsupported(node, self.modules, "an op after the Linear head")
+        if node.op == "call_module":
+            module = self.modules[str(node.target)]
+            rule = next((r for cls, r in MODULE_RULES if isinstance(module, cls)), None)
+            if rule is None:
+                raise _unsupported(node, self.modules, "a module type with no rule")
+            return rule(self, node, module)
+        if node.op == "call_function":
+            rule = FUNCTION_RULES.get(node.target)
+            if rule is None:
+                raise _unsupported(node, self.modules, "a function with no rule")
+            return rule(self, node)
+        if node.op == "call_method":
+            rule = METHOD_RULES.get(str(node.target))
+            if rule is None:
+                raise _unsupported(node, self.modules, "a method with no rule")
+            return rule(self, node)
+        raise _unsupported(node, self.modules, "a parameter or attribute read in forward")
+
+    # -- shared pieces ------------------------------------------------------------------
+
+    def source(self, node: fx.Node, kind: str) -> str:
+        where = _module_path(node)
+        return f"{where}.{kind}" if where else kind
+
+    def relu(self, node: fx.Node, x: str, cap: float | None, source: str) -> str:
+        self.integer(node, x, "ReLU")
+        spec = self.b.tensors[x]
+        if cap is not None:  # ReLU6 etc.: exact as a ReLU when every code stays below the cap
+            top = self.top_value(x)
+            if top is None or top > cap:
+                raise _unsupported(
+                    node,
+                    self.modules,
+                    f"min(x, {cap:g}) on codes that may reach {top if top is not None else '?'} "
+                    "(only a cap above every code is exact: it is then a ReLU)",
+                )
+        act = self.act_of.get(x)
+        if act is not None and node.op != "call_module":
+            source = f"{self.act_source[x]}.relu"
+        return self.b.add(Relu, (x,), spec.shape, spec.dtype, spec.scale, source=source)
+
+    def top_value(self, tensor: str) -> float | None:
+        """The largest real value a quantizer's codes can take (None: not a quantizer's)."""
+        node = next((n for n in self.b.nodes if n.output == tensor), None)
+        if isinstance(node, ActQuant):
+            n = len(node.thresholds)
+            return max(node.offset, node.mult * n + node.offset) * node.step
+        if isinstance(node, Relu):
+            return self.top_value(node.inputs[0])
+        return None
+
+    @property
+    def act_source(self) -> dict[str, str]:
+        return {n.output: n.source for n in self.b.nodes if isinstance(n, ActQuant)}
+
+    def add(self, node: fx.Node, x: str, y: str) -> str:
+        for t in (x, y):
+            self.integer(node, t, "add")
+        sx, sy = self.b.tensors[x].scale, self.b.tensors[y].scale
+        assert sx is not None and sy is not None
+        if not math.isclose(sx, sy, rel_tol=1e-12):
+            raise _unsupported(
+                node,
+                self.modules,
+                f"adds operands with scales {sx} and {sy}; an exact integer add needs equal "
+                "scales (lsq learns one step per quantizer, climbq and uniform share R/n)",
+            )
+        if self.b.shape(x) != self.b.shape(y):
+            raise _unsupported(
+                node, self.modules, f"adds shapes {self.b.shape(x)} and {self.b.shape(y)}"
+            )
+        return self.b.add(
+            Add, (x, y), self.b.shape(x), "int32", sx, source=self.source(node, "add")
         )
-    return b.add(Add, (x, y), b.shape(x), "int32", sx, source=source)
 
-
-def _resnet(b: _Builder, model: CifarResNet, x: str) -> str:
-    h = _conv(b, x, model.conv1, "conv1")
-    h = _act(b, _bn(b, h, model.bn1, "bn1"), model.act1, "act1")
-    h = _relu(b, h, "act1.relu")
-    for i, block in enumerate(model.layers):
-        p = f"layers.{i}"
-        y = _conv(b, h, block.conv1, f"{p}.conv1")
-        y = _act(b, _bn(b, y, block.bn1, f"{p}.bn1"), block.act1, f"{p}.act1")
-        y = _relu(b, y, f"{p}.act1.relu")
-        y = _conv(b, y, block.conv2, f"{p}.conv2")
-        y = _act(b, _bn(b, y, block.bn2, f"{p}.bn2"), block.act2, f"{p}.act2")
-        short = h
-        if isinstance(block.shortcut, nn.Sequential):
-            short = _seq(b, h, block.shortcut, f"{p}.shortcut", relu=False)
-        h = _relu(b, _add(b, y, short, f"{p}.add"), f"{p}.relu")
-    return h
-
-
-def _mobilenet(b: _Builder, model: CifarMobileNetV2, x: str) -> str:
-    if model.faithful:
-        raise ConfigError(
-            "the authors' MobileNetV2 (--faithful-mbv2) leaves its shortcut and block output "
-            "unquantized, so the next conv sees non-integer input; retrain without "
-            "--faithful-mbv2 (the integer-friendly default) to export it"
+    def concat(self, node: fx.Node, tensors: list[str], dim: int) -> str:
+        if dim not in (1, -3):
+            raise _unsupported(node, self.modules, f"concatenates on dim {dim}, not channels (1)")
+        scales = {self.b.tensors[t].scale for t in tensors}
+        for t in tensors:
+            self.integer(node, t, "concat")
+        if len(scales) != 1 or len({self.b.shape(t)[:2] for t in tensors}) != 1:
+            raise _unsupported(
+                node,
+                self.modules,
+                f"concatenates {[self.b.shape(t) for t in tensors]} with scales "
+                f"{sorted(s for s in scales if s is not None)}: needs one scale and one H x W",
+            )
+        h, w, _ = self.b.shape(tensors[0])
+        channels = sum(self.b.shape(t)[2] for t in tensors)
+        return self.b.add(
+            ConcatNode,
+            tuple(tensors),
+            (h, w, channels),
+            "int32",
+            scales.pop(),
+            source=self.source(node, "cat"),
         )
-    h = _seq(b, x, model.stem, "stem", relu=True)
-    for i, block in enumerate(model.blocks):
-        if not isinstance(block, InvertedResidual):  # pragma: no cover - model invariant
-            raise ConfigError(f"blocks.{i} is not an inverted residual block")
-        p = f"blocks.{i}"
-        y = _seq(b, h, block.expand, f"{p}.expand", relu=True)
-        y = _seq(b, y, block.depthwise, f"{p}.depthwise", relu=True)
-        y = _seq(b, y, block.project, f"{p}.project", relu=False)
-        if block.shortcut is not None:
-            short = _seq(b, h, block.shortcut, f"{p}.shortcut", relu=True)
-            y = _act(b, _add(b, y, short, f"{p}.add"), block.out_act, f"{p}.out_act")
-        h = y
-    return _seq(b, h, model.head, "head", relu=True)
+
+    def max_pool(
+        self,
+        node: fx.Node,
+        x: str,
+        kernel: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        ceil_mode: bool,
+        source: str,
+    ) -> str:
+        self.integer(node, x, "max pool")
+
+        def one(value: Any, name: str) -> int:
+            pair = (value, value) if isinstance(value, int) else tuple(value)
+            if len(pair) != 2 or pair[0] != pair[1]:
+                raise _unsupported(node, self.modules, f"max pool {name} {value!r} (square only)")
+            return int(pair[0])
+
+        k = one(kernel, "kernel")
+        s = one(stride if stride not in (None, ()) else kernel, "stride")
+        pad = one(padding, "padding")
+        if one(dilation, "dilation") != 1 or ceil_mode:
+            raise _unsupported(node, self.modules, "max pool with dilation or ceil_mode")
+        h, w, c = self.b.shape(x)
+        out = ((h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1, c)
+        spec = self.b.tensors[x]
+        return self.b.add(
+            MaxPool,
+            (x,),
+            out,
+            spec.dtype,
+            spec.scale,
+            source=source,
+            kernel=k,
+            stride=s,
+            padding=pad,
+        )
+
+    def global_pool(self, node: fx.Node, x: str, source: str) -> str:
+        self.integer(node, x, "global average pool")
+        h, w, c = self.b.shape(x)
+        scale = self.b.tensors[x].scale
+        assert scale is not None
+        return self.b.add(GlobalSumPool, (x,), (c,), "int32", scale / (h * w), source=source)
+
+    def alias(self, node: fx.Node, x: str, what: str) -> str:
+        """Ops that change nothing here: flatten of the pooled (C,) vector, Dropout, Identity."""
+        if what == "flatten" and len(self.b.shape(x)) != 1:
+            raise _unsupported(
+                node, self.modules, f"flattens {self.b.shape(x)}; only the pooled vector (C,)"
+            )
+        return x
+
+    def linear(self, node: fx.Node, x: str, fc: nn.Linear) -> str:
+        if len(self.b.shape(x)) != 1 or fc.in_features != self.b.shape(x)[0]:
+            raise _unsupported(
+                node,
+                self.modules,
+                f"a Linear on {self.b.shape(x)}; the head reads the globally pooled (C,) vector",
+            )
+        self.integer(node, x, "the head")
+        bias = fc.bias.detach().numpy().copy() if fc.bias is not None else np.zeros(fc.out_features)
+        self.head = self.b.add(
+            Linear,
+            (x,),
+            (fc.out_features,),
+            source=str(node.target),
+            weight=fc.weight.detach().numpy().copy(),
+            bias=bias,
+        )
+        return self.head
+
+
+# -- module rules ---------------------------------------------------------------------------
+
+
+def _conv_module(c: _Converter, node: fx.Node, conv: nn.Module) -> str:
+    x = c.arg(node, node.args[0])
+    if not isinstance(conv, QConv2d):
+        raise _unsupported(
+            node, c.modules, "a Conv2d that is not quantized (climbq_deploy.quantize swaps them)"
+        )
+    shape = c.b.shape(x)
+    if len(shape) != 3:
+        raise _unsupported(node, c.modules, f"a conv on {shape}")
+    if c.b.tensors[x].scale is None and x != c.b.input_tensor:
+        raise _unsupported(node, c.modules, f"a conv reading the float tensor {x!r}")
+    for name in ("kernel_size", "stride", "padding", "dilation"):
+        value = getattr(conv, name)
+        if isinstance(value, str) or len(set(value)) != 1:
+            raise _unsupported(node, c.modules, f"conv {name} {value!r} (square only)")
+    if conv.dilation[0] != 1:
+        raise _unsupported(node, c.modules, f"conv dilation {conv.dilation[0]}")
+    if conv.padding_mode != "zeros":
+        raise _unsupported(node, c.modules, f"conv padding_mode {conv.padding_mode!r}")
+    if conv.groups not in (1, conv.in_channels) or (
+        conv.groups != 1 and conv.out_channels != conv.in_channels
+    ):
+        raise _unsupported(
+            node, c.modules, f"groups={conv.groups}: only dense or depthwise convs lower"
+        )
+    out = _conv(c.b, x, conv, str(node.target))
+    if conv.bias is not None:
+        c.b.conv_bias[out] = conv.bias.detach().double().numpy().copy()
+    act = getattr(conv, "act", None)
+    if act is not None:  # QConv2dAct: the quantizer on the conv's own output
+        if out in c.b.conv_bias:
+            raise _unsupported(node, c.modules, "a conv bias with no BatchNorm to fold it into")
+        out = _act(c.b, out, act, f"{node.target}.act")
+        c.act_of[out] = act
+    return out
+
+
+def _bn_module(c: _Converter, node: fx.Node, bn: nn.Module) -> str:
+    x = c.arg(node, node.args[0])
+    producer = next((n for n in c.b.nodes if n.output == x), None)
+    if not isinstance(producer, Conv):
+        raise _unsupported(node, c.modules, "a BatchNorm that does not follow a conv")
+    out = _bn(c.b, x, bn, str(node.target))
+    act = getattr(bn, "act", None)
+    if act is not None:  # BatchNormActQuant: the quantizer after the BatchNorm
+        out = _act(c.b, out, act, f"{node.target}.act")
+        c.act_of[out] = act
+    return out
+
+
+def _act_module(c: _Converter, node: fx.Node, act: nn.Module) -> str:
+    x = c.arg(node, node.args[0])
+    producer = next((n for n in c.b.nodes if n.output == x), None)
+    if not isinstance(producer, BatchNorm | Conv | Add):
+        raise _unsupported(
+            node, c.modules, "an activation quantizer that follows no conv, BatchNorm or add"
+        )
+    out = _act(c.b, x, act, str(node.target))
+    c.act_of[out] = act
+    return out
+
+
+def _relu_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:
+    cap = 6.0 if isinstance(m, nn.ReLU6) else None
+    if isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6):
+        if m.min_val != 0.0:
+            raise _unsupported(node, c.modules, f"Hardtanh({m.min_val}, {m.max_val})")
+        cap = float(m.max_val)
+    return c.relu(node, c.arg(node, node.args[0]), cap, str(node.target))
+
+
+def _maxpool_module(c: _Converter, node: fx.Node, m: nn.MaxPool2d) -> str:
+    if m.return_indices:
+        raise _unsupported(node, c.modules, "max pool returning indices")
+    x = c.arg(node, node.args[0])
+    return c.max_pool(
+        node, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, str(node.target)
+    )
+
+
+def _avgpool_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:
+    x = c.arg(node, node.args[0])
+    h, w, _ = c.b.shape(x)
+    size = m.output_size if isinstance(m, nn.AdaptiveAvgPool2d) else None
+    whole = size in (1, (1, 1), [1, 1]) if size is not None else False
+    if isinstance(m, nn.AvgPool2d):
+        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
+        whole = tuple(k) == (h, w) and not m.padding
+    if not whole:
+        raise _unsupported(
+            node, c.modules, "average pooling that does not cover the whole map (only global)"
+        )
+    return c.global_pool(node, x, str(node.target))
+
+
+def _alias_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:
+    x = c.arg(node, node.args[0])
+    return c.alias(node, x, "flatten" if isinstance(m, nn.Flatten) else "identity")
+
+
+def _linear_module(c: _Converter, node: fx.Node, m: nn.Linear) -> str:
+    return c.linear(node, c.arg(node, node.args[0]), m)
+
+
+MODULE_RULES: list[tuple[type, Callable[..., str]]] = [
+    (QConv2d, _conv_module),
+    (nn.Conv2d, _conv_module),  # refused by the rule with the reason (not quantized)
+    (nn.BatchNorm2d, _bn_module),
+    (TorchActQuant, _act_module),
+    (nn.ReLU, _relu_module),
+    (nn.ReLU6, _relu_module),
+    (nn.Hardtanh, _relu_module),
+    (nn.MaxPool2d, _maxpool_module),
+    (nn.AdaptiveAvgPool2d, _avgpool_module),
+    (nn.AvgPool2d, _avgpool_module),
+    (nn.Flatten, _alias_module),
+    (nn.Dropout, _alias_module),
+    (nn.Identity, _alias_module),
+    (nn.Linear, _linear_module),
+]
+"""Module type -> converter (first match wins; subclasses such as QConv2d first)."""
+
+
+# -- function and method rules --------------------------------------------------------------
+
+
+def _kw(node: fx.Node, index: int, name: str, default: Any) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _fn_relu(c: _Converter, node: fx.Node) -> str:
+    return c.relu(node, c.arg(node, node.args[0]), None, c.source(node, "relu"))
+
+
+def _fn_relu6(c: _Converter, node: fx.Node) -> str:
+    return c.relu(node, c.arg(node, node.args[0]), 6.0, c.source(node, "relu6"))
+
+
+def _fn_add(c: _Converter, node: fx.Node) -> str:
+    if len(node.args) != 2 or node.kwargs:
+        raise _unsupported(node, c.modules, "an add with extra arguments (alpha)")
+    return c.add(node, c.arg(node, node.args[0]), c.arg(node, node.args[1]))
+
+
+def _fn_cat(c: _Converter, node: fx.Node) -> str:
+    tensors = _kw(node, 0, "tensors", None)
+    if not isinstance(tensors, list | tuple) or not tensors:
+        raise _unsupported(node, c.modules, "a concat of no tensors")
+    return c.concat(node, [c.arg(node, t) for t in tensors], int(_kw(node, 1, "dim", 0)))
+
+
+def _fn_flatten(c: _Converter, node: fx.Node) -> str:
+    if int(_kw(node, 1, "start_dim", 0)) != 1:
+        raise _unsupported(node, c.modules, "flatten that merges the batch axis")
+    return c.alias(node, c.arg(node, node.args[0]), "flatten")
+
+
+def _fn_adaptive_avg(c: _Converter, node: fx.Node) -> str:
+    size = _kw(node, 1, "output_size", None)
+    if size not in (1, (1, 1), [1, 1]):
+        raise _unsupported(node, c.modules, f"adaptive average pool to {size!r} (only 1x1)")
+    return c.global_pool(node, c.arg(node, node.args[0]), c.source(node, "pool"))
+
+
+def _fn_max_pool(c: _Converter, node: fx.Node) -> str:
+    x = c.arg(node, node.args[0])
+    kernel = _kw(node, 1, "kernel_size", None)
+    return c.max_pool(
+        node,
+        x,
+        kernel,
+        _kw(node, 2, "stride", None),
+        _kw(node, 3, "padding", 0),
+        _kw(node, 4, "dilation", 1),
+        bool(_kw(node, 5, "ceil_mode", False)),
+        c.source(node, "maxpool"),
+    )
+
+
+def _fn_dropout(c: _Converter, node: fx.Node) -> str:
+    return c.alias(node, c.arg(node, node.args[0]), "identity")
+
+
+FUNCTION_RULES: dict[Any, Callable[[_Converter, fx.Node], str]] = {
+    F.relu: _fn_relu,
+    torch.relu: _fn_relu,
+    F.relu6: _fn_relu6,
+    operator.add: _fn_add,
+    torch.add: _fn_add,
+    torch.cat: _fn_cat,
+    torch.concat: _fn_cat,
+    torch.flatten: _fn_flatten,
+    F.adaptive_avg_pool2d: _fn_adaptive_avg,
+    F.max_pool2d: _fn_max_pool,
+    F.dropout: _fn_dropout,
+}
+
+
+def _m_flatten(c: _Converter, node: fx.Node) -> str:
+    start = int(_kw(node, 1, "start_dim", 0))
+    if start != 1:
+        raise _unsupported(node, c.modules, "flatten that merges the batch axis")
+    return c.alias(node, c.arg(node, node.args[0]), "flatten")
+
+
+def _m_view(c: _Converter, node: fx.Node) -> str:
+    x = c.arg(node, node.args[0])
+    shape = tuple(a for a in node.args[1:])
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        shape = tuple(shape[0])
+    if len(c.b.shape(x)) == 1 and len(shape) == 2 and shape[1] in (-1, c.b.shape(x)[0]):
+        return x
+    raise _unsupported(node, c.modules, f"reshape to {shape!r} (only (N, -1) of the pooled vector)")
+
+
+def _m_mean(c: _Converter, node: fx.Node) -> str:
+    dims = _kw(node, 1, "dim", None)
+    if (
+        isinstance(dims, int)
+        or dims is None
+        or sorted(int(d) for d in dims) not in ([2, 3], [-2, -1])
+    ):
+        raise _unsupported(node, c.modules, f"mean over {dims!r} (only over H and W)")
+    if _kw(node, 2, "keepdim", False):
+        raise _unsupported(node, c.modules, "mean with keepdim")
+    return c.global_pool(node, c.arg(node, node.args[0]), c.source(node, "pool"))
+
+
+METHOD_RULES: dict[str, Callable[[_Converter, fx.Node], str]] = {
+    "relu": _fn_relu,
+    "add": _fn_add,
+    "flatten": _m_flatten,
+    "view": _m_view,
+    "reshape": _m_view,
+    "mean": _m_mean,
+}
+
+
+def _stem_conv(gm: fx.GraphModule) -> QConv2d:
+    """The first conv the traced graph calls: the one reading the integer input."""
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[str(node.target)], nn.Conv2d):
+            conv = modules[str(node.target)]
+            if not isinstance(conv, QConv2d) or conv.weight_quantizer is None:
+                raise CaptureError(
+                    f"the model's first conv {node.target!r} has full-precision weights; only "
+                    "quantized runs lower to integers"
+                )
+            return conv
+    raise CaptureError("the model has no Conv2d; nothing to lower")
 
 
 def capture(
-    model: QuantModel,
+    model: nn.Module,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     image_shape: tuple[int, int, int] = (32, 32, 3),
     meta: dict[str, Any] | None = None,
     input_bits: int = 32,
 ) -> Graph:
-    """The float-level IR of ``model`` in eval mode, fed uint8 images normalised by mean/std."""
+    """The float-level IR of ``model`` in eval mode, fed uint8 images (H, W, C) normalised by
+    mean/std: traced with torch.fx and converted node by node (see the module docstring)."""
     channels, stats = image_shape[2], [*mean, *std]
     if not len(mean) == len(std) == channels or not all(map(math.isfinite, stats)) or min(std) <= 0:
         raise ConfigError(
             f"input normalization must be {channels} finite means and stds > 0, "
             f"got mean {tuple(mean)}, std {tuple(std)}"
         )
-    model = model.eval()
-    b = _Builder(image_shape)
-    stem = next(m for m in model.modules() if isinstance(m, QConv2d))
-    if stem.weight_quantizer is None:
+    if getattr(model, "faithful", False):
         raise ConfigError(
-            "the model's first conv has full-precision weights; only quantized "
-            "runs lower to integers"
+            "the authors' MobileNetV2 (--faithful-mbv2) leaves its shortcut and block output "
+            "unquantized, so the next conv sees non-integer input; retrain without "
+            "--faithful-mbv2 (the integer-friendly default) to export it"
         )
+    model = model.eval()
+    gm = trace(model)
+    stem = _stem_conv(gm)
     mult, offset = stem.weight_quantizer.integer_grid()
     n = 2**stem.weight_quantizer.bits - 1
     taps = stem.in_channels // stem.groups * stem.kernel_size[0] * stem.kernel_size[1]
     peak = max(abs(offset), abs(mult * n + offset))
     scale = input_scale(tuple(mean), tuple(std), taps, peak, input_bits)
+    b = _Builder(image_shape)
     h, w, c = image_shape
     x = b.add(
         InputQuant,
@@ -290,27 +826,12 @@ def capture(
         std=tuple(float(s) for s in std),
         step=scale,
     )
+    b.input_tensor = x
     with torch.no_grad():
-        if isinstance(model, CifarResNet):
-            feats = _resnet(b, model, x)
-        elif isinstance(model, CifarMobileNetV2):
-            feats = _mobilenet(b, model, x)
-        else:
-            raise ConfigError(f"no integer lowering for {type(model).__name__}")
-        if b.channel_scales:
-            raise ConfigError(
-                f"convs {sorted(b.channel_scales)} have per-channel weight scales "
-                "but no BatchNorm after them to absorb the scales"
-            )
-        h_out, w_out, c_out = b.shape(feats)
-        pool_scale = b.tensors[feats].scale / (h_out * w_out)
-        pooled = b.add(GlobalSumPool, (feats,), (c_out,), "int32", pool_scale, source="pool")
-        logits = b.add(
-            Linear,
-            (pooled,),
-            (model.num_classes,),
-            source="fc",
-            weight=model.fc.weight.detach().numpy().copy(),
-            bias=model.fc.bias.detach().numpy().copy(),
+        logits = _Converter(gm, b).run(x)
+    if b.channel_scales or b.conv_bias:
+        raise ConfigError(
+            f"convs {sorted({*b.channel_scales, *b.conv_bias})} have per-channel weight scales "
+            "or a bias but no BatchNorm after them to absorb them"
         )
     return Graph(tuple(b.nodes), b.tensors, "image", logits, dict(meta or {})).validate()
