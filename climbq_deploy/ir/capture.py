@@ -244,10 +244,13 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"node {node.name!r} ({what})"
 
 
-def _unsupported(node: fx.Node, modules: dict[str, nn.Module], why: str) -> CaptureError:
-    return CaptureError(
-        f"{_describe(node, modules)}: {why}; no exact integer form. Supported: {SUPPORTED}"
-    )
+def _unsupported(
+    node: fx.Node, modules: dict[str, nn.Module], why: str, listing: bool = False
+) -> CaptureError:
+    """The error for ``node``: what it is, where it came from, why it has no exact integer
+    form (and, for an op with no rule at all, what is supported)."""
+    tail = f". Supported: {SUPPORTED}" if listing else ""
+    return CaptureError(f"{_describe(node, modules)}: {why}; no exact integer form{tail}")
 
 
 class _Tracer(fx.Tracer):
@@ -356,19 +359,21 @@ class _Converter:
             module = self.modules[str(node.target)]
             rule = next((r for cls, r in MODULE_RULES if isinstance(module, cls)), None)
             if rule is None:
-                raise _unsupported(node, self.modules, "a module type with no rule")
+                raise _unsupported(node, self.modules, "a module type with no rule", listing=True)
             return rule(self, node, module)
         if node.op == "call_function":
             rule = FUNCTION_RULES.get(node.target)
             if rule is None:
-                raise _unsupported(node, self.modules, "a function with no rule")
+                raise _unsupported(node, self.modules, "a function with no rule", listing=True)
             return rule(self, node)
         if node.op == "call_method":
             rule = METHOD_RULES.get(str(node.target))
             if rule is None:
-                raise _unsupported(node, self.modules, "a method with no rule")
+                raise _unsupported(node, self.modules, "a method with no rule", listing=True)
             return rule(self, node)
-        raise _unsupported(node, self.modules, "a parameter or attribute read in forward")
+        raise _unsupported(
+            node, self.modules, "a parameter or attribute read in forward", listing=True
+        )
 
     # -- shared pieces ------------------------------------------------------------------
 
@@ -416,8 +421,9 @@ class _Converter:
             raise _unsupported(
                 node,
                 self.modules,
-                f"adds operands with scales {sx} and {sy}; an exact integer add needs equal "
-                "scales (lsq learns one step per quantizer, climbq and uniform share R/n)",
+                f"a residual add of operands with scales {sx} and {sy}; an exact integer add "
+                "needs equal scales (lsq learns one step per quantizer, climbq and uniform share "
+                "R/n)",
             )
         if self.b.shape(x) != self.b.shape(y):
             raise _unsupported(
