@@ -15,6 +15,8 @@ quantization tool writes and that ONNX Runtime fuses into ``QLinearConv`` / ``QL
   :func:`bench.plain_int8._conv_output_multipliers`);
 - ``Add``: DQ both inputs, ``Add`` (ReLU fused when it is the only consumer), Q; any other
   ``Relu``: DQ, ``Relu``, Q;
+- ``MaxPool``: DQ, ``MaxPool`` (torch's kernel, strides and pads), Q at the input's zero point;
+  ``Concat``: DQ each input, ``Concat`` on channels, Q (ONNX Runtime's ``QLinearConcat``);
 - ``GlobalSumPool``: DQ, ``GlobalAveragePool``, Q (int8); the head: DQ of int8 per-channel
   weights, ``MatMul``, float logits.
 
@@ -33,11 +35,13 @@ from bench.plain_int8 import INPUT_SCALE, _conv_output_multipliers
 from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     Linear,
+    MaxPool,
     Relu,
     ThresholdAct,
 )
@@ -147,6 +151,20 @@ def write_plain_int8_onnx(graph: Graph) -> onnx.ModelProto:
             quantize(node.output, y, fused)
             if fused:
                 alias_relus(node.output)
+        elif isinstance(node, MaxPool):
+            k, s, p = node.kernel, node.stride, node.padding
+            pooled = op(
+                "MaxPool",
+                [dq(node.inputs[0])],
+                f"{node.output}/pool",
+                kernel_shape=[k, k],
+                strides=[s, s],
+                pads=[p] * 4,
+            )
+            quantize(node.output, pooled, relu=q8[node.inputs[0]][2] == low)
+        elif isinstance(node, Concat):
+            joined = op("Concat", [dq(n) for n in node.inputs], f"{node.output}/concat", axis=1)
+            quantize(node.output, joined, relu=all(q8[n][2] == low for n in node.inputs))
         elif isinstance(node, GlobalSumPool):
             pooled = op("GlobalAveragePool", [dq(node.inputs[0])], f"{node.output}/pool")
             quantize(node.output, pooled)

@@ -12,8 +12,10 @@ quantization, the form the LiteRT converter's int8 PTQ emits), written by the sa
   (``M_c`` spreads the channel's threshold range over the int8 range);
 - ``Add`` an int8 ``ADD`` (ReLU fused when it is the only consumer; an activation after it
   is the ADD's own requantization), any other ``Relu`` a ``MAXIMUM`` with 0;
-  ``GlobalSumPool`` an int8 ``MEAN``; the head an int8 ``FULLY_CONNECTED`` with per-channel
-  weights.
+  ``MaxPool`` an int8 ``MAX_POOL_2D`` with the product's explicit padding
+  (:func:`~climbq_deploy.targets.tflite.pooling.max_pool_2d`); ``Concat`` an int8
+  ``CONCATENATION`` (one scale); ``GlobalSumPool`` an int8 ``MEAN``; the head an int8
+  ``FULLY_CONNECTED`` with per-channel weights.
 
 The numbers are realistic in range but the model is not trained for uniform activations, so
 its accuracy is meaningless: it exists to time the ClimbQ models against
@@ -30,15 +32,18 @@ import numpy as np
 from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     Linear,
+    MaxPool,
     Relu,
     ThresholdAct,
 )
 from climbq_deploy.targets.tflite.builder import ModelBuilder
+from climbq_deploy.targets.tflite.pooling import max_pool_2d
 
 INPUT_SCALE = 1.0 / 32
 ACT_SCALE = 1.0  # every int8 activation tensor: scale 1, zero point 0
@@ -130,6 +135,14 @@ def write_plain_int8(graph: Graph, batch: int = 1, conv_writer: Callable | None 
             index[node.output] = out
             if fused:
                 alias_relus(node.output, out)
+        elif isinstance(node, MaxPool):  # every int8 activation has scale 1, zero point 0
+            index[node.output] = max_pool_2d(
+                b, graph, node, index[node.inputs[0]], "int8", batch, node.output
+            )
+        elif isinstance(node, Concat):
+            out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
+            b.add_operator("CONCATENATION", [index[n] for n in node.inputs], [out], axis=3)
+            index[node.output] = out
         elif isinstance(node, GlobalSumPool):
             out = b.add_tensor(node.output, shape(node.output), "int8", **act_q)
             axes = b.add_tensor(

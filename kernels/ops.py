@@ -200,6 +200,57 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total.astype(np.int32)
 
 
+def max_pool(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """``y[n, i, j, c] = max_{0 <= a, b < k} x[n, s i + a - p, s j + b - p, c]`` over the
+    positions inside the input (torch's ``max_pool2d``: padding is -inf, it never wins).
+
+    Inputs: integer NHWC ``x``; ``kernel`` ``k >= 1``, ``stride`` ``s >= 1``, ``padding``
+    ``0 <= p <= k // 2`` (so every window holds at least one input position). Output: the
+    same dtype, ``H_out = (H + 2 p - k) // s + 1`` (floor, no ceil mode), likewise ``W_out``.
+    Exact: a max of integers, computed in the input's dtype (the padding is the dtype's
+    smallest value, which a window's real values are never below).
+    """
+    n, h, w, c = x.shape
+    if not (kernel >= 1 and stride >= 1 and 0 <= padding <= kernel // 2):
+        raise KernelError(
+            f"max_pool: kernel {kernel}, stride {stride}, padding {padding} need kernel >= 1, "
+            "stride >= 1 and 0 <= padding <= kernel // 2"
+        )
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    if ho < 1 or wo < 1:
+        raise KernelError(
+            f"max_pool: kernel {kernel} is larger than the padded input {h}x{w} (padding {padding})"
+        )
+    if x.dtype.kind not in "iu":
+        raise KernelError(f"max_pool: integer input expected, got {x.dtype}")
+    floor = np.iinfo(x.dtype).min
+    padded = np.pad(
+        x,
+        ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+        constant_values=floor,
+    )
+    out = np.full((n, ho, wo, c), floor, x.dtype)
+    for a in range(kernel):
+        for b in range(kernel):
+            window = padded[
+                :, a : a + stride * (ho - 1) + 1 : stride, b : b + stride * (wo - 1) + 1 : stride
+            ]
+            np.maximum(out, window, out=out)
+    return out
+
+
+def concat(xs: list[np.ndarray]) -> np.ndarray:
+    """``y[n, h, w, :] = (x_1[n, h, w, :], ..., x_k[n, h, w, :])``: integer NHWC tensors of
+    equal batch and spatial shape joined along channels in order (``torch.cat(dim=1)`` in
+    NCHW); equal scales are the program's contract, so no value changes. Output: the widest
+    input dtype."""
+    if not xs or any(x.shape[:-1] != xs[0].shape[:-1] for x in xs):
+        raise KernelError(
+            f"concat: inputs must share batch and spatial shape, got {[x.shape for x in xs]}"
+        )
+    return np.concatenate(xs, axis=-1)
+
+
 def global_sum_pool(x: np.ndarray) -> np.ndarray:
     """``s[n, c] = sum_{h, w} x[n, h, w, c]`` in int64 (bounded by the bounds pass)."""
     return x.astype(np.int64).sum(axis=(1, 2))

@@ -61,6 +61,8 @@ REFERENCE_KERNELS: dict[type[Node], Kernel] = {
     ),
     ir.Relu: lambda node, x, graph: ops.relu(x[0]),
     ir.Add: lambda node, x, graph: ops.add(x[0], x[1]),
+    ir.MaxPool: lambda node, x, graph: ops.max_pool(x[0], node.kernel, node.stride, node.padding),
+    ir.Concat: lambda node, x, graph: ops.concat(x),
     ir.GlobalSumPool: lambda node, x, graph: ops.global_sum_pool(x[0]),
     ir.Linear: lambda node, x, graph: ops.linear(
         x[0], node.weight, node.bias, _input_scale(node, graph)

@@ -58,3 +58,29 @@ def test_plain_int8_mobilenetv2_has_depthwise_convs() -> None:
     graph = lower(capture(model, MEAN, STD, (8, 8, 3), input_bits=16))
     ops, logits = _ops_and_run(write_plain_int8(graph), "ref")
     assert "DEPTHWISE_CONV_2D" in ops and ops <= PLAIN_OPS and logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("case", ["k3s2p1-even", "k3s2p1-odd-signed", "concat"])
+def test_plain_int8_yardsticks_pool_and_concat_in_int8(case: str) -> None:
+    """A program with a max pool or a concat: the LiteRT yardstick runs them as int8
+    MAX_POOL_2D (explicit padding: PAD after a ReLU, copied edges before signed codes) and
+    CONCATENATION, the ONNX one as DQ -> MaxPool / Concat -> Q, and both run."""
+    from tests.pool_concat_programs import program
+
+    graph = program(case)
+    ops, logits = _ops_and_run(write_plain_int8(graph), "xnnpack")
+    moved = {"CONCATENATION"} if case == "concat" else {"MAX_POOL_2D"}
+    padding = {"k3s2p1-even": {"PAD"}, "k3s2p1-odd-signed": {"SLICE", "CONCATENATION"}}
+    assert ops <= PLAIN_OPS | moved | padding.get(case, set()) and moved <= ops
+    assert logits.shape == (1, 5) and logits.dtype == np.int8
+    ort = pytest.importorskip("onnxruntime")
+    from bench.onnx_plain_int8 import write_plain_int8_onnx
+
+    model = write_plain_int8_onnx(graph)
+    types = {n.op_type for n in model.graph.node}
+    assert ("Concat" if case == "concat" else "MaxPool") in types
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    size = graph.tensors[graph.input].shape[0]
+    x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+    (out,) = session.run(["logits"], {"input": x})
+    assert out.shape == (2, 5) and np.isfinite(out).all()

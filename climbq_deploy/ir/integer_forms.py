@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from climbq_deploy.errors import LoweringError
-from climbq_deploy.ir.graph import Add, Graph, IntConv, Node, Relu, ThresholdAct
+from climbq_deploy.ir.graph import (
+    Add,
+    Concat,
+    Graph,
+    IntConv,
+    MaxPool,
+    Node,
+    Relu,
+    ThresholdAct,
+)
 
 __all__ = [
     "FLOAT32_EXACT",
@@ -261,17 +270,28 @@ def _add_step(node: Add, steps: dict[str, int]) -> int:
     return math.gcd(*(steps.get(n, 1) for n in node.inputs)) or 1
 
 
+def _max_pool_step(node: MaxPool, steps: dict[str, int]) -> int:
+    return steps.get(node.inputs[0], 1)  # a max of multiples of m is one of them
+
+
+def _concat_step(node: Concat, steps: dict[str, int]) -> int:
+    return math.gcd(*(steps.get(n, 1) for n in node.inputs)) or 1
+
+
 VALUE_STEP_RULES: dict[type[Node], Callable[[Node, dict[str, int]], int]] = {
     ThresholdAct: _act_step,
     Relu: _relu_step,
     Add: _add_step,
+    MaxPool: _max_pool_step,
+    Concat: _concat_step,
 }
 
 
 def value_steps(graph: Graph) -> dict[str, int]:
     """For each integer tensor, an ``m`` with every value a multiple of ``m``:
-    ``mult * count + offset`` gives ``gcd(mult, offset)``, ReLU keeps it (0 is a multiple), an
-    add takes the gcd of its inputs (:data:`VALUE_STEP_RULES`); tensors of other ops are absent
+    ``mult * count + offset`` gives ``gcd(mult, offset)``, ReLU keeps it (0 is a multiple), as
+    does max pool (a max is one of its values), an add or a concat takes the gcd of its inputs
+    (:data:`VALUE_STEP_RULES`); tensors of other ops are absent
     (step 1)."""
     steps: dict[str, int] = {}
     for node in graph.nodes:

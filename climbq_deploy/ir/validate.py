@@ -5,13 +5,15 @@ kernel sees it. It refuses, with an :class:`ArtifactError` naming the node or te
 bad value, anything a corrupt or crafted file could carry:
 
 - **wiring**: unique node names, each tensor written once, read after it is written, the op's
-  number of inputs, exactly one ``input_quant`` (the only reader of the uint8 image), only
-  integer ops and the head;
+  number of inputs (at least two for ``concat``), exactly one ``input_quant`` (the only reader
+  of the uint8 image), only integer ops and the head;
 - **tensor specs**: dtype, shape ``(H, W, C)`` or ``(C,)`` of positive sizes (at most
   ``2**31 - 1`` elements), the channel axis last (the kernels are channels-last), a finite
   positive scale, bounds ``lo <= hi`` that the storage dtype holds;
 - **shapes and dtypes** of every node's arrays against its tensors (conv arithmetic
-  ``H_out = (H + 2 p - k) // s + 1``, groups dividing the channels, thresholds ``(C, n)``);
+  ``H_out = (H + 2 p - k) // s + 1``, groups dividing the channels, thresholds ``(C, n)``;
+  max pool ``k, s >= 1``, ``0 <= p <= k // 2`` as torch, the same output rule; concat inputs
+  of equal scale and ``(H, W)``, output channels their sum);
 - **values**: conv weights on their ``mult * code + offset`` grid with ``code < 2**bits``,
   thresholds sorted along the levels and inside int32, directions in ``{-1, 0, 1}``,
   requantization shifts None or ``(C,)`` in ``0..31``, finite
@@ -36,12 +38,14 @@ from climbq_deploy.ir.graph import (
     INT_DTYPES,
     UINT8,
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     IntLinear,
     Linear,
+    MaxPool,
     Node,
     Relu,
     TensorSpec,
@@ -245,11 +249,12 @@ class _Checker:
         inputs = node.inputs
         if (
             not isinstance(inputs, tuple)
-            or len(inputs) != rule.arity
+            or not (len(inputs) >= rule.arity if rule.variadic else len(inputs) == rule.arity)
             or not all(isinstance(name, str) for name in inputs)
         ):
+            least = "at least " if rule.variadic else ""
             raise self.fail(
-                f"node {node.name!r}: {node.op} takes {rule.arity} input "
+                f"node {node.name!r}: {node.op} takes {least}{rule.arity} input "
                 f"tensor names, got {inputs!r}"
             )
         for name in inputs:
@@ -427,6 +432,63 @@ def _add(c: _Checker, node: Add) -> None:
     c.produced(node, (alo + blo, ahi + bhi))
 
 
+def _max_pool(c: _Checker, node: MaxPool) -> None:
+    """``k >= 1``, ``s >= 1``, ``0 <= p <= k // 2`` (torch's limit: every window then holds an
+    input position), ``k <= H + 2 p`` and ``W + 2 p``; output ``((H + 2 p - k) // s + 1,
+    (W + 2 p - k) // s + 1, C)`` of the input's scale and bounds."""
+    spec, bounds = c.integer_input(node)
+    if len(spec.shape) != 3:
+        raise c.fail(
+            f"node {node.name!r}: max pool input {spec.name!r} must be (H, W, C), got {spec.shape}"
+        )
+    h, w, channels = spec.shape
+    kernel = c.integer(node, "kernel", 1, INT32_MAX)
+    stride = c.integer(node, "stride", 1, INT32_MAX)
+    padding = c.integer(node, "padding", 0, kernel // 2)
+    if h + 2 * padding < kernel or w + 2 * padding < kernel:
+        raise c.fail(
+            f"node {node.name!r}: kernel {kernel}x{kernel} is larger than the padded input "
+            f"{h}x{w} (padding {padding})"
+        )
+    _same_scale(c, node, [spec])
+    shape = ((h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
+    c.same_shape(node, (*shape, channels))
+    c.produced(node, bounds)
+
+
+def _concat(c: _Checker, node: Concat) -> None:
+    """Inputs ``(H, W, C_i)`` of one scale; output ``(H, W, sum C_i)`` of that scale, bounds
+    ``[min lo_i, max hi_i]``."""
+    ins = [c.integer_input(node, i) for i in range(len(node.inputs))]
+    specs = [spec for spec, _ in ins]
+    first = specs[0]
+    if any(len(spec.shape) != 3 or spec.shape[:2] != first.shape[:2] for spec in specs):
+        listed = ", ".join(f"{spec.name!r} {spec.shape}" for spec in specs)
+        raise c.fail(
+            f"node {node.name!r}: concat inputs must be (H, W, C) of equal H and W, got {listed}"
+        )
+    _same_scale(c, node, specs)
+    c.same_shape(node, (*first.shape[:2], sum(spec.shape[2] for spec in specs)))
+    c.produced(node, (min(lo for _, (lo, _) in ins), max(hi for _, (_, hi) in ins)))
+
+
+def _same_scale(c: _Checker, node: Node, specs: list[TensorSpec]) -> None:
+    """The inputs' and the output's scales are equal (relative 1e-9: the same quantizer step
+    computed twice), so the op moves integers without changing what they mean."""
+    out = c.graph.tensors[node.output]
+    scales = [spec.scale for spec in specs] + [out.scale]
+    ref = scales[0]
+    if any(
+        (s is None) != (ref is None)
+        or (s is not None and ref is not None and not math.isclose(s, ref, rel_tol=1e-9))
+        for s in scales
+    ):
+        listed = ", ".join(f"{t.name!r} {t.scale}" for t in [*specs, out])
+        raise c.fail(
+            f"node {node.name!r}: {node.op} needs one scale for its inputs and output, got {listed}"
+        )
+
+
 def _global_sum_pool(c: _Checker, node: GlobalSumPool) -> None:
     spec, (lo, hi) = c.integer_input(node)
     if len(spec.shape) != 3:
@@ -481,11 +543,13 @@ def _head_shapes(c: _Checker, node: Linear | IntLinear, weight: np.ndarray) -> N
 
 
 class OpRule(NamedTuple):
-    """How :func:`validate_program` checks one op: its number of input tensors and the check
-    of its arrays, shapes and bounds (``check(checker, node)``)."""
+    """How :func:`validate_program` checks one op: its number of input tensors (``variadic``:
+    at least that many), and the check of its arrays, shapes and bounds
+    (``check(checker, node)``)."""
 
     arity: int
     check: Callable[[_Checker, Any], None]
+    variadic: bool = False
 
 
 PROGRAM_OPS: dict[type[Node], OpRule] = {
@@ -494,6 +558,8 @@ PROGRAM_OPS: dict[type[Node], OpRule] = {
     ThresholdAct: OpRule(1, _threshold_act),
     Relu: OpRule(1, _relu),
     Add: OpRule(2, _add),
+    MaxPool: OpRule(1, _max_pool),
+    Concat: OpRule(2, _concat, variadic=True),
     GlobalSumPool: OpRule(1, _global_sum_pool),
     Linear: OpRule(1, _linear),
     IntLinear: OpRule(1, _int_linear),

@@ -28,6 +28,10 @@ Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
   ``Mul`` by ``d`` where the value is not a conv output).
 - ``Relu``: ``Relu``. ``Add``: ``Add`` with each int8-bounded input behind a Q/DQ pair (scale 1;
   TensorRT runs the residual add on int8 inputs). All values stay integers below 2**24.
+- ``MaxPool``: ONNX ``MaxPool`` with torch's kernel, strides and explicit symmetric ``pads``
+  (ONNX Runtime and TensorRT never pick a padded position: it is -inf, as in torch), the
+  input behind a Q/DQ pair where int8-bounded (TensorRT pools int8); a max of integers is
+  exact. ``Concat``: ``Concat`` on the channel axis (1 in NCHW), float32 integers as they are.
 - ``GlobalSumPool``: ``ReduceSum`` over H, W (float32, exact below 2**24).
 - head, ``logits = (P @ W^T) * u + b`` with ``P`` the pool sums and ``u`` their unit:
   ``Linear``: float32 ``MatMul``; ``IntLinear`` (int8 head): ``DequantizeLinear`` of the int8
@@ -54,12 +58,14 @@ from onnx import TensorProto, helper, numpy_helper
 from climbq_deploy.errors import ArtifactError, ConfigError, LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     IntLinear,
     Linear,
+    MaxPool,
     Node,
     Relu,
     ThresholdAct,
@@ -280,6 +286,25 @@ def _add(e: _Emit, node: Add) -> None:
     e.b.op("Add", ins, node.output)
 
 
+def max_pool_op(e: _Emit, node: MaxPool, x: str) -> None:
+    """``MaxPool`` of ``x`` (NCHW) written to ``node.output``: kernel ``k x k``, strides
+    ``s``, pads ``p`` on each side, floor output size (``ceil_mode`` 0), as torch."""
+    k, s, p = node.kernel, node.stride, node.padding
+    e.b.op("MaxPool", [x], node.output, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+
+
+def _max_pool(e: _Emit, node: MaxPool) -> None:
+    """``MaxPool``, the input behind a Q/DQ pair where int8-bounded (TensorRT pools int8)."""
+    name = node.inputs[0]
+    lo, hi = e.graph.tensors[name].bounds or (-(2**31), 2**31)
+    x = e.qdq(name) if INT8[0] <= lo and hi <= INT8[1] else None
+    max_pool_op(e, node, x or name)
+
+
+def _concat(e: _Emit, node: Concat) -> None:
+    e.b.op("Concat", list(node.inputs), node.output, axis=1)
+
+
 def _global_sum_pool(e: _Emit, node: GlobalSumPool) -> None:
     axes = e.b.const(f"{node.output}/axes", np.array([2, 3], np.int64))
     e.b.op("ReduceSum", [node.inputs[0], axes], node.output, keepdims=0)
@@ -298,6 +323,8 @@ ONNX_EMITTERS: dict[type, Callable[[_Emit, object], None]] = {
     ThresholdAct: _threshold_act,
     Relu: _relu,
     Add: _add,
+    MaxPool: _max_pool,
+    Concat: _concat,
     GlobalSumPool: _global_sum_pool,
     Linear: _linear,
     IntLinear: _linear,

@@ -43,8 +43,8 @@ sign-sum.
 **Measured rule** (``form="ort"``, ``bench/onnx_latency.py``): int8 duplicate-channel for
 layers with ``n <= ORT_DUP_MAX_LEVELS`` thresholds, sign-sum otherwise.
 
-In every form here the residual ``Add`` and ``Relu`` are float32 on integers (exact below
-2**24): no Q/DQ pairs, which ONNX Runtime would only dequantize again.
+In every form here the residual ``Add``, ``Relu``, ``MaxPool`` and ``Concat`` are float32 on
+integers (exact below 2**24): no Q/DQ pairs, which ONNX Runtime would only dequantize again.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from collections.abc import Callable
 import numpy as np
 
 from climbq_deploy.errors import LoweringError
-from climbq_deploy.ir.graph import Add, IntConv, ThresholdAct
+from climbq_deploy.ir.graph import Add, IntConv, MaxPool, ThresholdAct
 from climbq_deploy.ir.integer_forms import (
     FLOAT32_EXACT,
     partial_sum_bound,
@@ -223,10 +223,16 @@ def _float_add(e, node: Add) -> None:
     e.b.op("Add", list(node.inputs), node.output)
 
 
+def _float_max_pool(e, node: MaxPool) -> None:
+    from climbq_deploy.targets.tensorrt.export import max_pool_op
+
+    max_pool_op(e, node, node.inputs[0])
+
+
 def form_emitters(form: str, base: dict[type, Callable]) -> dict[type, Callable]:
-    """:data:`~.export.ONNX_EMITTERS` with the conv layers and adds of ``form``."""
+    """:data:`~.export.ONNX_EMITTERS` with the conv layers, adds and max pools of ``form``."""
     layer = {"sign_sum": sign_sum_layer, "int8_dup": int8_dup_layer, "ort": ort_layer}[form]
-    return {**base, ConvLayer: layer, Add: _float_add}
+    return {**base, ConvLayer: layer, Add: _float_add, MaxPool: _float_max_pool}
 
 
 __all__ = ["ORT_DUP_MAX_LEVELS", "ORT_FORMS", "clamped_thresholds", "form_emitters"]

@@ -32,6 +32,7 @@ SUPPORTED_OPS = frozenset(
     {
         "Add",
         "Cast",
+        "Concat",
         "Conv",
         "DequantizeLinear",
         "Div",
@@ -39,6 +40,7 @@ SUPPORTED_OPS = frozenset(
         "Gemm",
         "GreaterOrEqual",
         "MatMul",
+        "MaxPool",
         "Mul",
         "QuantizeLinear",
         "ReduceSum",

@@ -323,6 +323,11 @@ _OPS: dict[str, tuple[int, int, _OptionsFactory | None]] = {
         schema.BuiltinOptions.PadOptions,
         _empty(schema.PadOptionsT),
     ),
+    "SLICE": (
+        schema.BuiltinOperator.SLICE,
+        schema.BuiltinOptions.SliceOptions,
+        _empty(schema.SliceOptionsT),
+    ),
 }
 OPS: tuple[str, ...] = tuple(_OPS)
 CUSTOM = "CUSTOM"  # the op name of add_operator for a custom operator (see its doc)
@@ -492,7 +497,8 @@ class ModelBuilder:
         - SUM / MEAN: ``keep_dims`` (default False; the axes are the second input);
         - RESHAPE: ``new_shape`` (optional; the shape may instead be the second input);
         - CONCATENATION: ``axis`` (required), ``fused_activation``;
-        - MAXIMUM, MINIMUM, GREATER_EQUAL, CAST, QUANTIZE, DEQUANTIZE, RELU, PAD: none;
+        - MAXIMUM, MINIMUM, GREATER_EQUAL, CAST, QUANTIZE, DEQUANTIZE, RELU, PAD, SLICE (begin
+          and size are its second and third inputs): none;
         - CUSTOM (:data:`CUSTOM`): ``custom_code`` (required, the operator's name, e.g.
           ``"CLIMBQ_CONV_COUNT"``) and ``custom_options`` (bytes, default empty), stored as is.
         """

@@ -21,6 +21,14 @@ Mapping of each IR op (batch fixed at export, NHWC):
   against int32 thresholds (exact: float32 holds every partial sum). Only where partial sums
   reach 2**24 does the int16 conv requantize with a per-channel shift (the "tflite flavour").
 - ``Relu``: MAXIMUM with 0; ``Add``: int32 ADD; both exact.
+- ``MaxPool``: LiteRT has no int32 MAX_POOL_2D, so CAST to int8 / int16 (scale 1, zero point
+  0) / float32, whichever first holds the input's bounds exactly
+  (:func:`~.pooling.pool_dtype`), an explicit pad then a VALID MAX_POOL_2D
+  (:func:`~.pooling.max_pool_2d`), CAST back to int32. TFLite's SAME padding is not torch's
+  (k3 s2 on an even input pads only the bottom/right there, both sides in torch), so the pad
+  is written out: zeros when the input's lower bound is ``lo >= 0``, else the edge row and
+  column repeated; neither changes a window's max.
+- ``Concat``: int32 CONCATENATION along channels (equal scales: the integers as they are).
 - ``GlobalSumPool``: SUM over H, W in int32; float head: CAST to float32, MUL by the pool
   unit, FULLY_CONNECTED float32.
 
@@ -38,11 +46,13 @@ import numpy as np
 from climbq_deploy.errors import ArtifactError, LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     Linear,
+    MaxPool,
     Relu,
     ThresholdAct,
 )
@@ -62,6 +72,7 @@ from climbq_deploy.targets.tflite.flavour import (
     input_width,
     thresholds_fit_int16,
 )
+from climbq_deploy.targets.tflite.pooling import max_pool_2d, pool_dtype
 from climbq_deploy.targets.tflite.reader import METADATA_NAME, read_program_bytes
 
 __all__ = [
@@ -180,6 +191,25 @@ def _add(e: _Emit, node: Add) -> None:
     e.index[node.output] = out
 
 
+def _max_pool(e: _Emit, node: MaxPool) -> None:
+    """CAST the int32 input to :func:`pool_dtype`, :func:`max_pool_2d`, CAST back to int32."""
+    dtype = pool_dtype(e.graph, node)
+    quant = {"scale": 1.0, "zero_point": 0} if dtype != "float32" else {}
+    x = e.b.add_tensor(f"{node.output}/input_{dtype}", e.shape(node.inputs[0]), dtype, **quant)
+    e.b.add_operator("CAST", [e.index[node.inputs[0]]], [x])
+    pooled = max_pool_2d(e.b, e.graph, node, x, dtype, e.batch, f"{node.output}/{dtype}")
+    out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
+    e.b.add_operator("CAST", [pooled], [out])
+    e.index[node.output] = out
+
+
+def _concat(e: _Emit, node: Concat) -> None:
+    """int32 CONCATENATION along channels (axis 3 of NHWC)."""
+    out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
+    e.b.add_operator("CONCATENATION", [e.index[n] for n in node.inputs], [out], axis=3)
+    e.index[node.output] = out
+
+
 def _global_sum_pool(e: _Emit, node: GlobalSumPool) -> None:
     out = e.b.add_tensor(node.output, e.shape(node.output), "int32")
     axes = e.b.add_tensor(f"{node.output}/axes", (2,), "int32", data=np.array([1, 2], np.int32))
@@ -215,6 +245,8 @@ TFLITE_EMITTERS: dict[type, Callable[[_Emit, object], None]] = {
     ThresholdAct: _threshold_act,
     Relu: _relu,
     Add: _add,
+    MaxPool: _max_pool,
+    Concat: _concat,
     GlobalSumPool: _global_sum_pool,
     Linear: _linear,
 }

@@ -39,6 +39,13 @@ were measured on LiteRT 2.3 / XNNPACK (see :data:`COSTS`).
 
 Tensors travel between layers as float32 (codes as exact float integers) or int8 (scale 1,
 zero point 0): ``QUANTIZE`` / ``DEQUANTIZE`` convert exactly (integers within int8).
+
+``MaxPool`` and ``Concat`` move integers without arithmetic, so they keep the view they get:
+int8 (XNNPACK runs int8 MAX_POOL_2D and CONCATENATION; equal scale 1 and zero point 0, so
+neither requantizes) wherever the values fit int8 and an input is int8 already (a max pool
+also when its input has no float view yet), which keeps them int8 between fused ops; else
+float32 (exact: integers below 2**24); else int32 (a concat; no LiteRT pool takes int32).
+The pool's padding is explicit (:func:`~.pooling.max_pool_2d`: torch's is not TFLite's SAME).
 """
 
 from __future__ import annotations
@@ -50,11 +57,13 @@ import numpy as np
 from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
     Linear,
+    MaxPool,
     Relu,
     ThresholdAct,
 )
@@ -68,6 +77,7 @@ from climbq_deploy.ir.integer_forms import (
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 from climbq_deploy.targets.tflite import export as int16_form
 from climbq_deploy.targets.tflite.flavour import float_conv_is_exact, input_type
+from climbq_deploy.targets.tflite.pooling import max_pool_2d
 
 __all__ = ["COSTS", "FORMS", "LayerCost", "choose_forms", "write_fast_tflite"]
 
@@ -770,6 +780,46 @@ def _add(e: _FastEmit, node: Add) -> None:
     e.floats[node.output] = out
 
 
+def _float_exact(graph: Graph, name: str) -> bool:
+    lo, hi = _bound(graph, name)
+    return max(-lo, hi) < FLOAT32_EXACT
+
+
+def _max_pool(e: _FastEmit, node: MaxPool) -> None:
+    """MAX_POOL_2D (explicit pad, :func:`~.pooling.max_pool_2d`) in int8 where the values fit
+    int8 and the input is int8 already or has no float view, else in float32 (exact below
+    2**24); wider values are the int16 form's to refuse (:func:`~.pooling.pool_dtype`)."""
+    x = node.inputs[0]
+    if _fits_int8(e.graph, x) and (x in e.int8s or x not in e.floats):
+        view, dtype, held = e.int8_view(x), "int8", e.int8s
+    elif _float_exact(e.graph, x):
+        view, dtype, held = e.float_view(x), "float32", e.floats
+    else:
+        e.int32_view(x)
+        int16_form._max_pool(e, node)
+        return
+    held[node.output] = max_pool_2d(e.b, e.graph, node, view, dtype, e.batch, node.output)
+
+
+def _concat(e: _FastEmit, node: Concat) -> None:
+    """CONCATENATION along channels: int8 where the result fits int8 and an input is int8
+    already (the others QUANTIZEd, exactly), else float32 (exact below 2**24), else int32."""
+    ins, t = node.inputs, e.graph
+    if _fits_int8(t, node.output) and any(n in e.int8s for n in ins):
+        views, dtype, held = [e.int8_view(n) for n in ins], "int8", e.int8s
+    elif _float_exact(t, node.output):
+        views, dtype, held = [e.float_view(n) for n in ins], "float32", e.floats
+    else:
+        for n in ins:
+            e.int32_view(n)
+        int16_form._concat(e, node)
+        return
+    quant = {"scale": 1.0, "zero_point": 0} if dtype == "int8" else {}
+    out = e.b.add_tensor(node.output, e.shape(node.output), dtype, **quant)
+    e.b.add_operator("CONCATENATION", views, [out], axis=3)
+    held[node.output] = out
+
+
 def _global_sum_pool(e: _FastEmit, node: GlobalSumPool) -> None:
     out = e.b.add_tensor(node.output, e.shape(node.output), "float32")
     axes = e.const(f"{node.output}/axes", np.array([1, 2]), "int32")
@@ -814,6 +864,8 @@ FAST_EMITTERS = {
     ThresholdAct: _threshold_act,
     Relu: _relu,
     Add: _add,
+    MaxPool: _max_pool,
+    Concat: _concat,
     GlobalSumPool: _global_sum_pool,
     Linear: _linear,
 }

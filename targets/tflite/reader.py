@@ -83,11 +83,13 @@ FLOAT32, INT32, INT16 = 0, 2, 7
 # ADD with an absent input). A writer that starts using another operator adds it here.
 WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     0: ("ADD", 2, 2, ()),
+    2: ("CONCATENATION", 1, 2**16, ()),
     3: ("CONV_2D", 3, 3, (2,)),
     6: ("DEQUANTIZE", 1, 1, ()),
     8: ("FLOOR", 1, 1, ()),
     4: ("DEPTHWISE_CONV_2D", 3, 3, (2,)),
     9: ("FULLY_CONNECTED", 3, 3, (2,)),
+    17: ("MAX_POOL_2D", 1, 1, ()),
     18: ("MUL", 2, 2, ()),
     19: ("RELU", 1, 1, ()),
     22: ("RESHAPE", 1, 2, ()),
@@ -97,6 +99,7 @@ WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     114: ("QUANTIZE", 1, 1, ()),
     53: ("CAST", 1, 1, ()),
     55: ("MAXIMUM", 2, 2, ()),
+    65: ("SLICE", 3, 3, ()),
     62: ("GREATER_EQUAL", 2, 2, ()),
     74: ("SUM", 2, 2, ()),
     90: ("FLOOR_DIV", 2, 2, ()),

@@ -163,3 +163,31 @@ def test_backends_without_an_entry_refuse_the_op_clearly() -> None:
         LoweringError, match=r"op 'clamp_min' \('clamp_src'\) has no TFLite form yet"
     ):
         write_tflite(graph)
+
+
+def test_every_op_of_a_lowered_program_has_an_entry_in_every_op_table() -> None:
+    """Each class of :data:`INTEGER_OPS` and :data:`HEAD_OPS` is validated, run by the
+    reference, bounded and written by every target (a conv and its count are one
+    :class:`ConvLayer` there; the heads have no bounds rule, the float TFLite head only)."""
+    from climbq_deploy.ir.graph import HEAD_OPS, INTEGER_OPS, OPS, Concat, MaxPool
+    from climbq_deploy.ir.layers import ConvLayer
+    from climbq_deploy.ir.validate import PROGRAM_OPS
+
+    program = {OPS[op] for op in INTEGER_OPS + HEAD_OPS}
+    assert {MaxPool, Concat} <= program
+    assert program == set(PROGRAM_OPS)
+    assert program <= set(REFERENCE_KERNELS)
+    assert {OPS[op] for op in INTEGER_OPS} == set(BOUND_RULES)
+    layers = (program - {IntConv, ThresholdAct}) | {ConvLayer, ThresholdAct}
+    pytest.importorskip("onnx")
+    from climbq_deploy.targets.tensorrt.export import ONNX_EMITTERS
+    from climbq_deploy.targets.tensorrt.ort_forms import form_emitters
+
+    assert set(ONNX_EMITTERS) == layers
+    assert all(set(form_emitters(f, ONNX_EMITTERS)) == layers for f in ("sign_sum", "ort"))
+    pytest.importorskip("ai_edge_litert")
+    from climbq_deploy.targets.tflite.export import TFLITE_EMITTERS
+    from climbq_deploy.targets.tflite.forms import FAST_EMITTERS
+
+    tflite = layers - {OPS["int_linear"]}  # no TFLite form of the integer head yet
+    assert set(TFLITE_EMITTERS) == set(FAST_EMITTERS) == tflite

@@ -173,3 +173,73 @@ def test_input_quant_rounds_half_to_even() -> None:
     got = ops.input_quant(images, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 2.0**-8)
     expected = [round(0 / 255 * 256), round(128 / 255 * 256), 256]
     np.testing.assert_array_equal(got.ravel(), expected)
+
+
+@st.composite
+def pool_case(draw):
+    kernel = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, kernel // 2))
+    h = draw(st.integers(max(1, kernel - 2 * padding), 9))
+    w = draw(st.integers(max(1, kernel - 2 * padding), 9))
+    dtype = draw(st.sampled_from([np.int8, np.int16, np.int32]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return kernel, stride, padding, h, w, dtype, seed
+
+
+@settings(max_examples=80, deadline=None)
+@given(pool_case())
+def test_max_pool_equals_torch_float64(case) -> None:
+    """torch's max_pool2d (padding -inf, floor output size) in float64, on values reaching the
+    dtype's extremes (the kernel pads with the dtype's minimum: a tie with it is harmless)."""
+    kernel, stride, padding, h, w, dtype, seed = case
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (2, h, w, 3), endpoint=True).astype(dtype)
+    x.flat[:: max(1, x.size // 5)] = info.min
+    got = ops.max_pool(x, kernel, stride, padding)
+    expected = (
+        torch.nn.functional.max_pool2d(
+            torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2), kernel, stride, padding
+        )
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected.astype(np.int64))
+
+
+def test_max_pool_by_hand_ignores_padding_on_negative_values() -> None:
+    """k3 s2 p1 on a 4x4 input of negative values: output 2x2, each the max of its window
+    clipped to the input (zero padding would give 0 at every output)."""
+    x = -np.arange(1, 17, dtype=np.int32).reshape(1, 4, 4, 1)  # -1 .. -16, row major
+    got = ops.max_pool(x, 3, 2, 1)[0, :, :, 0]
+    # windows rows/cols {-1..1} x {-1..1} -> x[0:2, 0:2]; {-1..1} x {1..3} -> x[0:2, 1:4] ...
+    assert got.tolist() == [[-1, -2], [-5, -6]]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "match"),
+    [
+        (0, 1, 0, "kernel >= 1"),
+        (3, 0, 1, "stride >= 1"),
+        (3, 2, 2, "padding <= kernel // 2"),
+        (2, 1, -1, "padding"),
+        (7, 1, 1, "larger than the padded input"),
+    ],
+)
+def test_max_pool_refuses_bad_attributes(kernel: int, stride: int, padding: int, match) -> None:
+    with pytest.raises(KernelError, match=match):
+        ops.max_pool(np.zeros((1, 4, 4, 1), np.int32), kernel, stride, padding)
+
+
+def test_concat_joins_channels_in_order() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(-9, 9, (2, 3, 4, c)).astype(np.int32) for c in (1, 3, 2)]
+    got = ops.concat(parts)
+    assert got.shape == (2, 3, 4, 6)
+    for n, i, j in np.ndindex(2, 3, 4):
+        joined = [v for p in parts for v in p[n, i, j].tolist()]
+        assert got[n, i, j].tolist() == joined
+    with pytest.raises(KernelError, match="share batch and spatial shape"):
+        ops.concat([parts[0], parts[1][:, :2]])

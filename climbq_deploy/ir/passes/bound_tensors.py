@@ -6,7 +6,9 @@ Interval arithmetic, per tensor ``[lo, hi]``:
 - int conv, output channel o: ``sum_k max(W_k lo', W_k hi')`` (``lo' = min(lo, 0)``,
   ``hi' = max(hi, 0)`` when zero padding can enter, which bounds every partial sum too);
 - threshold act: ``[offset, mult * n + offset]``; relu: ``[max(lo, 0), max(hi, 0)]``;
-- add: ``[lo1 + lo2, hi1 + hi2]``; global sum pool: ``[H W lo, H W hi]``.
+- add: ``[lo1 + lo2, hi1 + hi2]``; global sum pool: ``[H W lo, H W hi]``;
+- max pool: ``[lo, hi]`` (a max of values in the range; padding never wins); concat:
+  ``[min_i lo_i, max_i hi_i]``.
 
 An accumulator whose bound leaves int32 is refused (``LoweringError`` naming the layer and the
 bound). Storage is the narrowest of int8/int16/int32 holding the range. Thresholds are clamped
@@ -24,10 +26,12 @@ import numpy as np
 from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import (
     Add,
+    Concat,
     GlobalSumPool,
     Graph,
     InputQuant,
     IntConv,
+    MaxPool,
     Node,
     Relu,
     TensorSpec,
@@ -124,6 +128,14 @@ def _add(node: Add, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
     return node, (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
 
 
+def _max_pool(node: MaxPool, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    return node, ins[0]
+
+
+def _concat(node: Concat, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
+    return node, (min(lo for lo, _ in ins), max(hi for _, hi in ins))
+
+
 def _global_sum_pool(node: GlobalSumPool, ins: list[Bounds], graph: Graph) -> tuple[Node, Bounds]:
     h, w, _ = graph.tensors[node.inputs[0]].shape
     return node, (ins[0][0] * h * w, ins[0][1] * h * w)
@@ -136,6 +148,8 @@ BOUND_RULES: dict[type[Node], BoundRule] = {
     ThresholdAct: _threshold_act,
     Relu: _relu,
     Add: _add,
+    MaxPool: _max_pool,
+    Concat: _concat,
     GlobalSumPool: _global_sum_pool,
 }
 """Op class -> its interval rule; ops without one (the float head) pass through unbounded."""
