@@ -5,7 +5,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,tflite,onnx
+EXTRAS := dev,tflite,onnx,vision
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint install

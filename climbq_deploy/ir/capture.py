@@ -436,6 +436,8 @@ class _Converter:
     def concat(self, node: fx.Node, tensors: list[str], dim: int) -> str:
         if dim not in (1, -3):
             raise _unsupported(node, self.modules, f"concatenates on dim {dim}, not channels (1)")
+        if len(tensors) == 1:  # torch.cat of one tensor is that tensor
+            return tensors[0]
         scales = {self.b.tensors[t].scale for t in tensors}
         for t in tensors:
             self.integer(node, t, "concat")
