@@ -255,8 +255,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 def use_global_batchnorm(model: nn.Module) -> nn.Module:
     """Turn every ``nn.BatchNorm2d`` of ``model`` into :class:`GlobalBatchNorm2d` in place
-    (a class swap: parameters, buffers and state-dict keys stay as they are)."""
+    (a class swap: parameters, buffers and state-dict keys stay as they are). A BatchNorm
+    subclass that names its global form in a class attribute ``global_batchnorm`` (the
+    BatchNorm-and-quantizer of :func:`climbq_deploy.quantize`) is swapped for that form."""
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:
             module.__class__ = GlobalBatchNorm2d
+        elif isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlobalBatchNorm2d):
+            global_form = getattr(type(module), "global_batchnorm", None)
+            if global_form is not None:
+                module.__class__ = global_form
     return model

@@ -8,7 +8,14 @@ from climbq_deploy.quant.functional import (
     weight_codes,
     weight_rounding_error,
 )
-from climbq_deploy.quant.layers import ActQuant, QConv2d, QuantContext, quantized_convs
+from climbq_deploy.quant.layers import (
+    ActQuant,
+    BatchNormActQuant,
+    QConv2d,
+    QConv2dAct,
+    QuantContext,
+    quantized_convs,
+)
 from climbq_deploy.quant.quantizers import (
     METHODS,
     ActivationGrid,
@@ -20,7 +27,9 @@ __all__ = [
     "METHODS",
     "ActQuant",
     "ActivationGrid",
+    "BatchNormActQuant",
     "QConv2d",
+    "QConv2dAct",
     "QuantContext",
     "activation_codes",
     "class_scaled_sigma",
