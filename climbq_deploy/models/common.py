@@ -3,6 +3,8 @@ the class-scaling wrapper that sets each forward's sigma."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -73,9 +75,10 @@ class QuantModel(nn.Module):
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def forward(
-        self, x: Tensor, labels: Tensor | None = None, return_features: bool = False
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    @contextmanager
+    def class_scaling(self, x: Tensor, labels: Tensor | None) -> Iterator[None]:
+        """Within the block, the context's sigma is the forward's: ``2 - p_i`` per sample for
+        a ClimbQ training forward given labels (class scaling on), else 2; back to 2 after."""
         scaling = (
             self.training
             and labels is not None
@@ -89,9 +92,15 @@ class QuantModel(nn.Module):
         else:
             self.context.sigma = INFERENCE_SIGMA
         try:
-            feats = self.features(x)
+            yield
         finally:
             self.context.sigma = INFERENCE_SIGMA
+
+    def forward(
+        self, x: Tensor, labels: Tensor | None = None, return_features: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        with self.class_scaling(x, labels):
+            feats = self.features(x)
         logits = self.fc(feats)
         return (logits, feats) if return_features else logits
 
