@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from climbq_deploy import _make_callable
 from climbq_deploy.errors import ConfigError, DataError
 
 TOP1_CHUNK = 256  # images per runner call of the accuracy pass
@@ -241,3 +242,6 @@ def _accuracy(client: Any, path: Path, threads: int, data: str | Path) -> dict[s
             runner.graph, dataset.test_images, predicted
         )
     return found
+
+
+_make_callable(__name__)  # climbq_deploy.bench(...) is climbq_deploy.api.bench (see the package)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from climbq_deploy import _make_callable
 from climbq_deploy.bench import check_images
 from climbq_deploy.data.dataset import load_dataset
 from climbq_deploy.errors import ConfigError, DataError, TargetUnavailableError
@@ -258,3 +259,6 @@ def _float64_copy(run: TrainedRun) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(run.model).double().eval()
+
+
+_make_callable(__name__)  # climbq_deploy.check(...) is climbq_deploy.api.check (see the package)

@@ -1,9 +1,10 @@
-"""From a training run folder to the integer program: ``export_run(RUN, target=...)``.
+"""From a training run folder to the integer program: ``export_artifact(RUN, target=...)``
+(the public :func:`climbq_deploy.export` and ``climbq export``).
 
 A run folder (``climbq train --out RUN``) holds ``checkpoint.pt`` (config + weights) and
-``metrics.json``. Export rebuilds the model, captures it (:mod:`climbq_deploy.ir.capture`),
-lowers it (:func:`climbq_deploy.ir.passes.lower`) and hands the program to a target, which
-writes its artifact (the NumPy target: ``RUN/model.climbq``).
+``metrics.json``. Export rebuilds the model (:func:`load_run`), captures it
+(:mod:`climbq_deploy.ir.capture`), lowers it (:func:`climbq_deploy.ir.passes.lower`) and hands
+the program to a target, which writes its artifact (the NumPy target: ``RUN/model.climbq``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from climbq_deploy import __version__
+from climbq_deploy import __version__, _make_callable
 from climbq_deploy.data.dataset import read_meta
 from climbq_deploy.errors import ArtifactError, ConfigError, DataError
 from climbq_deploy.ir.capture import capture
@@ -25,6 +27,7 @@ from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.passes import lower
 from climbq_deploy.models import build_model
 from climbq_deploy.models.common import QuantModel
+from climbq_deploy.models.user import source_changed
 from climbq_deploy.train.checkpoint import load_checkpoint
 from climbq_deploy.train.config import TrainConfig
 
@@ -46,7 +49,12 @@ class TrainedRun:
 
 
 def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
-    """Load ``folder/checkpoint.pt``; ``data`` overrides the dataset folder it was trained on."""
+    """Load ``folder/checkpoint.pt``; ``data`` overrides the dataset folder it was trained on.
+
+    The model is rebuilt from the run's config (a built-in ``arch``, or a user's ``model``
+    factory quantized again as in training) and given the checkpoint's weights. For a user's
+    model whose source file changed since training (its sha256 differs): a warning when the
+    weights still fit, an ArtifactError that says so when they do not."""
     folder = Path(folder)
     weights, config = _read_checkpoint(folder)
     data_dir = Path(data) if data is not None else Path(config.data)
@@ -56,7 +64,10 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     if not isinstance(names, list) or len(names) < 2:
         raise ArtifactError(f"{data_dir}: meta.json class_names must list >= 2 classes")
     num_classes = len(names)
-    model = build_model(config.arch, num_classes, config.quant_spec, config.faithful_mbv2)
+    changed = config.model and source_changed(config.model, config.model_sha256)
+    model = build_model(
+        config.arch, num_classes, config.quant_spec, config.faithful_mbv2, config.model
+    )
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:  # torch's first line is a header; the second says what differs
@@ -64,9 +75,11 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
         detail = lines[min(1, len(lines) - 1)]
         detail = detail if len(detail) <= 200 else detail[:197] + "..."
         raise ArtifactError(
-            f"{folder / CHECKPOINT}: weights do not fit {config.arch} "
-            f"with {num_classes} classes ({detail})"
+            f"{folder / CHECKPOINT}: weights do not fit {config.model or config.arch} "
+            f"with {num_classes} classes ({detail})" + (f"; {changed}" if changed else "")
         ) from None
+    if changed:
+        warnings.warn(f"{folder}: {changed}; its weights still fit the model", stacklevel=2)
     metrics_path = folder / "metrics.json"
     metrics = _read_metrics(metrics_path) if metrics_path.is_file() else {}
     return TrainedRun(folder, config, model.eval(), metrics, mean, std, size, num_classes)
@@ -195,3 +208,103 @@ def lower_run(run: TrainedRun, head: str = "float", input_bits: int = 32) -> Gra
         )
     graph = capture(run.model, run.mean, run.std, run.image_shape, provenance(run), input_bits)
     return lower(graph, head=head)
+
+
+def lower_model(
+    model: QuantModel, data: str | Path, head: str = "float", input_bits: int = 32
+) -> Graph:
+    """The lowered integer program of a quantized model in memory (a built-in model, or
+    :func:`climbq_deploy.quantize`'s), for images of dataset folder ``data`` (its normalisation
+    and image shape: what the model was trained on)."""
+    spec = model.spec
+    if spec.method == "fp32" or 32 in (spec.wbits, spec.abits):
+        raise ConfigError(
+            f"the model is full precision ({spec.method}, w{spec.wbits}a{spec.abits}); export "
+            "needs a quantized model"
+        )
+    data_dir = Path(data)
+    mean, std, size = _input_description(read_meta(data_dir), data_dir)
+    meta = {
+        "climbq_deploy": __version__,
+        "arch": type(getattr(model, "net", model)).__name__,
+        "method": spec.method,
+        "wbits": spec.wbits,
+        "abits": spec.abits,
+        "dataset_folder": str(data_dir),
+        "normalization": {"mean": list(mean), "std": list(std)},
+    }
+    was_training = model.training
+    try:
+        graph = capture(model.eval(), mean, std, size, meta, input_bits)
+    finally:
+        model.train(was_training)
+    return lower(graph, head=head)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_artifact` wrote: the artifact's ``path`` and the integer program in
+    it (``graph``)."""
+
+    path: Path
+    graph: Graph
+
+
+def export_artifact(
+    run_or_model: str | Path | TrainedRun | QuantModel,
+    target: Any = "numpy",
+    out: str | Path | None = None,
+    *,
+    head: str = "float",
+    data: str | Path | None = None,
+    **options: Any,
+) -> Exported:
+    """Lower a run (its folder, or :func:`load_run`'s record) or a quantized model in memory
+    and write ``target``'s artifact; what ``climbq export`` and :func:`climbq_deploy.export`
+    do.
+
+    ``target``: a registered name, with ``options`` its options (``kernels="ref"``), or a
+    target object. ``out``: the artifact path, by default ``RUN/model<suffix>`` (required for
+    a model). ``data``: the dataset folder whose images the artifact reads (default: the
+    run's; required for a model). A run or model the target cannot lower exactly is refused
+    before any lowering.
+    """
+    from climbq_deploy.targets import get_target, refuse_unlowerable
+
+    if isinstance(target, str):
+        client = get_target(target, **options)
+    elif options:
+        raise ConfigError(f"options {sorted(options)} with a target object: set them in it")
+    else:
+        client = target
+    if isinstance(run_or_model, QuantModel):
+        if out is None or data is None:
+            raise ConfigError("exporting a model in memory needs out= (the file) and data=")
+        refuse_unlowerable(client, run_or_model.spec, head)
+        out = Path(out)
+        _refuse_folder(out)
+        graph = lower_model(run_or_model, data, head, client.input_bits)
+        return Exported(client.export(graph, out), graph)
+    if isinstance(run_or_model, TrainedRun):
+        folder, config = run_or_model.folder, run_or_model.config
+    elif isinstance(run_or_model, str | Path):
+        folder, config = Path(run_or_model), None
+    else:
+        raise ConfigError(
+            "export takes a run folder, a TrainedRun (load_run) or a quantized model, got "
+            f"{type(run_or_model).__name__}"
+        )
+    out = Path(out) if out is not None else folder / f"model{client.suffix}"
+    _refuse_folder(out)
+    refuse_unlowerable(client, config or run_config(folder), head)
+    run = run_or_model if isinstance(run_or_model, TrainedRun) else load_run(folder, data)
+    graph = lower_run(run, head=head, input_bits=client.input_bits)
+    return Exported(client.export(graph, out), graph)
+
+
+def _refuse_folder(out: Path) -> None:
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the artifact's file name")
+
+
+_make_callable(__name__)  # climbq_deploy.export(...) is climbq_deploy.api.export (see the package)

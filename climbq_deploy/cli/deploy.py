@@ -24,7 +24,6 @@ from climbq_deploy.cli._targets import (
     owner_targets,
     refuse_foreign,
 )
-from climbq_deploy.errors import ConfigError
 from climbq_deploy.targets import HEADS
 
 CHECK_KEYS = (
@@ -130,16 +129,13 @@ def _add_bench(commands: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from climbq_deploy.export import load_run, lower_run, run_config
-    from climbq_deploy.targets import get_target, refuse_unlowerable
+    from climbq_deploy.export import export_artifact
 
-    target = get_target(args.target, **given_options(args))
-    out = args.out or args.run / f"model{target.suffix}"
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give the artifact's file name")
-    refuse_unlowerable(target, run_config(args.run), args.head)
-    graph = lower_run(load_run(args.run), head=args.head, input_bits=target.input_bits)
-    path = target.export(graph, out)
+    # export_artifact is climbq_deploy.export's own body; it also returns the program
+    exported = export_artifact(
+        args.run, args.target, args.out, head=args.head, **given_options(args)
+    )
+    path, graph = exported.path, exported.graph
     size = path.stat().st_size
     summary = {
         "artifact": str(path),
@@ -153,14 +149,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    from climbq_deploy.check import check_run
+    from climbq_deploy.api import check
     from climbq_deploy.targets import TARGETS
 
-    cls = TARGETS[args.target]
     given = given_options(args)
-    refuse_foreign(given, cls, owner_targets, repr(args.target))
+    refuse_foreign(given, TARGETS[args.target], owner_targets, repr(args.target))
     options = picked(args, "artifact", "data", "batch_size", "limit", "head")
-    record = check_run(args.run, target=cls(**given), progress=True, **options)
+    record = check(args.run, args.target, progress=True, **options, **given)
     if printed_as_json(args, record):
         return
     for key in CHECK_KEYS:
@@ -169,13 +164,13 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from climbq_deploy.bench import bench_artifact
+    from climbq_deploy.api import bench
     from climbq_deploy.targets import target_for_path
 
     given = given_options(args)
     refuse_foreign(given, target_for_path(args.model), owner_suffixes, args.model.name)
     options = picked(args, "threads", "batch", "warmup", "repeats", "data")
-    record = bench_artifact(args.model, options=given, **options)
+    record = bench(args.model, **options, **given)
     if printed_as_json(args, record):
         return
     lat = record["latency_ms"]

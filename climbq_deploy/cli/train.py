@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from climbq_deploy.cli._args import (
 
 # the train options passed to TrainConfig unchanged, by their names
 TRAIN_OPTIONS = (
-    "data",
     "arch",
+    "model",
     "method",
     "wbits",
     "abits",
@@ -67,7 +68,19 @@ def _add_train(commands: Any) -> None:
 
 
 def _add_model_options(tr: argparse.ArgumentParser) -> None:
-    tr.add_argument("--arch", default="resnet20", help="resnet20, resnet32, resnet56, mobilenetv2")
+    which = tr.add_mutually_exclusive_group()
+    which.add_argument(
+        "--arch",
+        default=None,
+        help="a built-in model: resnet20, resnet32, resnet56, mobilenetv2 (default: resnet20)",
+    )
+    which.add_argument(
+        "--model",
+        default=None,
+        metavar="FILE.py:FACTORY",
+        help="your own float CNN instead: FACTORY(num_classes=N) (or FACTORY()) in FILE.py or "
+        "in package.module returns an nn.Module, quantized as --method/--wbits/--abits say",
+    )
     tr.add_argument("--method", default="fp32", help="fp32, climbq, climbq+, uniform, lsq")
     tr.add_argument("--wbits", type=positive_int, default=32, help="weight bits")
     tr.add_argument("--abits", type=positive_int, default=32, help="activation bits")
@@ -210,15 +223,20 @@ def _add_adjust_logits(commands: Any) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from climbq_deploy.train.config import TrainConfig
-    from climbq_deploy.train.loop import train
+    from climbq_deploy.api import train
 
     output_folder(args.out)
-    config = TrainConfig(**picked(args, *TRAIN_OPTIONS), loss_options=dict(args.loss_option))
-    metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    out = train(
+        args.data,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        loss_options=dict(args.loss_option),
+        **picked(args, *TRAIN_OPTIONS),
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 speaks for all
         return
-    _print_training(metrics, args.out)
+    _print_training(json.loads((out / "metrics.json").read_text()), out)
 
 
 def _print_training(metrics: dict[str, Any], out: Path) -> None:

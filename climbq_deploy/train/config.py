@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.losses import LOSS_NAMES, make_loss
-from climbq_deploy.models import ARCHS
+from climbq_deploy.models import ARCHS, USER_ARCH, ModelSource
 from climbq_deploy.models.common import QuantSpec
 
 SCHEDULES = ("constant", "cosine")
@@ -31,7 +31,7 @@ class TrainConfig:
     weight decay 1e-4, batch 128, eval batch 100, 50 epochs (§7)."""
 
     data: str
-    arch: str = "resnet20"
+    arch: str | None = None  # a built-in model (None: resnet20); "custom" for ``model``
     method: str = "fp32"
     wbits: int = 32
     abits: int = 32
@@ -57,10 +57,11 @@ class TrainConfig:
     precision: str = "fp32"  # bf16: autocast convs/linear to bfloat16; quantizers stay fp32
     val_fraction: float = 0.0  # per-class share of train held out for best-epoch selection
     device: str = "cpu"  # where to train; not part of a run's identity (resume may switch)
+    model: str | None = None  # a user's model: FILE.py:FACTORY (absolute) or module:FACTORY
+    model_sha256: str | None = None  # its source file's sha256 when training began
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+        self._check_model()
         QuantSpec(self.method, self.wbits, self.abits, self.act_scaling)
         if self.method not in ("fp32", "ptq") and 32 in (self.wbits, self.abits):
             raise ConfigError(
@@ -103,6 +104,46 @@ class TrainConfig:
             )
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs-1, got {self.warmup_epochs}")
+
+    def _check_model(self) -> None:
+        """``arch`` or ``model``, not both; ``arch`` becomes ``resnet20`` when neither is
+        given and ``custom`` with a model, whose file path is made absolute."""
+        if self.model is None:
+            if self.arch is None:
+                object.__setattr__(self, "arch", "resnet20")
+            if self.arch == USER_ARCH:
+                raise ConfigError(
+                    f"arch {USER_ARCH!r} is a user model; give model=FILE.py:FACTORY instead"
+                )
+            if self.arch not in ARCHS:
+                raise ConfigError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+            if self.model_sha256 is not None:
+                raise ConfigError("model_sha256 belongs to a user model; give model too")
+            return
+        if self.arch not in (None, USER_ARCH):
+            raise ConfigError(
+                f"give a built-in arch or a user model, not both (arch {self.arch!r}, model "
+                f"{self.model!r})"
+            )
+        if self.faithful_mbv2:
+            raise ConfigError("faithful_mbv2 applies to the built-in mobilenetv2 only")
+        object.__setattr__(self, "arch", USER_ARCH)
+        object.__setattr__(self, "model", str(ModelSource.parse(self.model)))
+
+    def pinned(self) -> TrainConfig:
+        """This configuration with ``model_sha256`` set to the user model's source file as it
+        is now (a built-in arch, or a module without a file: unchanged). ConfigError when
+        ``model_sha256`` is already set and the file no longer has it."""
+        if self.model is None:
+            return self
+        now = ModelSource.parse(self.model).sha256()
+        if self.model_sha256 is not None and now != self.model_sha256:
+            raise ConfigError(
+                f"model file of {self.model} changed since its run began (sha256 "
+                f"{self.model_sha256[:12]}... -> {str(now)[:12]}...); restore it, or train a "
+                "new run"
+            )
+        return replace(self, model_sha256=now)
 
     @property
     def loss_name(self) -> str:

@@ -39,6 +39,7 @@ from climbq_deploy.errors import ClimbQError, ConfigError
 from climbq_deploy.fileio import atomic_write, remove_stale_temps, write_json
 from climbq_deploy.losses import distillation_loss, make_loss
 from climbq_deploy.models import build_model
+from climbq_deploy.models.user import source_changed
 from climbq_deploy.runfolder import guard_output_run
 from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
@@ -143,7 +144,10 @@ def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> tor
     spec = TrainConfig(
         **{**theirs, "init": None, "init_bn_gamma": None, "distill": 0.0, "teacher": None}
     )
-    teacher = build_model(spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2)
+    changed = spec.model and source_changed(spec.model, spec.model_sha256)
+    if changed:
+        warnings.warn(f"teacher {folder}: {changed}", stacklevel=2)
+    teacher = build_model(spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2, spec.model)
     try:
         teacher.load_state_dict(saved["model"])
     except RuntimeError as exc:  # another class count, say
@@ -234,9 +238,14 @@ def train(
     A folder that already holds a run (``checkpoint.pt``) is continued with ``resume`` (same
     configuration, naming the fields that differ otherwise; ``epochs`` may grow, never shrink)
     and replaced only with ``overwrite``; ``out`` may not be the ``init`` or ``teacher`` run.
+
+    A user's model (``config.model``) is built from its factory and quantized
+    (:func:`climbq_deploy.quantize`); the run records its file's sha256 (``model_sha256``), so a
+    resume after the file changed is refused and ``load_run`` can tell.
     """
     if config.method == "ptq":
         raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
+    config = config.pinned()  # a user model's file: its sha256 as the run begins
     out = Path(out)
     guard_output_run(
         out,
@@ -274,7 +283,9 @@ def _train(
     counts = dataset.counts("train")  # shot groups: the dataset's training counts
     train_idx, val_idx = split_validation(dataset.train_labels, config.val_fraction, config.seed)
     fit_counts = np.bincount(dataset.train_labels[train_idx], minlength=dataset.num_classes)
-    model = build_model(config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2)
+    model = build_model(
+        config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2, config.model
+    )
     model = model.to(memory_format=torch.channels_last)
     criterion = make_loss(config.loss_name, fit_counts.tolist(), **config.loss_options)
     model, criterion = model.to(device), criterion.to(device)

@@ -6,12 +6,15 @@ loop does them: each process feeds its :func:`shard_bounds` slice through
 DistributedDataParallel with :class:`GlobalBatchNorm2d`, gathers logits, features and labels,
 and evaluates the loss of the global batch. Process 0 saves the losses and final parameters.
 
-Usage: ``torchrun --standalone --nproc_per_node N ddp_steps_worker.py METHOD OUT``.
+Usage: ``torchrun --standalone --nproc_per_node N ddp_steps_worker.py METHOD OUT``; METHOD
+``climbq+/user``: a user's CNN (``tests/models/user_cnn.py``) quantized by ``quantize`` instead,
+whose BatchNorms carry the activation quantizers (``BatchNormActQuant``).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -27,6 +30,7 @@ from climbq_deploy.models import build_model
 from climbq_deploy.models.common import QuantSpec
 
 BATCH, STEPS, CLASSES = 13, 10, 5
+USER_CNN = Path(__file__).resolve().parents[1] / "models" / "user_cnn.py"
 LOSSES = {"fp32": "ce", "climbq+": "homovar", "lsq": "ce", "climbq": "la"}
 
 
@@ -34,8 +38,11 @@ def main(method: str, out: str) -> None:
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     torch.manual_seed(0)
+    method, _, which = method.partition("/")
     bits = 32 if method == "fp32" else 4
-    model = build_model("resnet20", CLASSES, QuantSpec(method, bits, bits)).double().train()
+    arch, user = ("custom", f"{USER_CNN}:small_cnn") if which == "user" else ("resnet20", None)
+    model = build_model(arch, CLASSES, QuantSpec(method, bits, bits), model=user)
+    model = model.double().train()
     criterion = make_loss(LOSSES[method], [40, 20, 10, 5, 3])
     forward: torch.nn.Module = model
     if info.enabled:

@@ -93,7 +93,7 @@ def test_class_scaling_from_global_counts_equals_the_whole_batch() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fp32", "climbq+", "lsq"])
+@pytest.mark.parametrize("method", ["fp32", "climbq+", "lsq", "climbq+/user"])
 def test_two_processes_take_the_same_float64_steps_as_one(method: str, tmp_path: Path) -> None:
     for n in (1, 2):
         torchrun(n, str(WORKER), method, str(tmp_path / f"w{n}.pt"), cwd=tmp_path)
