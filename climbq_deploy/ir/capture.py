@@ -98,6 +98,7 @@ class _Builder:
         self.channel_scales: dict[str, np.ndarray] = {}
         # a conv's bias (float64, per output channel), folded into the BatchNorm after it
         self.conv_bias: dict[str, np.ndarray] = {}
+        self.producer: dict[str, Node] = {}  # tensor -> the node writing it
         self.input_tensor = ""  # the InputQuant output (the stem reads it)
 
     def add(
@@ -114,7 +115,9 @@ class _Builder:
         name = f"{SHORT_NAMES.get(cls.op, cls.op)}{self.count}"
         axis = len(shape) - 1  # channels last: (H, W, C) or (C,)
         self.tensors[name] = TensorSpec(name, dtype, shape, axis, scale)
-        self.nodes.append(cls(name=name, inputs=inputs, output=name, source=source, **attrs))
+        node = cls(name=name, inputs=inputs, output=name, source=source, **attrs)
+        self.nodes.append(node)
+        self.producer[name] = node
         return name
 
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -308,7 +311,6 @@ class _Converter:
         self.gm, self.b = gm, b
         self.modules = dict(gm.named_modules())
         self.env: dict[fx.Node, str] = {}
-        self.act_of: dict[str, nn.Module] = {}  # IR tensor -> the activation quantizer made it
         self.head: str | None = None
 
     def arg(self, node: fx.Node, value: Any) -> str:
@@ -393,24 +395,20 @@ class _Converter:
                     f"min(x, {cap:g}) on codes that may reach {top if top is not None else '?'} "
                     "(only a cap above every code is exact: it is then a ReLU)",
                 )
-        act = self.act_of.get(x)
-        if act is not None and node.op != "call_module":
-            source = f"{self.act_source[x]}.relu"
+        producer = self.b.producer.get(x)
+        if isinstance(producer, ActQuant) and node.op != "call_module":
+            source = f"{producer.source}.relu"
         return self.b.add(Relu, (x,), spec.shape, spec.dtype, spec.scale, source=source)
 
     def top_value(self, tensor: str) -> float | None:
         """The largest real value a quantizer's codes can take (None: not a quantizer's)."""
-        node = next((n for n in self.b.nodes if n.output == tensor), None)
+        node = self.b.producer.get(tensor)
         if isinstance(node, ActQuant):
             n = len(node.thresholds)
             return max(node.offset, node.mult * n + node.offset) * node.step
         if isinstance(node, Relu):
             return self.top_value(node.inputs[0])
         return None
-
-    @property
-    def act_source(self) -> dict[str, str]:
-        return {n.output: n.source for n in self.b.nodes if isinstance(n, ActQuant)}
 
     def add(self, node: fx.Node, x: str, y: str) -> str:
         for t in (x, y):
@@ -569,33 +567,29 @@ def _conv_module(c: _Converter, node: fx.Node, conv: nn.Module) -> str:
         if out in c.b.conv_bias:
             raise _unsupported(node, c.modules, "a conv bias with no BatchNorm to fold it into")
         out = _act(c.b, out, act, f"{node.target}.act")
-        c.act_of[out] = act
     return out
 
 
 def _bn_module(c: _Converter, node: fx.Node, bn: nn.Module) -> str:
     x = c.arg(node, node.args[0])
-    producer = next((n for n in c.b.nodes if n.output == x), None)
+    producer = c.b.producer.get(x)
     if not isinstance(producer, Conv):
         raise _unsupported(node, c.modules, "a BatchNorm that does not follow a conv")
     out = _bn(c.b, x, bn, str(node.target))
     act = getattr(bn, "act", None)
     if act is not None:  # BatchNormActQuant: the quantizer after the BatchNorm
         out = _act(c.b, out, act, f"{node.target}.act")
-        c.act_of[out] = act
     return out
 
 
 def _act_module(c: _Converter, node: fx.Node, act: nn.Module) -> str:
     x = c.arg(node, node.args[0])
-    producer = next((n for n in c.b.nodes if n.output == x), None)
+    producer = c.b.producer.get(x)
     if not isinstance(producer, BatchNorm | Conv | Add):
         raise _unsupported(
             node, c.modules, "an activation quantizer that follows no conv, BatchNorm or add"
         )
-    out = _act(c.b, x, act, str(node.target))
-    c.act_of[out] = act
-    return out
+    return _act(c.b, x, act, str(node.target))
 
 
 def _relu_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:

@@ -183,13 +183,12 @@ def int8_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
 
 
 def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
-    """None when the fused ``CLIMBQ_CONV_COUNT`` op computes ``layer`` exactly (int8 codes in
-    and out, int8 filter, ``max_o sum |W_o| 128`` within int32: the kernel's contract; the
-    stem reads the int32 input instead, its partial sums bounded by the input's range), else
-    why not."""
+    """None when the fused ``CLIMBQ_CONV_COUNT`` op computes ``layer`` exactly, else why not:
+    int8 filter, codes out within int8, every partial sum within int32. A layer reads int8
+    codes (the kernel's contract: ``max_o sum |W_o| 128`` within int32); the stem reads the
+    int32 input (the kernel's int32 mode wraps modulo 2**32 and cannot know the input's range,
+    so the bound over ``[lo, hi]`` is proven here)."""
     conv, act = layer.conv, layer.act
-    if layer.stem:
-        return _fused_stem_exact(graph, layer)
     if act.shift is not None:
         return "the int16 flavour requantizes this layer"
     if conv.groups not in (1, conv.weight.shape[0]) or (
@@ -198,33 +197,13 @@ def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
         return "grouped conv"
     if int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
         return "W leaves int8"
-    if not _fits_int8(graph, conv.inputs[0]) or not _fits_int8(graph, act.output):
+    if not layer.stem and not _fits_int8(graph, conv.inputs[0]):
         return "codes leave int8"
-    if partial_sum_bound(conv.weight, -128, 127) > 2**31 - 1:
-        return "accumulators may leave int32"
-    if not 1 <= act.thresholds.shape[1] <= 255:
-        return "levels beyond 1..255"
-    return None
-
-
-def _fused_stem_exact(graph: Graph, layer: ConvLayer) -> str | None:
-    """The stem's conditions for the fused op in its int32-input mode: int8 filter, every
-    partial sum over the input's range ``[lo, hi]`` within int32 (the kernel wraps modulo
-    2**32 and cannot know the range: the exporter proves it), codes within int8."""
-    conv, act = layer.conv, layer.act
-    if act.shift is not None:
-        return "the int16 flavour requantizes this layer"
-    if conv.groups not in (1, conv.weight.shape[0]) or (
-        conv.groups != 1 and conv.weight.shape[3] != 1
-    ):
-        return "grouped conv"
-    if int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
-        return "W leaves int8"
     if not _fits_int8(graph, act.output):
         return "codes leave int8"
-    lo, hi = _bound(graph, conv.inputs[0])
+    lo, hi = _bound(graph, conv.inputs[0]) if layer.stem else (INT8_MIN, INT8_MAX)
     if partial_sum_bound(conv.weight, lo, hi) > 2**31 - 2:
-        return "the stem's accumulators may leave int32"
+        return "accumulators may leave int32"
     if not 1 <= act.thresholds.shape[1] <= 255:
         return "levels beyond 1..255"
     return None
