@@ -52,20 +52,31 @@ def int_conv(
     padding: int,
     groups: int,
     partial_bound: int,
+    dilation: int = 1,
 ) -> np.ndarray:
-    """``acc[n, y, x, o] = sum_{i, j, c} W[o, i, j, c] * X[n, s y + i - p, s x + j - p, g(o) c]``.
+    """``acc[n, y, x, o] = sum_{i, j, c} W[o, i, j, c] * X[n, s y + d i - p, s x + d j - p,
+    g(o) C_g + c]`` with ``C_g = C / G`` and ``g(o) = o // (O / G)`` (torch's grouping).
 
-    Inputs: integer NHWC ``x``, int8 OHWI ``weight`` (``I = C / groups``), zero padding.
-    Output: int32 NHWC accumulators. ``partial_bound`` (from the bounds pass) bounds every
-    partial sum and must fit int32: below 2**24 the GEMM runs in float32, else in float64
-    (exact below 2**53). No rounding anywhere: the result is the exact integer sum. The bound is
-    checked against the actual inputs (``max_o sum |W_o| * max |x|``, one pass over ``x``), so
-    inputs outside the proven range raise instead of giving inexact or wrapped sums.
+    Inputs: integer NHWC ``x``, int8 OHWI ``weight`` (``I = C / groups``), zero padding ``p``,
+    stride ``s``, dilation ``d`` (tap ``i`` of the kernel reads ``d i`` rows below the first),
+    ``G = groups`` dividing ``C`` and ``O``. Output: int32 NHWC accumulators,
+    ``H_out = (H + 2 p - d (kh - 1) - 1) // s + 1`` (likewise ``W_out``). ``partial_bound``
+    (from the bounds pass) bounds every partial sum and must fit int32: below 2**24 the GEMM
+    runs in float32, else in float64 (exact below 2**53). No rounding anywhere: the result is
+    the exact integer sum. The bound is checked against the actual inputs (``max_o sum |W_o| *
+    max |x|``, one pass over ``x``), so inputs outside the proven range raise instead of giving
+    inexact or wrapped sums. Dilation and groups change which inputs meet which weights, never
+    the bound (each output still sums ``|W_o|``-weighted inputs).
     """
     if partial_bound > INT32_MAX:
         raise KernelError(f"partial sums up to {partial_bound} do not fit the int32 accumulator")
     out_ch, kh, kw, cin_g = weight.shape
     n, h, w, c = x.shape
+    if dilation < 1 or groups < 1 or c % groups or out_ch % groups or cin_g * groups != c:
+        raise KernelError(
+            f"int_conv: weight {weight.shape} with groups {groups}, dilation {dilation} does "
+            f"not fit an input of {c} channels"
+        )
     lo, hi = _span(x)
     weight_sum = int(np.abs(weight.astype(np.int64)).reshape(out_ch, -1).sum(1).max(initial=0))
     if weight_sum * max(-lo, hi) > partial_bound:
@@ -77,34 +88,30 @@ def int_conv(
     xf = x.astype(dtype, copy=False)
     if padding:
         xf = np.pad(xf, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    wo = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
     wf = weight.astype(dtype)
+
+    def tap(i: int, j: int) -> np.ndarray:
+        """The inputs kernel tap ``(i, j)`` meets at every output position: ``(n, ho, wo, C)``."""
+        top, left = dilation * i, dilation * j
+        return xf[
+            :,
+            top : top + stride * (ho - 1) + 1 : stride,
+            left : left + stride * (wo - 1) + 1 : stride,
+        ]
+
     if groups == c and cin_g == 1 and out_ch == c:  # depthwise: kh * kw shifted products
         acc = np.zeros((n, ho, wo, c), dtype)
         for i in range(kh):
             for j in range(kw):
-                window = xf[
-                    :,
-                    i : i + stride * (ho - 1) + 1 : stride,
-                    j : j + stride * (wo - 1) + 1 : stride,
-                    :,
-                ]
-                acc += window * wf[:, i, j, 0]
+                acc += tap(i, j) * wf[:, i, j, 0]
         return acc.astype(np.int32)
     if kh == kw == 1:
         patches = xf[:, ::stride, ::stride, :][:, :ho, :wo, :].reshape(n * ho * wo, c)
     else:  # im2col: kh * kw shifted views side by side, columns ordered (i, j, c) as OHWI
         patches = np.concatenate(
-            [
-                xf[
-                    :,
-                    i : i + stride * (ho - 1) + 1 : stride,
-                    j : j + stride * (wo - 1) + 1 : stride,
-                ]
-                for i in range(kh)
-                for j in range(kw)
-            ],
-            axis=-1,
+            [tap(i, j) for i in range(kh) for j in range(kw)], axis=-1
         ).reshape(n * ho * wo, kh * kw * c)
     if groups == 1:
         acc = patches @ wf.reshape(out_ch, -1).T

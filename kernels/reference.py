@@ -54,7 +54,13 @@ Kernel = Callable[[Any, list[np.ndarray], Graph], np.ndarray]
 REFERENCE_KERNELS: dict[type[Node], Kernel] = {
     ir.InputQuant: lambda node, x, graph: ops.input_quant(x[0], node.mean, node.std, node.step),
     ir.IntConv: lambda node, x, graph: ops.int_conv(
-        x[0], node.weight, node.stride, node.padding, node.groups, _conv_partial_bound(node, graph)
+        x[0],
+        node.weight,
+        node.stride,
+        node.padding,
+        node.groups,
+        _conv_partial_bound(node, graph),
+        node.dilation,
     ),
     ir.ThresholdAct: lambda node, x, graph: ops.threshold_act(
         x[0], node.thresholds, node.direction, node.mult, node.offset, node.shift

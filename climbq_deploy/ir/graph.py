@@ -117,7 +117,8 @@ class InputQuant(Node):
 @dataclass(frozen=True)
 class Conv(Node):
     """Float-level conv of the trained model: ``y = conv(x, weight)`` with ``weight`` the
-    quantized float weights ``W_int * weight_scale`` (float64), no bias. ``affine`` (set by
+    quantized float weights ``W_int * weight_scale`` (float64), no bias; ``stride``,
+    ``padding``, ``dilation`` and ``groups`` as torch's (square). ``affine`` (set by
     :func:`fold_batchnorm`) is the per-channel ``y_c = scale_c * conv_c + shift_c``."""
 
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -127,6 +128,7 @@ class Conv(Node):
     stride: int = 1
     padding: int = 0
     groups: int = 1
+    dilation: int = 1
     affine_scale: np.ndarray | None = None
     affine_shift: np.ndarray | None = None
     op = "conv"
@@ -159,13 +161,21 @@ class ActQuant(Node):
 
 @dataclass(frozen=True)
 class IntConv(Node):
-    """Integer conv: ``acc[o] = sum_{c,k} W_int[o, c, k] * X[c, k]`` (zero padding), exact.
+    """Integer conv, exact, zero padding ``p``, stride ``s``, dilation ``d``, ``G`` groups:
+
+    ``acc[y, x, o] = sum_{i, j, c} W_int[o, i, j, c] * X[s y + d i - p, s x + d j - p,
+    g(o) C / G + c]`` with ``g(o) = o // (O / G)`` (torch's grouping: output channels in ``G``
+    contiguous blocks, each reading its own ``C / G`` input channels; depthwise: ``G = C``).
+    Output ``H_out = (H + 2 p - d (k - 1) - 1) // s + 1``, likewise ``W_out``.
 
     ``weight`` is ``W_int = weight_grid[0] * code + weight_grid[1]`` (int8; int16 for the 8-bit
-    odd grid) with ``code`` in ``0..2**weight_bits - 1``; ``groups`` as in torch (depthwise:
-    groups == channels). Until :func:`derive_thresholds` consumes it, ``affine_scale/shift`` map
-    the accumulator to the BatchNorm output ``y_c = affine_scale_c * acc_c + affine_shift_c``
-    (float64)."""
+    odd grid) with ``code`` in ``0..2**weight_bits - 1``, OHWI ``(O, k, k, C / G)``. Until
+    :func:`derive_thresholds` consumes it, ``affine_scale/shift`` map the accumulator to the
+    BatchNorm output ``y_c = affine_scale_c * acc_c + affine_shift_c`` (float64).
+
+    ``dilation`` is newer than program version 1: a program with ``dilation != 1`` is written
+    as version 2 (:mod:`climbq_deploy.ir.serialize`), every other one byte for byte as
+    before."""
 
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     weight_bits: int = 8
@@ -173,6 +183,7 @@ class IntConv(Node):
     stride: int = 1
     padding: int = 0
     groups: int = 1
+    dilation: int = 1
     affine_scale: np.ndarray | None = None
     affine_shift: np.ndarray | None = None
     op = "int_conv"

@@ -16,29 +16,37 @@ from climbq_deploy.kernels import ops
 
 @st.composite
 def conv_case(draw):
-    groups_kind = draw(st.sampled_from(["dense", "depthwise", "grouped"]))
-    kernel = draw(st.sampled_from([1, 3]))
-    stride = draw(st.sampled_from([1, 2]))
-    padding = draw(st.sampled_from([0, kernel // 2]))
-    size = draw(st.integers(kernel, 7))
-    if groups_kind == "depthwise":
+    """A random conv: dense, depthwise (multiplier 1 or 2) or grouped (2 or 4 groups), kernel
+    1, 2 or 3, stride 1-3, dilation 1-3, padding 0 up to the dilated kernel's reach."""
+    groups_kind = draw(st.sampled_from(["dense", "depthwise", "multiplier", "grouped"]))
+    kernel = draw(st.sampled_from([1, 2, 3]))
+    stride = draw(st.sampled_from([1, 2, 3]))
+    dilation = draw(st.sampled_from([1, 2, 3]))
+    reach = dilation * (kernel - 1)  # the dilated kernel spans reach + 1 positions
+    padding = draw(st.integers(0, reach))
+    size = draw(st.integers(max(1, reach + 1 - 2 * padding), 9))
+    if groups_kind in ("depthwise", "multiplier"):
         cin = draw(st.integers(1, 6))
-        cout, groups = cin, cin
+        groups = cin
+        cout = cin * (2 if groups_kind == "multiplier" else 1)
     elif groups_kind == "grouped":
-        groups = draw(st.integers(2, 3))
+        groups = draw(st.sampled_from([2, 4]))
         cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
     else:
         cin, cout, groups = draw(st.integers(1, 6)), draw(st.integers(1, 6)), 1
     bits = draw(st.integers(2, 8))
     wide = draw(st.booleans())  # inputs needing the float64 path
     seed = draw(st.integers(0, 2**31 - 1))
-    return cin, cout, groups, kernel, stride, padding, size, bits, wide, seed
+    return cin, cout, groups, kernel, stride, padding, dilation, size, bits, wide, seed
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(conv_case())
 def test_int_conv_equals_torch_float64(case) -> None:
-    cin, cout, groups, kernel, stride, padding, size, bits, wide, seed = case
+    """Every output of ``int_conv`` equals torch's float64 ``conv2d`` (exact integers there:
+    every product and sum is below 2**53) for random shapes, groups in {1, 2, 4, C},
+    dilation 1-3, strides and paddings."""
+    cin, cout, groups, kernel, stride, padding, dilation, size, bits, wide, seed = case
     rng = np.random.default_rng(seed)
     n = 2**bits - 1
     w = 2 * rng.integers(0, n + 1, size=(cout, kernel, kernel, cin // groups)) - n
@@ -47,20 +55,45 @@ def test_int_conv_equals_torch_float64(case) -> None:
     limit = max(1, (2**31 - 1) // max(weight_sum, 1)) if wide else 2**7  # int32 contract
     x = rng.integers(-limit, limit + 1, size=(2, size, size, cin)).astype(np.int32)
     bound = weight_sum * limit
-    got = ops.int_conv(x, w, stride, padding, groups, bound)
+    got = ops.int_conv(x, w, stride, padding, groups, bound, dilation)
     expected = (
         torch.nn.functional.conv2d(
             torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2),
             torch.from_numpy(w.astype(np.float64)).permute(0, 3, 1, 2),
             stride=stride,
             padding=padding,
+            dilation=dilation,
             groups=groups,
         )
         .permute(0, 2, 3, 1)
         .numpy()
     )
     assert got.dtype == np.int32
+    assert got.shape[1] == (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     np.testing.assert_array_equal(got, expected.astype(np.int64))
+
+
+def test_dilated_grouped_conv_equals_a_plain_loop() -> None:
+    """One dilated (d = 2), strided, padded conv with 2 groups against the definition written
+    as Python loops over integers (no torch, no NumPy arithmetic)."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-9, 10, (1, 7, 6, 4)).astype(np.int32)
+    w = rng.integers(-5, 6, (6, 3, 3, 2)).astype(np.int8)
+    s, p, d, g = 2, 1, 2, 2
+    got = ops.int_conv(x, w, s, p, g, 10_000, d)
+    ho, wo = (7 + 2 * p - d * 2 - 1) // s + 1, (6 + 2 * p - d * 2 - 1) // s + 1
+    assert got.shape == (1, ho, wo, 6)
+    for y in range(ho):
+        for z in range(wo):
+            for o in range(6):
+                total = 0
+                for i in range(3):
+                    for j in range(3):
+                        r, q = s * y + d * i - p, s * z + d * j - p
+                        if 0 <= r < 7 and 0 <= q < 6:
+                            for c in range(2):
+                                total += int(w[o, i, j, c]) * int(x[0, r, q, (o // 3) * 2 + c])
+                assert got[0, y, z, o] == total, (y, z, o)
 
 
 def test_int_conv_refuses_sums_beyond_int32() -> None:
