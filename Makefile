@@ -5,7 +5,11 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,tflite,onnx,vision
+EXTRAS := dev,train,tflite,onnx,vision
+# pyproject.toml gives torch as a range (the [train] extra); reproducible runs use the release
+# every result here was made with. The exact pin also keeps pip on a local CPU wheel where one
+# is offered (2.13.0+cpu satisfies ==2.13.0), never a newer multi-GB CUDA build.
+TORCH := torch==2.13.0
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint install
@@ -16,7 +20,7 @@ NATIVE_SOURCES := setup.py $(wildcard kernels/csrc/*) $(wildcard targets/tflite/
 $(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' '$(TORCH)'
 	touch $(STAMP)
 
 install: $(STAMP)

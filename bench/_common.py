@@ -80,7 +80,7 @@ def command_line() -> str:
 
 def utc_timestamp() -> str:
     """Now, in UTC, ISO 8601 with seconds."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def machine_info() -> dict[str, Any]:

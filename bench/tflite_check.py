@@ -111,7 +111,7 @@ def main() -> None:
             if measured
             else "not recorded (file of "
             + (
-                dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime(
+                dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime(
                     "%Y-%m-%d %H:%M UTC)"
                 )
             )
