@@ -140,8 +140,14 @@ def _conv(b: _Builder, x: str, conv: nn.Module, source: str) -> str:
     h, w, c = b.shape(x)
     if c != conv.in_channels:  # pragma: no cover - model invariant
         raise ConfigError(f"layer {source!r} expects {conv.in_channels} channels, gets {c}")
-    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+    k, s, p, d = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
+    span = d * (k - 1) + 1  # the dilated kernel: torch's H_out = (H + 2p - d(k-1) - 1)//s + 1
+    out_hw = ((h + 2 * p - span) // s + 1, (w + 2 * p - span) // s + 1)
+    if min(out_hw) < 1:
+        raise ConfigError(
+            f"layer {source!r}: kernel {k}x{k} dilated by {d} is larger than its padded "
+            f"input {h + 2 * p}x{w + 2 * p}"
+        )
     ohwi = w_int.permute(0, 2, 3, 1).numpy().astype(np.float64)  # torch OIHW -> OHWI
     out = b.add(
         Conv,
@@ -155,6 +161,7 @@ def _conv(b: _Builder, x: str, conv: nn.Module, source: str) -> str:
         stride=s,
         padding=p,
         groups=conv.groups,
+        dilation=d,
     )
     if channel_scale is not None:
         b.channel_scales[out] = channel_scale
@@ -549,16 +556,8 @@ def _conv_module(c: _Converter, node: fx.Node, conv: nn.Module) -> str:
         value = getattr(conv, name)
         if isinstance(value, str) or len(set(value)) != 1:
             raise _unsupported(node, c.modules, f"conv {name} {value!r} (square only)")
-    if conv.dilation[0] != 1:
-        raise _unsupported(node, c.modules, f"conv dilation {conv.dilation[0]}")
     if conv.padding_mode != "zeros":
         raise _unsupported(node, c.modules, f"conv padding_mode {conv.padding_mode!r}")
-    if conv.groups not in (1, conv.in_channels) or (
-        conv.groups != 1 and conv.out_channels != conv.in_channels
-    ):
-        raise _unsupported(
-            node, c.modules, f"groups={conv.groups}: only dense or depthwise convs lower"
-        )
     out = _conv(c.b, x, conv, str(node.target))
     if conv.bias is not None:
         c.b.conv_bias[out] = conv.bias.detach().double().numpy().copy()

@@ -13,6 +13,10 @@ channel: direction, first threshold, then the steps between neighbours, mirrored
 subtracted) in the narrowest integer type, split into byte planes (all low bytes, then all
 high bytes) so that deflate compresses them well. Everything else is stored as is.
 
+Program versions: 1, and 2 for a program with a dilated conv (``"dilation"`` in its node;
+:data:`NEWER_FIELDS`). The writer writes the lowest version that holds the program, so every
+undilated program is written exactly as version 1 files were; the reader reads both.
+
 A ThresholdAct's per-channel requantization ``shift`` (only in a runtime's flavour of the
 program, e.g. the one a ``.tflite`` embeds) is an int8 array member; the pure program's
 ``shift=None`` is written as the scalar ``"shift": 0``, as before per-channel shifts existed.
@@ -43,7 +47,14 @@ from climbq_deploy.ir.graph import (
 )
 from climbq_deploy.ir.validate import validate_program
 
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2
+NEWER_FIELDS: dict[str, tuple[Any, int]] = {"dilation": (1, 2)}
+"""Node fields newer than program version 1: name -> (default, the version that added it).
+A field at its default is not written, so a program using none of them is written as
+version 1, byte for byte as before; one that does is written as that field's version, which
+an older reader refuses ("program version 2 is not 1") instead of dropping the field it does
+not know (it would read a dilated conv as an undilated one: its output shape can even agree,
+e.g. ``(9 - 5) // 4 == (9 - 3) // 4``)."""
 
 
 def _weight_codes(node: IntConv) -> np.ndarray:
@@ -112,8 +123,14 @@ def save_program(
     arrays: dict[str, np.ndarray] = {}
     packed: dict[str, int] = {}
     nodes = []
+    version = 1
     for node in graph.nodes:
         entry: dict[str, Any] = {"op": node.op, **node.attributes(), "arrays": {}}
+        for key, (default, since) in NEWER_FIELDS.items():
+            if key in entry and entry[key] == default:
+                del entry[key]
+            elif key in entry:
+                version = max(version, since)
         if isinstance(node, ThresholdAct) and node.shift is None:
             entry["shift"] = 0  # no requantization: the scalar of program version 1 files
         for field, value in node.arrays().items():
@@ -151,7 +168,7 @@ def save_program(
     ]
     manifest = {
         "program": {
-            "version": PROGRAM_VERSION,
+            "version": version,
             "input": graph.input,
             "output": graph.output,
             "tensors": tensors,
@@ -180,9 +197,11 @@ def _program(manifest: dict[str, Any], arrays: dict[str, np.ndarray], path: str)
     program = manifest.get("program")
     if not isinstance(program, dict):
         raise ArtifactError(f"{path}: manifest has no 'program' object")
-    if type(program.get("version")) is not int or program["version"] != PROGRAM_VERSION:
+    version = program.get("version")
+    if type(version) is not int or not 1 <= version <= PROGRAM_VERSION:
         raise ArtifactError(
-            f"{path}: program version {program.get('version')!r} is not {PROGRAM_VERSION}"
+            f"{path}: program version {version!r} is not one of 1..{PROGRAM_VERSION} "
+            "(a newer climbq_deploy wrote it)"
         )
     specs = _field(program, "tensors", list, f"{path}: program")
     tensors: dict[str, TensorSpec] = {}
@@ -192,7 +211,10 @@ def _program(manifest: dict[str, Any], arrays: dict[str, np.ndarray], path: str)
             raise ArtifactError(f"{path}: tensor {spec.name!r} is listed twice")
         tensors[spec.name] = spec
     entries = _field(program, "nodes", list, f"{path}: program")
-    nodes = [_node(entry, arrays, f"{path}: program node {i}") for i, entry in enumerate(entries)]
+    nodes = [
+        _node(entry, arrays, f"{path}: program node {i}", version)
+        for i, entry in enumerate(entries)
+    ]
     provenance = manifest.get("provenance", {})
     if not isinstance(provenance, dict):
         raise ArtifactError(f"{path}: provenance must be an object, got {provenance!r}")
@@ -271,11 +293,18 @@ def _attribute(value: object, annotation: str, where: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _node(entry: object, arrays: dict[str, np.ndarray], where: str) -> Node:
+def _node(entry: object, arrays: dict[str, np.ndarray], where: str, version: int) -> Node:
     """One node of the manifest: typed attributes, its arrays decoded (weight codes, threshold
-    steps). Value and shape checks are :func:`validate_program`'s."""
+    steps); a field newer than the file's program ``version`` (:data:`NEWER_FIELDS`) is
+    refused. Value and shape checks are :func:`validate_program`'s."""
     if not isinstance(entry, dict):
         raise ArtifactError(f"{where} must be an object, got {type(entry).__name__}")
+    for key, (_, since) in NEWER_FIELDS.items():
+        if key in entry and since > version:
+            raise ArtifactError(
+                f"{where} ({entry.get('name')!r}): {key} needs program version {since}, "
+                f"the file says {version}"
+            )
     op = entry.get("op")
     if not isinstance(op, str) or op not in OPS:
         raise ArtifactError(f"{where}: unknown op {op!r} in node {entry.get('name')!r}")

@@ -11,7 +11,9 @@ bad value, anything a corrupt or crafted file could carry:
   ``2**31 - 1`` elements), the channel axis last (the kernels are channels-last), a finite
   positive scale, bounds ``lo <= hi`` that the storage dtype holds;
 - **shapes and dtypes** of every node's arrays against its tensors (conv arithmetic
-  ``H_out = (H + 2 p - k) // s + 1``, groups dividing the channels, thresholds ``(C, n)``;
+  ``H_out = (H + 2 p - d (k - 1) - 1) // s + 1`` with dilation ``1 <= d <= 2**15`` and
+  ``0 <= p <= d (k - 1)``, the padded input within :data:`MAX_ELEMENTS`, groups dividing the
+  input and output channels, thresholds ``(C, n)``;
   max pool ``k, s >= 1``, ``0 <= p <= k // 2`` as torch, the same output rule; concat inputs
   of equal scale and ``(H, W)``, output channels their sum);
 - **values**: conv weights on their ``mult * code + offset`` grid with ``code < 2**bits``,
@@ -52,10 +54,11 @@ from climbq_deploy.ir.graph import (
     ThresholdAct,
 )
 
-__all__ = ["MAX_ELEMENTS", "PROGRAM_OPS", "OpRule", "validate_program"]
+__all__ = ["MAX_DILATION", "MAX_ELEMENTS", "PROGRAM_OPS", "OpRule", "validate_program"]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_ELEMENTS = 2**31 - 1  # per image and tensor: what TFLite and TensorRT can index
+MAX_DILATION = 2**15  # far beyond any CNN's; the padded input is bounded on its own
 Bounds = tuple[int, int]
 
 
@@ -340,16 +343,24 @@ def _int_conv(c: _Checker, node: IntConv) -> None:
             f"{mult} * code + {offset}, code in 0..{2**bits - 1}"
         )
     stride = c.integer(node, "stride", 1, max(h, w))
-    padding = c.integer(node, "padding", 0, max(kh, kw) - 1)
+    dilation = c.integer(node, "dilation", 1, MAX_DILATION)
+    span_h, span_w = dilation * (kh - 1) + 1, dilation * (kw - 1) + 1  # the dilated kernel
+    padding = c.integer(node, "padding", 0, max(span_h, span_w) - 1)
     groups = c.integer(node, "groups", 1, channels)
     if channels % groups or out_ch % groups or per_group != channels // groups:
         raise c.fail(
             f"node {node.name!r}: weight {weight.shape} with groups={groups} does not "
             f"fit {channels} input channels"
         )
-    if h + 2 * padding < kh or w + 2 * padding < kw:
+    if (h + 2 * padding) * (w + 2 * padding) * channels > MAX_ELEMENTS:
         raise c.fail(
-            f"node {node.name!r}: kernel {kh}x{kw} is larger than the padded input "
+            f"node {node.name!r}: the padded input {h + 2 * padding}x{w + 2 * padding}x"
+            f"{channels} has more than {MAX_ELEMENTS} elements"
+        )
+    if h + 2 * padding < span_h or w + 2 * padding < span_w:
+        dilated = f" dilated by {dilation} ({span_h}x{span_w})" if dilation != 1 else ""
+        raise c.fail(
+            f"node {node.name!r}: kernel {kh}x{kw}{dilated} is larger than the padded input "
             f"{h}x{w} (padding {padding})"
         )
     for name in ("affine_scale", "affine_shift"):
@@ -369,7 +380,11 @@ def _int_conv(c: _Checker, node: IntConv) -> None:
             f"node {node.name!r}: accumulator bound {max(partial, -lower, upper)} "
             f"exceeds int32 (inputs in [{lo}, {hi}])"
         )
-    shape = ((h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, out_ch)
+    shape = (
+        (h + 2 * padding - span_h) // stride + 1,
+        (w + 2 * padding - span_w) // stride + 1,
+        out_ch,
+    )
     c.same_shape(node, shape)
     c.produced(node, (lower, upper))
 

@@ -150,14 +150,6 @@ class TwoOutputs(Base):
         return self.fc(h.mean((2, 3))), h
 
 
-def _dilated() -> nn.Module:
-    ctx = QuantContext()
-    conv = QConv2d(
-        8, 8, 3, padding=2, dilation=2, bias=False, weight_quantizer=weight_q("climbq", 4)
-    )
-    return nn.Sequential(conv, nn.BatchNorm2d(8), ActQuant(act_q("climbq", 4), ctx))
-
-
 REFUSALS = {
     "sigmoid": (Sigmoid(), r"node 'sigmoid' \(function sigmoid in the model's forward\)"),
     "conv3d": (Base(nn.Conv3d(8, 8, 1)), r"node 'middle' \(module 'middle', Conv3d\)"),
@@ -165,10 +157,6 @@ REFUSALS = {
     "float conv": (
         Base(nn.Conv2d(8, 8, 3)),
         r"module 'middle', Conv2d\): a Conv2d that is not quant",
-    ),
-    "dilation": (
-        Base(_dilated()),
-        r"node 'middle_0' \(module 'middle.0', QConv2d\): conv dilation 2",
     ),
     "local avg pool": (
         Base(nn.AvgPool2d(2)),

@@ -12,7 +12,7 @@ from climbq_deploy.ir.artifact import artifact_size_report
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.graph import ThresholdAct
 from climbq_deploy.ir.passes import lower
-from climbq_deploy.ir.serialize import load_program, save_program
+from climbq_deploy.ir.serialize import PROGRAM_VERSION, load_program, save_program
 from climbq_deploy.kernels import ReferenceModel
 from climbq_deploy.models import build_model
 from climbq_deploy.models.common import QuantSpec
@@ -138,12 +138,13 @@ def test_newer_program_version_is_refused(resnet20_graphs, tmp_path: Path) -> No
     manifest = {
         k: v for k, v in manifest.items() if k not in ("arrays", "format", "schema_version")
     }
-    manifest["program"]["version"] += 1
+    assert manifest["program"]["version"] == 1  # no dilated conv: written as version 1
+    manifest["program"]["version"] = PROGRAM_VERSION + 1
     packed = {name: 2 for name in arrays if name.startswith("weights/")}
     newer = write_artifact(tmp_path / "newer.climbq", manifest, dict(arrays), packed)
-    with pytest.raises(ArtifactError, match="program version"):
+    with pytest.raises(ArtifactError, match=r"program version 3 is not one of 1\.\.2"):
         ReferenceModel.load(newer)
-    assert json.loads(zipfile.ZipFile(newer).read("manifest.json"))["program"]["version"] == 2
+    assert json.loads(zipfile.ZipFile(newer).read("manifest.json"))["program"]["version"] == 3
 
 
 def test_int16_input_option_keeps_the_input_in_int16() -> None:

@@ -4,7 +4,9 @@ Interval arithmetic, per tensor ``[lo, hi]``:
 
 - input: the exact ``I`` of pixel values 0 and 255 per channel;
 - int conv, output channel o: ``sum_k max(W_k lo', W_k hi')`` (``lo' = min(lo, 0)``,
-  ``hi' = max(hi, 0)`` when zero padding can enter, which bounds every partial sum too);
+  ``hi' = max(hi, 0)`` when zero padding can enter, which bounds every partial sum too); the
+  same for any stride, dilation and grouping (each output still sums its own ``W_o`` times
+  inputs in ``[lo', hi']``);
 - threshold act: ``[offset, mult * n + offset]``; relu: ``[max(lo, 0), max(hi, 0)]``;
 - add: ``[lo1 + lo2, hi1 + hi2]``; global sum pool: ``[H W lo, H W hi]``;
 - max pool: ``[lo, hi]`` (a max of values in the range; padding never wins); concat:

@@ -64,6 +64,7 @@ def integerize_weights(graph: Graph) -> Graph:
                 stride=node.stride,
                 padding=node.padding,
                 groups=node.groups,
+                dilation=node.dilation,
                 affine_scale=a * acc_scale,
                 affine_shift=b,
             )
