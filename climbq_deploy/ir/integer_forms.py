@@ -9,6 +9,8 @@ NumPy, so the emitters only build graphs from it and tests check it exactly:
 - :func:`partial_sum_bound`: the largest partial sum any accumulation order reaches;
 - :func:`signed_weight`: the direction-folded filter ``d_c W_int``;
 - :func:`conv_padding`: whether a runtime's implicit "SAME" padding equals the conv's;
+- :func:`undilated_weight`: a dilated filter written out with zeros, for a kernel that takes
+  no dilation (at the cost of the zeros' multiply-adds);
 - :class:`DigitPlan`: a stem input split into digits whose convs stay exact
   (:func:`int16_digit_plan` for LiteRT, :func:`float32_digit_plan` for ONNX);
 - :class:`CountPlan`: the compare-and-count's thresholds, multiplier, offset and direction;
@@ -45,12 +47,14 @@ __all__ = [
     "DigitPlan",
     "conv_padding",
     "count_plan",
+    "dilated_span",
     "float32_digit_bits",
     "float32_digit_plan",
     "int16_digit_plan",
     "nhwc_pads",
     "partial_sum_bound",
     "signed_weight",
+    "undilated_weight",
     "value_steps",
 ]
 
@@ -83,18 +87,49 @@ def signed_weight(weight: np.ndarray, direction: np.ndarray, dtype: type = np.in
     return weight.astype(dtype) * direction.astype(dtype)[:, None, None, None]
 
 
+def dilated_span(kernel: int, dilation: int) -> int:
+    """The rows (or columns) a kernel of ``kernel`` taps spaced ``dilation`` apart covers:
+    ``d (k - 1) + 1`` (``k`` itself undilated)."""
+    return dilation * (kernel - 1) + 1
+
+
 def conv_padding(conv: IntConv) -> str:
     """How an NHWC runtime pads ``conv`` (torch-style symmetric zero padding ``p``): ``"VALID"``
-    (``p = 0``), ``"SAME"`` (TFLite's "SAME" pads ``floor((k - 1) / 2)`` before and the rest
-    after; equal to ``p`` on every side only at stride 1 with an odd kernel ``k`` and
-    ``p = k // 2``), else ``"PAD"``: an explicit zero pad of ``p`` (:func:`nhwc_pads`), then
-    "VALID"."""
-    kernel = conv.weight.shape[1]
+    (``p = 0``), ``"SAME"`` (TFLite's "SAME" pads ``floor((K - 1) / 2)`` before and the rest
+    after, ``K`` the dilated kernel's span :func:`dilated_span`; equal to ``p`` on every side
+    only at stride 1 with an odd ``K`` and ``p = K // 2``), else ``"PAD"``: an explicit zero
+    pad of ``p`` (:func:`nhwc_pads`), then "VALID"."""
+    span = dilated_span(conv.weight.shape[1], conv.dilation)
     if conv.padding == 0:
         return "VALID"
-    if conv.stride == 1 and conv.padding == kernel // 2 and kernel % 2 == 1:
+    if conv.stride == 1 and conv.padding == span // 2 and span % 2 == 1:
         return "SAME"
     return "PAD"
+
+
+def undilated_weight(weight: np.ndarray, dilation: int) -> np.ndarray:
+    """An OHWI filter with ``dilation`` written out as zeros: the undilated filter ``W'`` of
+    span ``K = d (k - 1) + 1`` with ``W'[o, d i, d j, c] = W[o, i, j, c]`` and 0 elsewhere.
+
+    A conv with ``W'`` (dilation 1, the same stride and padding) equals the dilated conv with
+    ``W`` exactly: output ``y`` reads ``x[s y + i' - p]`` at tap ``i'``; the nonzero taps are
+    ``i' = d i``, i.e. ``x[s y + d i - p]`` times ``W[i]``, and the zero taps add nothing. The
+    output size ``(H + 2 p - K) // s + 1`` is the dilated conv's. ``sum |W'_o| = sum |W_o|``,
+    so every partial-sum bound is unchanged.
+
+    Cost: ``K**2 / k**2`` times the multiply-adds (3x3, d = 2: 25 / 9 = 2.8x; d = 3: 49 / 9 =
+    5.4x), and the filter grows by the same factor; a runtime that takes dilation itself is
+    cheaper. Zeros are off the odd weight grids (``2 code - n``), so a form that stores codes
+    ``(W - offset) / mult`` or splits ``W`` into odd parts must see ``W'`` only after that
+    step, or not at all."""
+    if dilation == 1:
+        return weight
+    out_c, kh, kw, cin = weight.shape
+    spread = np.zeros(
+        (out_c, dilated_span(kh, dilation), dilated_span(kw, dilation), cin), weight.dtype
+    )
+    spread[:, ::dilation, ::dilation, :] = weight
+    return spread
 
 
 def nhwc_pads(p: int) -> np.ndarray:

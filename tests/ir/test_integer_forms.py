@@ -22,6 +22,7 @@ from climbq_deploy.ir.integer_forms import (
     nhwc_pads,
     partial_sum_bound,
     signed_weight,
+    undilated_weight,
     value_steps,
 )
 from climbq_deploy.kernels import ops
@@ -82,6 +83,68 @@ def test_conv_padding_modes() -> None:
     assert conv_padding(conv(2, 1, 1)) == "PAD"  # even kernel
     assert nhwc_pads(2).tolist() == [[0, 0], [2, 2], [2, 2], [0, 0]]
     assert nhwc_pads(2).dtype == np.int32
+
+
+def test_conv_padding_of_dilated_kernels_uses_their_span() -> None:
+    """TFLite's SAME pads for the dilated span ``K = d (k - 1) + 1``: p = K // 2 at stride 1."""
+
+    def conv(kernel: int, padding: int, dilation: int, stride: int = 1) -> IntConv:
+        w = np.ones((1, kernel, kernel, 1), np.int8)
+        return IntConv(
+            "c", ("x",), "y", weight=w, padding=padding, dilation=dilation, stride=stride
+        )
+
+    assert conv_padding(conv(3, 2, 2)) == "SAME"  # span 5
+    assert conv_padding(conv(3, 3, 3)) == "SAME"  # span 7
+    assert conv_padding(conv(3, 1, 2)) == "PAD"  # 1 != 5 // 2
+    assert conv_padding(conv(2, 1, 2)) == "SAME"  # an even kernel dilated by 2 spans 3
+    assert conv_padding(conv(2, 1, 3)) == "PAD"  # span 4: SAME would pad unevenly
+    assert conv_padding(conv(3, 2, 2, stride=2)) == "PAD"
+    assert conv_padding(conv(3, 0, 2)) == "VALID"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kernel=st.integers(1, 4),
+    dilation=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    groups=st.sampled_from([1, 2, 4]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_undilated_weight_gives_the_dilated_conv(
+    kernel: int, dilation: int, stride: int, groups: int, seed: int
+) -> None:
+    """The zero-filled undilated filter, convolved without dilation, equals the dilated conv
+    (the reference), which equals torch's float64 dilated conv2d; the zeros sit where the
+    definition puts them and the weight sums are unchanged."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    span = dilation * (kernel - 1) + 1
+    padding = int(rng.integers(0, span))
+    size = int(rng.integers(max(1, span - 2 * padding), span + 6))
+    w = rng.integers(-15, 16, (2 * groups, kernel, kernel, 3)).astype(np.int8)
+    x = rng.integers(-20, 21, (2, size, size, 3 * groups)).astype(np.int32)
+    spread = undilated_weight(w, dilation)
+    assert spread.shape == (2 * groups, span, span, 3) and spread.dtype == w.dtype
+    for i in range(span):
+        for j in range(span):
+            on_grid = i % dilation == 0 and j % dilation == 0
+            tap = w[:, i // dilation, j // dilation] if on_grid else 0
+            assert np.array_equal(spread[:, i, j], np.broadcast_to(tap, spread[:, i, j].shape))
+    assert partial_sum_bound(spread, -20, 20) == partial_sum_bound(w, -20, 20)
+    bound = partial_sum_bound(w, -20, 20)
+    dilated = ops.int_conv(x, w, stride, padding, groups, bound, dilation)
+    np.testing.assert_array_equal(ops.int_conv(x, spread, stride, padding, groups, bound), dilated)
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2),
+        torch.from_numpy(w.astype(np.float64)).permute(0, 3, 1, 2),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    np.testing.assert_array_equal(dilated, expected.permute(0, 2, 3, 1).numpy())
 
 
 # -- the LiteRT stem: b-bit digits of u = I + 2**(B-1), int16-exact parts ------------------------
