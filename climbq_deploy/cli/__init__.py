@@ -2,10 +2,11 @@
 command group (:mod:`.data`, :mod:`.train`, :mod:`.deploy`, :mod:`.report`).
 
 Every user error surfaces as one ``climbq: error: ...`` line on stderr and a non-zero exit
-(2 for bad input, a file that cannot be written or read included; 1 for an unexpected
-internal error, 130 on Ctrl-C); ``--debug`` shows the traceback instead. A reader that closes
-stdout early (``climbq data show D --json | head -1``) ends the command quietly with 141, as
-a shell tool killed by SIGPIPE would.
+(2 for bad input, a file that cannot be written or read included; 3 for what cannot run here:
+a target's runtime, or an extra of the package that is not installed, named with its ``pip
+install`` line; 1 for an unexpected internal error, 130 on Ctrl-C); ``--debug`` shows the
+traceback instead. A reader that closes stdout early (``climbq data show D --json | head -1``)
+ends the command quietly with 141, as a shell tool killed by SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from climbq_deploy import __version__
 from climbq_deploy.cli import data, deploy, report, train
 from climbq_deploy.cli._args import HelpFormatter
-from climbq_deploy.errors import ClimbQError
+from climbq_deploy.errors import ClimbQError, TargetUnavailableError
+from climbq_deploy.extras import missing_extra
 
 GROUPS = (data, train, deploy, report)  # each adds its commands, in this order
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
@@ -95,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: say so briefly, the traceback is one flag away
         if args.debug:
             raise
+        missing = missing_extra(exc)
+        if missing is not None:  # a device install ran a command of the training stack
+            print(f"climbq: error: {missing.message(f'climbq {args.command}')}", file=sys.stderr)
+            return TargetUnavailableError.exit_code
         print(
             f"climbq: internal error: {type(exc).__name__}: {exc} "
             "(re-run with --debug for the traceback and please report it)",
