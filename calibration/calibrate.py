@@ -138,7 +138,14 @@ def _check_fp_run(run: TrainedRun) -> None:
 
 def _quantized_model(run: TrainedRun, spec: QuantSpec, num_classes: int) -> QuantModel:
     """The run's architecture with ``spec``'s quantizers and the run's trained weights."""
-    model = build_model(run.config.arch, num_classes, spec, run.config.faithful_mbv2)
+    model = build_model(
+        run.config.arch,
+        num_classes,
+        spec,
+        run.config.faithful_mbv2,
+        run.config.model,
+        run.image_shape,
+    )
     missing, unexpected = model.load_state_dict(run.model.state_dict(), strict=False)
     stray = [k for k in missing if not k.endswith(".range")] + list(unexpected)
     if stray:  # pragma: no cover - same architecture on both sides
@@ -169,7 +176,7 @@ def _calibrated_model(
     model = _quantized_model(run, config.spec(), dataset.num_classes)
     if config.method == "ptq":
         observed = observe_ranges(run.model, batches(), len(indices), config.rule())
-        ranges = tie_ranges(observed, residual_groups(model))
+        ranges = tie_ranges(observed, residual_groups(model, run.image_shape))
         _set_ranges(model, ranges)
         return model.eval(), {
             "range_rule": config.rule().label(),

@@ -22,6 +22,7 @@ members' ranges (no member clips more than it did alone; the smaller ones lose r
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,7 +32,6 @@ from torch import Tensor, nn
 
 from climbq_deploy.errors import ConfigError, DataError
 from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
-from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.quant.layers import ActQuant
 
 RANGE_RULES = ("minmax", "percentile")
@@ -124,33 +124,77 @@ def observe_ranges(
     return {name: obs.value() for name, obs in observers.items()}
 
 
-def residual_groups(model: nn.Module) -> list[list[str]]:
-    """Names of the activation quantizers whose outputs meet in an integer residual add (and
-    so must share one step), following the lowering's walk of each architecture.
+def residual_groups(
+    model: nn.Module, image_shape: tuple[int, int, int] | None = None
+) -> list[list[str]]:
+    """Names of the activation quantizers whose outputs meet in an integer residual add or a
+    concatenation (and so must share one step), read off the model's traced graph: the same
+    graph :func:`climbq_deploy.ir.capture.capture` lowers, so any model it lowers is covered
+    (``image_shape``, H x W x C, lets torch.export trace what torch.fx cannot).
+
+    Every tensor carries the set of quantizers whose codes it holds unchanged: a quantizer's
+    output holds its own; ReLU, max pooling, flatten and the like hold their input's; a conv,
+    BatchNorm or Linear holds none (a new scale). An add or a concat puts the sets of all its
+    operands into one group (groups that share a member merge). Groups list members in the
+    order the graph first reaches them; groups of one are left out.
 
     ResNet: the stem's ``act1`` and the ``act2`` of each identity block of stage 1 meet; each
     downsampling block starts a new group of its shortcut's quantizer and its ``act2``, joined
     by the ``act2`` of the identity blocks after it. MobileNetV2 (integer form): each
     stride-1 block's ``project`` and ``shortcut`` quantizers.
     """
-    groups: list[list[str]] = []
-    if isinstance(model, CifarResNet):
-        current = ["act1"]
-        groups.append(current)
-        for i, block in enumerate(model.layers):
-            if isinstance(block.shortcut, nn.Sequential):
-                current = [f"layers.{i}.shortcut.2"]
-                groups.append(current)
-            current.append(f"layers.{i}.act2")
-    elif isinstance(model, CifarMobileNetV2):
-        if model.faithful:
-            raise ConfigError("the authors' MobileNetV2 (--faithful-mbv2) has no integer form")
-        for i, block in enumerate(model.blocks):
-            if block.shortcut is not None:
-                groups.append([f"blocks.{i}.project.2", f"blocks.{i}.shortcut.2"])
-    else:
-        raise ConfigError(f"no residual structure known for {type(model).__name__}")
-    return groups
+    from torch import fx
+
+    from climbq_deploy.ir.capture import trace
+
+    if isinstance(model, CifarMobileNetV2) and model.faithful:
+        raise ConfigError("the authors' MobileNetV2 (--faithful-mbv2) has no integer form")
+    gm = trace(model.eval(), image_shape)
+    modules = dict(gm.named_modules())
+    holds: dict[fx.Node, list[str]] = {}
+    parent: dict[str, str] = {}
+    order: list[str] = []
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    def operands(node: fx.Node) -> list[str]:
+        names: list[str] = []
+        for arg in node.all_input_nodes:
+            names += [n for n in holds.get(arg, []) if n not in names]
+        return names
+
+    for node in gm.graph.nodes:
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        quantizer = None
+        if isinstance(module, ActQuant):
+            quantizer = str(node.target)
+        elif module is not None and isinstance(getattr(module, "act", None), ActQuant):
+            quantizer = f"{node.target}.act"
+        if quantizer is not None:
+            holds[node] = [quantizer]
+            parent.setdefault(quantizer, quantizer)
+            order.append(quantizer)
+        elif isinstance(module, nn.Conv2d | nn.BatchNorm2d | nn.Linear):
+            holds[node] = []
+        else:
+            holds[node] = operands(node)
+            is_join = node.op == "call_function" and node.target in (
+                operator.add,
+                torch.add,
+                torch.cat,
+                torch.concat,
+            )
+            if is_join or (node.op == "call_method" and node.target == "add"):
+                members = holds[node]
+                for name in members[1:]:
+                    parent[root(name)] = root(members[0])
+    groups: dict[str, list[str]] = {}
+    for name in order:
+        groups.setdefault(root(name), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def tie_ranges(ranges: dict[str, float], groups: list[list[str]]) -> dict[str, float]:

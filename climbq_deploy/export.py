@@ -66,7 +66,7 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     num_classes = len(names)
     changed = config.model and source_changed(config.model, config.model_sha256)
     model = build_model(
-        config.arch, num_classes, config.quant_spec, config.faithful_mbv2, config.model
+        config.arch, num_classes, config.quant_spec, config.faithful_mbv2, config.model, size
     )
     try:
         model.load_state_dict(weights)

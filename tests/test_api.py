@@ -139,3 +139,25 @@ def test_the_cli_export_is_the_api_export(tmp_path, capsys) -> None:
         climbq_deploy.ReferenceModel.load(summary["artifact"]).predict(images),
         climbq_deploy.ReferenceModel.load(api).predict(images),
     )
+
+
+def test_a_user_cnn_fx_cannot_trace_trains_exports_and_checks(tmp_path) -> None:
+    """A forward that branches on the input size (torch.export traces it for the data's size)
+    with a conv bias and no BatchNorm after it: trained, exported and checked like any run."""
+    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
+    run = climbq_deploy.train(
+        data,
+        tmp_path / "run",
+        model=f"{USER_CNN}:shape_branching_cnn",
+        method="climbq+",
+        wbits=4,
+        abits=4,
+        epochs=1,
+        batch_size=4,
+        progress=False,
+    )
+    climbq_deploy.export(run)
+    record = climbq_deploy.check(run)
+    layers = {layer["layer"]: layer["mismatches"] for layer in record["layers"]}
+    assert set(layers) == {"net.stem_bn.act", "net.body.1.act", "net.side.act"}
+    assert layers == dict.fromkeys(layers, 0) and record["top1_agreement"] == 1.0

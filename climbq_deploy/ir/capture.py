@@ -51,6 +51,7 @@ from climbq_deploy.ir.graph import (
     TensorSpec,
 )
 from climbq_deploy.ir.graph import Concat as ConcatNode
+from climbq_deploy.models.module_graph import ExportGraphError, export_leaf_graph
 from climbq_deploy.quant import layers as qlayers
 from climbq_deploy.quant.layers import ActQuant as TorchActQuant
 from climbq_deploy.quant.layers import QConv2d
@@ -192,6 +193,30 @@ def _bn(b: _Builder, x: str, bn: nn.BatchNorm2d, source: str) -> str:
     )
 
 
+def _unit_batchnorm(b: _Builder, x: str, source: str) -> str:
+    """A conv output ``x`` with a bias ``c`` or per-channel weight scales ``s`` but no BatchNorm
+    after it, made into one: ``y_c = s_c conv_c + c_c`` is exactly the inference BatchNorm with
+    ``gamma = s`` (ones when absent), ``beta = c`` (zeros when absent), ``mean = 0``,
+    ``var = 1`` and ``eps = 0`` (``gamma / sqrt(var + eps) = s``), which
+    :func:`~climbq_deploy.ir.passes.fold_batchnorm` folds into the conv's affine and the
+    thresholds absorb like any BatchNorm. ``x`` itself when it has neither."""
+    bias, scale = b.conv_bias.pop(x, None), b.channel_scales.pop(x, None)
+    if bias is None and scale is None:
+        return x
+    channels = b.shape(x)[-1]
+    return b.add(
+        BatchNorm,
+        (x,),
+        b.shape(x),
+        source=f"{source}.bias" if bias is not None else f"{source}.weight_scale",
+        gamma=np.ones(channels) if scale is None else scale,
+        beta=np.zeros(channels) if bias is None else bias,
+        mean=np.zeros(channels),
+        var=np.ones(channels),
+        eps=0.0,
+    )
+
+
 def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
     if not isinstance(act, TorchActQuant) or act.quantizer is None:
         raise ConfigError(f"layer {source!r} has no activation quantizer; cannot lower to integers")
@@ -221,7 +246,7 @@ def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
 
 
 SUPPORTED = (
-    "Conv2d (quantized; groups, stride, padding, bias folded into the BatchNorm after it), "
+    "Conv2d (quantized; groups, stride, padding, bias), "
     "BatchNorm2d, the activation quantizers, ReLU, ReLU6 (where the codes stay below 6), "
     "residual add, torch.cat on channels, MaxPool2d, global average pooling (AdaptiveAvgPool2d "
     "to 1x1, mean over H and W), flatten, Dropout/Identity, and one final Linear head"
@@ -292,21 +317,36 @@ class _Tracer(fx.Tracer):
         return node
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``model`` (eval mode) as a torch.fx graph; a clear error when fx cannot trace it."""
+def trace(model: nn.Module, image_shape: tuple[int, int, int] | None = None) -> fx.GraphModule:
+    """``model`` (eval mode) as a torch.fx graph with the quantized layers as leaves; where fx's
+    symbolic trace fails (a branch on a shape, say) and ``image_shape`` (H, W, C) is given,
+    ``torch.export`` traces it on one zero image of that shape instead
+    (:func:`~climbq_deploy.models.module_graph.export_leaf_graph`). A clear error when neither
+    can."""
     concrete: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
     for name, value in (("labels", None), ("return_features", False)):
         if name in params:
             concrete[name] = value
+    tracer = _Tracer()
     try:
-        graph = _Tracer().trace(model, concrete_args=concrete or None)
+        return fx.GraphModule(model, tracer.trace(model, concrete_args=concrete or None))
     except Exception as exc:  # fx raises many kinds: TraceError, TypeError, RuntimeError ...
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fx_failure = f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {first}"
+    if image_shape is None:
         raise CaptureError(
-            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {first} "
-            "(data-dependent control flow in forward is the usual cause; torch.export is not "
-            "supported yet)"
+            f"{fx_failure} (data-dependent control flow in forward is the usual cause)"
+        )
+    h, w, c = image_shape
+    try:
+        graph = export_leaf_graph(
+            model, torch.zeros(1, c, h, w), tracer.is_leaf_module, kwargs=concrete
+        )
+    except ExportGraphError as exc:
+        raise CaptureError(
+            f"{fx_failure}; torch.export on a 1 x {c} x {h} x {w} input failed too: {exc} "
+            "(data-dependent control flow in forward is the usual cause)"
         ) from None
     return fx.GraphModule(model, graph)
 
@@ -563,9 +603,7 @@ def _conv_module(c: _Converter, node: fx.Node, conv: nn.Module) -> str:
         c.b.conv_bias[out] = conv.bias.detach().double().numpy().copy()
     act = getattr(conv, "act", None)
     if act is not None:  # QConv2dAct: the quantizer on the conv's own output
-        if out in c.b.conv_bias:
-            raise _unsupported(node, c.modules, "a conv bias with no BatchNorm to fold it into")
-        out = _act(c.b, out, act, f"{node.target}.act")
+        out = _act(c.b, _unit_batchnorm(c.b, out, str(node.target)), act, f"{node.target}.act")
     return out
 
 
@@ -588,6 +626,8 @@ def _act_module(c: _Converter, node: fx.Node, act: nn.Module) -> str:
         raise _unsupported(
             node, c.modules, "an activation quantizer that follows no conv, BatchNorm or add"
         )
+    if isinstance(producer, Conv):  # a conv's bias or channel scales with no BatchNorm
+        x = _unit_batchnorm(c.b, x, producer.source)
     return _act(c.b, x, act, str(node.target))
 
 
@@ -807,7 +847,7 @@ def capture(
             "--faithful-mbv2 (the integer-friendly default) to export it"
         )
     model = model.eval()
-    gm = trace(model)
+    gm = trace(model, image_shape)
     stem = _stem_conv(gm)
     mult, offset = stem.weight_quantizer.integer_grid()
     n = 2**stem.weight_quantizer.bits - 1

@@ -20,9 +20,11 @@ def build_model(
     spec: QuantSpec | None = None,
     faithful_mbv2: bool = False,
     model: str | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> QuantModel:
     """A model by name; ``spec`` defaults to full precision. ``arch="custom"`` with ``model``
-    (``FILE.py:FACTORY`` or ``package.module:FACTORY``): the user's model, quantized."""
+    (``FILE.py:FACTORY`` or ``package.module:FACTORY``): the user's model, quantized
+    (``image_shape``, H x W x C of the data, lets torch.export trace what torch.fx cannot)."""
     spec = spec or QuantSpec()
     if arch == USER_ARCH or model is not None:
         if arch != USER_ARCH or model is None:
@@ -32,7 +34,7 @@ def build_model(
             )
         if faithful_mbv2:
             raise ConfigError("--faithful-mbv2 applies to mobilenetv2 only")
-        return build_user_model(model, num_classes, spec)
+        return build_user_model(model, num_classes, spec, image_shape)
     if arch in ("resnet20", "resnet32", "resnet56"):
         if faithful_mbv2:
             raise ConfigError("--faithful-mbv2 applies to mobilenetv2 only")

@@ -166,12 +166,23 @@ def source_changed(model: str, recorded: str | None) -> str | None:
 
 
 def build_user_model(
-    source: str | ModelSource, num_classes: int, spec: QuantSpec
+    source: str | ModelSource,
+    num_classes: int,
+    spec: QuantSpec,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> QuantizedModel:
     """The user's model of ``source`` built for ``num_classes`` and quantized as ``spec`` says
-    (every conv, the first included; the head float). ConfigError when the model's head has
-    another number of outputs than ``num_classes``."""
+    (every conv, the first included; the head float). ``image_shape`` (H, W, C) of the data:
+    where torch.fx cannot trace the model, torch.export traces it on an input of that shape.
+    ConfigError when the model's head has another number of outputs than ``num_classes``."""
+    import torch
+
     from climbq_deploy.quant.convert import quantize
+
+    example = None
+    if image_shape is not None:
+        h, w, c = image_shape
+        example = torch.zeros(1, c, h, w)
 
     source = source if isinstance(source, ModelSource) else ModelSource.parse(source)
     model = quantize(
@@ -180,6 +191,7 @@ def build_user_model(
         spec.wbits,
         spec.abits,
         act_scaling=spec.act_scaling,
+        example_input=example,
     )
     if model.num_classes != num_classes:
         raise ConfigError(

@@ -1,8 +1,10 @@
 """``quantize(model)``: a user's float CNN made into a ClimbQ / ClimbQ+ quantization-aware model.
 
 The model is deep-copied and traced with ``torch.fx`` only to *see* its structure (which module
-feeds which); the model that comes back is the user's own module tree with some modules swapped,
-so its class, its ``forward`` and every qualified name stay as the user wrote them. The rules:
+feeds which; where fx cannot trace ``forward``, e.g. a branch on a shape, ``torch.export`` on
+``example_input`` does: :mod:`climbq_deploy.models.module_graph`); the model that comes back is
+the user's own module tree with some modules swapped, so its class, its ``forward`` and every
+qualified name stay as the user wrote them. The rules:
 
 - every ``nn.Conv2d`` becomes a :class:`~climbq_deploy.quant.layers.QConv2d` with the same
   hyper-parameters and the same weight tensors, its weights quantized by ``method`` at ``wbits``
@@ -35,6 +37,7 @@ from torch import fx, nn
 
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.models.common import QuantSpec
+from climbq_deploy.models.module_graph import ExportGraphError, export_leaf_graph
 from climbq_deploy.models.quantized import QuantizedModel
 from climbq_deploy.quant.layers import (
     ActQuant,
@@ -75,6 +78,7 @@ def quantize(
     first_layer: str = "quantize",
     head: str = "float",
     act_scaling: str = "faithful",
+    example_input: torch.Tensor | None = None,
 ) -> QuantizedModel:
     """A quantization-aware copy of the float CNN ``model`` (``model`` itself is not changed).
 
@@ -91,6 +95,9 @@ def quantize(
         head: ``float``, the paper's choice (``quantize`` is not supported yet; the exporter's
             ``--head int8/int4`` quantizes the head at lowering instead).
         act_scaling: ``faithful`` (ClimbQ's class-scaled sigma in training) or ``off``.
+        example_input: a batch (N x C x H x W) of the size the model will see; used only
+            when ``torch.fx`` cannot trace ``forward``: ``torch.export`` then traces it on this
+            input (shape-dependent branches are decided for this shape).
 
     Returns:
         a :class:`QuantizedModel`: the user's model as child ``net`` (state-dict keys
@@ -98,7 +105,8 @@ def quantize(
 
     Raises:
         ConfigError: naming the module (its qualified name and type) or the reason: a model fx
-            cannot trace (``torch.export`` graphs are not supported yet), a Conv1d, Conv3d or
+            cannot trace (and ``torch.export`` cannot either, or no ``example_input`` was
+            given for it), a Conv1d, Conv3d or
             ConvTranspose layer, a functional conv, a conv or BatchNorm called twice, a model
             with no ``nn.Conv2d``, one that does not return the output of an ``nn.Linear``.
     """
@@ -116,7 +124,7 @@ def quantize(
     spec = QuantSpec(method, wbits, abits, act_scaling)
     _refuse_unsupported_modules(model)
     net = copy.deepcopy(model)
-    graph = _trace(net)
+    graph = _trace(net, example_input)
     _refuse_functional_convs(graph)
     modules = dict(net.named_modules())
     calls = _module_calls(graph, modules)
@@ -176,28 +184,42 @@ class _Tracer(fx.Tracer):
             raise
 
 
-def _trace(net: nn.Module) -> fx.Graph:
-    """The fx graph of ``net`` (its structure only; the graph is not run)."""
+def _trace(net: nn.Module, example_input: torch.Tensor | None = None) -> fx.Graph:
+    """The fx graph of ``net`` (its structure only; the graph is not run): torch.fx's symbolic
+    trace, else torch.export on ``example_input``."""
     tracer = _Tracer()
     try:
         return tracer.trace(net)
     except Exception as exc:
-        where = (
-            f"in {tracer.failed_in[0]} ({tracer.failed_in[1]})"
-            if tracer.failed_in
-            else f"in {type(net).__name__}.forward"
+        fx_error = exc
+    if example_input is None:
+        export_failure = (
+            "; give quantize an example_input (one batch) to trace it with torch.export instead"
         )
-        frames = [
-            f for f in traceback.extract_tb(exc.__traceback__) if _TORCH_DIR not in f.filename
-        ]
-        line = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        reason = (str(exc).splitlines() or [""])[0]
-        raise ConfigError(
-            f"torch.fx cannot trace {type(net).__name__} {where}{line}: "
-            f"{type(exc).__name__}: {reason}. quantize needs a forward without Python control "
-            "flow on tensor values (make such a branch a constructor option); tracing with "
-            "torch.export is not supported yet"
-        ) from None
+    else:
+        training = net.training
+        try:
+            return export_leaf_graph(net.eval(), example_input, fx.Tracer().is_leaf_module)
+        except ExportGraphError as exc:
+            shape = tuple(example_input.shape)
+            export_failure = f"; torch.export on a {shape} input failed too: {exc}"
+        finally:
+            net.train(training)
+    where = (
+        f"in {tracer.failed_in[0]} ({tracer.failed_in[1]})"
+        if tracer.failed_in
+        else f"in {type(net).__name__}.forward"
+    )
+    frames = [
+        f for f in traceback.extract_tb(fx_error.__traceback__) if _TORCH_DIR not in f.filename
+    ]
+    line = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    reason = (str(fx_error).splitlines() or [""])[0]
+    raise ConfigError(
+        f"torch.fx cannot trace {type(net).__name__} {where}{line}: "
+        f"{type(fx_error).__name__}: {reason}{export_failure}. quantize needs a forward without "
+        "Python control flow on tensor values (make such a branch a constructor option)"
+    )
 
 
 def _refuse_unsupported_modules(model: nn.Module) -> None:

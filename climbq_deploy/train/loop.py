@@ -134,7 +134,12 @@ def _first_problem(exc: RuntimeError) -> str:
     return (lines[1:2] or lines[:1] or ["?"])[0].strip()
 
 
-def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
+def _teacher(
+    config: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+    image_shape: tuple[int, int, int] | None = None,
+) -> torch.nn.Module:
     """The distillation teacher (``config.teacher``, else the ``--init`` run): its model,
     frozen in eval mode, built with its own configuration (a quantized run teaches with its
     quantizers on)."""
@@ -147,7 +152,9 @@ def _teacher(config: TrainConfig, num_classes: int, device: torch.device) -> tor
     changed = spec.model and source_changed(spec.model, spec.model_sha256)
     if changed:
         warnings.warn(f"teacher {folder}: {changed}", stacklevel=2)
-    teacher = build_model(spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2, spec.model)
+    teacher = build_model(
+        spec.arch, num_classes, spec.quant_spec, spec.faithful_mbv2, spec.model, image_shape
+    )
     try:
         teacher.load_state_dict(saved["model"])
     except RuntimeError as exc:  # another class count, say
@@ -284,7 +291,12 @@ def _train(
     train_idx, val_idx = split_validation(dataset.train_labels, config.val_fraction, config.seed)
     fit_counts = np.bincount(dataset.train_labels[train_idx], minlength=dataset.num_classes)
     model = build_model(
-        config.arch, dataset.num_classes, config.quant_spec, config.faithful_mbv2, config.model
+        config.arch,
+        dataset.num_classes,
+        config.quant_spec,
+        config.faithful_mbv2,
+        config.model,
+        dataset.image_shape,
     )
     model = model.to(memory_format=torch.channels_last)
     criterion = make_loss(config.loss_name, fit_counts.tolist(), **config.loss_options)
@@ -334,7 +346,11 @@ def _train(
             raise ConfigError(f"--init {config.init}: its model lacks {missing[:3]}")
         if config.init_bn_gamma is not None:
             rescale_batchnorm(model, config.init_bn_gamma)
-    teacher = _teacher(config, dataset.num_classes, device) if config.distill > 0 else None
+    teacher = (
+        _teacher(config, dataset.num_classes, device, dataset.image_shape)
+        if config.distill > 0
+        else None
+    )
     loader = dataset_loader(
         dataset,
         "train",

@@ -219,3 +219,26 @@ def test_ptq_runs_deploy_like_trained_runs(
     else:
         uses_float = b"/acc_float" in artifact.read_bytes()  # tensor names of the float form
         assert uses_float == (method == "ptq-int8")
+
+
+def test_a_user_model_run_calibrates_and_lowers_exactly(tmp_path: Path) -> None:
+    """A full-precision run of a user's CNN (concat, max pool, convs with and without
+    BatchNorm) calibrates to a 4-bit PTQ run whose integer program matches torch."""
+    from climbq_deploy.data.syndigits import build_syndigits
+
+    dataset = build_syndigits(10, seed=3, size=16, head_count=40, test_per_class=4, progress=False)
+    data = str(save_dataset(dataset, tmp_path / "syn"))
+    model_file = Path(__file__).resolve().parents[1] / "models" / "user_cnn.py"
+    config = TrainConfig(data, epochs=1, model=f"{model_file}:exportable_cnn").pinned()
+    torch.manual_seed(0)
+    model = build_model(config.arch, dataset.num_classes, model=config.model)
+    loader = dataset_loader(dataset, "train", 64)
+    reestimate_batchnorm(model, (x for x, _ in loader.epoch(0)))
+    run = tmp_path / "fp"
+    save_checkpoint(
+        run / "checkpoint.pt", {"config": config.as_dict(), "model": model.state_dict()}
+    )
+    write_json(run / "metrics.json", {"top1": 10.0, "method": "fp32", "config": config.as_dict()})
+    calibrate(CalibrateConfig(str(run), "ptq-w4a4", "balanced", 30), tmp_path / "q")
+    assert load_run(tmp_path / "q").config.model == config.model
+    assert_reference_equals_torch(tmp_path / "q")

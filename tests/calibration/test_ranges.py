@@ -14,6 +14,7 @@ from climbq_deploy.calibration.ranges import (
 )
 from climbq_deploy.errors import ConfigError, DataError
 from climbq_deploy.models.common import QuantSpec
+from climbq_deploy.models.mobilenetv2 import CifarMobileNetV2
 from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.quant.layers import ActQuant, QuantContext
 
@@ -85,8 +86,31 @@ def test_resnet20_residual_groups() -> None:
     groups = residual_groups(CifarResNet(20, 10, QuantSpec()))
     assert groups == [
         ["act1", "layers.0.act2", "layers.1.act2", "layers.2.act2"],
-        ["layers.3.shortcut.2", "layers.3.act2", "layers.4.act2", "layers.5.act2"],
-        ["layers.6.shortcut.2", "layers.6.act2", "layers.7.act2", "layers.8.act2"],
+        ["layers.3.act2", "layers.3.shortcut.2", "layers.4.act2", "layers.5.act2"],
+        ["layers.6.act2", "layers.6.shortcut.2", "layers.7.act2", "layers.8.act2"],
+    ]
+
+
+def test_mobilenetv2_residual_groups_are_its_shortcut_blocks() -> None:
+    model = CifarMobileNetV2(10, QuantSpec())
+    shortcut = [i for i, b in enumerate(model.blocks) if b.shortcut is not None]
+    assert len(shortcut) == 14
+    assert residual_groups(model) == [
+        [f"blocks.{i}.project.2", f"blocks.{i}.shortcut.2"] for i in shortcut
+    ]
+
+
+def test_a_user_cnns_residual_add_and_concat_are_grouped() -> None:
+    """The user CNN of tests/models: the stem's quantizer meets the block's in the residual
+    add, the two branches' quantizers meet in the concat; the strided conv after them is
+    alone."""
+    from climbq_deploy.quant.convert import quantize
+    from tests.quant.test_convert import U
+
+    model = quantize(U.small_cnn(5), "fp32", 32, 32)
+    assert residual_groups(model) == [
+        ["net.stem_bn.act", "net.block.4.act"],
+        ["net.branches.left.act", "net.branches.right_bn.act"],
     ]
 
 

@@ -171,3 +171,32 @@ class Upsampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.up(x).mean((2, 3)))
+
+
+class ShapeBranchingCNN(nn.Module):
+    """A forward that branches on the input's size, which torch.fx cannot trace (torch.export
+    decides it for one input shape): large inputs are max-pooled first. The side conv has a
+    bias and no BatchNorm."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(width)
+        self.pool = nn.MaxPool2d(2)
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.side = nn.Conv2d(width, width, 1, bias=True)
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(self.stem_bn(self.stem(x)))
+        if x.shape[-1] > 8:
+            x = self.pool(x)
+        x = torch.relu(self.body(x) + x)
+        x = torch.cat([x, self.side(x).relu()], 1)
+        return self.classifier(torch.flatten(x.mean((2, 3)), 1))
+
+
+def shape_branching_cnn(num_classes: int) -> ShapeBranchingCNN:
+    return ShapeBranchingCNN(num_classes)

@@ -221,9 +221,14 @@ def test_refusals_name_the_module(model, options, message) -> None:
         quantize(model(), **options)
 
 
-def test_refuses_control_flow_saying_what_is_not_supported() -> None:
-    with pytest.raises(ConfigError, match=r"torch\.export is not supported yet"):
+def test_refuses_value_control_flow_saying_what_fx_and_export_found() -> None:
+    with pytest.raises(ConfigError, match=r"give quantize an example_input"):
         quantize(U.Gated())
+    with pytest.raises(
+        ConfigError,
+        match=r"TraceError: .*; torch\.export on a \(1, 3, 8, 8\) input failed too: .*data-dep",
+    ):
+        quantize(U.Gated(), example_input=torch.zeros(1, 3, 8, 8))
 
 
 def test_refuses_an_already_quantized_model_and_a_non_module() -> None:
