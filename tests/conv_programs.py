@@ -12,17 +12,20 @@ each layer's actual accumulators on calibration images, so the codes spread over
 - ``grouped``: a stem, a 3x3 conv with 2 groups (not depthwise), a 3x3 stride-2 conv with
   4 groups (8 -> 12 channels, 2-bit codes), a 1x1 conv with 4 groups and dilation 2 (dilation
   means nothing for a 1x1 kernel), and a 3x3 conv with 2 groups and dilation 2.
-- ``dilated-stem``: the stem itself dilated (3x3, d = 2, p = 2: the digit-split stem paths),
+- ``dilated-stem``: the stem itself dilated (3x3, d = 2, p = 2) on a 19-bit input
+  (``|I| <= 2**18``: its partial sums pass 2**24, so every target splits it into digits),
   then a grouped dilated conv.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from climbq_deploy.ir.graph import Graph, IntConv, ThresholdAct
 from climbq_deploy.kernels import ops
-from tests.pool_concat_programs import _Builder, _weights, images
+from tests.pool_concat_programs import STEP, _Builder, _weights, images
 
 __all__ = ["CASES", "DILATED_LAYERS", "GROUPED_LAYERS", "conv_program", "images"]
 
@@ -31,6 +34,17 @@ INT32_MAX = 2**31 - 1
 
 
 class _ConvBuilder(_Builder):
+    def __init__(self, size: int, seed: int, step: float = STEP) -> None:
+        """``step``: the input unit (``I`` in ``[-1 / step, 1 / step]``); finer than the
+        default makes the stem's partial sums pass 2**24 (the targets' digit splits)."""
+        super().__init__(size, seed)
+        if step != STEP:
+            quant = replace(self.nodes[0], step=step)
+            self.nodes[0] = quant
+            self.tensors["x"] = replace(self.tensors["x"], scale=step)
+            calibration = images(size, 16, seed + 100)
+            self.values["x"] = ops.input_quant(calibration, quant.mean, quant.std, step)
+
     def conv(
         self,
         name: str,
@@ -114,10 +128,10 @@ def _dilated_stem(b: _ConvBuilder) -> str:
 
 
 PROGRAMS = {
-    "dilated": (_dilated, 12),
-    "depthwise": (_depthwise, 10),
-    "grouped": (_grouped, 10),
-    "dilated-stem": (_dilated_stem, 9),
+    "dilated": (_dilated, 12, STEP),
+    "depthwise": (_depthwise, 10, STEP),
+    "grouped": (_grouped, 10, STEP),
+    "dilated-stem": (_dilated_stem, 9, 2.0**-18),
 }
 CASES = tuple(PROGRAMS)
 DILATED_LAYERS = {
@@ -138,6 +152,6 @@ GROUPED_LAYERS = {
 
 def conv_program(case: str, seed: int = 0) -> Graph:
     """The bounded program of one of :data:`CASES` (image ``S x S x 3``, sum pool, head)."""
-    build, size = PROGRAMS[case]
-    b = _ConvBuilder(size, seed)
+    build, size, step = PROGRAMS[case]
+    b = _ConvBuilder(size, seed, step)
     return b.finish(build(b))

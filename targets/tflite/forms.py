@@ -34,6 +34,15 @@ the value's bound ``B`` are clamped to ``±(B + 1)`` first (no count changes).
 - anything else (a layer the int16 flavour requantizes, partial sums too large): the int16
   form of :mod:`.export`, converted in and out.
 
+**Dilation and groups.** The builtin forms use LiteRT's own: the convs' dilation factors, a
+grouped ``CONV_2D`` (filter ``(O, k, k, C / G)``), a depth multiplier
+(:func:`~.export.conv_filter`), measured exact on every kernel path: no extra work. The fused
+kernel takes only dense or depthwise, undilated convs, so :func:`_fused_layer` rewrites: a
+dilated filter written out with zeros (``K**2 / k**2`` the multiply-adds, ``K = d (k - 1) +
+1``: 2.8x for a 3x3 filter at ``d = 2``), a grouped conv as one fused op per group on a SLICE
+of the input, CONCATENATION of the codes (:func:`fused_pieces`; no extra multiply-adds, one
+copy each way). The fused op stores ``d W`` as is, so the zeros need no weight grid.
+
 Which form a layer takes is decided by :func:`choose_forms` from a cost model whose constants
 were measured on LiteRT 2.3 / XNNPACK (see :data:`COSTS`).
 
@@ -50,6 +59,7 @@ The pool's padding is explicit (:func:`~.pooling.max_pool_2d`: torch's is not TF
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,16 +80,26 @@ from climbq_deploy.ir.graph import (
 from climbq_deploy.ir.integer_forms import (
     FLOAT32_EXACT,
     conv_padding,
+    dilated_span,
     nhwc_pads,
     partial_sum_bound,
     signed_weight,
+    undilated_weight,
 )
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 from climbq_deploy.targets.tflite import export as int16_form
 from climbq_deploy.targets.tflite.flavour import float_conv_is_exact, input_type
 from climbq_deploy.targets.tflite.pooling import max_pool_2d
 
-__all__ = ["COSTS", "FORMS", "LayerCost", "choose_forms", "write_fast_tflite"]
+__all__ = [
+    "COSTS",
+    "FORMS",
+    "FusedPiece",
+    "LayerCost",
+    "choose_forms",
+    "fused_pieces",
+    "write_fast_tflite",
+]
 
 FLOAT_SIGNS, INT8_SIGNS, INT16, FUSED = "float-signs", "int8-signs", "int16", "fused"
 FORMS = (INT8_SIGNS, FLOAT_SIGNS, INT16, FUSED)
@@ -91,6 +111,11 @@ REF_REQUANT_LIMIT = 2**30
 # channels run, 323 x 15 hang, with XNNPACK off). Past it the float sign stage is a broadcast
 # MUL and ADD instead (:func:`_signs`).
 FLOAT_DEPTHWISE_LIMIT = 4832
+# The fused op takes dense and depthwise convs only: a conv of G other groups becomes G ops
+# (:func:`fused_pieces`); past this many the layer keeps its builtin form (LiteRT's grouped
+# conv) rather than become a chain of tiny ops.
+FUSED_MAX_PIECES = 16
+FUSED_MAX_KERNEL = 65536  # the fused kernel's limit on kernel sizes (climbq_conv_count.c)
 
 
 @dataclass(frozen=True)
@@ -167,10 +192,6 @@ def int8_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
         return "the stem reads the wide input"
     if act.shift is not None:
         return "the int16 flavour requantizes this layer"
-    if conv.groups not in (1, conv.weight.shape[0]) or (
-        conv.groups != 1 and conv.weight.shape[3] != 1
-    ):
-        return "grouped conv"
     if 2 * int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
         return "2 W leaves int8"
     if not _fits_int8(graph, conv.inputs[0]) or not _fits_int8(graph, act.output):
@@ -182,19 +203,56 @@ def int8_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class FusedPiece:
+    """One ``CLIMBQ_CONV_COUNT`` op of a conv layer: it reads input channels ``in_start ..
+    in_start + in_c - 1`` and writes output channels ``out_start .. out_start + out_c - 1``;
+    ``groups`` is the op's own (1: dense, ``in_c``: depthwise)."""
+
+    in_start: int
+    in_c: int
+    out_start: int
+    out_c: int
+    groups: int
+
+
+def fused_pieces(graph: Graph, conv: IntConv) -> list[FusedPiece]:
+    """The fused ops that compute ``conv`` exactly, given that the C kernel takes only a dense
+    conv (``G = 1``) or a depthwise one (``G = C = O``), undilated:
+
+    - dense or depthwise: one op (a dilated filter is written out by
+      :func:`~climbq_deploy.ir.integer_forms.undilated_weight`, see :func:`_fused_layer`);
+    - ``G`` groups otherwise (grouped, or depthwise with a channel multiplier): ``G`` dense
+      ops, op ``g`` on input channels ``g C / G ..`` (a SLICE) writing output channels
+      ``g O / G ..``; their int8 codes are joined by one CONCATENATION. Exact: torch's
+      group ``g`` reads exactly those inputs and writes exactly those outputs, and each
+      output channel keeps its own thresholds. Cost: no extra multiply-adds (the
+      block-diagonal dense filter would take ``G`` times as many); ``G`` SLICE copies of the
+      input (its size in all) and one concat copy of the output."""
+    c_in = graph.tensors[conv.inputs[0]].shape[-1]
+    out_c, groups = conv.weight.shape[0], conv.groups
+    if groups == 1 or groups == c_in == out_c:
+        return [FusedPiece(0, c_in, 0, out_c, groups)]
+    per_in, per_out = c_in // groups, out_c // groups
+    return [FusedPiece(g * per_in, per_in, g * per_out, per_out, 1) for g in range(groups)]
+
+
 def fused_exact(graph: Graph, layer: ConvLayer) -> str | None:
     """None when the fused ``CLIMBQ_CONV_COUNT`` op computes ``layer`` exactly, else why not:
     int8 filter, codes out within int8, every partial sum within int32. A layer reads int8
     codes (the kernel's contract: ``max_o sum |W_o| 128`` within int32); the stem reads the
     int32 input (the kernel's int32 mode wraps modulo 2**32 and cannot know the input's range,
-    so the bound over ``[lo, hi]`` is proven here)."""
+    so the bound over ``[lo, hi]`` is proven here). Dilated and grouped convs are rewritten
+    for the kernel (:func:`fused_pieces`, undilated filters), which changes no partial-sum
+    bound; more than :data:`FUSED_MAX_PIECES` ops for one layer is refused."""
     conv, act = layer.conv, layer.act
     if act.shift is not None:
         return "the int16 flavour requantizes this layer"
-    if conv.groups not in (1, conv.weight.shape[0]) or (
-        conv.groups != 1 and conv.weight.shape[3] != 1
-    ):
-        return "grouped conv"
+    pieces = len(fused_pieces(graph, conv))
+    if pieces > FUSED_MAX_PIECES:
+        return f"{conv.groups} groups would take {pieces} fused ops (at most {FUSED_MAX_PIECES})"
+    if dilated_span(conv.weight.shape[1], conv.dilation) >= FUSED_MAX_KERNEL:
+        return f"the dilated kernel spans {FUSED_MAX_KERNEL} or more"
     if int(np.abs(conv.weight).max(initial=0)) > INT8_MAX:
         return "W leaves int8"
     if not layer.stem and not _fits_int8(graph, conv.inputs[0]):
@@ -239,10 +297,6 @@ def float_signs_exact(graph: Graph, layer: ConvLayer) -> str | None:
     conv, act = layer.conv, layer.act
     if act.shift is not None:
         return "the int16 flavour requantizes this layer"
-    if conv.groups not in (1, conv.weight.shape[0]) or (
-        conv.groups != 1 and conv.weight.shape[3] != 1
-    ):
-        return "grouped conv"
     if layer.stem:
         return _stem_plan(graph, layer)[1]
     if not float_conv_is_exact(graph, conv):
@@ -303,32 +357,47 @@ def choose_forms(graph: Graph, fused: bool = False) -> list[LayerCost]:
     fused_outputs: dict[tuple, tuple] = {}
     t = graph.tensors
 
-    def extra_levels(x: str, weight_shape: tuple[int, ...], act: ThresholdAct, y: str) -> int:
-        out_c, n = act.thresholds.shape
+    def extra_levels(
+        in_shape: tuple[int, ...],
+        weight_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        act: ThresholdAct,
+    ) -> int:
+        n = act.thresholds.shape[1]
         for k in range(0, 256 - n):
             top = int(act.mult) * (n + k) + int(act.offset)  # the kernel checks its code range
             if k and not INT8_MIN <= top <= INT8_MAX:
                 break
-            key = (t[x].shape, weight_shape, (out_c, n + k))
-            if fused_outputs.setdefault(key, t[y].shape) == t[y].shape:
+            key = (in_shape, weight_shape, (weight_shape[0], n + k))
+            if fused_outputs.setdefault(key, out_shape) == out_shape:
                 return k
         return -1
+
+    def conv_extra_levels(layer: ConvLayer) -> int:
+        """For the layer's fused ops (:func:`fused_pieces`: equal shapes, one choice)."""
+        conv = layer.conv
+        piece = fused_pieces(graph, conv)[0]
+        h, w, _ = t[conv.inputs[0]].shape
+        ho, wo, _ = t[conv.output].shape
+        _, kh, kw, per_group = conv.weight.shape
+        d = conv.dilation
+        weight_shape = (piece.out_c, dilated_span(kh, d), dilated_span(kw, d), per_group)
+        return extra_levels((h, w, piece.in_c), weight_shape, (ho, wo, piece.out_c), layer.act)
 
     for layer in iter_layers(graph):
         if isinstance(layer, ConvLayer):
             costs = _costs(graph, layer)
             fast = {k: v for k, v in costs.items() if v is not None and k != INT16}
             pick = min(fast, key=lambda k: fast[k]) if fast else INT16
-            conv = layer.conv
             if fused and fused_exact(graph, layer) is None:
-                k = extra_levels(conv.inputs[0], conv.weight.shape, layer.act, conv.output)
+                k = conv_extra_levels(layer)
                 if k >= 0:
                     chosen.append(LayerCost(layer.act.output, costs, FUSED, k))
                     continue
             chosen.append(LayerCost(layer.act.output, costs, pick))
         elif isinstance(layer, ThresholdAct) and fused and fused_count_exact(graph, layer) is None:
             c = t[layer.output].shape[-1]
-            k = extra_levels(layer.inputs[0], (c, 1, 1, 1), layer, layer.output)
+            k = extra_levels(t[layer.inputs[0]].shape, (c, 1, 1, 1), t[layer.output].shape, layer)
             if k >= 0:
                 chosen.append(LayerCost(layer.output, {}, FUSED, k))
     return chosen
@@ -597,15 +666,16 @@ def _int8_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
         "stride_h": conv.stride,
         "stride_w": conv.stride,
         "fused_activation": "RELU_N1_TO_1",
+        **int16_form.dilation_options(conv),
     }
-    if conv.groups == 1:
-        w = e.const(f"{conv.output}/weight_x2", np.repeat(weight, n, axis=0), "int8", **unit)
-        op = "CONV_2D"
-    else:  # depthwise: output channel c n + j reads input channel c
-        dw = np.repeat(np.transpose(weight, (3, 1, 2, 0)), n, axis=3)
-        w = e.const(f"{conv.output}/weight_x2", dw, "int8", quantized_dimension=3, **unit)
-        op = "DEPTHWISE_CONV_2D"
-        options["depth_multiplier"] = n
+    # each output channel o repeated n times, as channels o n .. o n + n - 1: the repeats stay
+    # in o's group (block g of O n / G channels), so the grouping is LiteRT's native one
+    op, filt, extra = int16_form.conv_filter(conv, np.repeat(weight, n, axis=0))
+    if op == "DEPTHWISE_CONV_2D":  # output channel c m n + j reads input channel c
+        w = e.const(f"{conv.output}/weight_x2", filt, "int8", quantized_dimension=3, **unit)
+        options["depth_multiplier"] = extra["depth_multiplier"]
+    else:
+        w = e.const(f"{conv.output}/weight_x2", filt, "int8", **unit)
     bias = e.const(f"{conv.output}/sign_bias", (1 - 2 * theta).reshape(-1), "int32", **unit)
     signs = e.int8_tensor(f"{act.output}/signs", (e.batch, ho, wo, k))
     b.add_operator(op, [x, w, bias], [signs], **options)
@@ -632,16 +702,79 @@ def _int8_signs_layer(e: _FastEmit, layer: ConvLayer) -> None:
 
 
 def _fused_layer(e: _FastEmit, layer: ConvLayer) -> None:
-    """The layer as one ``CLIMBQ_CONV_COUNT`` op (:mod:`.custom_op`): int8 codes in, the int8
+    """The layer as ``CLIMBQ_CONV_COUNT`` ops (:mod:`.custom_op`): int8 codes in, the int8
     filter ``d W``, int32 thresholds clamped to ``±(B + 1)`` (``B`` the accumulator bound; no
-    count changes), int8 codes ``mult count + offset`` out (see :func:`_fused_op`)."""
+    count changes), int8 codes ``mult count + offset`` out (see :func:`_fused_op`). The kernel
+    takes no dilation: a dilated filter goes in written out with zeros
+    (:func:`~climbq_deploy.ir.integer_forms.undilated_weight`, ``K**2 / k**2`` the
+    multiply-adds; ``d W`` is stored as is, so the zeros are exact); a grouped conv goes in as
+    one op per group (:func:`fused_pieces`, :func:`_fused_groups`)."""
     conv, act = layer.conv, layer.act
-    weight = signed_weight(conv.weight, act.direction)
+    weight = undilated_weight(signed_weight(conv.weight, act.direction), conv.dilation)
     bound = min(_acc_bound(e.graph, conv), 2**31 - 2)
     theta = _clamped_thresholds(act, bound, e.extra_levels.get(act.output, 0))
+    pieces = fused_pieces(e.graph, conv)
+    if len(pieces) > 1:
+        _fused_groups(e, conv, act, weight, theta, pieces, layer.stem)
+        return
     _fused_op(
         e, conv.inputs[0], weight, theta, act, conv.stride, conv.padding, conv.groups, layer.stem
     )
+
+
+def _fused_groups(
+    e: _FastEmit,
+    conv: IntConv,
+    act: ThresholdAct,
+    weight: np.ndarray,
+    theta: np.ndarray,
+    pieces: list[FusedPiece],
+    wide: bool,
+) -> None:
+    """A grouped conv layer as one dense fused op per group (:func:`fused_pieces`): SLICE
+    group ``g``'s input channels from the int8 (the stem: int32) view, the op with that
+    group's filter rows and thresholds, then CONCATENATION of the int8 codes along channels,
+    named ``act.output`` (or its ReLU's output, which every op then applies)."""
+    t = e.graph.tensors
+    h, w, _ = t[conv.inputs[0]].shape
+    ho, wo, c = t[act.output].shape
+    x = e.int32_view(conv.inputs[0]) if wide else e.int8_view(conv.inputs[0])
+    relu = rectifier(e.graph, act.output)
+    codes = []
+    for g, piece in enumerate(pieces):
+        tag = f"{act.output}/group{g}"
+        shape = (e.batch, h, w, piece.in_c)
+        part = (
+            e.b.add_tensor(f"{tag}/input", shape, "int32")
+            if wide
+            else e.int8_tensor(f"{tag}/input", shape)
+        )
+        begin = e.const(f"{tag}/begin", np.array([0, 0, 0, piece.in_start]), "int32")
+        size = e.const(f"{tag}/size", np.array(shape), "int32")
+        e.b.add_operator("SLICE", [x, begin, size], [part])
+        rows = slice(piece.out_start, piece.out_start + piece.out_c)
+        codes.append(
+            _conv_count(
+                e,
+                lambda part=part: part,
+                (h, w, piece.in_c),
+                (ho, wo, piece.out_c),
+                weight[rows],
+                theta[rows],
+                act,
+                conv.stride,
+                conv.padding,
+                piece.groups,
+                wide,
+                relu is not None,
+                tag,
+                tag,
+            )
+        )
+    name = act.output if relu is None else relu.output
+    joined = e.int8_tensor(name, (e.batch, ho, wo, c))
+    e.b.add_operator("CONCATENATION", codes, [joined], axis=3)
+    e.int8s[name] = joined
 
 
 def _fused_count(e: _FastEmit, node: ThresholdAct) -> None:
@@ -670,12 +803,52 @@ def _fused_op(
     consumer is a ``Relu`` (:func:`rectifier`), the op applies it (``relu`` set) and its
     output is that Relu's tensor (``act.output`` is then never stored; a check compares
     ``max(code, 0)`` there); else the output is named ``act.output``."""
+    t = e.graph.tensors
+    relu = rectifier(e.graph, act.output)
+    name = act.output if relu is None else relu.output
+    code = _conv_count(
+        e,
+        lambda: e.int32_view(x) if wide else e.int8_view(x),
+        t[x].shape,
+        t[act.output].shape,
+        weight,
+        theta,
+        act,
+        stride,
+        padding,
+        groups,
+        wide,
+        relu is not None,
+        act.output,
+        name,
+    )
+    e.int8s[name] = code
+
+
+def _conv_count(
+    e: _FastEmit,
+    x: Callable[[], int],
+    in_hwc: tuple[int, ...],
+    out_hwc: tuple[int, ...],
+    weight: np.ndarray,
+    theta: np.ndarray,
+    act: ThresholdAct,
+    stride: int,
+    padding: int,
+    groups: int,
+    wide: bool,
+    relu: bool,
+    tag: str,
+    name: str,
+) -> int:
+    """The ``CUSTOM`` op itself on the TFLite tensor ``x()`` (``in_hwc`` per image; int32 when
+    ``wide``; made after the op's constants, the tensor order of earlier files): filter
+    ``{tag}/weight``, thresholds ``{tag}/thresholds``, int8 output ``name`` of ``out_hwc``;
+    returns the output tensor."""
     from climbq_deploy.targets.tflite.custom_op import CUSTOM_CODE, conv_count_options
 
-    t = e.graph.tensors
-    h, w, c_in = t[x].shape
-    ho, wo, c = t[act.output].shape
-    relu = rectifier(e.graph, act.output)
+    h, w, c_in = in_hwc
+    ho, wo, c = out_hwc
     params = {
         "in_h": h,
         "in_w": w,
@@ -691,21 +864,20 @@ def _fused_op(
         "levels": theta.shape[1],
         "mult": int(act.mult),
         "offset": int(act.offset),
-        "relu": int(relu is not None),
+        "relu": int(relu),
         "input_type": int(wide),
     }
-    name = act.output if relu is None else relu.output
-    w8 = e.const(f"{act.output}/weight", weight, "int8", scale=1.0, zero_point=0)
-    th = e.const(f"{act.output}/thresholds", theta, "int32")
+    w8 = e.const(f"{tag}/weight", weight, "int8", scale=1.0, zero_point=0)
+    th = e.const(f"{tag}/thresholds", theta, "int32")
     code = e.int8_tensor(name, (e.batch, ho, wo, c))
     e.b.add_operator(
         "CUSTOM",
-        [e.int32_view(x) if wide else e.int8_view(x), w8, th],
+        [x(), w8, th],
         [code],
         custom_code=CUSTOM_CODE,
         custom_options=conv_count_options(params),
     )
-    e.int8s[name] = code
+    return code
 
 
 def _threshold_act(e: _FastEmit, node: ThresholdAct) -> None:
