@@ -51,13 +51,18 @@ class TrainedRun:
 def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
     """Load ``folder/checkpoint.pt``; ``data`` overrides the dataset folder it was trained on.
 
+    The record's ``config`` names folders as found from here (:meth:`TrainConfig.located`):
+    ``config.data`` is the absolute dataset folder used, whichever directory the run was
+    trained from (DataError naming the paths tried when it is gone and ``data`` is None).
+
     The model is rebuilt from the run's config (a built-in ``arch``, or a user's ``model``
     factory quantized again as in training) and given the checkpoint's weights. For a user's
     model whose source file changed since training (its sha256 differs): a warning when the
     weights still fit, an ArtifactError that says so when they do not."""
     folder = Path(folder)
     weights, config = _read_checkpoint(folder)
-    data_dir = Path(data) if data is not None else Path(config.data)
+    config = config.located(folder, data)
+    data_dir = Path(config.data)
     meta = read_meta(data_dir)
     mean, std, size = _input_description(meta, data_dir)
     names = meta.get("class_names")

@@ -70,7 +70,16 @@ def _add_export(commands: Any) -> None:
     )
     ex.add_argument("run", type=Path, help="RUN folder made by `climbq train`")
     add_target_argument(ex, {"export"})
-    ex.add_argument("--out", type=Path, default=None, help="artifact path (default RUN/model.*)")
+    ex.add_argument(
+        "--out", type=Path, default=None, help="artifact path (default: RUN/model.<suffix>)"
+    )
+    ex.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset folder whose normalisation and image shape the artifact takes, where it "
+        "is not where the run was trained from (default: the run's)",
+    )
     ex.add_argument(
         "--head",
         choices=HEADS,
@@ -133,7 +142,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     # export_artifact is climbq_deploy.export's own body; it also returns the program
     exported = export_artifact(
-        args.run, args.target, args.out, head=args.head, **given_options(args)
+        args.run, args.target, args.out, head=args.head, data=args.data, **given_options(args)
     )
     path, graph = exported.path, exported.graph
     size = path.stat().st_size

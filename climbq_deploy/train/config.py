@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from climbq_deploy.errors import ConfigError
 from climbq_deploy.losses import LOSS_NAMES, make_loss
 from climbq_deploy.models import ARCHS, USER_ARCH, ModelSource
 from climbq_deploy.models.common import QuantSpec
+from climbq_deploy.runfolder import absolute_path, locate_run_path, run_path_candidates
 
 SCHEDULES = ("constant", "cosine")
 # The short recipe used by tests and benches on SynDigits-LT (the paper's, compressed to a few
@@ -23,6 +25,7 @@ SHORT_FP32_PRETRAINING: dict[str, Any] = {
 SHORT_QAT: dict[str, Any] = {"epochs": 2, "batch_size": 32, "lr": 0.01}
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda", "auto")  # auto: cuda when torch sees one, else cpu
+PATH_FIELDS = ("data", "init", "teacher")  # the folders a run names
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,33 @@ class TrainConfig:
                 "new run"
             )
         return replace(self, model_sha256=now)
+
+    def absolute(self) -> TrainConfig:
+        """This configuration with the folders it names (:data:`PATH_FIELDS`) absolute, as a
+        run stores them: its folder then works from any working directory."""
+        named = {name: getattr(self, name) for name in PATH_FIELDS}
+        return replace(
+            self, **{name: absolute_path(path) for name, path in named.items() if path is not None}
+        )
+
+    def located(self, folder: str | Path, data: str | Path | None = None) -> TrainConfig:
+        """This configuration as run ``folder`` stored it, with the folders it names found
+        from the working directory (:func:`~climbq_deploy.runfolder.locate_run_path`): the
+        dataset ``data`` given instead, or the stored one, which must exist (DataError naming
+        what was tried otherwise); ``init`` and ``teacher`` where they still exist (only
+        training from them reads them; kept as stored otherwise)."""
+        if data is not None:
+            dataset = absolute_path(data)
+        else:
+            hint = "give the dataset folder with --data (data= in Python)"
+            dataset = str(locate_run_path(folder, "data", self.data, hint))
+        runs = {}
+        for name in ("init", "teacher"):
+            stored = getattr(self, name)
+            if stored is not None:
+                found = [p for p in run_path_candidates(folder, stored) if p.is_dir()]
+                runs[name] = str(found[0]) if found else stored
+        return replace(self, data=dataset, **runs)
 
     @property
     def loss_name(self) -> str:

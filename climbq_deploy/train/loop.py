@@ -43,7 +43,7 @@ from climbq_deploy.models.user import source_changed
 from climbq_deploy.runfolder import guard_output_run
 from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
-from climbq_deploy.train.config import TrainConfig
+from climbq_deploy.train.config import PATH_FIELDS, TrainConfig
 from climbq_deploy.train.metrics import LongTailMetrics, long_tail_metrics
 from climbq_deploy.train.validation import balanced_accuracy, split_validation
 
@@ -86,12 +86,10 @@ def to_cpu(value: Any) -> Any:
     return value
 
 
-# Config fields naming a folder: equal when they resolve to the same folder (a relative and an
-# absolute path to one folder are one run); a dataset folder also when its arrays hash alike.
-_PATH_FIELDS = ("data", "init", "teacher")
-
-
 def _same_folder(field: str, a: object, b: object) -> bool:
+    """Whether two values of a config field naming a folder (:data:`PATH_FIELDS`) name the same
+    one: they resolve to one folder (a relative and an absolute path to one folder are one
+    run), or, for the dataset, its arrays hash alike."""
     if a == b:
         return True
     if not (isinstance(a, str) and isinstance(b, str)):
@@ -119,9 +117,7 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     for key, value in config.as_dict().items():
         if key in _RESUMABLE_CHANGES:
             continue
-        same = (
-            _same_folder(key, theirs[key], value) if key in _PATH_FIELDS else theirs[key] == value
-        )
+        same = _same_folder(key, theirs[key], value) if key in PATH_FIELDS else theirs[key] == value
         if not same:
             differ.append(f"{key}: {theirs[key]!r} -> {value!r}")
     return differ
@@ -253,6 +249,7 @@ def train(
     if config.method == "ptq":
         raise ConfigError("method 'ptq' has no training: make PTQ runs with `climbq calibrate`")
     config = config.pinned()  # a user model's file: its sha256 as the run begins
+    config = config.absolute()  # the run folder then works from any working directory
     out = Path(out)
     guard_output_run(
         out,

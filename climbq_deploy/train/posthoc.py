@@ -113,6 +113,7 @@ def adjust_logits(
         out / CHECKPOINT,
         {
             **{k: v for k, v in state.items() if k != "checkpoint_version"},
+            "config": run.config.as_dict(),  # its folders as found from here: absolute
             "model": model_state,
             RECORD: record,
         },
