@@ -45,6 +45,7 @@ from climbq_deploy.train.bn_init import rescale_batchnorm
 from climbq_deploy.train.checkpoint import load_checkpoint, save_checkpoint
 from climbq_deploy.train.config import PATH_FIELDS, TrainConfig
 from climbq_deploy.train.metrics import LongTailMetrics, long_tail_metrics
+from climbq_deploy.train.progress import EpochProgress
 from climbq_deploy.train.validation import balanced_accuracy, split_validation
 
 CHECKPOINT = "checkpoint.pt"
@@ -241,6 +242,9 @@ def train(
     A folder that already holds a run (``checkpoint.pt``) is continued with ``resume`` (same
     configuration, naming the fields that differ otherwise; ``epochs`` may grow, never shrink)
     and replaced only with ``overwrite``; ``out`` may not be the ``init`` or ``teacher`` run.
+    The run stores the dataset, ``init`` and ``teacher`` folders as absolute paths.
+    ``progress``: tqdm's bar on a terminal, else one line per epoch with the time elapsed and
+    an estimate of the time left (:class:`~climbq_deploy.train.progress.EpochProgress`).
 
     A user's model (``config.model``) is built from its factory and quantized
     (:func:`climbq_deploy.quantize`); the run records its file's sha256 (``model_sha256``), so a
@@ -367,6 +371,7 @@ def _train(
     evaluate = partial(
         predict, batch_size=config.eval_batch_size, precision=config.precision, device=device
     )
+    report = EpochProgress(config.epochs, start_epoch, progress and main)
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         model.train()
@@ -379,7 +384,7 @@ def _train(
             loader.epoch(epoch),
             total=steps,
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not (progress and main) or None,
+            disable=not report.bar,
             leave=False,
         )
         for step, (x, y) in enumerate(bar):
@@ -455,6 +460,7 @@ def _train(
         )
         with atomic_write(out / "history.jsonl", "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in history)
+        report.line(record)
     if not main:
         return broadcast_object(None)
     if test is None:  # resumed a finished run: nothing trained, evaluate the loaded weights
