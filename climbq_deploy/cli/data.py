@@ -58,8 +58,18 @@ def _add_image_folders(kinds: Any) -> None:
     ):
         sub = add_command(kinds, name, help_text)
         sub.add_argument("--source", required=True, type=Path, help="folder or .zip of images")
-        sub.add_argument("--gamma", type=gamma, help="imbalance ratio for the §6 formula")
-        sub.add_argument("--split-csv", type=Path, help="exact training list (image,label)")
+        sub.add_argument(
+            "--gamma",
+            type=gamma,
+            help="imbalance ratio (>= 1) of the §6 long-tail formula (default: none; give it "
+            "or --split-csv)",
+        )
+        sub.add_argument(
+            "--split-csv",
+            type=Path,
+            help="exact training list, a CSV of image,label rows (default: none, the --gamma "
+            "formula)",
+        )
         sub.add_argument("--test-csv", type=Path, help="exact test list (default: all of test/)")
         sub.add_argument("--n-max", type=positive_int, help="head-class images (default: all)")
         sub.add_argument("--cap", action="store_true", help="cap counts at what is available")

@@ -109,10 +109,22 @@ def _add_check(commands: Any) -> None:
         help="the file to check, as it is (default: a fresh export into a temporary file, "
         "deleted afterwards; never into RUN)",
     )
-    ck.add_argument("--data", type=Path, default=None, help="dataset folder (default: the run's)")
+    ck.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset folder whose test split is compared, where it is not where the run was "
+        "trained from (default: the run's)",
+    )
     ck.add_argument("--head", choices=HEADS, default="float", help="classifier head of the export")
     ck.add_argument("--batch-size", type=positive_int, default=100, help="images per batch")
-    ck.add_argument("--limit", type=positive_int, default=None, help="N evenly spaced test images")
+    ck.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="N evenly spaced test images (default: the whole test split)",
+    )
     add_json_flag(ck)
     ck.set_defaults(handler=_cmd_check)
 
@@ -126,7 +138,12 @@ def _add_bench(commands: Any) -> None:
     add_target_option_flags(bn, {"run"})
     bn.add_argument("--warmup", type=non_negative_int, default=10, help="untimed invokes first")
     bn.add_argument("--repeats", type=positive_int, default=100, help="timed invokes")
-    bn.add_argument("--data", type=Path, default=None, help="dataset folder: also top-1")
+    bn.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset folder: also top-1 on its test split (default: none, latency only)",
+    )
     bn.add_argument(
         "--batch",
         type=positive_int,

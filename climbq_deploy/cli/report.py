@@ -12,12 +12,22 @@ from climbq_deploy.cli._args import add_command, output_folder
 def add_commands(commands: Any) -> None:
     rp = add_command(commands, "report", "report.md/.html with plots from training runs")
     rp.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="RUN folders (climbq train)")
-    rp.add_argument("--out", type=Path, default=Path("report"), help="output folder")
+    rp.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="output folder (report.md, report.html, report.json, plots)",
+    )
     rp.add_argument("--data", type=Path, default=None, help="dataset folder (default: the runs')")
     rp.set_defaults(handler=_cmd_report)
 
     dm = add_command(commands, "demo", "the main job: data, train, export, check, bench, report")
-    dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    dm.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/demo"),
+        help="output folder (dataset, runs, artifacts, report)",
+    )
     dm.add_argument(
         "--quick", action="store_true", help="every stage, fewer epochs, 200-image checks"
     )

@@ -48,6 +48,18 @@ TRAIN_OPTIONS = (
     "distill_temperature",
     "teacher",
 )
+# What --arch, --method, --loss and the bits accept, shown in the help. The library validates
+# them (with its own messages; `--method ptq` points to `climbq calibrate`), and a test keeps
+# these equal to its lists (climbq_deploy.models.ARCHS, ...), which this module cannot import
+# without torch.
+ARCH_NAMES = ("resnet20", "resnet32", "resnet56", "mobilenetv2")
+TRAIN_METHODS = ("fp32", "climbq", "climbq+", "uniform", "lsq")
+LOSS_NAMES = ("ce", "cb", "la", "homovar")
+BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return "{" + ",".join(names) + "}"
 
 
 def add_commands(commands: Any) -> None:
@@ -58,11 +70,15 @@ def add_commands(commands: Any) -> None:
 
 def _add_train(commands: Any) -> None:
     tr = add_command(commands, "train", "train a full-precision or quantized model")
-    tr.add_argument("--data", required=True, help="dataset folder made by `climbq data`")
+    tr.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder made by `climbq data` (the run stores its absolute path)",
+    )
     _add_model_options(tr)
     _add_schedule_options(tr)
     _add_start_options(tr)
-    add_run_output(tr, "RUN folder")
+    add_run_output(tr, "RUN folder to write (checkpoint.pt, metrics.json, history.jsonl)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.set_defaults(handler=_cmd_train)
 
@@ -72,26 +88,48 @@ def _add_model_options(tr: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--arch",
         default=None,
-        help="a built-in model: resnet20, resnet32, resnet56, mobilenetv2 (default: resnet20)",
+        metavar=_one_of(ARCH_NAMES),
+        help="a built-in model (default: resnet20, unless --model)",
     )
     which.add_argument(
         "--model",
         default=None,
         metavar="FILE.py:FACTORY",
         help="your own float CNN instead: FACTORY(num_classes=N) (or FACTORY()) in FILE.py or "
-        "in package.module returns an nn.Module, quantized as --method/--wbits/--abits say",
+        "in package.module returns an nn.Module, quantized as --method/--wbits/--abits say "
+        "(default: none, the built-in --arch)",
     )
-    tr.add_argument("--method", default="fp32", help="fp32, climbq, climbq+, uniform, lsq")
-    tr.add_argument("--wbits", type=positive_int, default=32, help="weight bits")
-    tr.add_argument("--abits", type=positive_int, default=32, help="activation bits")
-    tr.add_argument("--loss", default=None, help="ce, cb, la, homovar (default by method)")
+    tr.add_argument(
+        "--method",
+        default="fp32",
+        metavar=_one_of(TRAIN_METHODS),
+        help="quantization: fp32 (none), climbq, climbq+ (ClimbQ trained with HomoVar), "
+        "uniform or lsq; post-training quantization is `climbq calibrate`",
+    )
+    for flag, what in (("--wbits", "weight"), ("--abits", "activation")):
+        tr.add_argument(
+            flag,
+            type=positive_int,
+            choices=BITS,
+            default=32,
+            metavar="{2-8,32}",
+            help=f"{what} bits (32: float, with --method fp32)",
+        )
+    tr.add_argument(
+        "--loss",
+        default=None,
+        metavar=_one_of(LOSS_NAMES),
+        help="cross-entropy, class-balanced, logit-adjusted or HomoVar "
+        "(default: homovar for climbq+, ce otherwise)",
+    )
     tr.add_argument(
         "--loss-option",
         action="append",
         default=[],
         type=key_value,
         metavar="KEY=VALUE",
-        help="loss keyword, repeatable: homovar alpha/beta/variant/form/tau, cb beta/form, la tau",
+        help="loss keyword, repeatable: homovar alpha/beta/variant/form/tau, cb beta/form, la tau "
+        "(default: none, the loss's own values)",
     )
     tr.add_argument(
         "--act-scaling",
@@ -108,7 +146,7 @@ def _add_model_options(tr: argparse.ArgumentParser) -> None:
 
 def _add_schedule_options(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--epochs", type=positive_int, default=50, help="training epochs")
-    tr.add_argument("--batch-size", type=positive_int, default=128, help="training batch")
+    tr.add_argument("--batch-size", type=positive_int, default=128, help="training images per step")
     tr.add_argument("--lr", type=positive_float, default=0.04, help="SGD learning rate")
     tr.add_argument(
         "--schedule",
@@ -128,13 +166,17 @@ def _add_schedule_options(tr: argparse.ArgumentParser) -> None:
         help="test-set pass every N epochs (always after the last)",
     )
     tr.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast convs"
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: convs and linears autocast to bfloat16 (the quantizers stay fp32)",
     )
     tr.add_argument(
         "--val-fraction",
         type=float,
         default=0.0,
-        help="hold out this share of each training class; report the best epoch on it",
+        help="hold out this share of each training class, in [0, 1); report the best epoch "
+        "on it (0: no validation split)",
     )
     tr.add_argument(
         "--device",
@@ -145,21 +187,28 @@ def _add_schedule_options(tr: argparse.ArgumentParser) -> None:
 
 
 def _add_start_options(tr: argparse.ArgumentParser) -> None:
-    tr.add_argument("--init", default=None, help="RUN folder to start from (QAT from fp32)")
+    tr.add_argument(
+        "--init",
+        default=None,
+        metavar="RUN",
+        help="RUN folder whose weights start this run, e.g. QAT from a fp32 run "
+        "(default: none, random initialisation)",
+    )
     tr.add_argument(
         "--init-bn-gamma",
         type=positive_float,
         default=None,
         metavar="G",
         help="after --init, set every BatchNorm |gamma| to G (beta scaled alike): "
-        "2 spreads ClimbQ's 2-bit codes",
+        "2 spreads ClimbQ's 2-bit codes (default: as --init trained them)",
     )
     tr.add_argument(
         "--distill",
         type=float,
         default=0.0,
         metavar="W",
-        help="weight of distillation from the teacher (--teacher, else --init): (1-W) loss + W KD",
+        help="weight W in [0, 1] of distillation from the teacher (--teacher, else --init): "
+        "(1-W) loss + W KD (0: no distillation)",
     )
     tr.add_argument(
         "--distill-temperature",
@@ -198,12 +247,19 @@ def _add_calibrate(commands: Any) -> None:
         "--range",
         choices=("minmax", "percentile"),
         default=None,
-        help="ptq activation ranges (default minmax)",
+        help="ptq recipes' activation ranges: observed min/max, or the --percentile of "
+        "|activation| (default: minmax; climbq-ptq has no ranges)",
     )
-    cal.add_argument("--percentile", type=float, default=99.99, help="percentile rule's p (%%)")
+    cal.add_argument(
+        "--percentile", type=float, default=99.99, help="the percentile rule's p, in %%"
+    )
     cal.add_argument("--seed", type=non_negative_int, default=0, help="calibration set seed")
     cal.add_argument("--batch-size", type=positive_int, default=250, help="forward-pass batch")
-    cal.add_argument("--data", default=None, help="dataset folder (default: the run's)")
+    cal.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder, where it is not where the run was trained from (default: the run's)",
+    )
     add_run_output(cal)
     add_json_flag(cal, "print metrics.json")
     cal.set_defaults(handler=_cmd_calibrate)
