@@ -11,11 +11,14 @@ The Python API (:mod:`climbq_deploy.api`), each name loaded on first use so that
 - ``export(run_or_model, target="numpy", out=None, **options)``: the target's integer artifact;
 - ``check(run, target="numpy", ...)``: the artifact against the torch model, as a record;
 - ``bench(artifact, ...)``: latency and accuracy of an artifact;
+- ``verify(model, golden=None, ...)``: a model on this device against the golden file that
+  ``export`` wrote beside it (torch-free; :mod:`climbq_deploy.verify`);
 - ``load_run(folder)``: a run's torch model, config and metrics;
 - ``ReferenceModel``: the NumPy oracle that runs an integer program.
 
-``train``, ``export``, ``check`` and ``bench`` are also modules of this package (the training
-loop, the exporter, the checker, the benchmark): ``climbq_deploy.export`` *is* the module
+``train``, ``export``, ``check``, ``bench`` and ``verify`` are also modules of this package
+(the training loop, the exporter, the checker, the benchmark, the device check):
+``climbq_deploy.export`` *is* the module
 :mod:`climbq_deploy.export`, made callable (:class:`_CallableModule`), so that
 ``climbq_deploy.export(run)`` calls :func:`climbq_deploy.api.export` while
 ``from climbq_deploy.export import load_run`` keeps working.
@@ -35,7 +38,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 # public functions that share their name with a module of the package (see the docstring)
-_CALLABLE_MODULES = ("train", "export", "check", "bench")
+_CALLABLE_MODULES = ("train", "export", "check", "bench", "verify")
 # the other public names and the module each comes from
 _API = {
     "quantize": "climbq_deploy.quant.convert",
@@ -89,4 +92,5 @@ __all__ = [
     "load_run",
     "quantize",
     "train",
+    "verify",
 ]

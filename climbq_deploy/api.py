@@ -69,6 +69,7 @@ def export(
     *,
     head: str = "float",
     data: str | Path | None = None,
+    golden: int = 256,
     **options: Any,
 ) -> Path:
     """Lower a trained run to ``target``'s integer artifact; return the artifact's path.
@@ -78,10 +79,15 @@ def export(
     ``target``: a registered target's name (``numpy``, ``tflite``, ``tensorrt``, ...) with
     ``options`` its options (``kernels="ref"``, ``ops="fused"``), or a target object.
     ``out`` defaults to ``RUN/model<suffix>``; ``head``: ``float``, ``int8`` or ``int4``.
+    ``golden``: test images of the golden file written beside it (``<artifact>.golden.npz``,
+    for :func:`verify` on the device; 0: none).
     """
     from climbq_deploy.export import export_artifact
 
-    return export_artifact(run_or_model, target, out, head=head, data=data, **options).path
+    exported = export_artifact(
+        run_or_model, target, out, head=head, data=data, golden=golden, **options
+    )
+    return exported.path
 
 
 def check(
@@ -140,4 +146,33 @@ def bench(
     )
 
 
-__all__ = ["bench", "check", "export", "train"]
+def verify(
+    model: str | Path,
+    golden: str | Path | None = None,
+    *,
+    min_agreement: float = 1.0,
+    threads: int | None = None,
+    batch_size: int = 32,
+    raise_on_failure: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run an exported model with its runtime on the images of its golden file (default
+    ``<model>.golden.npz``, written by :func:`export`) and compare codes and top-1 with the
+    NumPy reference's; return the record (``exact_match``, ``first_divergent_layer``,
+    ``top1_agreement``, ...). Raises :class:`climbq_deploy.verify.VerificationError` (with
+    ``.record``) when it differs, unless top-1 agreement reaches ``min_agreement`` < 1 or
+    ``raise_on_failure`` is False. ``options``: the target's run options. Imports no torch."""
+    from climbq_deploy.verify import verify_model
+
+    return verify_model(
+        model,
+        golden,
+        min_agreement=min_agreement,
+        threads=threads,
+        batch_size=batch_size,
+        options=options,
+        raise_on_failure=raise_on_failure,
+    )
+
+
+__all__ = ["bench", "check", "export", "train", "verify"]

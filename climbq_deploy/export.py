@@ -22,6 +22,7 @@ import torch
 from climbq_deploy import __version__, _make_callable
 from climbq_deploy.data.dataset import read_meta
 from climbq_deploy.errors import ArtifactError, ConfigError, DataError
+from climbq_deploy.golden import DEFAULT_IMAGES, evenly_spaced, write_golden
 from climbq_deploy.ir.capture import capture
 from climbq_deploy.ir.graph import Graph
 from climbq_deploy.ir.passes import lower
@@ -248,11 +249,12 @@ def lower_model(
 
 @dataclass(frozen=True)
 class Exported:
-    """What :func:`export_artifact` wrote: the artifact's ``path`` and the integer program in
-    it (``graph``)."""
+    """What :func:`export_artifact` wrote: the artifact's ``path``, the integer program in
+    it (``graph``) and the golden file beside it (``golden``; None when none was asked)."""
 
     path: Path
     graph: Graph
+    golden: Path | None = None
 
 
 def export_artifact(
@@ -262,6 +264,7 @@ def export_artifact(
     *,
     head: str = "float",
     data: str | Path | None = None,
+    golden: int = DEFAULT_IMAGES,
     **options: Any,
 ) -> Exported:
     """Lower a run (its folder, or :func:`load_run`'s record) or a quantized model in memory
@@ -272,8 +275,12 @@ def export_artifact(
     target object. ``out``: the artifact path, by default ``RUN/model<suffix>`` (required for
     a model). ``data``: the dataset folder whose images the artifact reads (default: the
     run's; required for a model). A run or model the target cannot lower exactly is refused
-    before any lowering.
+    before any lowering. ``golden``: also write ``<artifact>.golden.npz`` with that many test
+    images and the reference's outputs on them, for ``climbq verify`` on the device
+    (:mod:`climbq_deploy.golden`; 0: none).
     """
+    if golden < 0:
+        raise ConfigError(f"golden must be >= 0 images, got {golden}")
     from climbq_deploy.targets import get_target, refuse_unlowerable
 
     if isinstance(target, str):
@@ -289,7 +296,8 @@ def export_artifact(
         out = Path(out)
         _refuse_folder(out)
         graph = lower_model(run_or_model, data, head, client.input_bits)
-        return Exported(client.export(graph, out), graph)
+        path = client.export(graph, out)
+        return Exported(path, graph, _golden(graph, path, data, golden))
     if isinstance(run_or_model, TrainedRun):
         folder, config = run_or_model.folder, run_or_model.config
     elif isinstance(run_or_model, str | Path):
@@ -304,7 +312,21 @@ def export_artifact(
     refuse_unlowerable(client, config or run_config(folder), head)
     run = run_or_model if isinstance(run_or_model, TrainedRun) else load_run(folder, data)
     graph = lower_run(run, head=head, input_bits=client.input_bits)
-    return Exported(client.export(graph, out), graph)
+    path = client.export(graph, out)
+    return Exported(path, graph, _golden(graph, path, data or run.config.data, golden))
+
+
+def _golden(graph: Graph, artifact: Path, data: str | Path, count: int) -> Path | None:
+    """``<artifact>.golden.npz`` on ``count`` evenly spaced test images of ``data`` (None
+    when ``count`` is 0)."""
+    if count == 0:
+        return None
+    from climbq_deploy.data.dataset import load_dataset
+
+    dataset = load_dataset(data)
+    indices = evenly_spaced(len(dataset.test_images), count)
+    images, labels = dataset.test_images[indices], dataset.test_labels[indices]
+    return write_golden(graph, artifact, images, labels, indices, str(data))
 
 
 def _refuse_folder(out: Path) -> None:

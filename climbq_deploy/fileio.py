@@ -189,8 +189,11 @@ def array_sha256(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write arrays as an uncompressed ``.npz`` that :func:`numpy.load` reads, atomically.
+def write_npz(
+    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = False
+) -> None:
+    """Write arrays as a ``.npz`` that :func:`numpy.load` reads (``compress``: deflated, as
+    :func:`numpy.savez_compressed`; else stored), atomically.
 
     Unlike :func:`numpy.savez` the zip members carry a fixed timestamp, so equal arrays give a
     byte-identical file. Object arrays are refused (they would need pickle to load).
@@ -203,5 +206,6 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) ->
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             archive.writestr(info, buffer.getvalue())

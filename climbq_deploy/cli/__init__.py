@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from climbq_deploy import __version__
-from climbq_deploy.cli import data, deploy, report, train
+from climbq_deploy.cli import data, deploy, report, train, verify
 from climbq_deploy.cli._args import HelpFormatter
 from climbq_deploy.errors import ClimbQError, TargetUnavailableError
 from climbq_deploy.extras import missing_extra
 
-GROUPS = (data, train, deploy, report)  # each adds its commands, in this order
+GROUPS = (data, train, deploy, verify, report)  # each adds its commands, in this order
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 

@@ -86,6 +86,14 @@ def _add_export(commands: Any) -> None:
         default="float",
         help="classifier head (int4: a 4-bit head in the program itself)",
     )
+    ex.add_argument(
+        "--golden",
+        type=non_negative_int,
+        default=256,
+        metavar="N",
+        help="also write ARTIFACT.golden.npz: N test images and the NumPy reference's outputs "
+        "on them, for `climbq verify` on the device; 0: none (default: %(default)s)",
+    )
     add_json_flag(ex, "print a JSON summary")
     ex.set_defaults(handler=_cmd_export)
 
@@ -159,7 +167,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     # export_artifact is climbq_deploy.export's own body; it also returns the program
     exported = export_artifact(
-        args.run, args.target, args.out, head=args.head, data=args.data, **given_options(args)
+        args.run,
+        args.target,
+        args.out,
+        head=args.head,
+        data=args.data,
+        golden=args.golden,
+        **given_options(args),
     )
     path, graph = exported.path, exported.graph
     size = path.stat().st_size
@@ -169,9 +183,12 @@ def _cmd_export(args: argparse.Namespace) -> None:
         "bytes": size,
         "nodes": len(graph.nodes),
         "head": args.head,
+        "golden": None if exported.golden is None else str(exported.golden),
     }
     if not printed_as_json(args, summary):
         print(f"wrote {path} ({size} bytes, {len(graph.nodes)} integer ops)")
+        if exported.golden is not None:
+            print(f"wrote {exported.golden} (check it on the device: climbq verify {path})")
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
