@@ -270,3 +270,64 @@ def artifact_bytes(target: TargetResult) -> Sourced | None:
             if candidate.is_file():
                 return Sourced(candidate.stat().st_size, str(candidate), "st_size")
     return None
+
+
+SUMMARY_FILE = "summary.json"  # `climbq demo`'s record, in DIR beside DIR/runs/<run>
+
+
+@dataclass(frozen=True)
+class NotDeployed:
+    """Why a run, or one target of it (``label``), has no measurements: the reason a demo's
+    summary.json gives (``source`` its file and key), else one the report infers."""
+
+    run: str
+    label: str | None
+    reason: Sourced
+
+
+def _demo_summary(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The summary.json of the demo whose run ``folder`` is (``DIR/runs/<run>``), if any."""
+    path = folder.resolve().parent.parent / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    summary = read_json_object(path)
+    return path, summary
+
+
+def not_deployed(runs: list[RunRecord]) -> list[NotDeployed]:
+    """The runs without any target result, and the targets a demo could not run here, each
+    with its reason: summary.json's ``not_deployed[i].reason`` and ``targets[i].reason`` (a
+    target whose status is not ok) where the run comes from ``climbq demo``; else, for a run
+    without targets, what its files show (a full-precision run has no integer program; any
+    other was not exported, checked or benchmarked into ``RUN/targets/<label>/``)."""
+    found: list[NotDeployed] = []
+    for run in runs:
+        known = _demo_summary(run.folder)
+        demo_name = run.folder.name
+        reasons: list[NotDeployed] = []
+        if known is not None:
+            path, summary = known
+            for key in ("not_deployed", "targets"):
+                entries = summary.get(key)
+                for i, entry in enumerate(entries if isinstance(entries, list) else []):
+                    if not isinstance(entry, dict) or entry.get("model") != demo_name:
+                        continue
+                    if key == "targets" and entry.get("status") == "ok":
+                        continue
+                    reason = entry.get("reason")
+                    if isinstance(reason, str) and reason:
+                        label = entry.get("label") if key == "targets" else None
+                        source = Sourced(reason, str(path), f"{key}[{i}].reason")
+                        reasons.append(NotDeployed(run.name, label, source))
+        if not run.targets and not any(r.label is None for r in reasons):
+            reasons.insert(0, NotDeployed(run.name, None, _inferred_reason(run)))
+        found += reasons
+    return found
+
+
+def _inferred_reason(run: RunRecord) -> Sourced:
+    if not run.quantized:
+        text = "full precision: no integer program to deploy (the accuracy reference)"
+        return Sourced(text, run.metrics_file, "method", "method fp32 or 32 bits")
+    text = f"no {run.folder / TARGETS_DIR}/<label>/check.json or bench.json: not deployed"
+    return Sourced(text, str(run.folder / TARGETS_DIR), "", "no target results found")

@@ -1,5 +1,9 @@
 """``make_report(RUNS, out)``: read runs, compute the weight error and HomoVar weights, draw the
-four plots, and write report.md, report.html and report.json into ``out``."""
+four plots, and write report.md, report.html and report.json into ``out``.
+
+The report leads with the answer (the model to ship, against plain int8 on its runtime), then
+the deployments and what was not deployed (with why), then accuracy, then the science (weight
+quantization error, HomoVar class weights)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from climbq_deploy.data.dataset import ImageDataset, load_dataset, read_meta
 from climbq_deploy.export import TrainedRun, load_run
 from climbq_deploy.fileio import write_json
 from climbq_deploy.losses import class_balanced_weights
-from climbq_deploy.report import plots
+from climbq_deploy.report import deployment, plots
 from climbq_deploy.report.analysis import (
     TOTAL_ERROR_METRIC,
     WEIGHT_ERROR_METRIC,
@@ -24,7 +28,7 @@ from climbq_deploy.report.analysis import (
     homovar_weights,
     weight_quant_errors,
 )
-from climbq_deploy.report.collect import RunRecord, Sourced, read_runs
+from climbq_deploy.report.collect import RunRecord, Sourced, not_deployed, read_runs
 from climbq_deploy.report.render import Block, Heading, Image, Paragraph, to_html, to_markdown
 from climbq_deploy.report.render import write_text as write_text_file
 from climbq_deploy.report.tables import (
@@ -33,7 +37,6 @@ from climbq_deploy.report.tables import (
     accuracy_table,
     homovar_table,
     paper_table,
-    targets_table,
     weight_error_table,
 )
 
@@ -193,14 +196,28 @@ def _plot_homovar(items: list[_Analysed], out: Path) -> tuple[Path, dict[str, An
 
 def _plot_targets(records: list[RunRecord], out: Path) -> tuple[Path, dict[str, Any]]:
     bars, data = [], []
-    for record in records:
-        for target in record.targets:
-            p50 = target.number("bench", "latency_ms.p50")
-            agree = target.number("check", "top1_agreement")
-            kernels = target.first(("check", "kernels"), ("bench", "kernels"))
-            name = f"{record.name} · {target.label}" + (f" ({kernels.value})" if kernels else "")
-            bars.append(plots.TargetBar(name, p50 and p50.value, agree and agree.value))
-            data.append({"name": name, "p50_ms": _sourced(p50), "top1_agreement": _sourced(agree)})
+    every = deployment.deployments(records)
+    for d in every:
+        target = d.target
+        p50 = d.p50
+        agree = target.number("check", "top1_agreement")
+        kernels = target.first(("check", "kernels"), ("bench", "kernels"))
+        plain = None if d.plain_int8 else deployment.plain_int8_for(d, every)
+        plain_p50 = None if plain is None else plain.p50
+        name = d.name + (f" ({kernels.value})" if kernels else "")
+        bars.append(
+            plots.TargetBar(
+                name, p50 and p50.value, agree and agree.value, plain_p50 and plain_p50.value
+            )
+        )
+        data.append(
+            {
+                "name": name,
+                "p50_ms": _sourced(p50),
+                "top1_agreement": _sourced(agree),
+                "plain_int8_p50_ms": _sourced(plain_p50),
+            }
+        )
     path = plots.targets(out / PLOT_FILES[3], bars)
     return path, {"file": path.name, "bars": data}
 
@@ -217,7 +234,19 @@ def _draw(items: list[_Analysed], out: Path) -> tuple[list[Path], dict[str, Any]
     return [path for path, _ in drawn.values()], {k: d for k, (_, d) in drawn.items()}
 
 
-def _blocks(items: list[_Analysed], tables: dict[str, Table | None]) -> list[Block]:
+def _summary(records: list[RunRecord]) -> tuple[str, Table | None]:
+    """The summary's sentences and table (None when there is nothing to ship)."""
+    every = deployment.deployments(records)
+    ship = deployment.ship_choice(every)
+    plain = None if ship is None else deployment.plain_int8_for(ship, every)
+    text = deployment.summary_text(ship, plain, every)
+    if ship is None:
+        return text, None
+    full = next((r for r in records if not r.quantized), None)
+    return text, deployment.summary_table(ship, plain, full)
+
+
+def _blocks(items: list[_Analysed], tables: dict[str, Table | None], summary: str) -> list[Block]:
     records = [i.record for i in items]
     homo = [i for i in items if i.homovar is not None]
     bite = "; ".join(
@@ -227,14 +256,39 @@ def _blocks(items: list[_Analysed], tables: dict[str, Table | None]) -> list[Blo
     )
     blocks: list[Block] = [
         Heading(1, "ClimbQ deployment report"),
+        Heading(2, "Summary"),
+        Paragraph(summary),
+    ]
+    if tables.get("summary") is not None:
+        blocks.append(tables["summary"])
+    blocks += [
         Paragraph(
             f"Made by climbq_deploy {__version__} from {len(records)} run(s): "
             + ", ".join(f"{r.name} ({r.folder})" for r in records)
             + ". Every number "
             "comes from the run folders' metrics.json, targets/*/check.json and "
-            "targets/*/bench.json, or is computed from checkpoint.pt; report.json lists "
-            f"each with its file and key. '{NOT_MEASURED}' marks a value no file holds."
+            "targets/*/bench.json (and a demo's summary.json), or is computed from "
+            "checkpoint.pt; report.json lists each with its file and key. "
+            f"'{NOT_MEASURED}' marks a value no file holds."
         ),
+        Heading(2, "Deployment"),
+    ]
+    deployed = [tables["deployed_accuracy"], tables["deployed_speed"]]
+    if all(table is not None and table.rows for table in deployed):
+        blocks += [table for table in deployed if table is not None]
+    else:
+        blocks.append(Paragraph("No run has target results (RUN/targets/<label>/)."))
+    blocks.append(
+        Image(
+            PLOT_FILES[3],
+            "Latency p50 (ms) and top-1 agreement with the torch model (%) per target; "
+            "a black line marks plain int8's p50 on the same runtime where one was given.",
+        )
+    )
+    missing = tables["not_deployed"]
+    if missing is not None and missing.rows:
+        blocks.append(missing)
+    blocks += [
         Heading(2, "Accuracy"),
         tables["accuracy"],
         Image(
@@ -269,22 +323,14 @@ def _blocks(items: list[_Analysed], tables: dict[str, Table | None]) -> list[Blo
             "are normalised alike (sum over classes = K). "
             + (bite + "." if bite else "No HomoVar run was given: not measured.")
         ),
-    ]
-    if tables.get("homovar") is not None and tables["homovar"].rows:
-        blocks.append(tables["homovar"])
-    blocks += [
         Image(
             PLOT_FILES[2],
             "HomoVar class weights against class size n_k (log scale), "
             "beside the class-balanced weights.",
         ),
-        Heading(2, "Deployed targets"),
-        tables["targets"],
-        Image(
-            PLOT_FILES[3],
-            "Latency p50 (ms) and top-1 agreement with the torch model (%) per target.",
-        ),
     ]
+    if tables.get("homovar") is not None and tables["homovar"].rows:
+        blocks.append(tables["homovar"])
     return blocks
 
 
@@ -313,14 +359,19 @@ def make_report(
     out.mkdir(parents=True, exist_ok=True)
     _log("drawing plots", progress)
     pngs, plot_data = _draw(items, out)
+    every = deployment.deployments(records)
+    summary_text, summary_table = _summary(records)
     tables: dict[str, Table | None] = {
+        "summary": summary_table,
+        "deployed_accuracy": deployment.accuracy_table(every),
+        "deployed_speed": deployment.speed_table(every),
+        "not_deployed": deployment.not_deployed_table(not_deployed(records)),
         "accuracy": accuracy_table(records),
         "paper": paper_table(records, {i.record.name: i.gamma for i in items}),
         "weight_error": weight_error_table([(i.record, i.error) for i in items if i.error]),
         "homovar": homovar_table([(i.record, i.homovar) for i in items if i.homovar]),
-        "targets": targets_table(records),
     }
-    blocks = _blocks(items, tables)
+    blocks = _blocks(items, tables, summary_text)
     md = write_text_file(out / "report.md", to_markdown(blocks))
     page = write_text_file(out / "report.html", to_html(blocks, out, "ClimbQ deployment report"))
     summary = {
@@ -336,6 +387,7 @@ def make_report(
             }
             for r in records
         ],
+        "summary": summary_text,
         "tables": {k: t.as_json() for k, t in tables.items() if t is not None},
         "plots": plot_data,
     }

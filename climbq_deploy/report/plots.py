@@ -21,6 +21,7 @@ from climbq_deploy.report.analysis import HomoVarWeights, WeightError
 
 DPI = 100
 MARKERS = ("o", "^", "s", "D", "v", "P")
+LEGEND_COLUMNS = 4  # runs per legend row below a plot
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -60,9 +61,11 @@ def per_class_accuracy(
 ) -> Path:
     """Grouped bars: per-class test accuracy (%) of each run, class 0 (head) to tail.
 
-    ``counts`` (training images per class) label the ticks when all runs share them.
+    ``counts`` (training images per class) label the ticks when all runs share them. The
+    legend sits below the axes, so that no bar (the tail's least of all) is hidden behind it.
     """
-    figure = _figure(max(8.0, 0.9 * max(len(a) for a in accuracies) + 3), 4.8)
+    rows = -(-len(names) // LEGEND_COLUMNS)
+    figure = _figure(max(8.0, 0.9 * max(len(a) for a in accuracies) + 3), 4.8 + 0.25 * rows)
     axes = figure.add_subplot()
     classes = max(len(a) for a in accuracies)
     width = 0.8 / len(names)
@@ -79,7 +82,7 @@ def per_class_accuracy(
     axes.set_ylim(0, 105)
     axes.set_title("Per-class test accuracy, head to tail")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="upper right", fontsize=9)
+    figure.legend(loc="outside lower center", ncols=min(len(names), LEGEND_COLUMNS), fontsize=9)
     return _save(figure, path)
 
 
@@ -220,10 +223,12 @@ class TargetBar:
     name: str
     p50_ms: float | None
     agreement: float | None  # top-1 agreement as a fraction in [0, 1]
+    plain_int8_ms: float | None = None  # p50 of plain int8 on the same runtime, where given
 
 
 def targets(path: Path, bars: Sequence[TargetBar]) -> Path:
-    """Left: latency p50 (ms) per target; right: top-1 agreement with the torch model (%)."""
+    """Left: latency p50 (ms) per target, with a black line at plain int8's p50 on the same
+    runtime where one was measured; right: top-1 agreement with the torch model (%)."""
     figure = _figure(12, max(3.0, 0.45 * len(bars) + 1.8))
     left, right = figure.subplots(1, 2, sharey=True)
     figure.suptitle("Deployed targets: latency and agreement with the trained model")
@@ -238,7 +243,13 @@ def targets(path: Path, bars: Sequence[TargetBar]) -> Path:
     ):
         shown = [scale * v if v is not None else 0.0 for v in values]
         axes.barh(y, shown, 0.6, color=[COLORS[i % len(COLORS)] for i in range(len(bars))])
-        top = max(shown) if max(shown) > 0 else 1.0
+        plain = [b.plain_int8_ms for b in bars] if axes is left else []
+        top = max([*shown, *(v for v in plain if v is not None)])
+        top = top if top > 0 else 1.0
+        for yi, v in zip(y, plain, strict=False):
+            if v is not None:
+                axes.plot([v, v], [yi - 0.4, yi + 0.4], color="black", linewidth=2.5)
+                axes.text(v, yi - 0.42, "plain int8", ha="center", va="bottom", fontsize=7)
         for yi, v in zip(y, values, strict=True):
             text = "not measured" if v is None else f"{scale * v:.4g}"
             axes.text(

@@ -67,7 +67,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 
 _CSS = """
-body { font-family: sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; }
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+.table { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }
 th { background: #eee; } td:first-child, th:first-child { text-align: left; }
@@ -78,20 +79,21 @@ figcaption, .note { color: #444; font-size: 0.9em; }
 
 
 def html_table(table: Table) -> str:
+    """The table in a box that scrolls sideways where it is wider than the page."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     rows = []
     for row in table.rows:
         cells = "".join(
             f'<td class="missing">{html.escape(c.text)}</td>'
-            if c.source is None and c.text.startswith(("not measured", "n/a"))
+            if c.source is None and c.text.startswith(("not measured", "n/a", "no ", "none "))
             else f"<td>{html.escape(c.text)}</td>"
             for c in row
         )
         rows.append(f"<tr>{cells}</tr>")
     note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
     return (
-        f"<h3>{html.escape(table.title)}</h3>\n<table><thead><tr>{head}</tr></thead>"
-        f"<tbody>\n" + "\n".join(rows) + f"\n</tbody></table>{note}"
+        f'<h3>{html.escape(table.title)}</h3>\n<div class="table"><table><thead><tr>{head}'
+        f"</tr></thead><tbody>\n" + "\n".join(rows) + f"\n</tbody></table></div>{note}"
     )
 
 

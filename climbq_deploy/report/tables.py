@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from climbq_deploy.report.analysis import TOTAL_ERROR_METRIC, HomoVarWeights, WeightError
-from climbq_deploy.report.collect import RunRecord, Sourced, TargetResult, artifact_bytes
+from climbq_deploy.report.collect import RunRecord, Sourced
 
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "n/a"
@@ -128,84 +128,6 @@ def accuracy_table(runs: Sequence[RunRecord]) -> Table:
     table.note = (
         "many/medium/few: shot groups of the training counts (metrics.json); n/a: no "
         "class in that group."
-    )
-    return table
-
-
-TARGET_COLUMNS = [
-    "run",
-    "target",
-    "backend",
-    "runtime",
-    "kernels",
-    "threads",
-    "artifact (bytes)",
-    "exact match",
-    "top-1 agreement",
-    "code agreement",
-    "deployed top-1 (%)",
-    "torch top-1 (%)",
-    "p50 (ms)",
-    "p90 (ms)",
-    "p99 (ms)",
-    "images/s",
-]
-
-
-def _is_reference(name: Any) -> bool:
-    """True when the registered target called ``name`` is the NumPy reference itself."""
-    from climbq_deploy.targets import TARGETS
-
-    return isinstance(name, str) and name in TARGETS and bool(TARGETS[name].reference)
-
-
-def _exact_match(target: TargetResult) -> Cell:
-    found = target.get("check", "exact_match")
-    if found is not None:
-        return Cell(fmt_bool(found.value), found)
-    backend = target.first(("check", "target"), ("bench", "target"))
-    if target.check is not None and backend is not None and _is_reference(backend.value):
-        return text(f"{NOT_APPLICABLE} (reference)")
-    return text(NOT_MEASURED)
-
-
-def target_row(run: RunRecord, target: TargetResult) -> list[Cell]:
-    """One (run, target): agreement from check.json, latency from bench.json."""
-    deployed = target.number("check", "ref_top1") or target.number("bench", "top1")
-    return [
-        text(run.name),
-        text(target.label),
-        cell(target.first(("check", "target"), ("bench", "target"))),
-        cell(target.first(("bench", "runtime"), ("bench", "runtime_version"))),
-        cell(target.first(("check", "kernels"), ("bench", "kernels"))),
-        cell(target.number("bench", "threads"), fmt_int),
-        cell(artifact_bytes(target), fmt_int),
-        _exact_match(target),
-        cell(target.number("check", "top1_agreement"), fmt_frac),
-        cell(target.number("check", "code_agreement"), fmt_frac),
-        cell(deployed, fmt_pct),
-        cell(target.number("check", "torch_top1"), fmt_pct),
-        *(cell(target.number("bench", f"latency_ms.{q}"), fmt_ms) for q in ("p50", "p90", "p99")),
-        cell(target.number("bench", "images_per_second"), fmt_1),
-    ]
-
-
-def targets_table(runs: Sequence[RunRecord]) -> Table:
-    """Per-target agreement and latency; a run without targets gets one "not measured" row."""
-    table = Table(
-        "targets",
-        "Deployed targets (agreement: check.json; latency: bench.json)",
-        list(TARGET_COLUMNS),
-    )
-    for run in runs:
-        if not run.targets:
-            table.rows.append([text(run.name)] + [text(NOT_MEASURED)] * (len(TARGET_COLUMNS) - 1))
-        for target in run.targets:
-            table.rows.append(target_row(run, target))
-    table.note = (
-        "top-1 / code agreement: fraction of test images (codes) where the target equals "
-        "the torch model; exact match: the target equals the NumPy reference of its "
-        "integer program bit for bit; latency per invoke of the bench's batch."
     )
     return table
 

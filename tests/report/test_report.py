@@ -21,8 +21,8 @@ from climbq_deploy.errors import ArtifactError, ConfigError
 from climbq_deploy.export import load_run
 from climbq_deploy.quant.layers import quantized_convs
 from climbq_deploy.report import PLOT_FILES, make_report
-from climbq_deploy.report.tables import TARGET_COLUMNS
-from tests.report.conftest import BENCH_ONNX, CHECK_TFLITE, RUNS
+from climbq_deploy.report.deployment import ACCURACY_COLUMNS, SPEED_COLUMNS
+from tests.report.conftest import BENCH_ONNX, BENCH_TFLITE, CHECK_NUMPY, CHECK_TFLITE, RUNS, write
 
 ORDER = ("fp", "q4-scaled", "q4-unscaled", "uniform")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -114,36 +114,64 @@ def test_accuracy_and_target_numbers_match_the_inputs(report, report_runs) -> No
     assert accuracy[3][head.index("few (%)")] == "n/a"  # null group
     scaling = [row[head.index("class scaling")] for row in accuracy[1:]]
     assert scaling == ["n/a", "faithful", "off", "n/a"]  # only ClimbQ methods scale
-    targets = next(rows for title, rows in md.items() if title.startswith("Deployed targets"))
-    assert targets[0] == TARGET_COLUMNS
-    by = {(r[0], r[1]): dict(zip(TARGET_COLUMNS, r, strict=True)) for r in targets[1:]}
-    tflite = by["q4-scaled", "tflite-xnnpack"]
+    accuracy_rows, speed = deployed_tables(md)
+    tflite = accuracy_rows["q4-scaled", "tflite-xnnpack"]
     assert tflite["top-1 agreement"] == f"{CHECK_TFLITE['top1_agreement']:.4f}" == "0.9875"
-    assert tflite["p50 (ms)"] == "28.475" and tflite["exact match"] == "yes"
-    assert tflite["deployed top-1 (%)"] == "40.75" and tflite["threads"] == "2"
-    onnx = by["q4-scaled", "tensorrt-onnxruntime"]
+    assert tflite["exact match"] == "yes" and tflite["deployed top-1 (%)"] == "40.75"
+    assert tflite["images"] == "100" and tflite["kernels"] == "xnnpack"
+    assert speed["q4-scaled", "tflite-xnnpack"]["p50 (ms)"] == "28.475"
+    assert speed["q4-scaled", "tflite-xnnpack"]["threads"] == "2"
+    onnx = speed["q4-scaled", "tensorrt-onnxruntime"]
     assert onnx["p99 (ms)"] == "4.125" and onnx["artifact (bytes)"] == str(
         BENCH_ONNX["artifact_bytes"]
     )
-    assert onnx["deployed top-1 (%)"] == "40.50"  # bench top1 where no check.json
+    assert onnx["batch"] == "8" and onnx["runtime"] == "onnxruntime"
+    # bench top1 where no check.json
+    assert accuracy_rows["q4-scaled", "tensorrt-onnxruntime"]["deployed top-1 (%)"] == "40.50"
 
 
-def test_missing_measurements_say_not_measured(report) -> None:
+def deployed_tables(
+    md: dict[str, list[list[str]]],
+) -> tuple[dict[tuple[str, str], dict[str, str]], dict[tuple[str, str], dict[str, str]]]:
+    """The two deployment tables, by (run, target label), each row by column."""
+    found = []
+    for prefix, columns in (
+        ("Deployed accuracy", ACCURACY_COLUMNS),
+        ("Deployed latency", SPEED_COLUMNS),
+    ):
+        rows = next(rows for title, rows in md.items() if title.startswith(prefix))
+        assert rows[0] == columns
+        found.append({(r[0], r[1]): dict(zip(columns, r, strict=True)) for r in rows[1:]})
+    return found[0], found[1]
+
+
+def test_missing_measurements_say_not_measured_and_why(report, report_runs) -> None:
     md = md_tables((report / "report.md").read_text())
-    targets = next(rows for title, rows in md.items() if title.startswith("Deployed targets"))
-    by = {(r[0], r[1]): dict(zip(TARGET_COLUMNS, r, strict=True)) for r in targets[1:]}
-    for name in ("fp", "q4-unscaled", "uniform"):  # no targets/ folder at all
-        row = by[name, "not measured"]
-        assert set(list(row.values())[1:]) == {"not measured"}
-    onnx = by["q4-scaled", "tensorrt-onnxruntime"]  # bench.json only
+    accuracy_rows, speed = deployed_tables(md)
+    assert {run for run, _ in accuracy_rows} == {"q4-scaled"}  # runs without targets: below
+    not_deployed = md["Not deployed"]
+    assert not_deployed[0] == ["run", "target", "reason"]
+    reasons = {row[0]: row[1:] for row in not_deployed[1:]}
+    assert reasons["fp"] == [
+        "any",
+        "full precision: no integer program to deploy (the accuracy reference)",
+    ]
+    for name in ("q4-unscaled", "uniform"):  # no targets/ folder at all
+        where = report_runs[name] / "targets"
+        assert reasons[name] == [
+            "any",
+            f"no {where}/<label>/check.json or bench.json: not deployed",
+        ]
+    onnx = accuracy_rows["q4-scaled", "tensorrt-onnxruntime"]  # bench.json only
     for column in ("top-1 agreement", "code agreement", "exact match", "torch top-1 (%)"):
-        assert onnx[column] == "not measured"
-    tflite = by["q4-scaled", "tflite-xnnpack"]
+        assert onnx[column] == "no check.json"
+    tflite = speed["q4-scaled", "tflite-xnnpack"]
     assert tflite["artifact (bytes)"] == "not measured"  # named artifact does not exist
-    numpy_row = by["q4-scaled", "numpy"]  # check.json only
-    assert numpy_row["exact match"] == "n/a (reference)"
-    for q in ("p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s", "threads"):
-        assert numpy_row[q] == "not measured"
+    assert tflite["plain int8 p50 (ms)"] == "none given"
+    assert accuracy_rows["q4-scaled", "numpy"]["exact match"] == "n/a (reference)"
+    numpy_row = speed["q4-scaled", "numpy"]  # check.json only
+    for q in ("p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s", "threads", "runtime"):
+        assert numpy_row[q] == "no bench.json"
     summary = json.loads((report / "report.json").read_text())
     bars = {b["name"]: b for b in summary["plots"]["targets"]["bars"]}
     assert bars["q4-scaled · numpy"]["p50_ms"] == "not measured"
@@ -314,3 +342,116 @@ def test_runs_named_alike_are_told_apart(report_runs, tmp_path) -> None:
     names = [r["name"] for r in json.loads(files.json.read_text())["runs"]]
     assert names == ["a/run", "b/run"]
     assert RUNS["fp"][4] == 48.35
+
+
+def test_the_report_opens_with_the_answer_then_deployment_then_the_science(report) -> None:
+    md = (report / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## Summary",
+        "## Deployment",
+        "## Accuracy",
+        "## Weight quantization error (paper Fig. 3 view)",
+        "## HomoVar class weights (paper Fig. 1 view)",
+    ]
+    # the highest deployed top-1 that matches its reference: tflite (40.75) over numpy (40.65)
+    assert (
+        "Ship q4-scaled as tflite-xnnpack (xnnpack): deployed top-1 40.75%, p50 28.475 ms "
+        "(batch 1, 2 thread(s))." in md
+    )
+    assert "Plain int8 on tflite-xnnpack: not measured, none of the runs given" in md
+    summary = md_tables(md)["Summary: the model to ship"]
+    assert summary[0] == ["", "ship", "plain int8, same runtime", "full precision (torch)"]
+    rows = {row[0]: row[1:] for row in summary[1:]}
+    assert rows["model"] == ["q4-scaled · tflite-xnnpack", "none on tflite-xnnpack", "fp"]
+    assert rows["top-1 on the test set (%)"] == ["40.75", "not measured", "48.35"]
+    assert rows["latency p50 (ms per invoke)"] == ["28.475", "not measured", "n/a (not deployed)"]
+    page = (report / "report.html").read_text()
+    order = ["<h2>Summary</h2>", "Ship q4-scaled", "<h2>Deployment</h2>", "<h2>HomoVar"]
+    assert sorted(order, key=page.index) == order
+    report_json = json.loads((report / "report.json").read_text())
+    assert report_json["summary"].startswith("Ship q4-scaled as tflite-xnnpack")
+    for key, table in report_json["tables"].items():  # narrow enough for a page
+        assert len(table["columns"]) <= 12, key
+
+
+def test_plain_int8_on_the_same_runtime_is_shown_beside_ours(report_runs, tmp_path) -> None:
+    """A plain int8 yardstick (bench.json ``form: plain-int8``) deployed to the same label:
+    its p50 beside ours in the table, the plot and the summary, with the ratio."""
+    int8 = copy_run(report_runs["fp"], tmp_path / "int8")
+    bench = {
+        **BENCH_TFLITE,
+        "form": "plain-int8",
+        "latency_ms": {"p50": 8.0, "p90": 9.0, "p99": 9.5},
+    }
+    write(int8 / "targets" / "tflite-xnnpack" / "bench.json", {**bench, "bytes": 305472})
+    q4 = copy_run(report_runs["q4-scaled"], tmp_path / "q4")
+    write(
+        q4 / "targets" / "tflite-xnnpack" / "check.json", {**CHECK_TFLITE, "artifact_bytes": 152736}
+    )
+    write(q4 / "targets" / "tflite-xnnpack" / "bench.json", BENCH_TFLITE)
+    write(q4 / "targets" / "numpy" / "check.json", CHECK_NUMPY)
+    files = make_report([q4, int8], tmp_path / "r")
+    md = files.markdown.read_text()
+    _, speed = deployed_tables(md_tables(md))
+    assert speed["q4", "tflite-xnnpack"]["plain int8 p50 (ms)"] == "8.000"
+    assert speed["int8", "tflite-xnnpack"]["plain int8 p50 (ms)"] == "n/a (is plain int8)"
+    assert speed["q4", "numpy"]["plain int8 p50 (ms)"] == "none given"
+    ratio = 28.474889000790427 / 8.0
+    assert (
+        "Plain int8 on the same runtime (int8 · tflite-xnnpack): p50 8.000 ms "
+        f"(ours {ratio:.2f}x its latency), 305472 bytes (ours 50% of it)." in md
+    )
+    rows = {row[0]: row[1:3] for row in md_tables(md)["Summary: the model to ship"][1:]}
+    assert rows["latency p50 (ms per invoke)"] == ["28.475", "8.000"]
+    assert rows["artifact (bytes)"] == ["152736", "305472"]
+    bars = json.loads(files.json.read_text())["plots"]["targets"]["bars"]
+    plain = {b["name"]: b["plain_int8_p50_ms"] for b in bars}
+    assert plain["q4 · tflite-xnnpack (xnnpack)"]["value"] == 8.0
+    assert plain["q4 · numpy"] == "not measured"
+
+
+def test_not_deployed_reasons_come_from_the_demos_summary(report_runs, tmp_path) -> None:
+    demo = tmp_path / "demo"
+    a = copy_run(report_runs["fp"], demo / "runs" / "a")
+    write(a / "targets" / "numpy" / "check.json", CHECK_NUMPY)
+    copy_run(report_runs["fp"], demo / "runs" / "b")
+    write(
+        demo / "summary.json",
+        {
+            "targets": [
+                {"model": "a", "label": "numpy", "status": "ok", "reason": None},
+                {
+                    "model": "a",
+                    "label": "tensorrt-gpu",
+                    "status": "unavailable",
+                    "reason": "no GPU",
+                },
+            ],
+            "not_deployed": [{"model": "b", "reason": "LSQ baseline: for comparison"}],
+        },
+    )
+    files = make_report([demo / "runs" / "a", demo / "runs" / "b"], tmp_path / "r")
+    rows = md_tables(files.markdown.read_text())["Not deployed"][1:]
+    assert rows == [["a", "tensorrt-gpu", "no GPU"], ["b", "any", "LSQ baseline: for comparison"]]
+    table = json.loads(files.json.read_text())["tables"]["not_deployed"]
+    assert table["rows"][1][2]["file"] == str((demo / "summary.json").resolve())
+    assert table["rows"][1][2]["key"] == "not_deployed[0].reason"
+
+
+def test_the_per_class_legend_sits_below_the_axes(tmp_path, monkeypatch) -> None:
+    """Many runs and a tail of near-100% classes: no legend over any bar."""
+    from climbq_deploy.report import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure) or path)
+    names = [f"run {i}" for i in range(6)]
+    plots.per_class_accuracy(tmp_path / "p.png", names, [[100.0] * 10] * 6, list(range(10, 0, -1)))
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    (axes,) = figure.axes
+    (legend,) = figure.legends
+    box, plot = legend.get_window_extent(renderer), axes.get_window_extent(renderer)
+    assert box.y1 <= plot.y0  # display y grows upwards: the legend ends below the axes
+    assert len(legend.get_texts()) == 6
