@@ -31,7 +31,8 @@ from typing import Any
 
 from climbq_deploy.errors import ConfigError, TargetUnavailableError
 from climbq_deploy.fileio import write_json
-from climbq_deploy.train.config import SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
+from climbq_deploy.runfolder import absolute_path
+from climbq_deploy.train.config import PATH_FIELDS, SHORT_FP32_PRETRAINING, SHORT_QAT, TrainConfig
 
 DATASET = "syndigits-lt-g50"
 
@@ -134,14 +135,25 @@ def _train(spec: ModelSpec, config: TrainConfig, run: Path) -> dict[str, Any]:
     metrics_file = run / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        done = {k: v for k, v in metrics.get("config", {}).items() if k != "device"}
-        if done == {k: v for k, v in config.as_dict().items() if k != "device"}:
+        if _same_run(metrics.get("config", {}), config):
             _say(f"{spec.name}: reusing {metrics_file}")
             return metrics
     resume = (run / "checkpoint.pt").is_file() and not metrics_file.is_file()
     if metrics_file.is_file():  # the demo's own run, finished with other settings (--quick)
         _say(f"{spec.name}: {run} was trained with other settings; training it again")
     return train(config, run, resume=resume, overwrite=not resume)
+
+
+def _same_run(done: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a finished run's config (metrics.json) is ``config``'s, the device aside and
+    the folders it names compared as absolute paths (a run stores them so; an older one as
+    given, relative to the demo's working directory)."""
+
+    def comparable(values: dict[str, Any]) -> dict[str, Any]:
+        paths = {k: absolute_path(values[k]) for k in PATH_FIELDS if values.get(k) is not None}
+        return {k: v for k, v in {**values, **paths}.items() if k != "device"}
+
+    return comparable(done) == comparable(config.as_dict())
 
 
 def _deploy(run: Path, spec: TargetSpec, plan: DemoPlan, data: Path) -> dict[str, Any]:

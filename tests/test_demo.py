@@ -66,3 +66,21 @@ def test_quick_demo_leaves_report_summary_and_artifacts(tmp_path: Path) -> None:
     for label in ("tflite-xnnpack", "tflite-fused-xnnpack", "tensorrt-onnxruntime"):
         assert labels[label]["exact_match"] is True
     assert "climbq+-w4a4" in result.stdout and "total" in result.stdout
+
+
+def test_a_finished_run_is_reused_whichever_way_its_folders_were_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A run stores absolute folders, an older one the demo's relative ones: both are the
+    demo's run; another epoch count is not."""
+    from climbq_deploy.demo import _same_run
+    from climbq_deploy.train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig("demo/data/syn", method="climbq", wbits=4, abits=4, init="demo/runs/fp32")
+    stored = config.absolute().as_dict()
+    assert stored["data"] == str(tmp_path / "demo/data/syn")
+    assert _same_run(stored, config) and _same_run(config.as_dict(), config)
+    assert _same_run({**stored, "device": "cuda"}, config)
+    assert not _same_run({**stored, "epochs": 3}, config)
+    assert not _same_run({**stored, "init": str(tmp_path / "other")}, config)
