@@ -27,7 +27,14 @@ from climbq_deploy.ir.graph import Graph, IntConv, ThresholdAct
 from climbq_deploy.kernels import ops
 from tests.pool_concat_programs import STEP, _Builder, _weights, images
 
-__all__ = ["CASES", "DILATED_LAYERS", "GROUPED_LAYERS", "conv_program", "images"]
+__all__ = [
+    "CASES",
+    "DILATED_LAYERS",
+    "GROUPED_LAYERS",
+    "conv_program",
+    "images",
+    "many_groups_program",
+]
 
 GRID = {"weight_bits": 4, "weight_grid": (2, -15)}
 INT32_MAX = 2**31 - 1
@@ -148,6 +155,14 @@ GROUPED_LAYERS = {
     "dilated-stem": ("g3_dil2",),
 }
 """The layers of each case with ``groups > 1``."""
+
+
+def many_groups_program(groups: int = 20, seed: int = 0) -> Graph:
+    """image 8x8 -> 3x3 stem (``groups`` channels) -> depthwise 3x3 with channel multiplier 2
+    and dilation 2 (``groups`` groups, ``2 groups`` outputs, 2-bit codes) -> pool -> head."""
+    b = _ConvBuilder(8, seed)
+    x = b.conv("stem", "x", groups, 3, padding=1)
+    return b.finish(b.conv("many", x, 2 * groups, 3, padding=2, groups=groups, dilation=2, bits=2))
 
 
 def conv_program(case: str, seed: int = 0) -> Graph:

@@ -12,6 +12,8 @@ Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
   of 16 bits moves 2-bit codes, see the target's ``input_bits``) is split into two digits
   ``I = 2**D h + l``, each convolved exactly in float32, and recombined in int32
   (``Cast``, ``Mul``, ``Add``); that layer's thresholds are compared in int32.
+- dilation and groups: ONNX ``Conv``'s own ``dilations`` and ``group``
+  (:func:`conv_attributes`), in every form here and in :mod:`.ort_forms`: no extra work.
 - other ``IntConv``: ``QuantizeLinear(x, m, 0) -> DequantizeLinear`` on the input (int8,
   per tensor, scale ``m``: the values are multiples of ``m`` with ``x / m`` in [-128, 127],
   so quantization is the identity; ``m = 1`` up to 7-bit codes, 2 for 8-bit codes). An input
@@ -333,6 +335,24 @@ ONNX_EMITTERS: dict[type, Callable[[_Emit, object], None]] = {
 node class); a layer without an entry is refused as having no TensorRT form."""
 
 
+def conv_attributes(conv: IntConv) -> dict[str, object]:
+    """The ONNX ``Conv`` / ``QLinearConv`` attributes of ``conv``: torch's symmetric ``pads``,
+    ``strides``, ``group`` (ONNX groups as torch: output block ``g`` of ``O / G`` channels
+    reads input channels ``g C / G ..``, weight ``(O, C / G, k, k)``) and ``dilations``, which
+    ONNX Runtime and TensorRT take themselves (no zeros multiplied; written only when not 1,
+    the attribute's default, so undilated files are unchanged)."""
+    p, d = conv.padding, conv.dilation
+    attrs: dict[str, object] = {
+        "strides": [conv.stride] * 2,
+        "pads": [p, p, p, p],
+        "group": conv.groups,
+        "kernel_shape": list(conv.weight.shape[1:3]),
+    }
+    if d != 1:
+        attrs["dilations"] = [d, d]
+    return attrs
+
+
 def _stem_digits(b: _Builder, conv: IntConv, weight: np.ndarray, plan: DigitPlan, attrs) -> None:
     """``d acc = 2**D conv(h) + conv(l)`` in int32, from two exact float32 convs of the
     digits ``h = Floor(I / 2**D)`` and ``l = I - 2**D h`` (TensorRT: FP32 convs, INT32
@@ -377,13 +397,7 @@ def _conv(
     if plan is None and theta.size and np.abs(theta).max() >= FLOAT32_EXACT:
         raise LoweringError(f"layer {act.source!r}: thresholds beyond 2**24")
     weight = np.transpose(signed_weight(conv.weight, act.direction, np.int32), (0, 3, 1, 2))
-    p = conv.padding
-    attrs = {
-        "strides": [conv.stride] * 2,
-        "pads": [p, p, p, p],
-        "group": conv.groups,
-        "kernel_shape": list(weight.shape[2:]),
-    }
+    attrs = conv_attributes(conv)
     name = conv.output
     if plan is not None:
         _stem_digits(b, conv, weight, plan, attrs)

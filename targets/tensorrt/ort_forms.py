@@ -79,13 +79,11 @@ def clamped_thresholds(
 
 
 def _conv_attrs(conv: IntConv, weight: np.ndarray) -> dict[str, object]:
-    p = conv.padding
-    return {
-        "strides": [conv.stride] * 2,
-        "pads": [p] * 4,
-        "group": conv.groups,
-        "kernel_shape": list(weight.shape[2:]),
-    }
+    """:func:`~.export.conv_attributes` (dilation and groups are ONNX's own; the duplicated
+    channels of ``int8_dup`` stay in their group: output ``o n + j`` is in ``o``'s block)."""
+    from climbq_deploy.targets.tensorrt.export import conv_attributes
+
+    return conv_attributes(conv)
 
 
 def _prepared(e, layer: ConvLayer) -> tuple[np.ndarray, np.ndarray, int]:

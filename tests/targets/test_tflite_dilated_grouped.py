@@ -14,7 +14,14 @@ from climbq_deploy.ir.integer_forms import dilated_span
 from climbq_deploy.kernels import ReferenceModel, ops
 from climbq_deploy.targets.tflite import RESOLVERS, TfliteTarget
 from climbq_deploy.targets.tflite.flavour import int16_flavour
-from tests.conv_programs import CASES, DILATED_LAYERS, GROUPED_LAYERS, conv_program, images
+from tests.conv_programs import (
+    CASES,
+    DILATED_LAYERS,
+    GROUPED_LAYERS,
+    conv_program,
+    images,
+    many_groups_program,
+)
 
 pytest.importorskip("ai_edge_litert")
 
@@ -240,3 +247,30 @@ def test_fused_form_writes_dilated_filters_out_and_splits_groups() -> None:
                 assert len(joined[1]) == pieces and joined[3]["axis"] == 3
             if name in DILATED_LAYERS[case]:
                 assert span > conv.weight.shape[1]
+
+
+def test_a_layer_of_more_groups_than_fused_ops_stays_builtin_and_exact(tmp_path) -> None:
+    """20 groups would be 20 fused ops: that layer keeps its builtin form (LiteRT's depthwise
+    conv with multiplier 2 and dilation 2), the stem is fused, and the codes are exact."""
+    from climbq_deploy.ir.layers import ConvLayer, iter_layers
+    from climbq_deploy.targets.tflite.forms import FUSED, choose_forms, fused_exact
+
+    _skip_without_fused("climbq")
+    graph = many_groups_program(20)
+    layers = [x for x in iter_layers(int16_flavour(graph)) if isinstance(x, ConvLayer)]
+    assert fused_exact(graph, layers[1]) == "20 groups would take 20 fused ops (at most 16)"
+    choices = choose_forms(int16_flavour(graph), fused=True)
+    assert [c.chosen for c in choices] == [FUSED, "int8-signs"]
+    target = TfliteTarget("xnnpack", ops="climbq")
+    runner = target.load(target.export(graph, tmp_path / "many.tflite"))
+    x = images(8, 4, seed=3)
+    values = ReferenceModel(graph).run(x, keep=True)
+    out = runner.run(x, with_codes=True)
+    for node in graph.nodes:
+        if isinstance(node, ThresholdAct):
+            got = out.codes[node.source]
+            np.testing.assert_array_equal(got, out.expected(node.source, values[node.output]))
+    np.testing.assert_allclose(out.logits, values[graph.output], rtol=1e-5, atol=1e-5)
+    sixteen = many_groups_program(16)
+    split = [x for x in iter_layers(int16_flavour(sixteen)) if isinstance(x, ConvLayer)]
+    assert fused_exact(sixteen, split[1]) is None  # 16 ops: still fused
