@@ -184,37 +184,3 @@ def codes_and_logits(model, graph, images):
     for h in hooks:
         h.remove()
     return codes, logits
-
-
-def run_dockerfile_install_step(
-    dockerfile: Path, expected_run: str, tmp_path: Path, modules: list[str]
-) -> None:
-    """Run a Dockerfile's single RUN line in a fresh virtualenv (``pip`` and ``climbq`` taken
-    from it) and import ``modules`` from outside the checkout with the installed package."""
-    import subprocess
-    import venv
-
-    run_lines = [
-        line[4:] for line in dockerfile.read_text().splitlines() if line.startswith("RUN ")
-    ]
-    assert run_lines == [expected_run]
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    bin_dir = env_dir / "bin"
-    command = (
-        run_lines[0]
-        .replace("pip ", f"{bin_dir / 'pip'} ", 1)
-        .replace("climbq ", f"{bin_dir / 'climbq'} ", 1)
-    )
-    result = subprocess.run(
-        command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=1800
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    check = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import " + ", ".join(modules)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert check.returncode == 0, check.stderr
