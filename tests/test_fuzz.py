@@ -177,6 +177,16 @@ TARGETED = {
         lambda m, _: _node(m, "conv6").update(stride=2),
         r"node 'conv6': output 'bn7' has shape \(8, 8, 16\), the op gives \(4, 4, 16\)",
     ),
+    "dilation-in-version-1": (
+        "2bit",
+        lambda m, _: _node(m, "conv6").update(dilation=2),
+        r"program node \d+ \('conv6'\): dilation needs program version 2, the file says 1",
+    ),
+    "dilation": (
+        "2bit",
+        lambda m, _: (_node(m, "conv6").update(dilation=2), m["program"].update(version=2)),
+        r"node 'conv6': output 'bn7' has shape \(8, 8, 16\), the op gives \(6, 6, 16\)",
+    ),
     "narrowed-bounds": (
         "2bit",
         lambda m, _: _tensor(m, "bn7").update(bounds=[-400, 414]),
