@@ -15,6 +15,8 @@ each layer's actual accumulators on calibration images, so the codes spread over
 - ``dilated-stem``: the stem itself dilated (3x3, d = 2, p = 2) on a 19-bit input
   (``|I| <= 2**18``: its partial sums pass 2**24, so every target splits it into digits),
   then a grouped dilated conv.
+- ``grouped-stem``: the same wide input read by a stem of 3 groups, one image channel each,
+  with channel multiplier 2 and dilation 2, then a 1x1 conv.
 """
 
 from __future__ import annotations
@@ -134,11 +136,17 @@ def _dilated_stem(b: _ConvBuilder) -> str:
     return b.conv("g3_dil2", x, 6, 3, padding=1, groups=3, dilation=2, bits=2)
 
 
+def _grouped_stem(b: _ConvBuilder) -> str:
+    x = b.conv("stem", "x", 6, 3, padding=2, groups=3, dilation=2)
+    return b.conv("mix", x, 6, 1, bits=2)
+
+
 PROGRAMS = {
     "dilated": (_dilated, 12, STEP),
     "depthwise": (_depthwise, 10, STEP),
     "grouped": (_grouped, 10, STEP),
     "dilated-stem": (_dilated_stem, 9, 2.0**-18),
+    "grouped-stem": (_grouped_stem, 9, 2.0**-18),
 }
 CASES = tuple(PROGRAMS)
 DILATED_LAYERS = {
@@ -146,6 +154,7 @@ DILATED_LAYERS = {
     "depthwise": ("dw_dil2", "dw_dil2_s2"),
     "grouped": ("g2_dil2",),
     "dilated-stem": ("stem", "g3_dil2"),
+    "grouped-stem": ("stem",),
 }
 """The layers of each case with ``dilation > 1`` and a kernel larger than 1x1."""
 GROUPED_LAYERS = {
@@ -153,6 +162,7 @@ GROUPED_LAYERS = {
     "depthwise": ("dw_dil2", "dw_dil2_s2", "dw_mult2"),
     "grouped": ("g2", "g4_s2", "g4_1x1", "g2_dil2"),
     "dilated-stem": ("g3_dil2",),
+    "grouped-stem": ("stem",),
 }
 """The layers of each case with ``groups > 1``."""
 

@@ -323,13 +323,15 @@ def _stem_layer(
         digits.append(high)
         rest = low
     digits.append(rest)  # most significant digit first
+    op, filt, extra = conv_filter(conv, weight)
     w = b.add_tensor(
         f"{conv.output}/weight",
-        weight.shape,
+        filt.shape,
         "int8",
-        data=weight.astype(np.int8),
+        data=filt.astype(np.int8),
         scale=[1.0] * c,
         zero_point=[0] * c,
+        **({"quantized_dimension": 3} if op == "DEPTHWISE_CONV_2D" else {}),
     )
     bias = b.add_tensor(
         f"{conv.output}/bias",
@@ -347,13 +349,14 @@ def _stem_layer(
             f"{conv.output}/part16_{k}", (n_, ho, wo, c), "int16", scale=1.0, zero_point=0
         )
         b.add_operator(
-            "CONV_2D",
+            op,
             [d16, w, bias],
             [part16],
             padding="VALID",
             stride_h=conv.stride,
             stride_w=conv.stride,
             **dilation_options(conv),
+            **extra,
         )
         part = b.add_tensor(f"{conv.output}/part_{k}", (n_, ho, wo, c), "int32")
         b.add_operator("CAST", [part16], [part])
