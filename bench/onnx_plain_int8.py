@@ -45,6 +45,7 @@ from climbq_deploy.ir.graph import (
     Relu,
     ThresholdAct,
 )
+from climbq_deploy.targets.tensorrt.export import conv_attributes
 
 OPSET = 17
 
@@ -128,16 +129,7 @@ def write_plain_int8_onnx(graph: Graph) -> onnx.ModelProto:
                 f"{name}/weight",
                 axis=0,
             )
-            p = conv.padding
-            y = op(
-                "Conv",
-                [dq(conv.inputs[0]), w],
-                f"{name}/conv",
-                strides=[conv.stride] * 2,
-                pads=[p] * 4,
-                group=conv.groups,
-                kernel_shape=list(weight.shape[2:]),
-            )
+            y = op("Conv", [dq(conv.inputs[0]), w], f"{name}/conv", **conv_attributes(conv))
             fused = relu_only(name)
             quantize(name, y, fused)
             if fused:

@@ -42,7 +42,9 @@ from climbq_deploy.ir.graph import (
     Relu,
     ThresholdAct,
 )
+from climbq_deploy.ir.integer_forms import conv_padding
 from climbq_deploy.targets.tflite.builder import ModelBuilder
+from climbq_deploy.targets.tflite.export import conv_filter, dilation_options
 from climbq_deploy.targets.tflite.pooling import max_pool_2d
 
 INPUT_SCALE = 1.0 / 32
@@ -191,9 +193,13 @@ def write_conv(
     c = conv.weight.shape[0]
     w_scale = list(multipliers * ACT_SCALE / in_scale)
     zeros = [0] * c
-    options = {"stride_h": conv.stride, "stride_w": conv.stride, "fused_activation": activation}
-    kernel = conv.weight.shape[1]
-    if conv.padding and not (conv.stride == 1 and conv.padding == kernel // 2):
+    options = {
+        "stride_h": conv.stride,
+        "stride_w": conv.stride,
+        "fused_activation": activation,
+        **dilation_options(conv),
+    }
+    if conv_padding(conv) == "PAD":
         p = conv.padding
         h, w, cin = in_shape
         padded = b.add_tensor(
@@ -219,27 +225,14 @@ def write_conv(
         scale=bias_scale,
         zero_point=zeros,
     )
-    if conv.groups == 1:
-        weight = b.add_tensor(
-            f"{conv.output}/weight",
-            conv.weight.shape,
-            "int8",
-            data=conv.weight.astype(np.int8),
-            scale=w_scale,
-            zero_point=zeros,
-        )
-        b.add_operator("CONV_2D", [x, weight, bias], [out], **options)
-    elif conv.groups == c and conv.weight.shape[3] == 1:
-        dw = np.transpose(conv.weight, (3, 1, 2, 0)).astype(np.int8)
-        weight = b.add_tensor(
-            f"{conv.output}/weight",
-            dw.shape,
-            "int8",
-            data=dw,
-            scale=w_scale,
-            zero_point=zeros,
-            quantized_dimension=3,
-        )
-        b.add_operator("DEPTHWISE_CONV_2D", [x, weight, bias], [out], depth_multiplier=1, **options)
-    else:
-        raise LoweringError(f"conv {conv.source!r}: grouped convs have no plain int8 form here")
+    op, filt, extra = conv_filter(conv, conv.weight)  # LiteRT's own grouping and multiplier
+    weight = b.add_tensor(
+        f"{conv.output}/weight",
+        filt.shape,
+        "int8",
+        data=filt.astype(np.int8),
+        scale=w_scale,
+        zero_point=zeros,
+        **({"quantized_dimension": 3} if op == "DEPTHWISE_CONV_2D" else {}),
+    )
+    b.add_operator(op, [x, weight, bias], [out], **extra, **options)
