@@ -13,10 +13,10 @@ NumPy archive (deflated, no pickles) of:
   ReLU after a layer reports for it, :class:`~climbq_deploy.targets.base.RunOutput`). Hashes
   keep the file small (a ResNet-20's codes are ~190 kB per image) while still telling, per
   layer and image, whether every code is equal;
-- ``meta``: UTF-8 bytes (uint8) of a JSON object: ``format`` (:data:`FORMAT`), ``version``, ``layers`` (the layers'
-  training-side names, in the order of the hash rows), ``model_file`` and ``model_sha256``
-  (the exported file), ``input_shape``, ``indices`` (of the images in the test split) and
-  ``dataset``.
+- ``meta``: UTF-8 bytes (uint8) of a JSON object: ``format`` (:data:`FORMAT`), ``version``,
+  ``layers`` (the layers' training-side names, in the order of the hash rows),
+  ``model_file`` and ``model_sha256`` (the exported file), ``input_shape``, ``indices`` (of
+  the images in the test split) and ``dataset``.
 
 Only numpy is needed to write or read one (the reference kernels are NumPy).
 """
