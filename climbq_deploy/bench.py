@@ -170,6 +170,38 @@ def reference_agreement(graph: Any, images: np.ndarray, predicted: np.ndarray) -
     return float(np.mean(reference == predicted))
 
 
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (``VmHWM`` of
+    ``/proc/self/status``, else ``ru_maxrss``); None where neither is known."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
+
+
+def _load_and_first_invoke(client: Any, path: Path, threads: int, batch: int) -> dict[str, float]:
+    """``load_ms`` (the target's runner made: file read, validated, interpreter or session
+    built) and ``first_invoke_ms`` (its first run on ``batch`` zero images, where runtimes
+    allocate and pack)."""
+    began = time.perf_counter()
+    runner = client.load(path, threads=threads)
+    loaded = time.perf_counter()
+    check_batch_fits(runner.graph, batch)
+    runner.run(np.zeros((batch, *runner.graph.tensors[runner.graph.input].shape), np.uint8))
+    return {
+        "load_ms": (loaded - began) * 1000,
+        "first_invoke_ms": (time.perf_counter() - loaded) * 1000,
+    }
+
+
 def bench_artifact(
     artifact: str | Path,
     threads: int = 1,
@@ -192,6 +224,12 @@ def bench_artifact(
     batch whose :func:`batch_bytes` exceeds the available memory). With ``data``: top-1 on
     its test split and ``reference_agreement``, the share of images whose top-1 equals the
     NumPy reference of the artifact's own program (None for the reference target itself).
+
+    Every record also has ``file_bytes``, ``load_ms``, ``first_invoke_ms`` and
+    ``peak_rss_mb`` (this process's peak resident memory after the run: ``climbq bench`` with
+    several models measures each in its own process). A ``.tflite`` or ``.onnx`` that this
+    toolkit did not write (no ``climbq_program`` in it) is timed as it is
+    (:mod:`climbq_deploy.foreign`; ``foreign`` true, no reference agreement, no ``data``).
     """
     from climbq_deploy.targets import get_target, known_suffixes, target_for_path
 
@@ -211,7 +249,29 @@ def bench_artifact(
             )
         target = found.name
     check_threads(threads)
+    from climbq_deploy.foreign import bench_foreign, is_climbq_model
+
+    if path.suffix in (".tflite", ".onnx") and not is_climbq_model(path):
+        if data is not None or kernels is not None or options:
+            raise ConfigError(
+                f"{path} was not written by climbq_deploy (no climbq_program in it): it is "
+                "timed as it is, with no --data, kernels or target options"
+            )
+        record = bench_foreign(path, threads=threads, batch=batch, warmup=warmup, repeats=repeats)
+        record.update(
+            cores=os.cpu_count(),
+            reference_agreement=None,
+            file_bytes=path.stat().st_size,
+            peak_rss_mb=peak_rss_mb(),
+        )
+        return record
     client = get_target(target, kernels, **(options or {}))
+    reason = client.unavailable()
+    if reason:
+        from climbq_deploy.errors import TargetUnavailableError
+
+        raise TargetUnavailableError(f"target {client.name!r} cannot run here: {reason}")
+    startup = _load_and_first_invoke(client, path, threads, batch)
     try:
         record = client.bench(path, batch=batch, threads=threads, warmup=warmup, repeats=repeats)
     except MemoryError:  # past check_batch_fits's estimate (or a target without it)
@@ -220,8 +280,10 @@ def bench_artifact(
         ) from None
     record.setdefault("cores", os.cpu_count())
     record["reference_agreement"] = None
+    record.update(startup, file_bytes=path.stat().st_size, foreign=False)
     if data is not None:
         record.update(_accuracy(client, path, threads, data))
+    record["peak_rss_mb"] = peak_rss_mb()
     return record
 
 

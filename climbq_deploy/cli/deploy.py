@@ -5,6 +5,7 @@ registry (:mod:`climbq_deploy.cli._targets`)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,21 @@ def _add_check(commands: Any) -> None:
 
 
 def _add_bench(commands: Any) -> None:
-    bn = add_command(commands, "bench", "latency (p50/p90/p99) and accuracy of a model file")
-    bn.add_argument("model", type=Path, help="an artifact from `climbq export` (any target's)")
+    bn = add_command(
+        commands,
+        "bench",
+        "load time, latency (p50/p90/p99), memory and accuracy of one or more model files",
+        epilog="Several models are each measured in their own process (so peak RSS is each "
+        "model's own) and printed as one table (--format md, csv or json). A .tflite or .onnx "
+        "that climbq did not write is timed as it is: no --data, kernels or target options, "
+        "no agreement column.",
+    )
+    bn.add_argument(
+        "model",
+        type=Path,
+        nargs="+",
+        help="artifacts from `climbq export` (any target's) or plain .tflite / .onnx files",
+    )
     bn.add_argument(
         "--threads", type=positive_int, default=1, help="threads, where the runtime takes a count"
     )
@@ -158,7 +172,14 @@ def _add_bench(commands: Any) -> None:
         default=1,
         help="images per invoke (1 where the model's batch is fixed at export)",
     )
-    add_json_flag(bn)
+    bn.add_argument(
+        "--format",
+        choices=("text", "md", "csv", "json"),
+        default="text",
+        help="text: a summary for one model, a Markdown table for several; md / csv: the "
+        "table; json: the record (a list of records for several models) (default: text)",
+    )
+    add_json_flag(bn, "same as --format json")
     bn.set_defaults(handler=_cmd_bench)
 
 
@@ -208,13 +229,31 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from climbq_deploy.api import bench
+    from climbq_deploy.bench_table import bench_in_subprocess, render
+    from climbq_deploy.errors import ClimbQError
     from climbq_deploy.targets import target_for_path
 
     given = given_options(args)
-    refuse_foreign(given, target_for_path(args.model), owner_suffixes, args.model.name)
+    for model in args.model:
+        refuse_foreign(given, target_for_path(model), owner_suffixes, model.name)
     options = picked(args, "threads", "batch", "warmup", "repeats", "data")
-    record = bench(args.model, **options, **given)
-    if printed_as_json(args, record):
+    fmt = "json" if args.json else args.format
+    if len(args.model) > 1:
+        sent = {k: str(v) if isinstance(v, Path) else v for k, v in {**options, **given}.items()}
+        records = [bench_in_subprocess(model, sent) for model in args.model]
+        print(render(records, "md" if fmt == "text" else fmt))
+        failed = [r for r in records if "error" in r]
+        if failed:
+            raise ClimbQError(
+                f"{len(failed)} of {len(records)} models failed: {failed[0]['error']}"
+            )
+        return
+    record = bench(args.model[0], **options, **given)
+    if fmt == "json":
+        print(json.dumps(record, indent=2))
+        return
+    if fmt in ("md", "csv"):
+        print(render([record], fmt))
         return
     lat = record["latency_ms"]
     threads = record["threads"]  # None: the runtime's own pool (NumPy's BLAS)
@@ -231,5 +270,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             f"delegate ops: {ops['delegated_ops']} of {ops['total_ops']} in "
             f"{ops['partitions']} partition(s)" + (f"; LiteRT runs {left}" if left else "")
         )
+    rss = record.get("peak_rss_mb")
+    print(
+        f"load {record['load_ms']:.1f} ms, first invoke {record['first_invoke_ms']:.2f} ms, "
+        f"file {record['file_bytes'] / 2**20:.3f} MB"
+        + (f", peak RSS {rss:.1f} MB" if rss is not None else "")
+        + (" (not written by climbq: no reference to agree with)" if record["foreign"] else "")
+    )
     if record["top1"] is not None:
         print(f"top-1 {record['top1']:.2f}% on {record['n_images']} images")
