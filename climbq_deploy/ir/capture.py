@@ -246,7 +246,7 @@ def _act(b: _Builder, x: str, act: nn.Module, source: str) -> str:
 
 
 SUPPORTED = (
-    "Conv2d (quantized; groups, stride, padding, bias), "
+    "Conv2d (quantized; any groups, stride, padding, dilation, bias), "
     "BatchNorm2d, the activation quantizers, ReLU, ReLU6 (where the codes stay below 6), "
     "residual add, torch.cat on channels, MaxPool2d, global average pooling (AdaptiveAvgPool2d "
     "to 1x1, mean over H and W), flatten, Dropout/Identity, and one final Linear head"
