@@ -45,7 +45,8 @@ def test_missing_tensorrt_is_one_clear_line_and_exit_code_3(onnx_model, capsys) 
         get_target("tensorrt", "tensorrt").load(onnx_model)
     assert main(["bench", str(onnx_model), "--runtime", "tensorrt"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("climbq: error: TensorRT cannot run here")
+    assert len(err) == 1
+    assert err[0].startswith("climbq: error: target 'tensorrt' cannot run here: the tensorrt")
     # check refuses before touching the run folder
     assert main(["check", "no-such-run", "--target", "tensorrt", "--runtime", "tensorrt"]) == 3
     assert "cannot run here" in capsys.readouterr().err
