@@ -329,7 +329,9 @@ def test_report_of_trained_runs(tmp_path) -> None:
     files = make_report([fp, q4], tmp_path / "report", data=root / "syndigits-lt-g50")
     summary = json.loads(files.json.read_text())
     paper = summary["tables"]["paper"]["rows"]
-    assert [c["shown"] for c in paper[0]][2:] == ["40.65", "89.55"]  # §8 ResNet-20 4-bit g50
+    # §8 ResNet-20 4-bit g50: the run's own top-1 (these local runs are retrained at times)
+    trained = json.loads((root / "resnet20-climbq+-w4a4" / "metrics.json").read_text())["top1"]
+    assert [c["shown"] for c in paper[0]][2:] == [f"{trained:.2f}", "89.55"]
     (series,) = summary["plots"]["homovar_weights"]["series"]
     assert series["batches"] == 88  # 2786 images in batches of 32
     assert len(summary["plots"]["weight_quant_error"]["series"][0]["layers"]) == 21
