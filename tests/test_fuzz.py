@@ -278,7 +278,8 @@ def _metadata_region(content: bytes, program: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def tflite_base() -> tuple[bytes, bytes]:
-    """A valid ``.tflite`` of a 2-bit ResNet-8 (int16 input) and its embedded program."""
+    """A valid ``.tflite`` of a 2-bit ResNet-8 (uint8 image input; int16 program input)
+    and its embedded program."""
     pytest.importorskip("ai_edge_litert")
     from climbq_deploy.targets.tflite.export import write_tflite
     from climbq_deploy.targets.tflite.flavour import int16_flavour

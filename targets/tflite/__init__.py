@@ -35,6 +35,7 @@ from climbq_deploy.targets.base import (
     option,
     weights_option,
 )
+from climbq_deploy.targets.contract import as_images, input_option
 
 KERNELS = ("xnnpack", "optimized", "ref")
 OPS = ("builtin", "climbq", "int16")
@@ -59,7 +60,9 @@ def interpreter_module():
 
 
 class TfliteRunner:
-    """Runs an exported ``.tflite`` one image at a time (the model's batch is 1)."""
+    """Runs an exported ``.tflite`` one image at a time (the file's stored batch, 1). A model
+    of the uint8 contract is fed the images as they are; a file of the int32 input form, the
+    integer input ``I`` quantized here (:meth:`feed`)."""
 
     def __init__(self, path: Path, kernels: str = "xnnpack") -> None:
         from climbq_deploy.targets.tflite.reader import read_tflite
@@ -108,7 +111,8 @@ class TfliteRunner:
         self._make = make
         self._plain = self._make(False)
         self._debug = None
-        self._input_dtype = self._plain.get_input_details()[0]["dtype"]  # int16 or int32
+        # uint8 (images), or int16/int32 (I) in a file of the int32 input form
+        self._input_dtype = self._plain.get_input_details()[0]["dtype"]
 
     def _rectify_acts(self, content: bytes) -> None:
         """A layer whose ReLU the writer fused into it (forms.rectifier) stores only the
@@ -153,7 +157,23 @@ class TfliteRunner:
         )
         self._input_dtype = self._plain.zero_input().dtype
 
+    @property
+    def takes_images(self) -> bool:
+        """True for a model of the uint8 image contract (it normalises inside, exactly)."""
+        return self._input_dtype == np.uint8
+
+    def feed(self, images: np.ndarray) -> np.ndarray:
+        """What the model's input reads for uint8 NHWC ``images``: the images themselves
+        (uint8 contract), else the integer input ``I`` quantized here
+        (:func:`~climbq_deploy.kernels.ops.input_quant`) in the model's int16/int32."""
+        if self.takes_images:
+            return as_images(images)
+        step = self._step
+        return ops.input_quant(images, step.mean, step.std, step.step).astype(self._input_dtype)
+
     def run(self, images: np.ndarray, with_codes: bool = False) -> RunOutput:
+        """Logits (and with ``with_codes`` every layer's codes) of uint8 NHWC ``images``, one
+        image per invoke."""
         if self.fused:
             return self._run_fused(images, with_codes)
         if with_codes and self._debug is None:
@@ -166,12 +186,10 @@ class TfliteRunner:
                 f"{self.path}: the model lacks the code tensors {missing[:4]} of "
                 "its embedded program"
             )
-        quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
+        feed = self.feed(images)
         logits, codes = [], {source: [] for source in self._acts.values()}
         for i in range(len(images)):
-            it.set_tensor(
-                it.get_input_details()[0]["index"], quantized[i : i + 1].astype(self._input_dtype)
-            )
+            it.set_tensor(it.get_input_details()[0]["index"], feed[i : i + 1])
             try:
                 it.invoke()
             except RuntimeError as exc:
@@ -186,10 +204,10 @@ class TfliteRunner:
         if with_codes and self._debug is None:
             self._debug = self._make_debug()
         runner = self._debug if with_codes else self._plain
-        quantized = ops.input_quant(images, self._step.mean, self._step.std, self._step.step)
+        feed = self.feed(images)
         logits, codes = [], {source: [] for source in self._acts.values()}
         for i in range(len(images)):
-            outputs = runner.run(quantized[i : i + 1].astype(self._input_dtype))
+            outputs = runner.run(feed[i : i + 1])
             logits.append(outputs[0].astype(np.float64))
             if with_codes:
                 for source, value in zip(self._acts.values(), outputs[1:], strict=True):
@@ -216,6 +234,7 @@ class TfliteOptions(TargetOptions):
         "CLIMBQ_CONV_COUNT custom op, registered by climbq check/bench), int16 (first form)",
         stage="export",
     )
+    input: str = input_option()
 
 
 class TfliteTarget(TargetBase):
@@ -268,13 +287,16 @@ class TfliteTarget(TargetBase):
             )
         flavour = int16_flavour(graph)
         program, weights = program_bytes(flavour), self.options.weights
+        form = self.options.input
         if self.options.ops == "int16":
-            content = write_tflite(flavour, batch=1, program=program, weights=weights)
+            content = write_tflite(flavour, 1, program, weights, input_form=form)
         else:
             from climbq_deploy.targets.tflite.forms import write_fast_tflite
 
             fused = self.options.ops == "climbq"
-            content, _ = write_fast_tflite(flavour, 1, program, weights, fused=fused)
+            content, _ = write_fast_tflite(
+                flavour, 1, program, weights, fused=fused, input_form=form
+            )
         with atomic_write(out, "wb") as handle:
             handle.write(content)
         return Path(out)
@@ -286,12 +308,11 @@ class TfliteTarget(TargetBase):
     def bench(
         self, path: Path, *, batch: int, threads: int, warmup: int, repeats: int
     ) -> dict[str, Any]:
-        """LiteRT invokes of the model as exported (its batch is 1)."""
+        """LiteRT invokes of one batch of ``batch`` inputs (the model's batch axis resized;
+        1 for the fused op's C API route)."""
         from climbq_deploy.targets.tflite.bench import bench_tflite
 
-        if batch != 1:
-            raise ConfigError("the TFLite model's batch is fixed at export (1)")
-        return bench_tflite(path, threads, self.options.kernels, warmup, repeats)
+        return bench_tflite(path, threads, self.options.kernels, warmup, repeats, batch=batch)
 
 
 TARGET = TfliteTarget

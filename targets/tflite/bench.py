@@ -1,9 +1,12 @@
 """Latency of an exported ``.tflite`` under LiteRT: :meth:`TfliteTarget.bench
 <climbq_deploy.targets.tflite.TfliteTarget.bench>`.
 
-Wall-clock ``time.perf_counter`` around ``set_tensor`` + ``invoke`` of one input of the
-model's own batch (host input quantization excluded), on an interpreter with ``threads``
-threads and the chosen kernels.
+Wall-clock ``time.perf_counter`` around ``set_tensor`` + ``invoke`` of one input of
+``batch`` images (the model's batch axis resized to it; the fused op's C API route runs the
+stored batch, 1), on an interpreter with ``threads`` threads and the chosen kernels. The
+input is what the model reads: uint8 images for a model of the uint8 contract (its input step
+runs inside and is timed), the integer input ``I`` for a file of the int32 input form (the
+host's input quantization is not timed).
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ def bench_tflite(
     kernels: str = "xnnpack",
     warmup: int = 10,
     repeats: int = 100,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """The latency record of one ``.tflite`` written by climbq_deploy (batch as exported)."""
+    """The latency record of one ``.tflite`` written by climbq_deploy at ``batch`` images per
+    invoke."""
     from climbq_deploy.targets.tflite import KERNELS, TfliteRunner, interpreter_module
 
     if kernels not in KERNELS:
         raise ConfigError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-    if threads < 1 or warmup < 0 or repeats < 1:
-        raise ConfigError("threads and repeats must be >= 1, warmup >= 0")
+    if threads < 1 or warmup < 0 or repeats < 1 or batch < 1:
+        raise ConfigError("batch, threads and repeats must be >= 1, warmup >= 0")
     module = interpreter_module()
     if module is None:
         raise ConfigError("no LiteRT interpreter here (pip install climbq-deploy[tflite])")
@@ -41,13 +46,18 @@ def bench_tflite(
     if runner.fused:  # the CLIMBQ_CONV_COUNT op: LiteRT's C API route, op registered
         from climbq_deploy.targets.tflite.fused_runner import FusedRunner
 
+        if batch != 1:
+            raise ConfigError(
+                f"{path} holds the fused custom op, run through LiteRT's C API at the stored "
+                "batch 1; bench it with --batch 1 (builtin forms take any batch)"
+            )
         fused = FusedRunner(path.read_bytes(), threads=threads, path=path)
         x = fused.zero_input()
         ms = time_calls(lambda: fused.run(x), warmup, repeats)
-        batch, runtime = int(x.shape[0]), "litert-c-api+climbq-fused"
+        runtime = "litert-c-api+climbq-fused"
         ops = None  # a compiled model does not expose its partitions
     else:
-        ms, batch, ops = _time_interpreter(module, path, threads, kernels, warmup, repeats)
+        ms, ops = _time_interpreter(module, path, threads, kernels, warmup, repeats, batch)
         runtime = getattr(module, "__name__", "interpreter")
     return {
         "model": str(path),
@@ -66,10 +76,10 @@ def bench_tflite(
 
 
 def _time_interpreter(
-    module: Any, path: Path, threads: int, kernels: str, warmup: int, repeats: int
-) -> tuple[np.ndarray, int, dict[str, Any]]:
-    """Milliseconds per invoke of a builtin-op model under LiteRT's Interpreter, its batch and
-    its :func:`delegation`."""
+    module: Any, path: Path, threads: int, kernels: str, warmup: int, repeats: int, batch: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Milliseconds per invoke of ``batch`` inputs of a builtin-op model under LiteRT's
+    Interpreter (axis 0 of its input resized), and its :func:`delegation`."""
     from climbq_deploy.targets.tflite import RESOLVERS
 
     interpreter = module.Interpreter(
@@ -77,16 +87,25 @@ def _time_interpreter(
         num_threads=threads,
         experimental_op_resolver_type=getattr(module.OpResolverType, RESOLVERS[kernels]),
     )
-    interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    batch = int(detail["shape"][0])
-    x = np.zeros(detail["shape"], detail["dtype"])
+    shape = [batch, *detail["shape"][1:]]
+    if batch != int(detail["shape"][0]):
+        try:
+            interpreter.resize_tensor_input(detail["index"], shape)
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{path}: LiteRT cannot run batch {batch}: {exc}") from None
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as exc:  # a model whose reshapes fix the batch (files before the
+        # open batch axis) fails to prepare at another batch
+        raise ConfigError(f"{path}: LiteRT cannot run batch {batch}: {exc}") from None
+    x = np.zeros(shape, detail["dtype"])
 
     def invoke() -> None:
         interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
 
-    return time_calls(invoke, warmup, repeats), batch, delegation(interpreter)
+    return time_calls(invoke, warmup, repeats), delegation(interpreter)
 
 
 def delegation(interpreter: Any) -> dict[str, Any]:

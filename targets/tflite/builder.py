@@ -328,6 +328,11 @@ _OPS: dict[str, tuple[int, int, _OptionsFactory | None]] = {
         schema.BuiltinOptions.SliceOptions,
         _empty(schema.SliceOptionsT),
     ),
+    "GATHER": (
+        schema.BuiltinOperator.GATHER,
+        schema.BuiltinOptions.GatherOptions,
+        lambda o: schema.GatherOptionsT(axis=o.integer("axis", 0), batchDims=0),
+    ),
 }
 OPS: tuple[str, ...] = tuple(_OPS)
 CUSTOM = "CUSTOM"  # the op name of add_operator for a custom operator (see its doc)
@@ -497,6 +502,7 @@ class ModelBuilder:
         - SUM / MEAN: ``keep_dims`` (default False; the axes are the second input);
         - RESHAPE: ``new_shape`` (optional; the shape may instead be the second input);
         - CONCATENATION: ``axis`` (required), ``fused_activation``;
+        - GATHER: ``axis`` (default 0; params first, indices second);
         - MAXIMUM, MINIMUM, GREATER_EQUAL, CAST, QUANTIZE, DEQUANTIZE, RELU, PAD, SLICE (begin
           and size are its second and third inputs): none;
         - CUSTOM (:data:`CUSTOM`): ``custom_code`` (required, the operator's name, e.g.
@@ -568,6 +574,22 @@ class ModelBuilder:
                     raise ConfigError(f"model {role} tensor index {i} does not exist")
         self._inputs = [int(i) for i in inputs]
         self._outputs = [int(i) for i in outputs]
+
+    def dtype(self, index: int) -> str:
+        """The dtype name (one of :data:`DTYPES`) of tensor ``index``."""
+        kind = self._tensors[int(index)].type
+        return next(name for name, (code, _) in _DTYPES.items() if code == kind)
+
+    def open_batch(self, indices: Sequence[int]) -> None:
+        """Mark axis 0 of the tensors ``indices`` (the model's inputs and outputs) as the
+        open batch axis: ``shape_signature`` ``[-1, ...]`` beside the stored shape, as the
+        TFLite converter writes a dynamic batch. The stored shape stays what the interpreter
+        allocates first; ``ResizeInputTensor`` picks another batch."""
+        for i in indices:
+            if not 0 <= int(i) < len(self._tensors):
+                raise ConfigError(f"tensor index {i} does not exist")
+            tensor = self._tensors[int(i)]
+            tensor.shapeSignature = [-1, *list(tensor.shape)[1:]]
 
     def add_metadata(self, name: str, data: bytes) -> None:
         """Store ``data`` in its own buffer, listed in ``Model.metadata`` under ``name``."""

@@ -66,6 +66,14 @@ from climbq_deploy.ir.integer_forms import (
     signed_weight,
 )
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
+from climbq_deploy.targets.contract import (
+    CONTRACT_KEY,
+    IMAGE_INPUT,
+    check_input_form,
+    contract,
+    contract_json,
+    input_table,
+)
 from climbq_deploy.targets.tflite.builder import ModelBuilder
 from climbq_deploy.targets.tflite.flavour import (
     INT16_LIMIT,
@@ -87,17 +95,25 @@ __all__ = [
 ]
 
 WEIGHT_FORMS = ("int8", "int4")
+TFLITE_NOTES = {
+    "batch": "the file holds batch 1; for N images call ResizeInputTensor(0, {N, H, W, C}) "
+    "and AllocateTensors() (Python: resize_tensor_input, allocate_tensors)",
+    "runtime": "stock LiteRT/TFLite builtin ops, except files exported with --ops climbq "
+    "(custom op CLIMBQ_CONV_COUNT, registered by climbq_deploy's runner)",
+}
 
 
 class _Emit:
     """What the emitters share while one model is written: the builder, the program, the
     batch, and which TFLite tensor holds each IR tensor (int32 unless noted)."""
 
-    def __init__(self, graph: Graph, batch: int, weights: str) -> None:
+    def __init__(self, graph: Graph, batch: int, weights: str, input_form: str = "uint8") -> None:
+        check_input_form(input_form)
         self.b = ModelBuilder("climbq_deploy integer program")
         self.graph = graph
         self.batch = batch
         self.weights = weights
+        self.input_form = input_form
         self.index: dict[str, int] = {}  # IR tensor -> TFLite tensor holding it
         self.int16_of: dict[str, int] = {}  # IR tensor -> its int16 copy (a conv input)
         self.inputs: list[int] = []
@@ -121,32 +137,90 @@ class _Emit:
             self.int16_of[name] = out
         return self.int16_of[name]
 
+    def stem_input(self, name: str) -> int:
+        """The program input ``I`` as the stem reads it: int16 where ``I`` fits, else int32."""
+        return self.as_int16(name) if input_type(self.graph) == "int16" else self.index[name]
+
+    def finish(self, program: bytes | None) -> bytes:
+        """The file: inputs and outputs (batch axis open), the contract and the program."""
+        b = self.b
+        b.set_io(self.inputs, self.outputs)
+        b.open_batch([*self.inputs, *self.outputs])
+        record = contract(
+            self.graph,
+            form=self.input_form,
+            input_name=IMAGE_INPUT if self.input_form == "uint8" else "input",
+            input_dtype=b.dtype(self.inputs[0]),
+            layout="NHWC",
+            notes=TFLITE_NOTES,
+        )
+        b.add_metadata(CONTRACT_KEY, contract_json(record).encode())
+        if program is not None:
+            b.add_metadata(METADATA_NAME, program)
+        return b.build()
+
 
 def write_tflite(
-    graph: Graph, batch: int = 1, program: bytes | None = None, weights: str = "int8"
+    graph: Graph,
+    batch: int = 1,
+    program: bytes | None = None,
+    weights: str = "int8",
+    input_form: str = "uint8",
 ) -> bytes:
     """The ``.tflite`` bytes of a lowered program (see module docstring); ``program`` (the
-    ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``.
+    ``model.climbq`` bytes of the same program) travels in the metadata ``climbq_program``,
+    the model contract (:mod:`~climbq_deploy.targets.contract`) in ``climbq_contract``.
     ``weights="int4"`` stores conv filters as packed INT4 wherever that is exact
-    (:func:`int4_split`); the outputs are the same as with int8 filters. Each layer
-    (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
+    (:func:`int4_split`); the outputs are the same as with int8 filters. ``input_form``:
+    ``"uint8"`` (images in, :func:`image_input`) or ``"int32"`` (the host-quantized ``I``).
+    Each layer (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
     :data:`TFLITE_EMITTERS`."""
     if weights not in WEIGHT_FORMS:
         raise ArtifactError(f"weights must be one of {WEIGHT_FORMS}, got {weights!r}")
-    e = _Emit(graph, batch, weights)
+    e = _Emit(graph, batch, weights, input_form)
     for layer in iter_layers(graph):
         emit = op_entry(TFLITE_EMITTERS, layer)
         if emit is None:
             raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TFLite form yet")
         emit(e, layer)
-    e.b.set_io(e.inputs, e.outputs)
-    if program is not None:
-        e.b.add_metadata(METADATA_NAME, program)
-    return e.b.build()
+    return e.finish(program)
+
+
+def image_input(e: _Emit, node: InputQuant) -> None:
+    """The uint8 image input ``p`` ``(N, H, W, C)`` and the program input ``I`` (int32, named
+    ``node.output``) computed from it exactly: ``I = T[p C + c]`` with CAST (uint8 to int32),
+    MUL by ``C``, ADD of the channel index ``[0, 1, .., C - 1]`` (broadcast on the last axis)
+    and GATHER from the int32 table ``T`` of ``256 C`` entries
+    (:func:`~climbq_deploy.targets.contract.input_table`: the reference's ``input_quant`` of
+    every pixel value and channel). Indices lie in ``[0, 256 C)``; every op is integer."""
+    b = e.b
+    shape = e.shape(node.output)
+    c = shape[-1]
+    image = b.add_tensor(IMAGE_INPUT, shape, "uint8")
+    pixel = b.add_tensor(f"{node.output}/pixel", shape, "int32")
+    b.add_operator("CAST", [image], [pixel])
+    channels = b.add_tensor(f"{node.output}/channels", (), "int32", data=np.array(c, np.int32))
+    scaled = b.add_tensor(f"{node.output}/pixel_times_channels", shape, "int32")
+    b.add_operator("MUL", [pixel, channels], [scaled])
+    which = b.add_tensor(
+        f"{node.output}/channel_index", (c,), "int32", data=np.arange(c, dtype=np.int32)
+    )
+    index = b.add_tensor(f"{node.output}/table_index", shape, "int32")
+    b.add_operator("ADD", [scaled, which], [index])
+    values = input_table(e.graph)
+    table = b.add_tensor(f"{node.output}/table", values.shape, "int32", data=values)
+    out = b.add_tensor(node.output, shape, "int32")
+    b.add_operator("GATHER", [table, index], [out], axis=0)
+    e.index[node.output] = out
+    e.inputs = [image]
 
 
 def _input(e: _Emit, node: InputQuant) -> None:
-    """The model input: int16 (then CAST to int32), or int32 when ``I`` is wider."""
+    """The model input: the uint8 image (:func:`image_input`); or, for ``input_form="int32"``,
+    ``I`` itself as int16 (then CAST to int32), or int32 when ``I`` is wider."""
+    if e.input_form == "uint8":
+        image_input(e, node)
+        return
     b = e.b
     if input_type(e.graph) == "int16":
         x = b.add_tensor("input", e.shape(node.output), "int16", scale=1.0, zero_point=0)
@@ -165,7 +239,7 @@ def _conv_layer(e: _Emit, layer: ConvLayer) -> None:
     16x8 conv (then compare and count)."""
     conv, act = layer.conv, layer.act
     if layer.stem:
-        _stem_layer(e.b, e.graph, conv, act, e.inputs[0], e.batch, e.index)
+        _stem_layer(e.b, e.graph, conv, act, e.stem_input(conv.inputs[0]), e.batch, e.index)
     elif act.shift is None and not thresholds_fit_int16(act):
         # thresholds beyond int16, partial sums below 2**24 (see int16_flavour)
         _float_conv_layer(e.b, e.graph, conv, act, e.index[conv.inputs[0]], e.batch, e.index)
@@ -733,7 +807,7 @@ def _count(
     quant = {"scale": 1.0, "zero_point": 0} if dtype == "int16" else {}
     levels = theta.shape[1]
     flat = b.add_tensor(f"{act.output}/rows", (rows, c, 1), dtype, **quant)
-    b.add_operator("RESHAPE", [value], [flat], new_shape=[rows, c, 1])
+    b.add_operator("RESHAPE", [value], [flat], new_shape=[-1, c, 1])
     th = b.add_tensor(
         f"{act.output}/thresholds", (c, levels), dtype, data=theta.astype(dtype), **quant
     )
@@ -751,5 +825,5 @@ def _count(
     shifted = b.add_tensor(f"{act.output}/shifted", (rows, c), "int32")
     b.add_operator("ADD", [scaled, offset], [shifted])
     out = b.add_tensor(act.output, (batch, ho, wo, c), "int32")
-    b.add_operator("RESHAPE", [shifted], [out], new_shape=[batch, ho, wo, c])
+    b.add_operator("RESHAPE", [shifted], [out], new_shape=[-1, ho, wo, c])
     index[act.output] = out

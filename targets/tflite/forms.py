@@ -410,8 +410,8 @@ class _FastEmit(int16_form._Emit):
     """:class:`~.export._Emit` with a float32 and an int8 view of each IR tensor besides the
     int32 one (``index``); views are converted on demand, exactly."""
 
-    def __init__(self, graph: Graph, batch: int, weights: str) -> None:
-        super().__init__(graph, batch, weights)
+    def __init__(self, graph: Graph, batch: int, weights: str, input_form: str = "uint8") -> None:
+        super().__init__(graph, batch, weights, input_form)
         self.floats: dict[str, int] = {}
         self.int8s: dict[str, int] = {}
         self.forms: dict[str, str] = {}
@@ -458,14 +458,16 @@ def write_fast_tflite(
     program: bytes | None = None,
     weights: str = "int8",
     fused: bool = False,
+    input_form: str = "uint8",
 ) -> tuple[bytes, list[LayerCost]]:
     """The ``.tflite`` bytes of the program in the fast forms, and each layer's form.
 
     ``graph`` is the int16 flavour (:func:`~.flavour.int16_flavour`): its requantized layers
     keep the int16 form. ``weights`` applies to those only (the fast forms store int8 or
     float32 filters). ``fused``: layers as the ``CLIMBQ_CONV_COUNT`` custom op wherever it is
-    exact (:func:`fused_exact`; a runtime needs the op registered, see :mod:`.custom_op`)."""
-    e = _FastEmit(graph, batch, weights)
+    exact (:func:`fused_exact`; a runtime needs the op registered, see :mod:`.custom_op`).
+    ``input_form``: uint8 images in (:func:`~.export.image_input`) or the int32 ``I``."""
+    e = _FastEmit(graph, batch, weights, input_form)
     choices = choose_forms(graph, fused)
     e.forms = {c.layer: c.chosen for c in choices}
     e.extra_levels = {c.layer: c.extra_levels for c in choices}
@@ -474,10 +476,7 @@ def write_fast_tflite(
         if emit is None:
             raise LoweringError(f"op {layer.op!r} ({layer.source!r}) has no TFLite form yet")
         emit(e, layer)
-    e.b.set_io(e.inputs, e.outputs)
-    if program is not None:
-        e.b.add_metadata(int16_form.METADATA_NAME, program)
-    return e.b.build(), choices
+    return e.finish(program), choices
 
 
 def _clamped_thresholds(act: ThresholdAct, bound: int, extra: int = 0) -> np.ndarray:
@@ -539,7 +538,7 @@ def _signs(
     out = e.b.add_tensor(f"{name}/signs", shape, "float32")
     if len(shape) == 5:
         column = e.b.add_tensor(f"{name}/column", (e.batch, ho, wo, c, 1), "float32")
-        e.b.add_operator("RESHAPE", [value], [column], new_shape=[e.batch, ho, wo, c, 1])
+        e.b.add_operator("RESHAPE", [value], [column], new_shape=[-1, ho, wo, c, 1])
         scaled = e.b.add_tensor(f"{name}/column_scaled", (e.batch, ho, wo, c, 1), "float32")
         factor = e.const(f"{name}/sign_weight", weight.reshape(c, 1), "float32")
         e.b.add_operator("MUL", [column, factor], [scaled])
@@ -570,7 +569,7 @@ def _sum_signs(e: _FastEmit, act: ThresholdAct, signs: int, hwc: tuple[int, int,
         grouped = signs
     else:
         grouped = b.add_tensor(f"{act.output}/sign_levels", (*shape, n), "float32")
-        b.add_operator("RESHAPE", [signs], [grouped], new_shape=[*shape, n])
+        b.add_operator("RESHAPE", [signs], [grouped], new_shape=[-1, *shape[1:], n])
     axis = e.const(f"{act.output}/sign_axis", np.array([4]), "int32")
     mult, offset = int(act.mult), int(act.offset)
     plain = mult == 2 and offset == -n
@@ -997,7 +996,11 @@ def _linear(e: _FastEmit, node: Linear) -> None:
 
 
 def _input(e: _FastEmit, node: InputQuant) -> None:
-    """The model input, int16 (or int32 when ``I`` is wider); views are made on demand."""
+    """The model input: the uint8 image (:func:`~.export.image_input`, ``I`` in int32), or
+    ``I`` itself, int16 (int32 when wider); other views are made on demand."""
+    if e.input_form == "uint8":
+        int16_form.image_input(e, node)
+        return
     wide = input_type(e.graph) != "int16"
     x = e.b.add_tensor(
         "input",

@@ -322,7 +322,16 @@ class FusedRunner:
             size = ctypes.c_size_t()
             address = lib.cqlr_io_data(handle, k, ctypes.byref(size))
             raw = (ctypes.c_char * size.value).from_address(address)
-            self._views.append(np.frombuffer(raw, self._dtypes[k]).reshape(self._shapes[k]))
+            count = int(np.prod(self._shapes[k]))
+            # a shim built before it sized 1-byte types right reports 4 bytes per element:
+            # the tensor is the first `count` elements either way
+            flat = np.frombuffer(raw, self._dtypes[k])
+            if flat.size < count:
+                raise ArtifactError(
+                    f"{self.path}: model input/output {k} has {flat.size} elements in the "
+                    f"runner, its shape {self._shapes[k]} needs {count}"
+                )
+            self._views.append(flat[:count].reshape(self._shapes[k]))
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """One invoke: ``inputs`` in the model's input order (each of its shape, cast to its

@@ -32,7 +32,14 @@ from climbq_deploy.ir.serialize import load_program_bytes
 from climbq_deploy.targets.tflite.custom_op import CUSTOM_CODE, parse_conv_count_options
 from climbq_deploy.targets.tflite.flavour import input_type
 
-__all__ = ["METADATA_NAME", "check_model", "read_program_bytes", "read_tflite"]
+__all__ = [
+    "METADATA_NAME",
+    "check_model",
+    "read_contract",
+    "read_metadata",
+    "read_program_bytes",
+    "read_tflite",
+]
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
@@ -76,7 +83,7 @@ TENSOR_BITS: dict[int, int | None] = {
     21: 8,
     22: 8,
 }
-FLOAT32, INT32, INT16 = 0, 2, 7
+FLOAT32, INT32, UINT8, INT16 = 0, 2, 3, 7
 # The builtin operators the toolkit's writers emit (export.py, forms.py, bench/plain_int8.py):
 # code -> (name, fewest and most inputs, input positions that may be -1 "absent"). Anything
 # else is refused before LiteRT sees it (LiteRT 2.3's XNNPACK delegate segfaults on e.g. an
@@ -100,6 +107,7 @@ WRITTEN_OPS: dict[int, tuple[str, int, int, tuple[int, ...]]] = {
     53: ("CAST", 1, 1, ()),
     55: ("MAXIMUM", 2, 2, ()),
     65: ("SLICE", 3, 3, ()),
+    36: ("GATHER", 2, 2, ()),
     62: ("GREATER_EQUAL", 2, 2, ()),
     74: ("SUM", 2, 2, ()),
     90: ("FLOOR_DIV", 2, 2, ()),
@@ -247,31 +255,49 @@ def _buffer_bytes(model: _Table, index: int, buffers: list[_Table], what: str) -
     return buffer.data(BUFFER_DATA, f"buffer {index} data")
 
 
-def read_program_bytes(content: bytes, path: object = "model") -> bytes:
-    """The ``climbq_program`` metadata (the ``.climbq`` bytes) of a ``.tflite`` written by
-    :func:`climbq_deploy.targets.tflite.export.write_tflite`."""
+def read_metadata(content: bytes, name: str, path: object = "model") -> bytes | None:
+    """The bytes of the ``Model.metadata`` entry ``name`` of a ``.tflite`` (bounds-checked),
+    None when the file has none; ArtifactError for two entries of that name."""
     where = str(path)
     model = _model(content, where)
     entries = model.tables(MODEL_METADATA, "Model.metadata")
-    found = [e for e in entries if e.string(METADATA_NAME_SLOT, "metadata name") == METADATA_NAME]
+    found = [e for e in entries if e.string(METADATA_NAME_SLOT, "metadata name") == name]
     if not found:
-        raise ArtifactError(f"{where}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
+        return None
     if len(found) > 1:
-        raise ArtifactError(f"{where}: {len(found)} {METADATA_NAME} metadata entries, expected 1")
+        raise ArtifactError(f"{where}: {len(found)} {name} metadata entries, expected 1")
     buffers = model.tables(MODEL_BUFFERS, "Model.buffers")
     index = found[0].scalar(METADATA_BUFFER, "<I", 0)
-    program = _buffer_bytes(model, index, buffers, f"metadata {METADATA_NAME}")
+    return _buffer_bytes(model, index, buffers, f"metadata {name}")
+
+
+def read_program_bytes(content: bytes, path: object = "model") -> bytes:
+    """The ``climbq_program`` metadata (the ``.climbq`` bytes) of a ``.tflite`` written by
+    :func:`climbq_deploy.targets.tflite.export.write_tflite`."""
+    program = read_metadata(content, METADATA_NAME, path)
+    if program is None:
+        raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
     if not program:
-        raise ArtifactError(f"{where}: the {METADATA_NAME} metadata is empty")
+        raise ArtifactError(f"{path}: the {METADATA_NAME} metadata is empty")
     return program
+
+
+def read_contract(content: bytes, path: object = "model") -> dict[str, Any] | None:
+    """The model contract (``climbq_contract``, JSON; :mod:`~climbq_deploy.targets.contract`)
+    of a ``.tflite``, or None for a file written before the contract travelled in it."""
+    from climbq_deploy.targets.contract import CONTRACT_KEY, parse_contract
+
+    text = read_metadata(content, CONTRACT_KEY, path)
+    return None if text is None else parse_contract(text, path)
 
 
 def check_model(content: bytes, path: object, graph: Graph | None) -> None:
     """Walk the whole model: every subgraph, tensor, buffer, operator and operator code in
     bounds, indices in range, only the operators of :data:`WRITTEN_OPS` (and the custom
     ``CLIMBQ_CONV_COUNT`` with valid options, :func:`_check_conv_count`) with their numbers of
-    inputs, data-flow order, constant data of the size its shape and type give, and one int16
-    (int32 when wider) input ``(1, H, W, C)`` and one float32 output ``(1, classes)`` matching
+    inputs, data-flow order, constant data of the size its shape and type give, and one input
+    ``(1, H, W, C)`` (uint8 images, or the integer input as int16, int32 when wider) and one
+    float32 output ``(1, classes)`` matching
     ``graph`` (``graph=None``: the structure only, for files without an embedded program)."""
     where = str(path)
     model = _model(content, where)
@@ -351,10 +377,12 @@ def check_model(content: bytes, path: object, graph: Graph | None) -> None:
             raise fail(f"operator {i} ({name}) is builtin but has custom options")
     if graph is None:
         return
+    given = inputs[0] if len(inputs) == 1 and 0 <= inputs[0] < len(tensors) else None
+    image = given is not None and described[given][0] == UINT8  # the uint8 image contract
     expected = {
         "input": (
             SUBGRAPH_INPUTS,
-            INT16 if input_type(graph) == "int16" else INT32,
+            UINT8 if image else INT16 if input_type(graph) == "int16" else INT32,
             (1, *graph.tensors[graph.input].shape),
         ),
         "output": (SUBGRAPH_OUTPUTS, FLOAT32, (1, *graph.tensors[graph.output].shape)),

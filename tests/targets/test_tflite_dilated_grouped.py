@@ -71,11 +71,18 @@ def _codes_as_outputs(content: bytes, graph: Graph, x: np.ndarray, kernels: str)
     model = with_outputs(content, names)
     step = graph.nodes[0]
     quantized = ops.input_quant(x, step.mean, step.std, step.step)
+
+    def feed(i: int, dtype: np.dtype) -> np.ndarray:
+        """Image ``i`` as the model reads it: the uint8 image itself (the default input
+        contract), else the host-quantized ``I`` (a file of the int32 input form)."""
+        source = x if np.dtype(dtype) == np.uint8 else quantized
+        return source[i : i + 1].astype(dtype)
+
     got: dict[str, list[np.ndarray]] = {name: [] for name in names}
     if uses_custom_op(content):
         runner = FusedRunner(model, threads=1)
         for i in range(len(x)):
-            outputs = runner.run(quantized[i : i + 1].astype(runner.zero_input().dtype))
+            outputs = runner.run(feed(i, runner.zero_input().dtype))
             for name, value in zip(names, outputs[1:], strict=True):
                 got[name].append(value)
     else:
@@ -89,7 +96,7 @@ def _codes_as_outputs(content: bytes, graph: Graph, x: np.ndarray, kernels: str)
         detail = it.get_input_details()[0]
         outputs = {d["name"]: d["index"] for d in it.get_output_details()}
         for i in range(len(x)):
-            it.set_tensor(detail["index"], quantized[i : i + 1].astype(detail["dtype"]))
+            it.set_tensor(detail["index"], feed(i, detail["dtype"]))
             it.invoke()
             for name in names:
                 got[name].append(it.get_tensor(outputs[name]))

@@ -104,7 +104,8 @@ def test_fused_forms_fuse_relus_and_residual_counts_and_tell_apart_strided_layer
     mode, the residual counts as 1x1 depthwise ops, the residual adds in int8), the three
     stride-2 depthwise layers that share input, filter and threshold shapes with a stride-1
     one carry one extra threshold (LiteRT infers output shapes from input shapes alone), and
-    no ReLU is left: only the input, the int8 adds and the pooled head are builtin ops."""
+    no ReLU is left: only the input step (CAST, MUL, ADD, GATHER of the uint8 image), the
+    int8 adds and the pooled head are builtin ops."""
     from ai_edge_litert import schema_py_generated as schema
 
     from climbq_deploy.targets.tflite import forms
@@ -132,9 +133,11 @@ def test_fused_forms_fuse_relus_and_residual_counts_and_tell_apart_strided_layer
     op = schema.BuiltinOperator
     assert len(codes) - len(builtin) == 81
     assert sorted(set(builtin)) == sorted(
-        {op.ADD, op.DEQUANTIZE, op.SUM, op.MUL, op.FULLY_CONNECTED}
+        {op.CAST, op.GATHER, op.ADD, op.DEQUANTIZE, op.SUM, op.MUL, op.FULLY_CONNECTED}
     )
-    assert builtin.count(op.ADD) == 14 and builtin.count(op.DEQUANTIZE) == 1
+    assert builtin[:4] == [op.CAST, op.MUL, op.ADD, op.GATHER]  # the input step
+    assert builtin.count(op.CAST) == 1 and builtin.count(op.GATHER) == 1
+    assert builtin.count(op.ADD) == 14 + 1 and builtin.count(op.DEQUANTIZE) == 1
 
 
 def test_tflite_codes_equal_torch_float64_on_the_same_input(tmp_path) -> None:

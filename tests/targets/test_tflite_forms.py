@@ -114,7 +114,8 @@ def run_form(graph: Graph, kernels: str = "AUTO") -> tuple[dict, np.ndarray, lis
     got = {"codes": [], "q": []}
     for i in range(len(images)):
         detail = it.get_input_details()[0]
-        it.set_tensor(detail["index"], quantized[i : i + 1].astype(detail["dtype"]))
+        fed = images if detail["dtype"] == np.uint8 else quantized  # the model's own input
+        it.set_tensor(detail["index"], fed[i : i + 1].astype(detail["dtype"]))
         it.invoke()
         for name in got:
             got[name].append(it.get_tensor(names[name]).astype(np.int64))
@@ -186,19 +187,27 @@ def test_clamped_thresholds_keep_every_count() -> None:
     )
 
 
-def test_delegation_counts_a_fully_delegated_model() -> None:
+@pytest.mark.parametrize(
+    ("input_form", "left"),
+    [
+        # the input step (integer CAST, MUL, ADD, GATHER: XNNPACK takes no int32) and the
+        # CAST of I to float32 stay with LiteRT
+        ("uint8", ["CAST", "MUL", "ADD", "GATHER", "CAST"]),
+        ("int32", ["CAST"]),  # only the int32 input's CAST
+    ],
+)
+def test_delegation_counts_a_fully_delegated_model(input_form: str, left: list[str]) -> None:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from climbq_deploy.targets.tflite.bench import delegation
 
     graph = int16_flavour(edge_program(8))
-    content, _ = forms.write_fast_tflite(graph)
+    content, _ = forms.write_fast_tflite(graph, input_form=input_form)
     it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.AUTO)
     it.allocate_tensors()
     record = delegation(it)
-    # only the int32 input's CAST stays with LiteRT (XNNPACK takes no int32)
-    assert record["left_ops"] == ["CAST"] and record["partitions"] == 1
-    assert record["delegated_ops"] == record["total_ops"] - 1 > 10
+    assert record["left_ops"] == left and record["partitions"] == 1
+    assert record["delegated_ops"] == record["total_ops"] - len(left) > 10
     it = Interpreter(
         model_content=content,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,

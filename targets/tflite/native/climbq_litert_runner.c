@@ -397,7 +397,11 @@ static int add_io(cqlr_runner* r, int k, int type, int rank, const int32_t* dims
     t.layout.dimensions[d] = dims[d];
     count *= (size_t)dims[d];
   }
-  size_t width = type == kLiteRtElementTypeInt8 ? 1 : type == 7 /* int16 */ ? 2 : 4;
+  /* bytes per element: int8, uint8 (3) and bool (6) 1; int16 (7) 2; int64 (4) 8; else 4 */
+  size_t width = type == kLiteRtElementTypeInt8 || type == 3 || type == 6 ? 1
+                 : type == 7                                              ? 2
+                 : type == 4                                              ? 8
+                                                                          : 4;
   size_t size = count * width;
   size_t padded = (size + 2 * LITERT_HOST_MEMORY_BUFFER_ALIGNMENT - 1) /
                   LITERT_HOST_MEMORY_BUFFER_ALIGNMENT * LITERT_HOST_MEMORY_BUFFER_ALIGNMENT;
