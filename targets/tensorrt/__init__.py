@@ -35,6 +35,7 @@ from climbq_deploy.targets.base import (
     option,
     weights_option,
 )
+from climbq_deploy.targets.contract import as_images, input_option
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 
@@ -67,12 +68,33 @@ def read_model(path: Path):
     return model, graph, manifest
 
 
-def host_input(images: np.ndarray, graph: Graph) -> np.ndarray:
-    """uint8 NHWC images to the model input: ``I`` (``InputQuant``, exact integers) as float32
-    NCHW."""
+def takes_images(model) -> bool:
+    """True when the ONNX model's input is the uint8 image (the default contract: it
+    normalises inside, exactly); False for a file of the int32 input form (float32 ``I``)."""
+    from onnx import TensorProto
+
+    return model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+
+
+def host_input(images: np.ndarray, graph: Graph, model=None) -> np.ndarray:
+    """uint8 NHWC ``images`` as the ONNX model's input reads them: the images themselves
+    (uint8 NHWC) when ``model`` takes images (:func:`takes_images`); else (a file of the int32
+    input form, or ``model`` None) the program input ``I = input_quant(images)`` (exact
+    integers) as float32 NCHW."""
+    if model is not None and takes_images(model):
+        return as_images(images)
     step = next(n for n in graph.nodes if isinstance(n, InputQuant))
     quantized = ops.input_quant(images, step.mean, step.std, step.step)
     return np.ascontiguousarray(quantized.transpose(0, 3, 1, 2), np.float32)
+
+
+def zero_input(model, graph: Graph, batch: int) -> np.ndarray:
+    """Zeros of the model's input for ``batch`` images (uint8 NHWC, or float32 NCHW ``I``):
+    what latency is timed on."""
+    h, w, c = graph.tensors[graph.input].shape
+    if takes_images(model):
+        return np.zeros((batch, h, w, c), np.uint8)
+    return np.zeros((batch, c, h, w), np.float32)
 
 
 def with_code_outputs(model, graph: Graph):
@@ -124,7 +146,7 @@ class OnnxRuntimeRunner:
         self.threads = threads
         self.session = self._session(self.model)
         self._debug = None
-        self.input_name = next(n.output for n in self.graph.nodes if isinstance(n, InputQuant))
+        self.input_name = self.model.graph.input[0].name  # "image", or I's name (int32 form)
 
     def _session(self, model):
         options = self._ort.SessionOptions()
@@ -154,7 +176,7 @@ class OnnxRuntimeRunner:
         return RunOutput(np.concatenate([p.logits for p in parts]), codes)
 
     def _run(self, images: np.ndarray, with_codes: bool) -> RunOutput:
-        x = host_input(images, self.graph)
+        x = host_input(images, self.graph, self.model)
         if not with_codes:
             (logits,) = self.session.run(["logits"], {self.input_name: x})
             return RunOutput(logits.astype(np.float64))
@@ -194,6 +216,7 @@ class TensorrtOptions(TargetOptions):
         "TensorRT files",
         stage="export",
     )
+    input: str = input_option()
 
 
 class TensorrtTarget(TargetBase):
@@ -252,7 +275,7 @@ class TensorrtTarget(TargetBase):
         form = self.options.form
         if form != "qdq" and self.options.runtime == "tensorrt":
             raise ConfigError(f"--form {form} is an ONNX Runtime form; TensorRT needs qdq")
-        model = write_onnx(graph, weights, program_bytes(graph), form)
+        model = write_onnx(graph, weights, program_bytes(graph), form, self.options.input)
         onnx.checker.check_model(model, full_check=True)
         if form == "qdq":  # the ONNX Runtime forms use ops TensorRT does not parse
             check_tensorrt_rules(model, out)
@@ -278,4 +301,12 @@ class TensorrtTarget(TargetBase):
 
 TARGET = TensorrtTarget
 
-__all__ = ["RUNTIMES", "OnnxRuntimeRunner", "TensorrtTarget", "host_input", "read_model"]
+__all__ = [
+    "RUNTIMES",
+    "OnnxRuntimeRunner",
+    "TensorrtTarget",
+    "host_input",
+    "read_model",
+    "takes_images",
+    "zero_input",
+]

@@ -155,7 +155,8 @@ class TensorrtRunner:
         if with_codes and self._debug is None:
             self._debug = self._open(with_code_outputs(self.model, self.graph))
         values = self._infer(
-            self._debug if with_codes else self._plain, host_input(images, self.graph)
+            self._debug if with_codes else self._plain,
+            host_input(images, self.graph, self.model),
         )
         codes = codes_from(values, self.graph) if with_codes else {}
         return RunOutput(values["logits"].astype(np.float64), codes)

@@ -1,11 +1,16 @@
 """The integer program as an ONNX model in TensorRT's explicit-quantization (Q/DQ) form.
 
-Layout NCHW, batch dynamic (``N``). Mapping of each IR op:
+Layout NCHW inside, batch dynamic (``N``). Mapping of each IR op:
 
-- input: the program's integer input ``I`` (``capture(..., input_bits=20)``) as a
-  float32 tensor ``input`` ``(N, C, H, W)``; the host quantizes uint8 images with the
-  manifest's mean/std/step (as for TFLite). Every value is an integer below 2**24, so float32
-  holds it exactly.
+- input (``input_form="uint8"``, the default contract of
+  :mod:`~climbq_deploy.targets.contract`): the uint8 image ``image`` ``(N, H, W, C)``, and the
+  program's integer input ``I`` (``capture(..., input_bits=20)``) computed from it inside the
+  graph, exactly (:func:`_image_input`): ``I = T[p C + c]``, a ``Gather`` from the table of
+  the reference's own ``input_quant`` of every pixel value and channel, then ``Transpose`` to
+  NCHW. With ``input_form="int32"`` (the earlier form) the model input is ``I`` itself, a
+  float32 ``(N, C, H, W)`` tensor the host quantizes from uint8 images with the manifest's
+  mean/std/step. Either way every value of ``I`` is an integer below 2**24 (checked), so
+  float32 holds it exactly.
 - stem ``IntConv`` (reads ``I``): a float32 ``Conv`` with weights ``d_c W_int`` (no Q/DQ: ``I``
   does not fit int8; TensorRT runs it in FP32, TF32 off). Exact because every partial sum is an
   integer below 2**24 (checked at export). A wider input (the default, 20 bits: the input step
@@ -83,6 +88,14 @@ from climbq_deploy.ir.integer_forms import (
 )
 from climbq_deploy.ir.layers import ConvLayer, iter_layers, op_entry
 from climbq_deploy.ir.passes.quantize_head import per_row_head
+from climbq_deploy.targets.contract import (
+    CONTRACT_KEY,
+    IMAGE_INPUT,
+    check_input_form,
+    contract,
+    contract_json,
+    input_table,
+)
 
 METADATA_NAME = "climbq_program"
 # The INT4 head's contract with ONNX Runtime. ORT fuses ``DequantizeLinear(INT4) -> MatMul``
@@ -100,6 +113,13 @@ FORMS = ("qdq", "sign_sum", "int8_dup", "ort")
 OPSET = {"int8": 17, "int4": 21}  # INT4 DequantizeLinear needs opset 21
 INT8 = (-128, 127)
 INT4_MAX = 7  # symmetric INT4: [-7, 7] (TensorRT's zero point is 0; -8 left unused)
+ONNX_NOTES = {
+    "batch": "the batch axis N is dynamic (dim_param 'N'); TensorRT: an optimization "
+    "profile over N (trtexec --minShapes/--optShapes/--maxShapes)",
+    "runtime": "forms qdq (TensorRT explicit quantization; ONNX Runtime too) and sign_sum, "
+    "int8_dup, ort (ONNX Runtime only); ONNX Runtime sessions apply the "
+    "onnxruntime_session_config metadata where present (INT4 head)",
+}
 
 
 def int4_head(graph: Graph) -> Graph:
@@ -163,10 +183,11 @@ class _Emit:
     """What the emitters share while one model is written: the builder, the program, the
     value steps and Q/DQ pairs made so far, the model's input and outputs."""
 
-    def __init__(self, graph: Graph, weights: str) -> None:
+    def __init__(self, graph: Graph, weights: str, input_form: str = "uint8") -> None:
         self.b = _Builder()
         self.graph = graph
         self.weights = weights
+        self.input_form = input_form
         self.qdq_of: dict[str, str] = {}
         self.zero8 = self.b.const("zero_int8", np.array(0, np.int8))
         self.step = value_steps(graph)
@@ -191,25 +212,32 @@ class _Emit:
 
 
 def write_onnx(
-    graph: Graph, weights: str = "int8", program: bytes | None = None, form: str = "qdq"
+    graph: Graph,
+    weights: str = "int8",
+    program: bytes | None = None,
+    form: str = "qdq",
+    input_form: str = "uint8",
 ) -> onnx.ModelProto:
     """The ONNX model of a lowered program (see module docstring); ``program`` (the
     ``model.climbq`` bytes of the same program) travels base64-encoded in the metadata
-    ``climbq_program``. ``weights="int4"`` expects the head from :func:`int4_head`. Each layer
+    ``climbq_program``, the model contract in ``climbq_contract`` (JSON). ``weights="int4"``
+    expects the head from :func:`int4_head`. Each layer
     (:func:`~climbq_deploy.ir.layers.iter_layers`) is written by its entry of
     :data:`ONNX_EMITTERS`; ``form`` other than ``"qdq"`` (TensorRT's explicit quantization)
     writes the conv layers and adds in one of the exact ONNX Runtime forms of
-    :mod:`.ort_forms` (metadata ``form``)."""
+    :mod:`.ort_forms` (metadata ``form``). ``input_form``: ``"uint8"`` images in (NHWC), or
+    ``"int32"``, the host-quantized ``I`` (float32 NCHW)."""
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if form not in FORMS:
         raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
+    check_input_form(input_form)
     emitters = ONNX_EMITTERS
     if form != "qdq":
         from climbq_deploy.targets.tensorrt.ort_forms import form_emitters
 
         emitters = form_emitters(form, ONNX_EMITTERS)
-    e = _Emit(graph, weights)
+    e = _Emit(graph, weights, input_form)
     for layer in iter_layers(graph):
         emit = op_entry(emitters, layer)
         if emit is None:
@@ -230,10 +258,22 @@ def write_onnx(
         doc_string="ClimbQ integer program, TensorRT explicit quantization (Q/DQ)",
     )
     model.ir_version = 10 if weights == "int4" else 8
+    image = input_form == "uint8"
+    record = contract(
+        graph,
+        form=input_form,
+        input_name=e.input_info.name,
+        input_dtype="uint8" if image else "float32",
+        layout="NHWC" if image else "NCHW",
+        notes=ONNX_NOTES,
+    )
     props = {
         "weights": weights,
         "form": form,
-        "input_layout": "NCHW float32 integer input I (host quantized)",
+        "input_layout": "NHWC uint8 image (normalised inside the model)"
+        if image
+        else "NCHW float32 integer input I (host quantized)",
+        CONTRACT_KEY: contract_json(record),
     }
     if weights == "int4":
         props[ORT_SESSION_CONFIG_KEY] = json.dumps(ORT_SESSION_CONFIG_INT4, sort_keys=True)
@@ -244,11 +284,44 @@ def write_onnx(
 
 
 def _input(e: _Emit, node: InputQuant) -> None:
-    """The program input ``I``: float32 NCHW, batch ``N`` dynamic."""
-    c_h_w = e.graph.tensors[node.output].shape
-    e.input_info = helper.make_tensor_value_info(
-        node.output, TensorProto.FLOAT, ["N", c_h_w[2], c_h_w[0], c_h_w[1]]
-    )
+    """The model input, batch ``N`` dynamic: the uint8 NHWC image (:func:`_image_input`), or
+    for ``input_form="int32"`` the program input ``I`` itself, float32 NCHW."""
+    h, w, c = e.graph.tensors[node.output].shape
+    if e.input_form == "uint8":
+        _image_input(e, node)
+        return
+    e.input_info = helper.make_tensor_value_info(node.output, TensorProto.FLOAT, ["N", c, h, w])
+
+
+def _image_input(e: _Emit, node: InputQuant) -> None:
+    """``image`` (uint8, ``(N, H, W, C)``) to the program input ``I`` (float32 NCHW, named
+    ``node.output``), exactly: ``I[n, c, y, x] = T[p[n, y, x, c] C + c]``.
+
+    ``Cast`` uint8 to float32 then to int32 (TensorRT converts uint8 only to and from
+    float32/float16; both casts are exact on 0..255), ``Mul`` by ``C``, ``Add`` the channel
+    index ``[0, .., C - 1]`` (int32, broadcast on the last axis), ``Gather`` (axis 0) from the
+    float32 table ``T`` of ``256 C`` entries
+    (:func:`~climbq_deploy.targets.contract.input_table`: the reference's ``input_quant`` of
+    every pixel value and channel; every entry an integer below 2**24 in magnitude, checked,
+    so float32 holds it exactly), ``Transpose`` to NCHW."""
+    b, name = e.b, node.output
+    h, w, c = e.graph.tensors[name].shape
+    table = input_table(e.graph)
+    if table.size and int(np.abs(table.astype(np.int64)).max()) >= FLOAT32_EXACT:
+        raise LoweringError(
+            f"input {name!r}: the integer input reaches {int(np.abs(table).max())}, beyond "
+            "float32's exact integers (2**24); lower with a coarser input step"
+        )
+    e.input_info = helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["N", h, w, c])
+    as_float = b.op("Cast", [IMAGE_INPUT], f"{name}/pixel_float", to=TensorProto.FLOAT)
+    pixel = b.op("Cast", [as_float], f"{name}/pixel", to=TensorProto.INT32)
+    channels = b.const(f"{name}/channels", np.array(c, np.int32))
+    scaled = b.op("Mul", [pixel, channels], f"{name}/pixel_times_channels")
+    which = b.const(f"{name}/channel_index", np.arange(c, dtype=np.int32))
+    index = b.op("Add", [scaled, which], f"{name}/table_index")
+    values = b.const(f"{name}/table", table.astype(np.float32))
+    nhwc = b.op("Gather", [values, index], f"{name}/nhwc", axis=0)
+    b.op("Transpose", [nhwc], name, perm=[0, 3, 1, 2])
 
 
 def _refuse_shift(act: ThresholdAct) -> None:
@@ -494,6 +567,18 @@ def read_program_bytes(model: onnx.ModelProto, path: object = "model") -> bytes:
             except ValueError:
                 raise ArtifactError(f"{path}: corrupt {METADATA_NAME} metadata") from None
     raise ArtifactError(f"{path}: no {METADATA_NAME} metadata (not exported by climbq_deploy)")
+
+
+def read_contract(model: onnx.ModelProto, path: object = "model") -> dict | None:
+    """The model contract (``climbq_contract`` in ``metadata_props``, JSON;
+    :mod:`~climbq_deploy.targets.contract`), or None for a file written before it travelled
+    in the file."""
+    from climbq_deploy.targets.contract import parse_contract
+
+    for prop in model.metadata_props:
+        if prop.key == CONTRACT_KEY:
+            return parse_contract(prop.value, path)
+    return None
 
 
 def session_config(model: onnx.ModelProto) -> dict[str, str]:

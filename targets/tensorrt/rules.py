@@ -15,10 +15,14 @@ usable on any ONNX file. Rules (TensorRT 10 ONNX parser, explicit quantization):
 - types: ``DequantizeLinear`` reads INT8 or INT4 (no int32 biases); INT4 only for weights
   (an initializer) feeding ``MatMul`` / ``Gemm``, block-quantized (``block_size``), scale of
   rank <= 2, opset >= 21.
+- uint8: a uint8 tensor (the image input) feeds only ``Cast`` to float32 or float16 (TensorRT
+  converts uint8 only to and from those: no uint8 arithmetic, no uint8 to int32 cast).
+- ``Gather`` reads int32 (or int64) indices.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -37,6 +41,7 @@ SUPPORTED_OPS = frozenset(
         "DequantizeLinear",
         "Div",
         "Floor",
+        "Gather",
         "Gemm",
         "GreaterOrEqual",
         "MatMul",
@@ -80,6 +85,58 @@ def tensorrt_rules(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{where}: op not supported by the TensorRT target")
         if node.op_type in QDQ:
             problems += [f"{where}: {p}" for p in _qdq(node, inits, consumers, opset)]
+    types = _elem_types(model)
+    problems += _uint8(types, consumers)
+    problems += _gather(model, types)
+    return problems
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every tensor ONNX's type inference (or the file) gives: graph
+    inputs and outputs, value_info, initializers, ``Cast`` outputs (their ``to``). A model
+    whose inference fails (it fails ``onnx.checker`` too) keeps the types it states."""
+    with contextlib.suppress(onnx.shape_inference.InferenceError, ValueError):
+        model = onnx.shape_inference.infer_shapes(model)  # else: the stated types
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*model.graph.input, *model.graph.output, *model.graph.value_info)
+    }
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            types[node.output[0]] = _attribute(node, "to") or 0
+    return types
+
+
+def _uint8(types: dict[str, int], consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
+    """A uint8 tensor may only be cast to float32/float16 (TensorRT's uint8 conversions)."""
+    problems = []
+    for name, kind in types.items():
+        if kind != TensorProto.UINT8:
+            continue
+        for node in consumers.get(name, []):
+            to = _attribute(node, "to") if node.op_type == "Cast" else None
+            if to not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                what = f"Cast to {TensorProto.DataType.Name(to)}" if to else node.op_type
+                problems.append(
+                    f"{node.op_type} {node.name or node.output[0]!r}: reads uint8 {name!r} "
+                    f"({what}); TensorRT converts uint8 only to float32/float16"
+                )
+    return problems
+
+
+def _gather(model: onnx.ModelProto, types: dict[str, int]) -> list[str]:
+    """``Gather`` indices of a known type other than int32/int64."""
+    problems = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2:
+            continue
+        kind = types.get(node.input[1])
+        if kind is not None and kind not in (TensorProto.INT32, TensorProto.INT64):
+            problems.append(
+                f"Gather {node.name or node.output[0]!r}: indices of type "
+                f"{TensorProto.DataType.Name(kind)} (int32 or int64 only)"
+            )
     return problems
 
 

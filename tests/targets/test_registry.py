@@ -100,8 +100,8 @@ def test_built_in_options_are_the_documented_ones() -> None:
     fields = {n: [f.name for f in dataclasses.fields(TARGETS[n].Options)] for n in BUILT_IN}
     assert fields == {
         "numpy": ["pack"],
-        "tflite": ["kernels", "weights", "ops"],
-        "tensorrt": ["runtime", "weights", "form"],
+        "tflite": ["kernels", "weights", "ops", "input"],
+        "tensorrt": ["runtime", "weights", "form", "input"],
     }
     assert get_target("tensorrt", weights="int4").suffix == ".int4.onnx"
     assert get_target("tflite", "ref").engine == "ref"  # positional: the fields in order
@@ -118,12 +118,17 @@ def test_weight_choices_match_the_exporters() -> None:
     from climbq_deploy.targets.tflite.export import WEIGHT_FORMS
 
     pytest.importorskip("onnx")
+    from climbq_deploy.targets.contract import INPUT_FORMS
     from climbq_deploy.targets.tensorrt.export import WEIGHTS
 
     tflite = dataclasses.fields(TARGETS["tflite"].Options)
     tensorrt = dataclasses.fields(TARGETS["tensorrt"].Options)
     assert next(f for f in tflite if f.name == "weights").metadata["choices"] == WEIGHT_FORMS
     assert next(f for f in tensorrt if f.name == "weights").metadata["choices"] == WEIGHTS
+    for fields in (tflite, tensorrt):  # --input: uint8 images by default, int32 kept
+        spec = next(f for f in fields if f.name == "input")
+        assert spec.metadata["choices"] == INPUT_FORMS == ("uint8", "int32")
+        assert spec.default == "uint8" and spec.metadata["stage"] == "export"
 
 
 def test_looking_into_the_registry_imports_no_runtime() -> None:

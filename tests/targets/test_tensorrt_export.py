@@ -214,6 +214,7 @@ def test_int4_file_carries_its_onnxruntime_contract(tmp_path) -> None:
         options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(paths["int4"]), options, providers=["CPUExecutionProvider"])
     x = images(16, n=16, seed=5)
-    (logits,) = session.run(["logits"], {model.graph.input[0].name: host_input(x, graph)})
+    assert host_input(x, graph, model) is not None and model.graph.input[0].name == "image"
+    (logits,) = session.run(["logits"], {"image": x})  # uint8 images as they are
     reference = ReferenceModel(graph).predict(x)
     np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)

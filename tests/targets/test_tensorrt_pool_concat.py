@@ -29,7 +29,7 @@ def _moved(model: onnx.ModelProto, graph, x: np.ndarray) -> dict[str, np.ndarray
     for name in names:
         debug.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(debug.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = session.run(names, {session.get_inputs()[0].name: host_input(x, graph)})
+    values = session.run(names, {session.get_inputs()[0].name: host_input(x, graph, model)})
     out = {}
     for name, value in zip(names, values, strict=True):
         assert np.array_equal(value, np.rint(value)), f"{name} holds non-integers"
