@@ -47,6 +47,7 @@ class TrainedRun:
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
     num_classes: int
+    class_names: tuple[str, ...] = ()
 
 
 def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
@@ -88,7 +89,9 @@ def load_run(folder: str | Path, data: str | Path | None = None) -> TrainedRun:
         warnings.warn(f"{folder}: {changed}; its weights still fit the model", stacklevel=2)
     metrics_path = folder / "metrics.json"
     metrics = _read_metrics(metrics_path) if metrics_path.is_file() else {}
-    return TrainedRun(folder, config, model.eval(), metrics, mean, std, size, num_classes)
+    return TrainedRun(
+        folder, config, model.eval(), metrics, mean, std, size, num_classes, tuple(map(str, names))
+    )
 
 
 def run_config(folder: str | Path) -> TrainConfig:
@@ -199,6 +202,7 @@ def provenance(run: TrainedRun) -> dict[str, Any]:
         "loss": run.config.loss_name,
         "dataset_folder": run.config.data,
         "normalization": {"mean": list(run.mean), "std": list(run.std)},
+        **({"class_names": list(run.class_names)} if run.class_names else {}),
         "metrics": {k: run.metrics[k] for k in keep if k in run.metrics},
         "config": run.config.as_dict(),
         "checkpoint_sha256": hashlib.sha256((run.folder / CHECKPOINT).read_bytes()).hexdigest(),
@@ -229,7 +233,9 @@ def lower_model(
             "needs a quantized model"
         )
     data_dir = Path(data)
-    mean, std, size = _input_description(read_meta(data_dir), data_dir)
+    dataset_meta = read_meta(data_dir)
+    mean, std, size = _input_description(dataset_meta, data_dir)
+    names = dataset_meta.get("class_names")
     meta = {
         "climbq_deploy": __version__,
         "arch": type(getattr(model, "net", model)).__name__,
@@ -238,6 +244,7 @@ def lower_model(
         "abits": spec.abits,
         "dataset_folder": str(data_dir),
         "normalization": {"mean": list(mean), "std": list(std)},
+        **({"class_names": [str(n) for n in names]} if isinstance(names, list) else {}),
     }
     was_training = model.training
     try:
