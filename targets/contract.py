@@ -18,10 +18,11 @@ reference computes from the same image.
 
 **What travels in the file** (:func:`contract`): a JSON object under the key
 :data:`CONTRACT_KEY` (TFLite: a ``Model.metadata`` entry; ONNX: ``metadata_props``) naming the
-input (name, dtype, layout, shape with ``-1`` for the open batch axis, the normalisation and
-that the model applies it) and the output (name, dtype, shape, meaning, class names where the
-program records them). :data:`INPUT_FORMS` are the export choices: ``uint8`` (default, the
-contract above) or ``int32``, the earlier form that reads the host-quantized ``I``.
+input (name, dtype, layout, shape with ``-1`` for the open batch axis, quantization parameters:
+none, raw pixel values; the normalisation and that the model applies it) and the output (name,
+dtype float32, shape, no quantization, meaning, class names where the program records them).
+:data:`INPUT_FORMS` are the export choices: ``uint8`` (default, the contract above) or
+``int32``, the earlier form that reads the host-quantized ``I``.
 """
 
 from __future__ import annotations
@@ -160,12 +161,14 @@ def contract(
             "dtype": input_dtype,
             "layout": layout,
             "shape": shape,
+            "quantization": None,  # raw values: no scale or zero point on the tensor
             **value,
         },
         "output": {
             "name": LOGITS,
             "dtype": "float32",
             "shape": [-1, classes],
+            "quantization": None,
             "meaning": "logits (unnormalised class scores); argmax over axis 1 is the class",
             "class_names": [str(n) for n in names] if isinstance(names, list | tuple) else None,
         },

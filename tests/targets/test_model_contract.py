@@ -226,6 +226,7 @@ def test_the_tflite_contract_travels_in_the_file(tmp_path) -> None:
     uint8 = read_contract(TfliteTarget().export(graph, tmp_path / "a.tflite").read_bytes())
     assert uint8["input"]["name"] == "image" and uint8["input"]["dtype"] == "uint8"
     assert uint8["input"]["layout"] == "NHWC" and uint8["input"]["shape"] == [-1, SIZE, SIZE, 3]
+    assert uint8["input"]["quantization"] is None  # raw pixels: no scale, no zero point
     norm = uint8["input"]["normalization"]
     assert norm["mean"] == list(MEAN) and norm["std"] == list(STD)
     assert norm["applied"].startswith("inside the model")
@@ -233,6 +234,7 @@ def test_the_tflite_contract_travels_in_the_file(tmp_path) -> None:
         "name": "logits",
         "dtype": "float32",
         "shape": [-1, 10],
+        "quantization": None,
         "meaning": "logits (unnormalised class scores); argmax over axis 1 is the class",
         "class_names": list("abcdefghij"),
     }
