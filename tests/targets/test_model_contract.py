@@ -186,7 +186,7 @@ def _interpreter(content: bytes, kernels: str = "xnnpack"):
     )
 
 
-@pytest.mark.parametrize("kernels", ["ref", "xnnpack"])
+@pytest.mark.parametrize("kernels", ["ref", "optimized", "xnnpack"])
 @pytest.mark.parametrize("ops_", ["builtin", "int16"])
 def test_a_tflite_file_runs_at_batch_n(tmp_path, ops_: str, kernels: str) -> None:
     """``resize_tensor_input`` on axis 0 to N = 5 (what a C++ user does with
