@@ -15,8 +15,10 @@ usable on any ONNX file. Rules (TensorRT 10 ONNX parser, explicit quantization):
 - types: ``DequantizeLinear`` reads INT8 or INT4 (no int32 biases); INT4 only for weights
   (an initializer) feeding ``MatMul`` / ``Gemm``, block-quantized (``block_size``), scale of
   rank <= 2, opset >= 21.
-- uint8: a uint8 tensor (the image input) feeds only ``Cast`` to float32 or float16 (TensorRT
-  converts uint8 only to and from those: no uint8 arithmetic, no uint8 to int32 cast).
+- uint8: only a graph input or output is uint8 (TensorRT 10's ONNX parser refuses uint8
+  intermediate tensors), and a uint8 tensor feeds only ``Cast`` to float32 or float16
+  (TensorRT converts uint8 only to and from those: no uint8 arithmetic, no uint8 to int32
+  cast).
 - ``Gather`` reads int32 (or int64) indices.
 """
 
@@ -86,7 +88,7 @@ def tensorrt_rules(model: onnx.ModelProto) -> list[str]:
         if node.op_type in QDQ:
             problems += [f"{where}: {p}" for p in _qdq(node, inits, consumers, opset)]
     types = _elem_types(model)
-    problems += _uint8(types, consumers)
+    problems += _uint8(model, types, consumers)
     problems += _gather(model, types)
     return problems
 
@@ -108,12 +110,23 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _uint8(types: dict[str, int], consumers: dict[str, list[onnx.NodeProto]]) -> list[str]:
-    """A uint8 tensor may only be cast to float32/float16 (TensorRT's uint8 conversions)."""
+def _uint8(
+    model: onnx.ModelProto, types: dict[str, int], consumers: dict[str, list[onnx.NodeProto]]
+) -> list[str]:
+    """uint8 only at the graph's inputs and outputs, and only cast to float32/float16
+    (TensorRT's uint8 conversions)."""
     problems = []
+    outputs = {o.name for o in model.graph.output}
+    producers = {name: node for node in model.graph.node for name in node.output}
     for name, kind in types.items():
         if kind != TensorProto.UINT8:
             continue
+        node = producers.get(name)
+        if node is not None and name not in outputs:
+            problems.append(
+                f"{node.op_type} {node.name or name!r}: writes the uint8 tensor {name!r} "
+                "(TensorRT allows uint8 only as a graph input or output)"
+            )
         for node in consumers.get(name, []):
             to = _attribute(node, "to") if node.op_type == "Cast" else None
             if to not in (TensorProto.FLOAT, TensorProto.FLOAT16):

@@ -424,6 +424,20 @@ def test_the_uint8_input_keeps_tensorrts_rules(tmp_path) -> None:
         opset_imports=[helper.make_opsetid("", 17)],
     )
     assert any("indices of type FLOAT" in p for p in tensorrt_rules(bad))
+    # an intermediate uint8 tensor (TensorRT 10's parser refuses it)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    casts = [
+        helper.make_node("Cast", ["x"], ["u"], to=TensorProto.UINT8),
+        helper.make_node("Cast", ["u"], ["y"], to=TensorProto.FLOAT),
+    ]
+    bad = helper.make_model(
+        helper.make_graph(casts, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    assert [p for p in tensorrt_rules(bad) if "uint8" in p] == [
+        "Cast 'u': writes the uint8 tensor 'u' (TensorRT allows uint8 only as a graph input or "
+        "output)"
+    ]
 
 
 def test_the_contract_of_a_program_without_class_names() -> None:
