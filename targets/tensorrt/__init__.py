@@ -11,6 +11,11 @@ runtimes:
   path (``session.qdq_matmulnbits_accuracy_level=0``).
 - ``tensorrt`` (Jetson / x86 NVIDIA GPU): :mod:`.engine` builds an engine with the TensorRT
   Python API and runs it; where ``tensorrt`` or a GPU is missing it says so in one line.
+
+``--input`` picks the model's input: ``uint8`` (default) NHWC images, normalised inside the
+model exactly, batch ``N`` dynamic (:mod:`~climbq_deploy.targets.contract`, the contract in
+``metadata_props``); ``int32`` the float32 NCHW integer input ``I`` the host quantizes (the
+earlier form). The runners feed each file what it declares (:func:`host_input`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@
   through LiteRT's C API (:mod:`.fused_runner`); layers it cannot take stay builtin;
 - ``int16``: the first exact form (16x8 convs, GREATER_EQUAL/CAST/SUM counts), kept for
   comparison: mostly outside XNNPACK, ~100x slower.
+
+``--input`` picks the model's input: ``uint8`` (default) NHWC images, normalised inside the
+model exactly, any batch (:mod:`~climbq_deploy.targets.contract`, the contract in the file's
+metadata); ``int32`` the integer input ``I`` the host quantizes (the earlier form).
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
 """The integer program as a LiteRT (TFLite) model, exactly.
 
-Mapping of each IR op (batch fixed at export, NHWC):
+Mapping of each IR op (NHWC; the file stores batch 1, the batch axis is open: reshapes take
+``-1``, the input and the logits carry ``shape_signature`` ``[-1, ...]``):
 
-- input: the program's integer input ``I`` as an int16 tensor, or int32 when it is wider (the
-  target lowers with ``capture(..., input_bits=20)``: at 16 bits the input step moves 2-bit
-  codes); the host quantizes uint8 images with the manifest's mean/std/step. Only the stem
-  reads it (digit split, :func:`_stem_layer`).
+- input (``input_form="uint8"``, the default model contract of
+  :mod:`~climbq_deploy.targets.contract`): the uint8 image, and the program's integer input
+  ``I`` (int32) computed from it inside the model, exactly (:func:`image_input`: a GATHER from
+  the table of the reference's own ``input_quant``). With ``input_form="int32"`` (the earlier
+  form) the model input is ``I`` itself, int16, or int32 when it is wider (the target lowers
+  with ``capture(..., input_bits=20)``: at 16 bits the input step moves 2-bit codes), which the
+  host quantizes from uint8 images with the manifest's mean/std/step. Only the stem reads
+  ``I`` (digit split, :func:`_stem_layer`).
 - ``IntConv`` + ``ThresholdAct``: a 16x8 ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` (int16 input of
   scale 1, int8 weights ``d_c W_int`` with per-channel scale ``2**-s_c``, int64 zero bias of
   scale ``1 * 2**-s_c``, int16 output of scale 1). The per-channel requantization multiplier
