@@ -170,7 +170,8 @@ def _add_bench(commands: Any) -> None:
         "--batch",
         type=positive_int,
         default=1,
-        help="images per invoke (1 where the model's batch is fixed at export)",
+        help="images per invoke (the model's batch axis resized; a fused-op .tflite and "
+        "files exported with a fixed batch take 1 only)",
     )
     bn.add_argument(
         "--format",
