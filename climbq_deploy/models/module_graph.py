@@ -18,6 +18,8 @@ the graph fx would have made for that input shape.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import operator
 import re
 import types
@@ -79,9 +81,7 @@ def export_leaf_graph(
     graph has no place for one)."""
     modules = dict(model.named_modules())
     try:
-        with torch.no_grad(), _stand_ins(modules, is_leaf), warnings.catch_warnings():
-            # torch 2.13's unflatten trips its own pytree deprecation (LeafSpec)
-            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+        with torch.no_grad(), _stand_ins(modules, is_leaf), _quiet():
             program = torch.export.export(model, (example,), kwargs or {}, strict=False)
             flat = torch.export.unflatten(program)
     except Exception as exc:  # export raises many kinds: UserError, RuntimeError, ...
@@ -93,6 +93,26 @@ def export_leaf_graph(
         outputs = outputs[0]
     graph.output(outputs)
     return graph
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.export without its own output: on a failed guard it prints the traced graph to
+    stdout and logs warnings (the caller reports the failure in one line instead), and torch
+    2.13's unflatten trips its own pytree deprecation (LeafSpec)."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
