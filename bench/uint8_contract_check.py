@@ -213,7 +213,9 @@ def main() -> None:
             ),
             rows,
         )
-        + "\n\nNot run: "
+        + "\n\nEach row is one record in `runs/uint8_contract_checks/` (its own `command`, "
+        "commit and time are in the JSON), written by this script's invocations with `--keep` "
+        "and gathered by the one below; the machine and load are that invocation's.\n\nNot run: "
         + (", ".join(missing) or "none")
         + ".\n\n"
         + provenance_markdown(header)
