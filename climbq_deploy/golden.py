@@ -92,7 +92,7 @@ class Golden:
 
 
 def reference_golden(
-    graph: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 64
+    graph: Any, images: np.ndarray, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The reference's logits, code hashes and rectified code hashes of ``graph`` (a lowered
     program) on ``images``, and the layers' names."""
@@ -133,7 +133,7 @@ def write_golden(
     from climbq_deploy.fileio import write_npz
 
     model = Path(model)
-    logits, hashes, rectified, layers = reference_golden(graph, images, labels)
+    logits, hashes, rectified, layers = reference_golden(graph, images)
     meta = {
         "format": FORMAT,
         "version": VERSION,
