@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from climbq_deploy.ir.graph import Graph, ThresholdAct
-from climbq_deploy.kernels import ReferenceModel, ops
-from climbq_deploy.targets.tflite import RESOLVERS, TfliteTarget
+from climbq_deploy.kernels import ReferenceModel
+from climbq_deploy.targets.tflite import TfliteTarget
 from climbq_deploy.targets.tflite.flavour import int16_flavour
 from tests.pool_concat_programs import CASES, images, program
+from tests.tflite_codes import codes_as_outputs
 
 pytest.importorskip("ai_edge_litert")
 
@@ -28,60 +29,6 @@ def _skip_without_fused(form: str) -> None:
         reason = support()
         if reason is not None:
             pytest.skip(f"the fused op cannot run here: {reason}")
-
-
-def _outputs(content: bytes, graph: Graph, x: np.ndarray, kernels: str) -> dict[str, np.ndarray]:
-    """Every max pool and concat output and every code of the model (a code the fused op
-    rectified under its ReLU's name), made model outputs and read image by image: LiteRT's
-    interpreter with the given kernels (XNNPACK really delegated: no tensor-preserving debug
-    mode, which turns the delegate off) or the fused route. int64, after checking each value
-    is an integer."""
-    from climbq_deploy.targets.tflite.custom_op import uses_custom_op
-    from climbq_deploy.targets.tflite.forms import rectifier
-    from climbq_deploy.targets.tflite.fused_runner import FusedRunner, tensor_names, with_outputs
-
-    present = set(tensor_names(content))
-    names = [n.output for n in graph.nodes if n.op in ("max_pool", "concat")]
-    for node in graph.nodes:
-        if isinstance(node, ThresholdAct):
-            relu = rectifier(graph, node.output)
-            names.append(node.output if node.output in present or relu is None else relu.output)
-    model = with_outputs(content, names)
-    step = graph.nodes[0]
-    quantized = ops.input_quant(x, step.mean, step.std, step.step)
-
-    def feed(i: int, dtype: np.dtype) -> np.ndarray:
-        """Image ``i`` as the model reads it: the uint8 image itself (the default input
-        contract), else the host-quantized ``I`` (a file of the int32 input form)."""
-        source = x if np.dtype(dtype) == np.uint8 else quantized
-        return source[i : i + 1].astype(dtype)
-
-    got: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    if uses_custom_op(content):
-        runner = FusedRunner(model, threads=1)
-        for i in range(len(x)):
-            outputs = runner.run(feed(i, runner.zero_input().dtype))
-            for name, value in zip(names, outputs[1:], strict=True):
-                got[name].append(value)
-    else:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        it = Interpreter(
-            model_content=model,
-            experimental_op_resolver_type=getattr(OpResolverType, RESOLVERS[kernels]),
-        )
-        it.allocate_tensors()
-        detail = it.get_input_details()[0]
-        outputs = {d["name"]: d["index"] for d in it.get_output_details()}
-        for i in range(len(x)):
-            it.set_tensor(detail["index"], feed(i, detail["dtype"]))
-            it.invoke()
-            for name in names:
-                got[name].append(it.get_tensor(outputs[name]))
-    joined = {name: np.concatenate(values) for name, values in got.items()}
-    for name, value in joined.items():
-        assert np.array_equal(value, np.rint(value)), f"{name} holds non-integers"
-    return {name: value.astype(np.int64) for name, value in joined.items()}
 
 
 @pytest.mark.parametrize(("form", "kernels"), OPS_AND_KERNELS)
@@ -114,7 +61,7 @@ def test_pool_and_concat_programs_equal_their_reference(
     np.testing.assert_allclose(out.logits, values[graph.output], rtol=1e-5, atol=1e-5)
     plain = runner.run(x)  # the plain interpreter (XNNPACK where asked)
     np.testing.assert_allclose(plain.logits, values[graph.output], rtol=1e-5, atol=1e-5)
-    moved = _outputs(path.read_bytes(), graph, x, kernels)
+    moved = codes_as_outputs(path.read_bytes(), graph, x, kernels, also=("max_pool", "concat"))
     assert ("concat" if case == "concat" else "maxpool") in moved
     assert len(moved) == len(acts) + 1
     for name, value in moved.items():
