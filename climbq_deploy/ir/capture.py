@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import fx, nn
 
-from climbq_deploy.errors import ConfigError
+from climbq_deploy.errors import ConfigError, LoweringError
 from climbq_deploy.ir.graph import (
     ActQuant,
     Add,
+    AvgPool,
     BatchNorm,
     Conv,
     GlobalSumPool,
@@ -51,6 +52,7 @@ from climbq_deploy.ir.graph import (
     TensorSpec,
 )
 from climbq_deploy.ir.graph import Concat as ConcatNode
+from climbq_deploy.ir.passes.absorb_average_pools import composite_conv
 from climbq_deploy.models.module_graph import ExportGraphError, export_leaf_graph
 from climbq_deploy.quant import layers as qlayers
 from climbq_deploy.quant.layers import ActQuant as TorchActQuant
@@ -64,6 +66,7 @@ SHORT_NAMES = {
     "global_sum_pool": "pool",
     "linear": "fc",
     "max_pool": "maxpool",
+    "avg_pool": "avgpool",
 }
 
 
@@ -249,7 +252,9 @@ SUPPORTED = (
     "Conv2d (quantized; any groups, stride, padding, dilation, bias), "
     "BatchNorm2d, the activation quantizers, ReLU, ReLU6 (where the codes stay below 6), "
     "residual add, torch.cat on channels, MaxPool2d, global average pooling (AdaptiveAvgPool2d "
-    "to 1x1, mean over H and W), flatten, Dropout/Identity, and one final Linear head"
+    "to 1x1, mean over H and W), local average pooling (AvgPool2d, avg_pool2d, "
+    "AdaptiveAvgPool2d to a size dividing the map) read by convs, flatten, Dropout/Identity, "
+    "and one final Linear head"
 )
 
 
@@ -404,6 +409,7 @@ class _Converter:
     def convert(self, node: fx.Node) -> str:
         if self.head is not None:
             raise _unsupported(node, self.modules, "an op after the Linear head")
+        self.refuse_pool_readers(node)
         if node.op == "call_module":
             module = self.modules[str(node.target)]
             rule = next((r for cls, r in MODULE_RULES if isinstance(module, cls)), None)
@@ -423,6 +429,22 @@ class _Converter:
         raise _unsupported(
             node, self.modules, "a parameter or attribute read in forward", listing=True
         )
+
+    def refuse_pool_readers(self, node: fx.Node) -> None:
+        """Only a conv may read a local average pool's window sums (the lowering folds the
+        pool into that conv: :mod:`~climbq_deploy.ir.passes.absorb_average_pools`)."""
+        if node.op == "call_module" and isinstance(self.modules[str(node.target)], nn.Conv2d):
+            return
+        for arg in node.all_input_nodes:
+            pool = self.b.producer.get(self.env.get(arg, ""))
+            if isinstance(pool, AvgPool):
+                raise _unsupported(
+                    node,
+                    self.modules,
+                    f"reads the local average pool {pool.source!r}; a local average pool "
+                    "lowers only into the conv that reads it (the conv's kernel takes in the "
+                    "pool's windows)",
+                )
 
     # -- shared pieces ------------------------------------------------------------------
 
@@ -543,6 +565,76 @@ class _Converter:
             padding=pad,
         )
 
+    def avg_pool(
+        self,
+        node: fx.Node,
+        x: str,
+        kernel: Any,
+        stride: Any,
+        padding: Any,
+        ceil_mode: bool,
+        count_include_pad: bool,
+        divisor_override: int | None,
+        source: str,
+    ) -> str:
+        """A local average pool as :class:`AvgPool` (window sums, scale ``s / divisor``); one
+        covering the whole map without padding is the global pool."""
+
+        def one(value: Any, name: str) -> int:
+            pair = (value, value) if isinstance(value, int) else tuple(value)
+            if len(pair) != 2 or pair[0] != pair[1]:
+                raise _unsupported(node, self.modules, f"average pool {name} {value!r} (square)")
+            return int(pair[0])
+
+        h, w, c = self.b.shape(x) if len(self.b.shape(x)) == 3 else (0, 0, 0)
+        k = one(kernel, "kernel")
+        s = one(stride if stride not in (None, (), []) else kernel, "stride")
+        pad = one(padding, "padding")
+        if (h, w) == (k, k) and pad == 0 and divisor_override in (None, k * k):
+            return self.global_pool(node, x, source)
+        self.integer(node, x, "average pool")
+        if x == self.b.input_tensor:
+            raise _unsupported(
+                node,
+                self.modules,
+                "a local average pool of the input image (it has no conv to lower into "
+                "before the stem; pool the images before they reach the model)",
+            )
+        if len(self.b.shape(x)) != 3:
+            raise _unsupported(node, self.modules, f"an average pool on {self.b.shape(x)}")
+        out = ((h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1)
+        if ceil_mode:
+            ceil = tuple(-(-(n + 2 * pad - k) // s) + 1 for n in (h, w))
+            if ceil != out:
+                raise _unsupported(
+                    node,
+                    self.modules,
+                    f"average pool with ceil_mode on a {h}x{w} map (its last window is "
+                    "partial, with its own divisor)",
+                )
+        if pad and not count_include_pad:
+            raise _unsupported(
+                node,
+                self.modules,
+                "average pool with padding and count_include_pad=False (the divisor then "
+                "changes at the border)",
+            )
+        divisor = int(divisor_override) if divisor_override else k * k
+        scale = self.b.tensors[x].scale
+        assert scale is not None
+        return self.b.add(
+            AvgPool,
+            (x,),
+            (*out, c),
+            "int32",
+            scale / divisor,
+            source=source,
+            kernel=k,
+            stride=s,
+            padding=pad,
+            divisor=divisor,
+        )
+
     def global_pool(self, node: fx.Node, x: str, source: str) -> str:
         self.integer(node, x, "global average pool")
         h, w, c = self.b.shape(x)
@@ -599,6 +691,25 @@ def _conv_module(c: _Converter, node: fx.Node, conv: nn.Module) -> str:
     if conv.padding_mode != "zeros":
         raise _unsupported(node, c.modules, f"conv padding_mode {conv.padding_mode!r}")
     out = _conv(c.b, x, conv, str(node.target))
+    pool = c.b.producer.get(x)
+    if isinstance(pool, AvgPool):  # the lowering folds the pool into this conv: can it?
+        made = c.b.producer[out]
+        assert isinstance(made, Conv)
+        h, w, _ = c.b.shape(pool.inputs[0])
+        try:
+            composite_conv(
+                pool,
+                np.rint(made.weight / made.weight_scale).astype(np.int64),
+                made.weight_bits,
+                made.weight_grid,
+                made.stride,
+                made.padding,
+                made.dilation,
+                (h, w),
+                f"it reads the average pool {pool.source!r}",
+            )
+        except LoweringError as exc:
+            raise _unsupported(node, c.modules, str(exc)) from None
     if conv.bias is not None:
         c.b.conv_bias[out] = conv.bias.detach().double().numpy().copy()
     act = getattr(conv, "act", None)
@@ -649,19 +760,48 @@ def _maxpool_module(c: _Converter, node: fx.Node, m: nn.MaxPool2d) -> str:
     )
 
 
-def _avgpool_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:
-    x = c.arg(node, node.args[0])
-    h, w, _ = c.b.shape(x)
-    size = m.output_size if isinstance(m, nn.AdaptiveAvgPool2d) else None
-    whole = size in (1, (1, 1), [1, 1]) if size is not None else False
-    if isinstance(m, nn.AvgPool2d):
-        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
-        whole = tuple(k) == (h, w) and not m.padding
-    if not whole:
+def _avgpool_module(c: _Converter, node: fx.Node, m: nn.AvgPool2d) -> str:
+    return c.avg_pool(
+        node,
+        c.arg(node, node.args[0]),
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.ceil_mode,
+        m.count_include_pad,
+        m.divisor_override,
+        str(node.target),
+    )
+
+
+def _adaptive_avg(c: _Converter, node: fx.Node, x: str, size: Any, source: str) -> str:
+    """``AdaptiveAvgPool2d(1)`` is the global pool; to ``o x o`` on a map whose side ``H``
+    ``o`` divides, torch's windows are the ``H/o`` tiles: an average pool of kernel and stride
+    ``H/o``. Other sizes (overlapping windows of two sizes) are refused."""
+    if size in (1, (1, 1), [1, 1]):
+        return c.global_pool(node, x, source)
+    shape = c.b.shape(x)
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if (
+        len(shape) != 3
+        or len(pair) != 2
+        or None in pair
+        or shape[0] % pair[0]
+        or shape[1] % pair[1]
+        or shape[0] // pair[0] != shape[1] // pair[1]
+    ):
         raise _unsupported(
-            node, c.modules, "average pooling that does not cover the whole map (only global)"
+            node,
+            c.modules,
+            f"adaptive average pool to {size!r} on {shape} (only 1x1, or a size dividing an "
+            "H x W map into square tiles)",
         )
-    return c.global_pool(node, x, str(node.target))
+    tile = shape[0] // pair[0]
+    return c.avg_pool(node, x, tile, tile, 0, False, True, None, source)
+
+
+def _adaptive_module(c: _Converter, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> str:
+    return _adaptive_avg(c, node, c.arg(node, node.args[0]), m.output_size, str(node.target))
 
 
 def _alias_module(c: _Converter, node: fx.Node, m: nn.Module) -> str:
@@ -682,7 +822,7 @@ MODULE_RULES: list[tuple[type, Callable[..., str]]] = [
     (nn.ReLU6, _relu_module),
     (nn.Hardtanh, _relu_module),
     (nn.MaxPool2d, _maxpool_module),
-    (nn.AdaptiveAvgPool2d, _avgpool_module),
+    (nn.AdaptiveAvgPool2d, _adaptive_module),
     (nn.AvgPool2d, _avgpool_module),
     (nn.Flatten, _alias_module),
     (nn.Dropout, _alias_module),
@@ -730,9 +870,22 @@ def _fn_flatten(c: _Converter, node: fx.Node) -> str:
 
 def _fn_adaptive_avg(c: _Converter, node: fx.Node) -> str:
     size = _kw(node, 1, "output_size", None)
-    if size not in (1, (1, 1), [1, 1]):
-        raise _unsupported(node, c.modules, f"adaptive average pool to {size!r} (only 1x1)")
-    return c.global_pool(node, c.arg(node, node.args[0]), c.source(node, "pool"))
+    return _adaptive_avg(c, node, c.arg(node, node.args[0]), size, c.source(node, "pool"))
+
+
+def _fn_avg_pool(c: _Converter, node: fx.Node) -> str:
+    kernel = _kw(node, 1, "kernel_size", None)
+    return c.avg_pool(
+        node,
+        c.arg(node, node.args[0]),
+        kernel,
+        _kw(node, 2, "stride", None),
+        _kw(node, 3, "padding", 0),
+        bool(_kw(node, 4, "ceil_mode", False)),
+        bool(_kw(node, 5, "count_include_pad", True)),
+        _kw(node, 6, "divisor_override", None),
+        c.source(node, "avgpool"),
+    )
 
 
 def _fn_max_pool(c: _Converter, node: fx.Node) -> str:
@@ -765,6 +918,7 @@ FUNCTION_RULES: dict[Any, Callable[[_Converter, fx.Node], str]] = {
     torch.flatten: _fn_flatten,
     F.adaptive_avg_pool2d: _fn_adaptive_avg,
     F.max_pool2d: _fn_max_pool,
+    F.avg_pool2d: _fn_avg_pool,
     F.dropout: _fn_dropout,
 }
 

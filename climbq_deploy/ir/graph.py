@@ -249,6 +249,24 @@ class MaxPool(Node):
 
 
 @dataclass(frozen=True)
+class AvgPool(Node):
+    """Float-level local average pool of integer ``x`` (HWC), as captured: the output holds the
+    window sums ``P[h, w, c] = sum_{i, j < kernel} x[s h + i - p, s w + j - p, c]`` (zero
+    padding counted, torch's ``count_include_pad=True``), scale ``input_scale / divisor``
+    (``divisor = kernel**2``, or torch's ``divisor_override``), so ``P * scale`` is torch's
+    average exactly. ``out = floor((in + 2 p - k) / s) + 1``.
+
+    No target runs it: :func:`~climbq_deploy.ir.passes.absorb_average_pools` lowers it into
+    the conv that reads it (a local average pool is linear, so pool-then-conv is one conv)."""
+
+    kernel: int = 2
+    stride: int = 2
+    padding: int = 0
+    divisor: int = 4
+    op = "avg_pool"
+
+
+@dataclass(frozen=True)
 class Concat(Node):
     """Integer tensors of equal scale and spatial shape joined along channels, in input
     order (``torch.cat(..., dim=1)`` in NCHW)."""
@@ -298,6 +316,7 @@ OPS: dict[str, type[Node]] = {
         Relu,
         Add,
         MaxPool,
+        AvgPool,
         Concat,
         GlobalSumPool,
         Linear,

@@ -43,6 +43,7 @@ ATEN_FUNCTIONS: dict[Any, Callable[..., Any]] = {
     aten.flatten.using_ints: torch.flatten,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
     aten.max_pool2d.default: F.max_pool2d,
+    aten.avg_pool2d.default: F.avg_pool2d,
     aten.dropout.default: F.dropout,
     aten.conv2d.default: F.conv2d,
     aten.conv1d.default: F.conv1d,

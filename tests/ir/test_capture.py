@@ -158,9 +158,9 @@ REFUSALS = {
         Base(nn.Conv2d(8, 8, 3)),
         r"module 'middle', Conv2d\): a Conv2d that is not quant",
     ),
-    "local avg pool": (
+    "local avg pool read by no conv": (
         Base(nn.AvgPool2d(2)),
-        r"module 'middle', AvgPool2d\): average pooling that",
+        r"node 'mean' \(method .mean\(\) .*\): reads the local average pool 'middle'",
     ),
     "spatial cat": (SpatialCat(), r"node 'cat' \(function cat in the model's forward\): .*dim 2"),
     "relu cap below the codes": (

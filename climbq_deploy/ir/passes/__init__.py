@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from climbq_deploy.errors import LoweringError
 from climbq_deploy.ir.graph import HEAD_OPS, INTEGER_OPS, Graph
+from climbq_deploy.ir.passes.absorb_average_pools import absorb_average_pools
 from climbq_deploy.ir.passes.bound_tensors import bound_tensors
 from climbq_deploy.ir.passes.derive_thresholds import derive_thresholds
 from climbq_deploy.ir.passes.fold_batchnorm import fold_batchnorm
@@ -17,7 +18,13 @@ from climbq_deploy.ir.passes.integerize_weights import integerize_weights
 from climbq_deploy.ir.passes.quantize_head import quantize_head
 
 Pass = Callable[[Graph], Graph]
-PASSES: tuple[Pass, ...] = (fold_batchnorm, integerize_weights, derive_thresholds, bound_tensors)
+PASSES: tuple[Pass, ...] = (
+    absorb_average_pools,
+    fold_batchnorm,
+    integerize_weights,
+    derive_thresholds,
+    bound_tensors,
+)
 HEADS = ("float", "int8", "int4")
 
 
@@ -38,6 +45,7 @@ def lower(graph: Graph, head: str = "float") -> Graph:
 
 __all__ = [
     "PASSES",
+    "absorb_average_pools",
     "bound_tensors",
     "derive_thresholds",
     "fold_batchnorm",
