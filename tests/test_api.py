@@ -161,3 +161,36 @@ def test_a_user_cnn_fx_cannot_trace_trains_exports_and_checks(tmp_path) -> None:
     layers = {layer["layer"]: layer["mismatches"] for layer in record["layers"]}
     assert set(layers) == {"net.stem_bn.act", "net.body.1.act", "net.side.act"}
     assert layers == dict.fromkeys(layers, 0) and record["top1_agreement"] == 1.0
+
+
+def test_a_user_cnn_with_local_average_pools_is_exact_on_every_target(tmp_path) -> None:
+    """``AvgPool2d`` and ``avg_pool2d`` in a plain torch CNN: trained, exported, and checked
+    on the NumPy reference, TFLite (builtin forms and the fused op) and the TensorRT-bound
+    ONNX under ONNX Runtime, every code equal (the pools are folded into the convs after
+    them)."""
+    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
+    run = climbq_deploy.train(
+        data,
+        tmp_path / "run",
+        model=f"{USER_CNN}:pooled_cnn",
+        method="climbq+",
+        wbits=4,
+        abits=4,
+        epochs=1,
+        batch_size=4,
+        progress=False,
+    )
+    reference = climbq_deploy.check(run)
+    layers = {layer["layer"]: layer["mismatches"] for layer in reference["layers"]}
+    assert set(layers) == {
+        f"net.{name}.1.act" for name in ("stem", "body", "pool_branch", "conv_branch", "tail")
+    }
+    assert layers == dict.fromkeys(layers, 0) and reference["top1_agreement"] == 1.0
+    for target, options in (
+        ("tflite", {"ops": "builtin"}),
+        ("tflite", {"ops": "climbq"}),
+        ("tensorrt", {}),
+    ):
+        record = climbq_deploy.check(run, target, **options)
+        assert record["exact_match"] is True, (target, options, record.get("first_divergent"))
+        assert record["top1_agreement"] == 1.0, (target, options)

@@ -51,6 +51,39 @@ class SmallCNN(nn.Module):
         return self.classifier(self.flatten(self.gap(x)))
 
 
+class PooledCNN(nn.Module):
+    """Local average pooling as users write it: a 2x2 ``AvgPool2d`` downsampling before a
+    padded 3x3 conv, an Inception-style branch ``avg_pool2d(x, 3, 1, 1)`` -> 1x1 conv beside a
+    3x3 conv, another ``AvgPool2d(2)`` before a 1x1 conv, then the global pool and the head."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+
+        def unit(cin: int, cout: int, k: int) -> nn.Sequential:
+            conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.stem = unit(3, width, 3)
+        self.down = nn.AvgPool2d(2)
+        self.body = unit(width, width, 3)
+        self.pool_branch = unit(width, width // 2, 1)
+        self.conv_branch = unit(width, width // 2, 3)
+        self.down2 = nn.AvgPool2d(2)
+        self.tail = unit(width, 2 * width, 1)
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.body(self.down(self.stem(x)))
+        pooled = nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+        x = torch.cat([self.pool_branch(pooled), self.conv_branch(x)], dim=1)
+        x = self.tail(self.down2(x))
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def pooled_cnn(num_classes: int = 10) -> PooledCNN:
+    return PooledCNN(num_classes)
+
+
 def small_cnn(num_classes: int = 10) -> SmallCNN:
     return SmallCNN(num_classes)
 
