@@ -797,6 +797,8 @@ def _adaptive_avg(c: _Converter, node: fx.Node, x: str, size: Any, source: str) 
             "H x W map into square tiles)",
         )
     tile = shape[0] // pair[0]
+    if tile == 1:  # to the map's own size: each window is one pixel
+        return x
     return c.avg_pool(node, x, tile, tile, 0, False, True, None, source)
 
 

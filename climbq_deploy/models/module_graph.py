@@ -145,7 +145,10 @@ def _stand_ins(
 
 
 def _pass_through(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return x
+    """The input, as a new tensor: a forward that returned ``x`` itself would leave the module
+    no op of its own in the exported graph, and unflatten would drop its call (an activation
+    quantizer written into a model by hand would vanish from the captured program)."""
+    return x.clone()
 
 
 def _inline(

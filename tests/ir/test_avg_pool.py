@@ -283,6 +283,37 @@ def test_ceil_mode_without_a_partial_window_is_the_plain_pool() -> None:
         np.testing.assert_array_equal(values[node.output], codes[node.source])
 
 
+class ShapeBranching(Net):
+    """Pools only maps wider than 4: torch.fx cannot trace the branch, torch.export can
+    (``aten.adaptive_avg_pool2d`` and ``aten.avg_pool2d`` map back to the rules). Its
+    activation quantizers are modules written in by hand (not ``quantize``'s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = unit(self.stem[2].context, 4, 4, 1)
+
+    def middle(self, h: torch.Tensor) -> torch.Tensor:
+        if h.shape[-1] > 4:
+            h = torch.relu(self.conv(F.adaptive_avg_pool2d(h, 4)))
+        return self.conv2(F.avg_pool2d(h, 3, 1, 1))
+
+
+def test_pools_traced_by_torch_export_lower_exactly() -> None:
+    torch.manual_seed(5)
+    model = ShapeBranching().eval()
+    randomize_batchnorm(model, 5)
+    graph = capture(model, MEAN, STD, (8, 8, 3), input_bits=20)
+    pools = [(n.kernel, n.stride, n.padding) for n in graph.nodes if isinstance(n, AvgPool)]
+    assert pools == [(2, 2, 0), (3, 1, 1)]
+    program = lower(graph)
+    images = np.random.default_rng(5).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    values = ReferenceModel(program).run(images, keep=True)
+    codes, logits = codes_and_logits(model, program, images)
+    for node in (n for n in program.nodes if n.op == "threshold_act"):
+        np.testing.assert_array_equal(values[node.output], codes[node.source], err_msg=node.source)
+    np.testing.assert_allclose(values[program.output], logits, rtol=1e-9, atol=1e-9)
+
+
 def test_the_pass_refuses_a_pool_read_by_anything_but_a_conv() -> None:
     graph = capture(_model(0), MEAN, STD, (8, 8, 3), input_bits=20)
     pool = next(n for n in graph.nodes if isinstance(n, AvgPool))
