@@ -63,8 +63,10 @@ def test_other_resnets_agree(trained_syndigits, tmp_path, method, bits) -> None:
         data, method=method, wbits=bits, abits=bits, epochs=1, batch_size=64, lr=0.01, init=str(fp)
     )
     train(config, tmp_path / "run", progress=False)
-    record = check_run(tmp_path / "run", progress=False)
-    assert record["n_images"] == 2000
+    # 600 of the 2000 test images (the whole set: the 4-bit run above and, per target,
+    # bench/results/lowering_check.md): 18 s per test instead of 34-40 s with all 2000
+    record = check_run(tmp_path / "run", progress=False, limit=600)
+    assert record["n_images"] == 600
     assert_agrees(record)
 
 
