@@ -260,7 +260,8 @@ REFUSALS = {
         Net(),
         7,
         r"node 'conv_0' .*average pool 2x2 stride 2 padding 0 then a 3x3 conv .* 7x7 map: the "
-        r"pool leaves the last 1",
+        r"conv's zero padding reads pooled position 3 \(outside 0..2\), whose window covers "
+        r"pixels 6..6",
     ),
 }
 

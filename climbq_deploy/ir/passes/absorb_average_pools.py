@@ -68,7 +68,7 @@ def _out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -
 
 def _grid(weight: np.ndarray, bits: int, grid: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     """``weight``'s grid: the conv's own ``(bits, grid)`` when every value lies on it, else the
-    narrowest ``(mult, offset)`` grid holding them (``None`` bits when over 8)."""
+    narrowest ``(mult, offset)`` grid holding them (its bits may exceed 8: the caller refuses)."""
     mult, offset = grid
     codes, rest = np.divmod(weight - offset, mult)
     if not rest.any() and codes.min() >= 0 and codes.max() <= 2**bits - 1:
@@ -105,18 +105,14 @@ def composite_conv(
         # a pooled position the conv reads in its zero padding: the composite reads X there
         real = [u for u in outside if sp * u - pp + kp > 0 and sp * u - pp < size]
         why = ""
-        if real and real[0] < 0:
+        if real:
+            u = real[0]
+            first, last = max(0, sp * u - pp), min(size, sp * u - pp + kp) - 1
             why = (
-                f"the conv's padding reads the pooled map left of its edge, where the "
-                f"composite conv would read pixels ({kp}x{kp} windows at stride {sp}, "
-                f"padding {pp})"
-            )
-        elif real:
-            why = (
-                f"the pool leaves the last {size + pp - sp * pooled} row(s)/column(s) of the "
-                f"{size}-wide map out, and the conv's padding reads past its end, where the "
-                "composite conv would read them (an even map, or a conv without padding, "
-                "is exact)"
+                f"the conv's zero padding reads pooled position {u} (outside 0..{pooled - 1}), "
+                f"whose window covers pixels {first}..{last} of the {size}-wide map: the "
+                "composite conv would read them where pool-then-conv reads zeros (a map the "
+                "pool tiles whole, or a conv without padding, is exact)"
             )
         elif _out(size, big, new_stride, new_padding) != out:
             why = f"the composite conv's output size differs from the conv's ({out})"
