@@ -1,14 +1,16 @@
-"""What the uint8 model contract's input step costs on LiteRT: each run's program written with
-uint8 images in (the default: CAST, MUL, ADD and a GATHER of the 256 x C table inside the
-model) and with the int32 integer input ``I`` (``--input int32``, the host quantizes), timed
-side by side, for the builtin forms and the fused op; the plain int8 model of the same shape
-as the yardstick.
+"""What the uint8 model contract's input step costs: each run's program written with uint8
+images in (the default: CAST, MUL, ADD and a GATHER of the 256 x C table inside the model) and
+with the int32 integer input ``I`` (``--input int32``, the host quantizes), timed side by side:
+on LiteRT the builtin forms and the fused op (the plain int8 model of the same shape as the
+yardstick), on ONNX Runtime the ``ort`` and ``qdq`` forms of the tensorrt target.
 
-All models of one run are interleaved round-robin in one process
+LiteRT: all models of one run and batch interleaved round-robin in one process
 (``bench.tflite_latency.time_round_robin``: ``--rounds`` rounds of about ``--budget`` s per
-model); ``uint8 / int32`` is the ratio of the two input forms' median per-invoke times. Both
+model). ONNX Runtime: the four sessions likewise, each fed its own input (uint8 NHWC images,
+or the float32 NCHW ``I`` the int32 form reads), median over the rounds of the mean of 20
+calls (2 at batch 16). ``uint8 / int32`` is the ratio of the two input forms' medians. Both
 forms are exact on the whole SynDigits-LT test set (``bench/results/uint8_contract_check.md``
-for the uint8 files, ``bench/results/tflite_check.md`` for the int32 ones).
+for the uint8 files, ``tflite_check.md`` and ``onnx_check.md`` for the int32 ones).
 
 Usage::
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +35,49 @@ from bench._common import (
     warn_if_busy,
     write_results,
 )
+from bench.onnx_latency import session
 from bench.plain_int8 import write_plain_int8
 from bench.tflite_latency import PLAIN, invoker, time_round_robin
 from climbq_deploy.export import load_run, lower_run
 from climbq_deploy.ir.serialize import program_bytes
+from climbq_deploy.targets.tensorrt import TensorrtTarget
 from climbq_deploy.targets.tflite import TfliteTarget
 from climbq_deploy.targets.tflite.flavour import int16_flavour
 from climbq_deploy.targets.tflite.forms import write_fast_tflite
 
 NAME = "input_step_cost"
 INPUTS = ("uint8", "int32")
+ONNX_FORMS = ("ort", "qdq")
+
+
+def onnx_p50(graph, batch: int, threads: int, rounds: int, folder: Path) -> dict:
+    """``{(form, input): (p50 ms, bytes)}`` of the ONNX forms, interleaved."""
+    import numpy as np
+
+    h, w, c = graph.tensors[graph.input].shape
+    rng = np.random.default_rng(0)
+    feeds = {
+        "uint8": rng.integers(0, 256, (batch, h, w, c), dtype=np.uint8),
+        "int32": rng.integers(-(2**19), 2**19, (batch, c, h, w)).astype(np.float32),
+    }
+    live = {}
+    for form in ONNX_FORMS:
+        for kind in INPUTS:
+            path = TensorrtTarget(form=form, input=kind).export(
+                graph, folder / f"{form}-{kind}.onnx"
+            )
+            s = session(path, threads)
+            live[(form, kind)] = (s, s.get_inputs()[0].name, feeds[kind], path.stat().st_size)
+    calls = 20 if batch == 1 else 2
+    times: dict = {key: [] for key in live}
+    for _ in range(rounds):
+        for key, (s, name, feed, _) in live.items():
+            s.run(["logits"], {name: feed})
+            began = time.perf_counter()
+            for _ in range(calls):
+                s.run(["logits"], {name: feed})
+            times[key].append(1000 * (time.perf_counter() - began) / calls)
+    return {key: (statistics.median(v), live[key][3]) for key, v in times.items()}
 
 
 def main() -> None:
@@ -74,6 +111,7 @@ def main() -> None:
             for (form, kind), ms in p50.items():
                 record = {
                     "run": run.name,
+                    "runtime": "litert",
                     "batch": batch,
                     "threads": args.threads,
                     "form": form,
@@ -85,6 +123,24 @@ def main() -> None:
                 }
                 records.append(record)
                 print(_row(record), flush=True)
+            onnx_graph = lower_run(load_run(run), input_bits=TensorrtTarget.input_bits)
+            with tempfile.TemporaryDirectory() as tmp:
+                timed = onnx_p50(onnx_graph, batch, args.threads, args.rounds, Path(tmp))
+            for (form, kind), (ms, size) in timed.items():
+                record = {
+                    "run": run.name,
+                    "runtime": "onnxruntime",
+                    "batch": batch,
+                    "threads": args.threads,
+                    "form": form,
+                    "input": kind,
+                    "p50_ms": ms,
+                    "uint8_over_int32": ms / timed[(form, "int32")][0] if kind == "uint8" else None,
+                    "over_plain_int8": None,
+                    "bytes": size,
+                }
+                records.append(record)
+                print(_row(record), flush=True)
     header = run_header(load)
     header["settings"] = {"rounds": args.rounds, "budget": args.budget}
     markdown = render(records, header)
@@ -93,16 +149,17 @@ def main() -> None:
 
 
 def _row(record: dict[str, Any]) -> tuple:
-    ratio = record["uint8_over_int32"]
+    ratio, plain = record["uint8_over_int32"], record["over_plain_int8"]
     return (
         record["run"],
+        record["runtime"],
         record["batch"],
         record["threads"],
         record["form"],
         record["input"],
         f"{record['p50_ms']:.3f}",
         "-" if ratio is None else f"{ratio:.3f}x",
-        f"{record['over_plain_int8']:.2f}x",
+        "-" if plain is None else f"{plain:.2f}x",
         record["bytes"],
     )
 
@@ -110,16 +167,19 @@ def _row(record: dict[str, Any]) -> tuple:
 def render(records: list[dict[str, Any]], header: dict[str, Any]) -> str:
     s = header["settings"]
     return (
-        "# The uint8 input step on LiteRT: uint8 images in against the int32 input\n\n"
+        "# The uint8 input step: uint8 images in against the int32 input\n\n"
         "Each run's program with uint8 NHWC images in (the model contract: CAST, MUL, ADD, "
         "GATHER of the input table inside the model) and with the int32 integer input "
         f"(`--input int32`). p50: median per-invoke ms over {s['rounds']} interleaved rounds "
-        f"(about {s['budget']} s per model per round) of all models of one run and batch in "
-        "one process, XNNPACK on; `uint8 / int32`: the ratio of the two input forms; `/ plain "
-        "int8`: over the plain int8 model of the program's shape in the same run.\n\n"
+        f"of all models of one run, batch and runtime in one process (LiteRT: about "
+        f"{s['budget']} s per model per round, XNNPACK on; ONNX Runtime: the mean of 20 calls, "
+        "2 at batch 16, per round, each session fed its own input form); `uint8 / int32`: the "
+        "ratio of the two input forms; `/ plain int8`: over LiteRT's plain int8 model of the "
+        "program's shape in the same run.\n\n"
         + markdown_table(
             (
                 "run",
+                "runtime",
                 "batch",
                 "threads",
                 "form",
