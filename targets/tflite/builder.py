@@ -627,7 +627,21 @@ class ModelBuilder:
             buffers=[_AlignedBufferT(payload) for payload in self._buffers],
             metadata=self._metadata or None,
         )
-        size = sum(len(b) + BUFFER_ALIGNMENT for b in self._buffers if b is not None)
-        builder = flatbuffers.Builder(size + 4096)
-        builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-        return bytes(builder.Output())
+        return pack_model(model)
+
+
+def pack_model(model: schema.ModelT) -> bytes:
+    """The ``.tflite`` bytes of ``model`` (file identifier ``TFL3``), every buffer's data
+    :data:`BUFFER_ALIGNMENT`-aligned: for a model built here or one read with
+    ``ModelT.InitFromPackedBuf`` and edited (its plain buffers are re-wrapped)."""
+    buffers = []
+    for b in model.buffers or []:
+        if not isinstance(b, _AlignedBufferT):
+            data = getattr(b, "data", None)
+            b = _AlignedBufferT(None if data is None or len(data) == 0 else bytes(data))
+        buffers.append(b)
+    model.buffers = buffers
+    size = sum(len(b.payload) + BUFFER_ALIGNMENT for b in buffers if b.payload is not None)
+    builder = flatbuffers.Builder(size + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())

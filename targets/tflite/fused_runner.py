@@ -387,7 +387,7 @@ def with_outputs(content: bytes, names: Sequence[str]) -> bytes:
     compiled model, which exposes only outputs, returns those intermediates too)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from climbq_deploy.targets.tflite.builder import FILE_IDENTIFIER, _AlignedBufferT
+    from climbq_deploy.targets.tflite.builder import pack_model
 
     model = schema.ModelT.InitFromPackedBuf(bytes(content), 0)
     graph = model.subgraphs[0]
@@ -399,15 +399,7 @@ def with_outputs(content: bytes, names: Sequence[str]) -> bytes:
     if missing:
         raise ArtifactError(f"the model has no tensors named {missing[:4]}")
     graph.outputs = [*list(graph.outputs), *(index[n] for n in names)]
-    model.buffers = [
-        _AlignedBufferT(None if b.data is None or len(b.data) == 0 else bytes(b.data))
-        for b in model.buffers
-    ]
-    import flatbuffers
-
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
 def _selftest_model() -> tuple[bytes, np.ndarray, np.ndarray]:

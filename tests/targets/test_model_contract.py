@@ -250,22 +250,15 @@ def test_the_tflite_contract_travels_in_the_file(tmp_path) -> None:
 def _without_contract(content: bytes) -> bytes:
     """A file as written before the contract: no ``climbq_contract`` metadata, no shape
     signatures."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from climbq_deploy.targets.tflite.builder import FILE_IDENTIFIER, _AlignedBufferT
+    from climbq_deploy.targets.tflite.builder import pack_model
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     model.metadata = [m for m in model.metadata if m.name.decode() != CONTRACT_KEY]
     for tensor in model.subgraphs[0].tensors:
         tensor.shapeSignature = None
-    model.buffers = [
-        _AlignedBufferT(None if b.data is None or len(b.data) == 0 else bytes(b.data))
-        for b in model.buffers
-    ]
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
 @pytest.mark.parametrize("ops_", ["builtin", "int16"])
