@@ -448,6 +448,14 @@ class _Converter:
 
     # -- shared pieces ------------------------------------------------------------------
 
+    def square(self, node: fx.Node, value: Any, what: str) -> int:
+        """A pool's kernel, stride, padding or dilation given as ``n`` or ``(n, n)``: ``n``;
+        a refusal naming ``what`` for anything else (rectangular ones)."""
+        pair = (value, value) if isinstance(value, int) else tuple(value)
+        if len(pair) != 2 or pair[0] != pair[1]:
+            raise _unsupported(node, self.modules, f"{what} {value!r} (square only)")
+        return int(pair[0])
+
     def source(self, node: fx.Node, kind: str) -> str:
         where = _module_path(node)
         return f"{where}.{kind}" if where else kind
@@ -540,13 +548,10 @@ class _Converter:
         self.integer(node, x, "max pool")
 
         def one(value: Any, name: str) -> int:
-            pair = (value, value) if isinstance(value, int) else tuple(value)
-            if len(pair) != 2 or pair[0] != pair[1]:
-                raise _unsupported(node, self.modules, f"max pool {name} {value!r} (square only)")
-            return int(pair[0])
+            return self.square(node, value, f"max pool {name}")
 
         k = one(kernel, "kernel")
-        s = one(stride if stride not in (None, ()) else kernel, "stride")
+        s = one(stride if stride not in (None, (), []) else kernel, "stride")
         pad = one(padding, "padding")
         if one(dilation, "dilation") != 1 or ceil_mode:
             raise _unsupported(node, self.modules, "max pool with dilation or ceil_mode")
@@ -581,10 +586,7 @@ class _Converter:
         covering the whole map without padding is the global pool."""
 
         def one(value: Any, name: str) -> int:
-            pair = (value, value) if isinstance(value, int) else tuple(value)
-            if len(pair) != 2 or pair[0] != pair[1]:
-                raise _unsupported(node, self.modules, f"average pool {name} {value!r} (square)")
-            return int(pair[0])
+            return self.square(node, value, f"average pool {name}")
 
         h, w, c = self.b.shape(x) if len(self.b.shape(x)) == 3 else (0, 0, 0)
         k = one(kernel, "kernel")

@@ -254,7 +254,7 @@ REFUSALS = {
     "of the image": (OfTheImage(), 8, r"node 'avg_pool2d' .*of the input image"),
     "count_include_pad": (NoPadCount(), 8, r"count_include_pad=False"),
     "ceil mode, partial window": (Ceil(), 7, r"ceil_mode on a 7x7 map"),
-    "oblong kernel": (Oblong(), 8, r"average pool kernel \(2, 1\) \(square\)"),
+    "oblong kernel": (Oblong(), 8, r"average pool kernel \(2, 1\) \(square only\)"),
     "adaptive to 3 on 8": (Adaptive3(), 8, r"adaptive average pool to 3 on \(8, 8, 4\)"),
     "odd map, padded conv": (
         Net(),
