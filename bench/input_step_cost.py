@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from bench._common import (
     warn_if_busy,
     write_results,
 )
-from bench.onnx_latency import session
+from bench.onnx_latency import interleaved_p50, session
 from bench.plain_int8 import write_plain_int8
 from bench.tflite_latency import PLAIN, invoker, time_round_robin
 from climbq_deploy.export import load_run, lower_run
@@ -56,28 +55,21 @@ def onnx_p50(graph, batch: int, threads: int, rounds: int, folder: Path) -> dict
 
     h, w, c = graph.tensors[graph.input].shape
     rng = np.random.default_rng(0)
-    feeds = {
+    inputs = {
         "uint8": rng.integers(0, 256, (batch, h, w, c), dtype=np.uint8),
         "int32": rng.integers(-(2**19), 2**19, (batch, c, h, w)).astype(np.float32),
     }
-    live = {}
+    sessions, feeds, sizes = {}, {}, {}
     for form in ONNX_FORMS:
         for kind in INPUTS:
             path = TensorrtTarget(form=form, input=kind).export(
                 graph, folder / f"{form}-{kind}.onnx"
             )
             s = session(path, threads)
-            live[(form, kind)] = (s, s.get_inputs()[0].name, feeds[kind], path.stat().st_size)
-    calls = 20 if batch == 1 else 2
-    times: dict = {key: [] for key in live}
-    for _ in range(rounds):
-        for key, (s, name, feed, _) in live.items():
-            s.run(["logits"], {name: feed})
-            began = time.perf_counter()
-            for _ in range(calls):
-                s.run(["logits"], {name: feed})
-            times[key].append(1000 * (time.perf_counter() - began) / calls)
-    return {key: (statistics.median(v), live[key][3]) for key, v in times.items()}
+            sessions[(form, kind)] = (s, s.get_inputs()[0].name)
+            feeds[(form, kind)], sizes[(form, kind)] = inputs[kind], path.stat().st_size
+    p50 = interleaved_p50(sessions, feeds, rounds, 20 if batch == 1 else 2)
+    return {key: (ms, sizes[key]) for key, ms in p50.items()}
 
 
 def main() -> None:

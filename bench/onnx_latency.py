@@ -106,17 +106,19 @@ def session(path: Path, threads: int):
 
 
 def interleaved_p50(
-    sessions: dict[str, Any], feed: np.ndarray, rounds: int, calls: int
-) -> dict[str, float]:
+    sessions: dict[Any, Any], feed: np.ndarray | dict[Any, np.ndarray], rounds: int, calls: int
+) -> dict[Any, float]:
     """Per model, the median over ``rounds`` of the mean ms of ``calls`` runs; every round
-    runs every model (one untimed call first), so drifts of the machine hit all alike."""
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+    runs every model (one untimed call first), so drifts of the machine hit all alike.
+    ``feed``: one input for all, or one per key of ``sessions``."""
+    times: dict[Any, list[float]] = {k: [] for k in sessions}
     for _ in range(rounds):
         for key, (session, name) in sessions.items():
-            session.run(["logits"], {name: feed})
+            x = feed[key] if isinstance(feed, dict) else feed
+            session.run(["logits"], {name: x})
             began = time.perf_counter()
             for _ in range(calls):
-                session.run(["logits"], {name: feed})
+                session.run(["logits"], {name: x})
             times[key].append(1000 * (time.perf_counter() - began) / calls)
     return {k: float(np.median(v)) for k, v in times.items()}
 
