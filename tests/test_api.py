@@ -28,6 +28,26 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
+def _train_user(
+    tmp_path: Path, factory: str, method: str = "climbq+", bits: int = 4, batch_size: int = 4
+) -> tuple[Path, Path]:
+    """``(dataset folder, run folder)``: ``tests/models/user_cnn.py:factory`` trained one epoch
+    through the API on a tiny 16 x 16 dataset."""
+    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
+    run = climbq_deploy.train(
+        data,
+        tmp_path / "run",
+        model=f"{USER_CNN}:{factory}",
+        method=method,
+        wbits=bits,
+        abits=bits,
+        epochs=1,
+        batch_size=batch_size,
+        progress=False,
+    )
+    return data, run
+
+
 def test_import_loads_no_torch_and_the_device_side_needs_none() -> None:
     result = _python(
         "import sys, climbq_deploy as c\n"
@@ -69,18 +89,7 @@ def test_train_refuses_an_unknown_option(tmp_path) -> None:
 
 
 def test_a_user_cnn_from_training_to_a_checked_artifact(tmp_path) -> None:
-    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
-    run = climbq_deploy.train(
-        data,
-        tmp_path / "run",
-        model=f"{USER_CNN}:exportable_cnn",
-        method="climbq+",
-        wbits=4,
-        abits=4,
-        epochs=1,
-        batch_size=4,
-        progress=False,
-    )
+    data, run = _train_user(tmp_path, "exportable_cnn")
     assert run == tmp_path / "run" and (run / "metrics.json").is_file()
     path = climbq_deploy.export(run)
     assert path == run / "model.climbq"
@@ -119,18 +128,7 @@ def test_a_user_cnn_from_training_to_a_checked_artifact(tmp_path) -> None:
 
 
 def test_the_cli_export_is_the_api_export(tmp_path, capsys) -> None:
-    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
-    run = climbq_deploy.train(
-        data,
-        tmp_path / "run",
-        model=f"{USER_CNN}:exportable_cnn",
-        method="climbq",
-        wbits=2,
-        abits=2,
-        epochs=1,
-        batch_size=8,
-        progress=False,
-    )
+    data, run = _train_user(tmp_path, "exportable_cnn", method="climbq", bits=2, batch_size=8)
     assert main(["export", str(run), "--out", str(tmp_path / "cli.climbq"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     api = climbq_deploy.export(run, out=tmp_path / "api.climbq")
@@ -144,18 +142,7 @@ def test_the_cli_export_is_the_api_export(tmp_path, capsys) -> None:
 def test_a_user_cnn_fx_cannot_trace_trains_exports_and_checks(tmp_path) -> None:
     """A forward that branches on the input size (torch.export traces it for the data's size)
     with a conv bias and no BatchNorm after it: trained, exported and checked like any run."""
-    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
-    run = climbq_deploy.train(
-        data,
-        tmp_path / "run",
-        model=f"{USER_CNN}:shape_branching_cnn",
-        method="climbq+",
-        wbits=4,
-        abits=4,
-        epochs=1,
-        batch_size=4,
-        progress=False,
-    )
+    _, run = _train_user(tmp_path, "shape_branching_cnn")
     climbq_deploy.export(run)
     record = climbq_deploy.check(run)
     layers = {layer["layer"]: layer["mismatches"] for layer in record["layers"]}
@@ -168,18 +155,7 @@ def test_a_user_cnn_with_local_average_pools_is_exact_on_every_target(tmp_path) 
     on the NumPy reference, TFLite (builtin forms and the fused op) and the TensorRT-bound
     ONNX under ONNX Runtime, every code equal (the pools are folded into the convs after
     them)."""
-    data = save_dataset(tiny_dataset(size=16), tmp_path / "data")
-    run = climbq_deploy.train(
-        data,
-        tmp_path / "run",
-        model=f"{USER_CNN}:pooled_cnn",
-        method="climbq+",
-        wbits=4,
-        abits=4,
-        epochs=1,
-        batch_size=4,
-        progress=False,
-    )
+    _, run = _train_user(tmp_path, "pooled_cnn")
     reference = climbq_deploy.check(run)
     layers = {layer["layer"]: layer["mismatches"] for layer in reference["layers"]}
     assert set(layers) == {
