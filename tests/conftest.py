@@ -184,3 +184,18 @@ def codes_and_logits(model, graph, images):
     for h in hooks:
         h.remove()
     return codes, logits
+
+
+def resnet8_onnx(path: Path) -> Path:
+    """A random-weight 4-bit ClimbQ+ ResNet-8 on 8 x 8 images (16-bit input), exported to
+    ``path`` as the tensorrt target's ONNX (the TensorRT engine and runner tests' model)."""
+    from climbq_deploy.ir.capture import capture
+    from climbq_deploy.ir.passes import lower
+    from climbq_deploy.models.common import QuantSpec
+    from climbq_deploy.models.resnet import CifarResNet
+    from climbq_deploy.targets.tensorrt import TensorrtTarget
+
+    torch.manual_seed(0)
+    model = CifarResNet(8, 10, QuantSpec("climbq+", 4, 4))
+    graph = lower(capture(model, MEAN, STD, (8, 8, 3), input_bits=16))
+    return TensorrtTarget().export(graph, path)

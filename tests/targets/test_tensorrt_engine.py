@@ -10,15 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
-from climbq_deploy.ir.capture import capture
-from climbq_deploy.ir.passes import lower
 from climbq_deploy.kernels import ReferenceModel
-from climbq_deploy.models.common import QuantSpec
-from climbq_deploy.models.resnet import CifarResNet
-from climbq_deploy.targets.tensorrt import TensorrtTarget, engine
-from tests.conftest import MEAN, STD
+from climbq_deploy.targets.tensorrt import engine
+from tests.conftest import resnet8_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("polygraphy")
@@ -26,11 +21,7 @@ pytest.importorskip("polygraphy")
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    graph = lower(
-        capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD, (8, 8, 3), input_bits=16)
-    )
-    return TensorrtTarget().export(graph, tmp_path_factory.mktemp("trt") / "m.onnx")
+    return resnet8_onnx(tmp_path_factory.mktemp("trt") / "m.onnx")
 
 
 def test_the_engine_is_built_for_explicit_int8_without_tf32() -> None:

@@ -10,18 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from climbq_deploy.cli import main
 from climbq_deploy.errors import TargetUnavailableError
-from climbq_deploy.ir.capture import capture
-from climbq_deploy.ir.passes import lower
-from climbq_deploy.models.common import QuantSpec
-from climbq_deploy.models.resnet import CifarResNet
 from climbq_deploy.targets import get_target
-from climbq_deploy.targets.tensorrt import TensorrtTarget
 from climbq_deploy.targets.tensorrt.engine import EXIT_UNAVAILABLE, tensorrt_unavailable
-from tests.conftest import MEAN, STD
+from tests.conftest import resnet8_onnx
 
 pytest.importorskip("onnxruntime")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -29,11 +23,7 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    graph = lower(
-        capture(CifarResNet(8, 10, QuantSpec("climbq+", 4, 4)), MEAN, STD, (8, 8, 3), input_bits=16)
-    )
-    return TensorrtTarget().export(graph, tmp_path_factory.mktemp("trt") / "m.onnx")
+    return resnet8_onnx(tmp_path_factory.mktemp("trt") / "m.onnx")
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
