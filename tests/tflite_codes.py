@@ -64,3 +64,17 @@ def codes_as_outputs(
     for name, value in joined.items():
         assert np.array_equal(value, np.rint(value)), f"{name} holds non-integers"
     return {name: value.astype(np.int64) for name, value in joined.items()}
+
+
+def operator_names(content: bytes) -> list[str]:
+    """The builtin (or custom) name of every operator of a ``.tflite`` file, in order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    out = []
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        out.append(code.customCode.decode() if builtin == "CUSTOM" else builtin)
+    return out
